@@ -1,0 +1,45 @@
+# Two commands: `make run` (set up everything and serve the dashboard) and `make test`.
+PORT ?= 8000
+VENV := .venv
+BIN := $(VENV)/bin
+# The first Python >= 3.12 found (pyenv's included).
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
+DEV_ENV := DEBUG=1 PORT=$(PORT)
+
+.PHONY: run test install setup demo lint benchmark clean
+
+$(BIN)/.installed: requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (none found on PATH)."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+# A development credential key, generated once into an ignored file.
+.credential-keys: | $(BIN)/.installed
+	$(BIN)/python -c "import base64, secrets; print('dev-1:' + base64.b64encode(secrets.token_bytes(32)).decode())" > $@
+	chmod 600 $@
+
+setup: install .credential-keys
+	$(DEV_ENV) $(BIN)/python manage.py migrate --no-input
+	$(DEV_ENV) $(BIN)/python manage.py load_catalog
+	$(DEV_ENV) $(BIN)/python manage.py seed_demo
+
+run: setup
+	@echo ""
+	@echo "  Patchworks dashboard: http://127.0.0.1:$(PORT)/"
+	@echo "  Log in as demo / demo (Administrator of Acme Retail)."
+	@echo ""
+	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+benchmark: install
+	$(BIN)/python benchmarks/manage_connectors.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache

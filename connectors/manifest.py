@@ -1,0 +1,525 @@
+"""The manifest: the one serialised form of a connector definition.
+
+`validate()` checks a parsed YAML/JSON document against the schema below and
+returns it normalised (every field present, defaults filled, fixed key order),
+or raises `ManifestError` whose messages name the exact path, e.g.
+``auth_methods[1].variables[0].key: required``.
+
+`export()` writes a connector out as a normalised manifest and `apply()` makes a
+connector match a manifest. Installing, overwriting and installing alongside
+all go through `apply()`; a connector is "modified" when `export()` differs from
+the manifest it was installed from.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+from django.db import transaction
+
+from connectors.models import (
+    AuthMethod,
+    AuthType,
+    Colour,
+    Connector,
+    Direction,
+    Endpoint,
+    HttpMethod,
+    Protocol,
+    RateLimitUnit,
+    SystemType,
+    Variable,
+)
+
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+MAX_RATE_LIMIT = 1_000_000
+MAX_CONCURRENCY = 1_000
+# strftime directives accepted in a date format (portable across platforms).
+DATE_DIRECTIVES = set("aAwdbBmyYHIpMSfzZjUWcxX%GuVe")
+
+
+class ManifestError(ValueError):
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def date_format_error(value: str) -> str | None:
+    """Why `value` is not a usable strftime date format, or None when it is."""
+    if not value or not value.strip():
+        return "must not be empty"
+    if len(value) > 64:
+        return "must be at most 64 characters"
+    directives = re.findall(r"%(.?)", value)
+    if not directives:
+        return "must contain at least one directive such as %Y or %d"
+    for d in directives:
+        if d not in DATE_DIRECTIVES:
+            return f'unknown directive "%{d}"'
+    return None
+
+
+_TIME_ZONES: frozenset[str] | None = None
+
+
+def is_time_zone(value: str) -> bool:
+    global _TIME_ZONES
+    if _TIME_ZONES is None:
+        _TIME_ZONES = frozenset(zoneinfo.available_timezones())
+    return value in _TIME_ZONES
+
+
+# --- schema ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # str, int, bool, list, dict, obj, status_list
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    max_length: int = 0
+    min_value: int | None = None
+    max_value: int | None = None
+    item: dict[str, Field] | None = None  # for obj and list-of-obj
+    check: Callable[[Any], str | None] | None = None
+
+
+def _key_check(value: str) -> str | None:
+    if not KEY_RE.match(value):
+        return "must start with a lowercase letter and contain only a-z, 0-9 and _ (max 64)"
+    return None
+
+
+def _path_check(value: str) -> str | None:
+    if not value.startswith("/"):
+        return 'must start with "/"'
+    return None
+
+
+def _url_check(value: str) -> str | None:
+    if not re.match(r"^(https?://|\{\{)", value):
+        return 'must start with "http://", "https://" or a {{variable}}'
+    return None
+
+
+def _optional_url_check(value: str) -> str | None:
+    return _url_check(value) if value else None
+
+
+def _tz_check(value: str) -> str | None:
+    return None if is_time_zone(value) else f'unknown time zone "{value}"'
+
+
+VARIABLE = {
+    "key": Field("str", required=True, max_length=64, check=_key_check),
+    "label": Field("str", required=True, max_length=120),
+    "alias": Field("str", default="", max_length=120),
+    "default": Field("str", default="", max_length=1024),
+    "required": Field("bool", default=False),
+    "configurable": Field("bool", default=True),
+    "advanced": Field("bool", default=False),
+    "secret": Field("bool", default=False),
+}
+
+TEST_REQUEST = {
+    "method": Field("str", default="GET", choices=tuple(HttpMethod.values)),
+    "path": Field("str", required=True, max_length=500, check=_path_check),
+    "expected_status": Field("status_list", default=[200]),
+}
+
+AUTH_METHOD = {
+    "key": Field("str", required=True, max_length=64, check=_key_check),
+    "name": Field("str", required=True, max_length=120),
+    "type": Field("str", required=True, choices=tuple(AuthType.values)),
+    "token_url": Field("str", default="", max_length=500, check=_optional_url_check),
+    "authorize_url": Field("str", default="", max_length=500, check=_optional_url_check),
+    "scope": Field("str", default="", max_length=500),
+    "variables": Field("list", default=[], item=VARIABLE),
+    "headers": Field("dict", default={}),
+    "query_params": Field("dict", default={}),
+    "body": Field("dict", default={}),
+    "test_request": Field("obj", required=True, item=TEST_REQUEST),
+}
+
+ENDPOINT = {
+    "key": Field("str", required=True, max_length=64, check=_key_check),
+    "name": Field("str", required=True, max_length=120),
+    "entity": Field("str", required=True, max_length=80),
+    "direction": Field("str", required=True, choices=tuple(Direction.values)),
+    "method": Field("str", required=True, choices=tuple(HttpMethod.values)),
+    "path": Field("str", required=True, max_length=500, check=_path_check),
+    "parameters": Field("dict", default={}),
+}
+
+RATE_LIMIT = {
+    "amount": Field("int", required=True, min_value=1, max_value=MAX_RATE_LIMIT),
+    "unit": Field("str", required=True, choices=tuple(RateLimitUnit.values)),
+}
+
+CONNECTOR = {
+    "name": Field("str", required=True, max_length=120),
+    "description": Field("str", default="", max_length=5000),
+    "system_type": Field("str", required=True, choices=tuple(SystemType.values)),
+    "colour": Field("str", default="blue", choices=tuple(Colour.values)),
+    "protocol": Field("str", default="HTTP", choices=tuple(Protocol.values)),
+    "version": Field("str", required=True, max_length=40),
+    "version_name": Field("str", default="", max_length=120),
+    "base_url": Field("str", required=True, max_length=500, check=_url_check),
+    "date_format": Field("str", default="%Y-%m-%dT%H:%M:%S%z", check=date_format_error),
+    "rate_limit": Field("obj", required=True, item=RATE_LIMIT),
+    "time_zone": Field("str", default="UTC", max_length=64, check=_tz_check),
+    "concurrency_limit": Field("int", default=None, min_value=1, max_value=MAX_CONCURRENCY),
+    "variables": Field("list", default=[], item=VARIABLE),
+    "auth_methods": Field("list", required=True, item=AUTH_METHOD),
+    "endpoints": Field("list", required=True, item=ENDPOINT),
+}
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
+    """Type-check one value; returns the normalised value (or None after an error)."""
+    if spec.kind == "str":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # YAML reads `version: 1.0` as a number
+        if not isinstance(value, str):
+            errors.append(f"{path}: must be a string")
+            return None
+        value = value.strip()
+        if spec.required and not value:
+            errors.append(f"{path}: required")
+            return None
+        if spec.max_length and len(value) > spec.max_length:
+            errors.append(f"{path}: must be at most {spec.max_length} characters")
+            return None
+        if spec.choices and value not in spec.choices:
+            errors.append(f"{path}: must be one of {', '.join(spec.choices)}")
+            return None
+    elif spec.kind == "int":
+        if value is None and not spec.required:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{path}: must be a whole number")
+            return None
+        if spec.min_value is not None and value < spec.min_value:
+            errors.append(f"{path}: must be at least {spec.min_value}")
+            return None
+        if spec.max_value is not None and value > spec.max_value:
+            errors.append(f"{path}: must be at most {spec.max_value}")
+            return None
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            errors.append(f"{path}: must be true or false")
+            return None
+    elif spec.kind == "dict":
+        if not isinstance(value, dict):
+            errors.append(f"{path}: must be a mapping of names to text")
+            return None
+        clean = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not k.strip():
+                errors.append(f"{path}: names must be non-empty text")
+                return None
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str):
+                errors.append(f"{_join(path, k)}: must be text")
+                return None
+            clean[k.strip()] = v
+        value = clean
+    elif spec.kind == "status_list":
+        if not isinstance(value, list) or not value:
+            errors.append(f"{path}: must be a non-empty list of HTTP status codes")
+            return None
+        for i, code in enumerate(value):
+            if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                errors.append(f"{path}[{i}]: must be an HTTP status code (100-599)")
+                return None
+    elif spec.kind == "obj":
+        return _check_object(value, spec.item or {}, path, errors)
+    elif spec.kind == "list":
+        if not isinstance(value, list):
+            errors.append(f"{path}: must be a list")
+            return None
+        items = [_check_object(v, spec.item or {}, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        _check_unique_keys(items, path, errors)
+        return items
+    if spec.check and value is not None:
+        problem = spec.check(value)
+        if problem:
+            errors.append(f"{path}: {problem}")
+            return None
+    return value
+
+
+def _check_object(data: Any, schema: dict[str, Field], path: str, errors: list[str]) -> dict | None:
+    if not isinstance(data, dict):
+        errors.append(f"{path or 'manifest'}: must be a mapping")
+        return None
+    for unknown in sorted(set(map(str, data)) - set(schema)):
+        errors.append(f"{_join(path, unknown)}: unknown field")
+    out: dict[str, Any] = {}
+    for name, spec in schema.items():
+        field_path = _join(path, name)
+        if name not in data or data[name] is None and spec.kind != "int":
+            if spec.required:
+                errors.append(f"{field_path}: required")
+                out[name] = None
+            else:
+                default = spec.default
+                out[name] = list(default) if isinstance(default, list) else (
+                    dict(default) if isinstance(default, dict) else default
+                )
+            continue
+        if data[name] is None and spec.required:
+            errors.append(f"{field_path}: required")
+            out[name] = None
+            continue
+        out[name] = _check_value(data[name], spec, field_path, errors)
+    return out
+
+
+def _check_unique_keys(items: list, path: str, errors: list[str]) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        key = item.get("key") if isinstance(item, dict) else None
+        if not key:
+            continue
+        if key in seen:
+            errors.append(f'{path}[{i}].key: duplicate key "{key}"')
+        seen.add(key)
+
+
+def _placeholders(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for v in value.values():
+            found |= _placeholders(v)
+        return found
+    if isinstance(value, str):
+        return set(PLACEHOLDER_RE.findall(value))
+    return set()
+
+
+def _check_semantics(m: dict, errors: list[str]) -> None:
+    """Rules across fields: required variables per auth type, known placeholders."""
+    connector_keys = {v["key"] for v in m["variables"] or [] if v and v.get("key")}
+    all_auth_keys: set[str] = set()
+    for i, method in enumerate(m["auth_methods"] or []):
+        if not method:
+            continue
+        path = f"auth_methods[{i}]"
+        keys = {v["key"] for v in method["variables"] or [] if v and v.get("key")}
+        all_auth_keys |= keys
+        needed = {
+            AuthType.BASIC: ("username", "password"),
+            AuthType.OAUTH2_CLIENT_CREDENTIALS: ("client_id", "client_secret"),
+        }.get(method["type"], ())
+        for key in needed:
+            if key not in keys:
+                errors.append(f'{path}.variables: a {method["type"]} method needs a "{key}" variable')
+        if method["type"] in (AuthType.OAUTH2_CLIENT_CREDENTIALS, AuthType.OAUTH2_AUTHORIZATION_CODE):
+            if not method["token_url"]:
+                errors.append(f"{path}.token_url: required for OAuth 2")
+        if method["type"] == AuthType.OAUTH2_AUTHORIZATION_CODE and not method["authorize_url"]:
+            errors.append(f"{path}.authorize_url: required for OAuth 2 (authorisation code)")
+        if method["type"] == AuthType.TOKEN and not (method["headers"] or method["query_params"]):
+            errors.append(f"{path}: a token method must send its token in headers or query_params")
+        known = connector_keys | keys | {"access_token"}
+        for field in ("headers", "query_params", "body", "token_url", "authorize_url"):
+            for name in sorted(_placeholders(method[field]) - known):
+                errors.append(f'{path}.{field}: unknown variable "{{{{{name}}}}}"')
+        if method["test_request"]:
+            for name in sorted(_placeholders(method["test_request"]["path"]) - known):
+                errors.append(f'{path}.test_request.path: unknown variable "{{{{{name}}}}}"')
+    for name in sorted(_placeholders(m["base_url"]) - connector_keys):
+        errors.append(f'base_url: unknown variable "{{{{{name}}}}}" (declare it in variables)')
+    for i, endpoint in enumerate(m["endpoints"] or []):
+        if not endpoint:
+            continue
+        for name in sorted(_placeholders(endpoint["path"]) - connector_keys - all_auth_keys):
+            errors.append(f'endpoints[{i}].path: unknown variable "{{{{{name}}}}}"')
+        direction, method = endpoint["direction"], endpoint["method"]
+        if direction == Direction.RECEIVE and method not in (HttpMethod.GET, HttpMethod.POST):
+            errors.append(f"endpoints[{i}].method: a receive endpoint uses GET (or POST for searches)")
+        if direction == Direction.SEND and method == HttpMethod.GET:
+            errors.append(f"endpoints[{i}].method: a send endpoint uses POST, PUT, PATCH or DELETE")
+    if m["auth_methods"] == []:
+        errors.append("auth_methods: at least one authentication method is required")
+    if m["endpoints"] == []:
+        errors.append("endpoints: at least one endpoint is required")
+
+
+def validate(data: Any) -> dict:
+    """The normalised manifest, or ManifestError listing every problem by path."""
+    errors: list[str] = []
+    manifest = _check_object(data, CONNECTOR, "", errors)
+    if manifest is not None and not errors:
+        _check_semantics(manifest, errors)
+    if errors:
+        raise ManifestError(errors)
+    return manifest  # type: ignore[return-value]
+
+
+def loads(text: str) -> dict:
+    """Parse YAML (or JSON, which is YAML) text and validate it."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ManifestError([f"manifest: not valid YAML{where}"]) from exc
+    return validate(data)
+
+
+def dumps(manifest: dict) -> str:
+    return yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=100)
+
+
+# --- connector <-> manifest ------------------------------------------------
+
+
+def _variable_dict(v: Variable) -> dict:
+    return {
+        "key": v.key,
+        "label": v.label,
+        "alias": v.alias,
+        "default": v.default,
+        "required": v.required,
+        "configurable": v.configurable,
+        "advanced": v.advanced,
+        "secret": v.secret,
+    }
+
+
+def export(connector: Connector) -> dict:
+    """The connector as a normalised manifest (uses prefetched relations when present)."""
+    variables = list(connector.variables.all())
+    return {
+        "name": connector.name,
+        "description": connector.description,
+        "system_type": connector.system_type,
+        "colour": connector.colour,
+        "protocol": connector.protocol,
+        "version": connector.version,
+        "version_name": connector.version_name,
+        "base_url": connector.base_url,
+        "date_format": connector.date_format,
+        "rate_limit": {"amount": connector.rate_limit_amount, "unit": connector.rate_limit_unit},
+        "time_zone": connector.time_zone,
+        "concurrency_limit": connector.concurrency_limit,
+        "variables": [_variable_dict(v) for v in variables if v.auth_method_id is None],
+        "auth_methods": [
+            {
+                "key": a.key,
+                "name": a.name,
+                "type": a.type,
+                "token_url": a.token_url,
+                "authorize_url": a.authorize_url,
+                "scope": a.scope,
+                "variables": [_variable_dict(v) for v in variables if v.auth_method_id == a.id],
+                "headers": dict(a.headers),
+                "query_params": dict(a.query_params),
+                "body": dict(a.body),
+                "test_request": {
+                    "method": a.test_method,
+                    "path": a.test_path,
+                    "expected_status": list(a.test_expected_status),
+                },
+            }
+            for a in connector.auth_methods.all()
+        ],
+        "endpoints": [
+            {
+                "key": e.key,
+                "name": e.name,
+                "entity": e.entity,
+                "direction": e.direction,
+                "method": e.method,
+                "path": e.path,
+                "parameters": dict(e.parameters),
+            }
+            for e in connector.endpoints.all()
+        ],
+    }
+
+
+def _sync_variables(connector: Connector, auth_method: AuthMethod | None, items: list[dict]) -> None:
+    existing = {
+        v.key: v
+        for v in Variable.objects.filter(connector=connector, auth_method=auth_method)
+    }
+    for position, item in enumerate(items):
+        variable = existing.pop(item["key"], None) or Variable(
+            connector=connector, auth_method=auth_method, key=item["key"]
+        )
+        for name in ("label", "alias", "default", "required", "configurable", "advanced", "secret"):
+            setattr(variable, name, item[name])
+        variable.position = position
+        variable.save()
+    for stale in existing.values():
+        stale.delete()
+
+
+@transaction.atomic
+def apply(manifest: dict, *, connector: Connector, user=None) -> Connector:
+    """Make `connector` (saved or new, company set) match the validated `manifest`.
+
+    Children are matched by key and updated in place, so instances (auth
+    methods) and connection shapes (endpoints) keep pointing at the same rows.
+    Removing a child that is still in use raises ProtectedError and, being
+    atomic, leaves the old definition intact.
+    """
+    connector.name = manifest["name"]
+    connector.description = manifest["description"]
+    connector.system_type = manifest["system_type"]
+    connector.colour = manifest["colour"]
+    connector.protocol = manifest["protocol"]
+    connector.version = manifest["version"]
+    connector.version_name = manifest["version_name"]
+    connector.base_url = manifest["base_url"]
+    connector.date_format = manifest["date_format"]
+    connector.rate_limit_amount = manifest["rate_limit"]["amount"]
+    connector.rate_limit_unit = manifest["rate_limit"]["unit"]
+    connector.time_zone = manifest["time_zone"]
+    connector.concurrency_limit = manifest["concurrency_limit"]
+    if user is not None:
+        if connector.pk is None:
+            connector.created_by = user
+        connector.updated_by = user
+    connector.save()
+
+    _sync_variables(connector, None, manifest["variables"])
+
+    methods = {a.key: a for a in connector.auth_methods.all()}
+    for position, item in enumerate(manifest["auth_methods"]):
+        method = methods.pop(item["key"], None) or AuthMethod(connector=connector, key=item["key"])
+        for name in ("name", "type", "token_url", "authorize_url", "scope", "headers", "query_params", "body"):
+            setattr(method, name, item[name])
+        method.test_method = item["test_request"]["method"]
+        method.test_path = item["test_request"]["path"]
+        method.test_expected_status = item["test_request"]["expected_status"]
+        method.position = position
+        method.save()
+        _sync_variables(connector, method, item["variables"])
+    for stale in methods.values():
+        stale.delete()
+
+    endpoints = {e.key: e for e in connector.endpoints.all()}
+    for position, item in enumerate(manifest["endpoints"]):
+        endpoint = endpoints.pop(item["key"], None) or Endpoint(connector=connector, key=item["key"])
+        for name in ("name", "entity", "direction", "method", "path", "parameters"):
+            setattr(endpoint, name, item[name])
+        endpoint.position = position
+        endpoint.save()
+    for stale in endpoints.values():
+        stale.delete()
+    return connector

@@ -1,0 +1,207 @@
+"""Connector definitions: the connector, its variables, authentication methods and endpoints.
+
+The relational rows are what instances and connection shapes point at; the
+manifest (see `connectors.manifest`) is their one serialised form.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from patchworks_site.models import Company
+
+
+class SystemType(models.TextChoices):
+    ACCOUNTING = "Accounting"
+    CRM = "CRM"
+    ECOMMERCE = "eCommerce"
+    ERP = "ERP"
+    MARKETPLACES = "Marketplaces"
+    OTHER = "Other"
+    PIM = "PIM"
+    POS = "POS"
+    THREE_PL = "3PL"
+    WMS = "WMS"
+    DATABASE = "Database"
+
+
+_BASE_COLOURS = ["blue", "cyan", "gray", "green", "orange", "pink", "purple", "red", "yellow"]
+Colour = models.TextChoices(
+    "Colour",
+    [(c.upper(), c) for c in _BASE_COLOURS]
+    + [(f"{c.upper()}_INVERTED", f"{c}_inverted") for c in _BASE_COLOURS],
+)
+
+
+class Protocol(models.TextChoices):
+    HTTP = "HTTP"
+
+
+class RateLimitUnit(models.TextChoices):
+    SECOND = "second", "per second"
+    MINUTE = "minute", "per minute"
+    HOUR = "hour", "per hour"
+    DAY = "day", "per day"
+
+
+class AuthType(models.TextChoices):
+    BASIC = "basic", "Basic"
+    TOKEN = "token", "Token-based"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials", "OAuth 2 (client credentials)"
+    OAUTH2_AUTHORIZATION_CODE = "oauth2_authorization_code", "OAuth 2 (authorisation code)"
+    OAUTH1 = "oauth1", "OAuth 1"
+
+
+class Direction(models.TextChoices):
+    RECEIVE = "receive"
+    SEND = "send"
+
+
+class HttpMethod(models.TextChoices):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+
+class ConnectorQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> ConnectorQuerySet:
+        return self.filter(company=company)
+
+    def search(self, query: str = "", system_type: str = "") -> ConnectorQuerySet:
+        qs = self
+        if query:
+            qs = qs.filter(name__icontains=query)
+        if system_type:
+            qs = qs.filter(system_type=system_type)
+        return qs
+
+
+class Connector(models.Model):
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="connectors")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    system_type = models.CharField(max_length=20, choices=SystemType.choices)
+    colour = models.CharField(max_length=20, choices=Colour.choices, default="blue")
+    protocol = models.CharField(max_length=10, choices=Protocol.choices, default=Protocol.HTTP)
+    version = models.CharField(max_length=40)
+    version_name = models.CharField(max_length=120, blank=True)
+    base_url = models.CharField(max_length=500)
+    date_format = models.CharField(max_length=64, help_text="Default for new instances.")
+    rate_limit_amount = models.PositiveIntegerField(help_text="Default for new instances.")
+    rate_limit_unit = models.CharField(max_length=10, choices=RateLimitUnit.choices)
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Default for new instances.")
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = ConnectorQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["company", "name"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.version})"
+
+    @property
+    def initials(self) -> str:
+        words = [w for w in self.name.replace("-", " ").split() if w[:1].isalnum()]
+        return "".join(w[0] for w in words[:2]).upper() or "?"
+
+    @property
+    def connector_variables(self) -> list[Variable]:
+        """Connector-level variables (uses the prefetched `variables` when present)."""
+        return [v for v in self.variables.all() if v.auth_method_id is None]
+
+
+class Variable(models.Model):
+    """A value an instance supplies: connector-level, or belonging to one auth method."""
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="variables")
+    auth_method = models.ForeignKey(
+        "AuthMethod", on_delete=models.CASCADE, null=True, blank=True, related_name="variables"
+    )
+    key = models.CharField(max_length=64)
+    label = models.CharField(max_length=120)
+    alias = models.CharField(max_length=120, blank=True, help_text="Name the target system uses.")
+    default = models.CharField(max_length=1024, blank=True)
+    required = models.BooleanField(default=False)
+    configurable = models.BooleanField(default=True)
+    advanced = models.BooleanField(default=False, help_text="For advanced users only.")
+    secret = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector", "key"],
+                condition=Q(auth_method__isnull=True),
+                name="unique_connector_variable_key",
+            ),
+            models.UniqueConstraint(
+                fields=["auth_method", "key"],
+                condition=Q(auth_method__isnull=False),
+                name="unique_auth_variable_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class AuthMethod(models.Model):
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="auth_methods")
+    key = models.CharField(max_length=64)
+    name = models.CharField(max_length=120)
+    type = models.CharField(max_length=32, choices=AuthType.choices)
+    headers = models.JSONField(default=dict, blank=True)
+    query_params = models.JSONField(default=dict, blank=True)
+    body = models.JSONField(default=dict, blank=True)
+    token_url = models.CharField(max_length=500, blank=True)
+    authorize_url = models.CharField(max_length=500, blank=True)
+    scope = models.CharField(max_length=500, blank=True)
+    test_method = models.CharField(max_length=10, choices=HttpMethod.choices, default=HttpMethod.GET)
+    test_path = models.CharField(max_length=500)
+    test_expected_status = models.JSONField(default=list)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connector", "key"], name="unique_auth_method_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_type_display()})"
+
+
+class Endpoint(models.Model):
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="endpoints")
+    key = models.CharField(max_length=64)
+    name = models.CharField(max_length=120)
+    entity = models.CharField(max_length=80)
+    direction = models.CharField(max_length=10, choices=Direction.choices)
+    method = models.CharField(max_length=10, choices=HttpMethod.choices)
+    path = models.CharField(max_length=500)
+    parameters = models.JSONField(default=dict, blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connector", "key"], name="unique_endpoint_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.method} {self.path})"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from connectors.models import Connector, SystemType
+from patchworks_site.models import Company
+from patchworks_site.tenancy import company_of
+
+PAGE_SIZE = 20
+
+
+def _get_connector_for_user(request: HttpRequest, pk: int) -> tuple[Company, Connector]:
+    company = company_of(request)
+    connector = get_object_or_404(
+        Connector.objects.for_company(company)
+        .select_related("updated_by", "installation__listing_version__listing__latest_version")
+        .prefetch_related("variables", "auth_methods", "endpoints", "instances__connection_pool"),
+        pk=pk,
+    )
+    return company, connector
+
+
+def _highlight(value: str) -> dict[str, int]:
+    """`?highlight=instance-7` marks a just-created row; anything malformed is ignored."""
+    kind, _, pk = value.partition("-")
+    return {kind: int(pk)} if kind in {"connector", "instance"} and pk.isdigit() else {}
+
+
+def manage(request: HttpRequest) -> HttpResponse:
+    """process flows > connectors & instances: every connector of the company with its instances."""
+    company = company_of(request)
+    query = request.GET.get("q", "").strip()[:120]
+    system_type = request.GET.get("system_type", "")
+    if system_type not in SystemType.values:
+        system_type = ""
+    connectors = (
+        Connector.objects.for_company(company)
+        .search(query, system_type)
+        .select_related("updated_by", "installation__listing_version__listing__latest_version")
+        # The definition (variables, auth methods, endpoints) is needed to tell
+        # whether a prebuilt connector is modified; instances are listed inline.
+        .prefetch_related("variables", "auth_methods", "endpoints", "instances__connection_pool")
+    )
+    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "query": query,
+        "system_type": system_type,
+        "system_types": SystemType.choices,
+        "filtered": bool(query or system_type),
+        "highlight": _highlight(request.GET.get("highlight", "")),
+    }
+    if request.htmx and request.htmx.target == "connector-list":
+        return render(request, "connectors/manage.html#connector-list", context)
+    return render(request, "connectors/manage.html", context)
+
+
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Connector settings: its definition, version information and instances."""
+    company, connector = _get_connector_for_user(request, pk)
+    return render(request, "connectors/detail.html", {"connector": connector})

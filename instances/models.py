@@ -1,0 +1,99 @@
+"""Instances (a company's credentials and settings for one connector) and connection pools."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from connectors.models import AuthMethod, Connector, RateLimitUnit
+from instances import crypto
+from patchworks_site.models import Company
+
+
+class ConnectionPoolQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> ConnectionPoolQuerySet:
+        return self.filter(company=company)
+
+
+class ConnectionPool(models.Model):
+    """A named concurrency limit shared by the instances assigned to it."""
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="connection_pools")
+    name = models.CharField(max_length=120)
+    limit = models.PositiveIntegerField(help_text="Concurrent requests in flight.")
+    timeout_seconds = models.PositiveIntegerField(
+        default=30, help_text="How long a request waits for a free slot."
+    )
+    connectors = models.ManyToManyField(Connector, related_name="connection_pools", blank=True)
+
+    objects = ConnectionPoolQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "name"], name="unique_pool_name_per_company")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.limit} concurrent)"
+
+
+class InstanceQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> InstanceQuerySet:
+        return self.filter(company=company)
+
+
+class Instance(models.Model):
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="instances")
+    connector = models.ForeignKey(Connector, on_delete=models.PROTECT, related_name="instances")
+    name = models.CharField(max_length=120)
+    auth_method = models.ForeignKey(AuthMethod, on_delete=models.PROTECT, related_name="instances")
+    time_zone = models.CharField(max_length=64, default="UTC")
+    date_format = models.CharField(max_length=64)
+    rate_limit_amount = models.PositiveIntegerField()
+    rate_limit_unit = models.CharField(max_length=10, choices=RateLimitUnit.choices)
+    connection_pool = models.ForeignKey(
+        ConnectionPool, on_delete=models.PROTECT, null=True, blank=True, related_name="instances"
+    )
+    values = models.JSONField(default=dict, blank=True, help_text="Non-secret variable values.")
+    secrets_ciphertext = models.TextField(blank=True, editable=False)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_check_ok = models.BooleanField(null=True, blank=True)
+    last_check_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = InstanceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connector", "name"], name="unique_instance_name_per_connector")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def _aad(self) -> str:
+        return f"company:{self.company_id}:instance:{self.uid}"
+
+    def get_secrets(self) -> dict[str, str]:
+        return crypto.decrypt(self.secrets_ciphertext, self._aad)
+
+    def set_secrets(self, values: dict[str, str]) -> None:
+        self.secrets_ciphertext = crypto.encrypt(values, self._aad) if values else ""
+
+    @property
+    def secrets_key_id(self) -> str:
+        return crypto.key_id_of(self.secrets_ciphertext)
+
+    @property
+    def rate_limit_display(self) -> str:
+        return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from connectors.models import SystemType
+from marketplace import catalog
+from marketplace.models import Installation, Listing, ListingVersion
+from patchworks_site.tenancy import company_of, require
+
+PAGE_SIZE = 24
+
+
+def _installed_listing_ids(company) -> set[int]:
+    return set(
+        Installation.objects.filter(connector__company=company).values_list(
+            "listing_version__listing_id", flat=True
+        )
+    )
+
+
+def browse(request: HttpRequest) -> HttpResponse:
+    company = company_of(request)
+    query = request.GET.get("q", "").strip()[:120]
+    system_type = request.GET.get("system_type", "")
+    if system_type not in SystemType.values:
+        system_type = ""
+    listings = Listing.objects.search(query, system_type).select_related("latest_version")
+    page = Paginator(listings, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "query": query,
+        "system_type": system_type,
+        "system_types": SystemType.choices,
+        "installed_ids": _installed_listing_ids(company),
+    }
+    if request.htmx and request.htmx.target == "listing-grid":
+        return render(request, "marketplace/browse.html#listing-grid", context)
+    return render(request, "marketplace/browse.html", context)
+
+
+def detail(request: HttpRequest, slug: str) -> HttpResponse:
+    company = company_of(request)
+    listing = get_object_or_404(
+        Listing.objects.select_related("latest_version").prefetch_related(
+            Prefetch("versions", queryset=ListingVersion.objects.order_by("-published_at", "-id"))
+        ),
+        slug=slug,
+    )
+    versions = sorted(listing.versions.all(), key=lambda v: catalog.version_key(v.version), reverse=True)
+    installed = (
+        Installation.objects.filter(connector__company=company, listing_version__listing=listing)
+        .select_related("connector", "listing_version")
+        .order_by("connector__name")
+    )
+    return render(
+        request,
+        "marketplace/detail.html",
+        {
+            "listing": listing,
+            "versions": versions,
+            "latest": listing.latest_version,
+            "manifest": listing.latest_version.manifest if listing.latest_version else None,
+            "installed": installed,
+        },
+    )
+
+
+@require_POST
+def install(request: HttpRequest, slug: str) -> HttpResponse:
+    company = require(request, "can_manage_connectors")
+    listing = get_object_or_404(Listing.objects.select_related("latest_version"), slug=slug)
+    if listing.latest_version is None:
+        messages.error(request, f"{listing.name} has no published version to install.")
+        return redirect("marketplace:detail", slug=slug)
+    if Installation.objects.filter(connector__company=company, listing_version__listing=listing).exists():
+        messages.info(request, f"{listing.name} is already installed.")
+        return redirect("connectors:manage")
+    connector = catalog.install(listing.latest_version, company, user=request.user)
+    messages.success(
+        request, f"{connector.name} {connector.version} is installed. Add an instance to start using it."
+    )
+    return redirect(f"{reverse('connectors:manage')}?highlight=connector-{connector.pk}#connector-{connector.pk}")

@@ -1,0 +1,158 @@
+"""Demo data for `make run`: two companies, installed and custom connectors, instances, a flow.
+
+Like the root URLconf, this command composes every app, so it lives with the
+project package; no app imports it. It is idempotent (everything is looked up
+by name first) and refuses to run with DEBUG off, because it creates a user
+with a known password.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+
+class Command(BaseCommand):
+    help = "Create the demo companies, users, connectors, instances and process flows (DEBUG only)."
+
+    def handle(self, *args, **options) -> None:
+        if not settings.DEBUG:
+            raise CommandError("seed_demo creates a user with a known password; it only runs with DEBUG on.")
+        from marketplace import catalog
+        from marketplace.models import Listing
+
+        if not Listing.objects.exists():
+            catalog.load_catalog()
+        with transaction.atomic():
+            self._seed()
+        self.stdout.write(
+            self.style.SUCCESS("Demo data ready. Log in as demo / demo (Administrator of Acme Retail).")
+        )
+
+    def _seed(self) -> None:
+        from connectors import manifest as manifests
+        from connectors.models import Connector
+        from flows.models import ConnectionShape, ProcessFlow
+        from instances.models import ConnectionPool, Instance
+        from marketplace import catalog
+        from marketplace.models import Installation, Listing
+        from patchworks_site.models import Company, Role, User
+
+        acme, _ = Company.objects.get_or_create(name="Acme Retail")
+        globex, _ = Company.objects.get_or_create(name="Globex Trading")
+
+        demo, created = User.objects.get_or_create(
+            username="demo",
+            defaults={"first_name": "Dana", "last_name": "Demo", "company": acme, "role": Role.ADMINISTRATOR},
+        )
+        if created:
+            demo.set_password("demo")
+            demo.save()
+        User.objects.get_or_create(
+            username="globex-admin",
+            defaults={"first_name": "Gabe", "last_name": "Globex", "company": globex, "role": Role.ADMINISTRATOR},
+        )
+
+        def installed(company, slug: str, version: str | None = None) -> Connector | None:
+            existing = Installation.objects.filter(
+                connector__company=company, listing_version__listing__slug=slug
+            ).select_related("connector").first()
+            if existing:
+                return existing.connector
+            listing = Listing.objects.filter(slug=slug).first()
+            if listing is None:
+                return None
+            listing_version = listing.versions.get(version=version) if version else listing.latest_version
+            return catalog.install(listing_version, company, user=demo if company == acme else None)
+
+        def instance(connector, name: str, method_key: str, values: dict, secrets: dict, pool=None) -> Instance:
+            found = Instance.objects.filter(connector=connector, name=name).first()
+            if found:
+                return found
+            method = connector.auth_methods.get(key=method_key)
+            obj = Instance(
+                company=connector.company,
+                connector=connector,
+                name=name,
+                auth_method=method,
+                time_zone=connector.time_zone,
+                date_format=connector.date_format,
+                rate_limit_amount=connector.rate_limit_amount,
+                rate_limit_unit=connector.rate_limit_unit,
+                connection_pool=pool,
+                values=values,
+                created_by=demo if connector.company_id == acme.id else None,
+            )
+            obj.set_secrets(secrets)
+            obj.save()
+            return obj
+
+        # Sandbox installed at its first version, so "update available" shows.
+        sandbox = installed(acme, "sandbox", "1.0.0")
+        pool, _ = ConnectionPool.objects.get_or_create(
+            company=acme, name="Sandbox pool", defaults={"limit": 3, "timeout_seconds": 30}
+        )
+        pool.connectors.add(sandbox)
+        base = {"base_url": settings.SANDBOX_BASE_URL}
+        uk = instance(sandbox, "Sandbox - UK", "basic", {**base, "username": "sandbox"}, {"password": "sandbox-secret"}, pool)
+        instance(sandbox, "Sandbox - EU", "token", dict(base), {"api_token": "sandbox-token"})
+        instance(
+            sandbox, "Sandbox - OAuth", "client_credentials", {**base, "client_id": "sandbox-client"},
+            {"client_secret": "sandbox-client-secret"},
+        )
+
+        flow, _ = ProcessFlow.objects.get_or_create(company=acme, name="Sync Sandbox orders", defaults={"enabled": True})
+        if not flow.shapes.exists():
+            ConnectionShape.objects.create(flow=flow, position=0, instance=uk, endpoint=sandbox.endpoints.get(key="list_orders"))
+
+        # A prebuilt connector installed at an older version and modified since.
+        older = Listing.objects.filter(versions__isnull=False).exclude(slug="sandbox")
+        for listing in older:
+            versions = sorted(listing.versions.all(), key=lambda v: catalog.version_key(v.version))
+            if len(versions) > 1:
+                connector = installed(acme, listing.slug, versions[0].version)
+                current = manifests.export(connector)
+                if current == connector.installation.listing_version.manifest:
+                    modified = copy.deepcopy(current)
+                    modified["rate_limit"]["amount"] = max(1, modified["rate_limit"]["amount"] // 2)
+                    manifests.apply(manifests.validate(modified), connector=connector, user=demo)
+                break
+
+        for slug in ("shopify", "stripe", "xero"):
+            installed(acme, slug)
+
+        # A custom connector, built by Acme itself.
+        if not Connector.objects.filter(company=acme, name="Acme Warehouse API").exists():
+            custom = manifests.validate(
+                {
+                    "name": "Acme Warehouse API",
+                    "description": "Acme's own warehouse system.",
+                    "system_type": "WMS",
+                    "colour": "orange",
+                    "version": "0.3",
+                    "base_url": "https://wms.acme-retail.example/api",
+                    "rate_limit": {"amount": 10, "unit": "second"},
+                    "auth_methods": [
+                        {
+                            "key": "api_key",
+                            "name": "API key",
+                            "type": "token",
+                            "variables": [{"key": "api_key", "label": "API key", "required": True, "secret": True}],
+                            "headers": {"Authorization": "Bearer {{api_key}}"},
+                            "test_request": {"path": "/ping"},
+                        }
+                    ],
+                    "endpoints": [
+                        {"key": "list_stock", "name": "List stock", "entity": "Stock", "direction": "receive", "method": "GET", "path": "/stock"},
+                        {"key": "create_shipment", "name": "Create shipment", "entity": "Shipment", "direction": "send", "method": "POST", "path": "/shipments"},
+                    ],
+                }
+            )
+            manifests.apply(custom, connector=Connector(company=acme), user=demo)
+
+        # The second company: its data never shows up for Acme's users.
+        globex_sandbox = installed(globex, "sandbox")
+        instance(globex_sandbox, "Globex sandbox", "token", dict(base), {"api_token": "sandbox-token"})

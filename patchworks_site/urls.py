@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from patchworks_site import sandbox_api
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="connectors:manage", permanent=False), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("connectors/", include("connectors.urls")),
+    path("instances/", include("instances.urls")),
+    path("flows/", include("flows.urls")),
+    path("marketplace/", include("marketplace.urls")),
+    path("sandbox/api/", include(sandbox_api.urlpatterns)),
+    path("admin/", admin.site.urls),
+]
+
+handler403 = "patchworks_site.views.permission_denied"

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from connectors import manifest as manifests
+from connectors.models import Connector
+from instances.models import Instance
+from marketplace import catalog
+from marketplace.models import Listing
+from patchworks_site.models import Company, Role, User
+
+
+@pytest.fixture
+def company(db) -> Company:
+    return Company.objects.create(name="Acme Retail")
+
+
+@pytest.fixture
+def other_company(db) -> Company:
+    return Company.objects.create(name="Globex Trading")
+
+
+@pytest.fixture
+def make_user(db):
+    def make(company: Company | None, role: str = Role.ADMINISTRATOR, username: str | None = None) -> User:
+        username = username or f"{role}-{company.pk if company else 'none'}-{User.objects.count()}"
+        return User.objects.create_user(username=username, password="pw-for-tests", company=company, role=role)
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user, company) -> User:
+    return make_user(company, Role.ADMINISTRATOR, "ada")
+
+
+@pytest.fixture
+def client_for():
+    def login(user: User) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.fixture
+def admin_client(client_for, admin_user) -> Client:
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def sandbox_listing(db) -> Listing:
+    """The Sandbox listing with both of its catalog versions published."""
+    for entry in catalog.iter_catalog():
+        if entry.slug == "sandbox":
+            catalog.publish(entry.slug, entry.manifest, entry.changelog)
+    return Listing.objects.get(slug="sandbox")
+
+
+@pytest.fixture
+def install(db):
+    def do(listing: Listing, company: Company, version: str | None = None) -> Connector:
+        listing_version = listing.versions.get(version=version) if version else listing.latest_version
+        return catalog.install(listing_version, company)
+
+    return do
+
+
+@pytest.fixture
+def make_connector(db):
+    """A custom connector built from a minimal manifest."""
+
+    def make(company: Company, name: str = "Custom API", **overrides) -> Connector:
+        data = {
+            "name": name,
+            "system_type": "Other",
+            "version": "1",
+            "base_url": "https://api.example.com",
+            "rate_limit": {"amount": 5, "unit": "second"},
+            "concurrency_limit": None,
+            "auth_methods": [
+                {
+                    "key": "token",
+                    "name": "API token",
+                    "type": "token",
+                    "variables": [{"key": "api_token", "label": "API token", "required": True, "secret": True}],
+                    "headers": {"Authorization": "Bearer {{api_token}}"},
+                    "test_request": {"path": "/me"},
+                }
+            ],
+            "endpoints": [
+                {"key": "list_orders", "name": "List orders", "entity": "Order", "direction": "receive", "method": "GET", "path": "/orders"}
+            ],
+            **overrides,
+        }
+        return manifests.apply(manifests.validate(data), connector=Connector(company=company))
+
+    return make
+
+
+@pytest.fixture
+def make_instance(db):
+    def make(connector: Connector, name: str = "Main", secrets: dict | None = None, **fields) -> Instance:
+        method = fields.pop("auth_method", None) or connector.auth_methods.first()
+        instance = Instance(
+            company=connector.company,
+            connector=connector,
+            name=name,
+            auth_method=method,
+            time_zone=connector.time_zone,
+            date_format=connector.date_format,
+            rate_limit_amount=connector.rate_limit_amount,
+            rate_limit_unit=connector.rate_limit_unit,
+            **fields,
+        )
+        instance.set_secrets(secrets if secrets is not None else {"api_token": "tok-123456"})
+        instance.save()
+        return instance
+
+    return make

@@ -97,3 +97,47 @@ class Instance(models.Model):
     @property
     def rate_limit_display(self) -> str:
         return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"
+
+
+class CredentialCheckQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> CredentialCheckQuerySet:
+        return self.filter(company=company)
+
+
+class CredentialCheck(models.Model):
+    """One live check of credentials: the test request and its response, redacted before saving.
+
+    Checks made by the new instance wizard with credentials that were refused
+    have no instance (nothing was created), but are kept for staff to review.
+    """
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="credential_checks")
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="credential_checks")
+    instance = models.ForeignKey(
+        Instance, on_delete=models.CASCADE, null=True, blank=True, related_name="checks"
+    )
+    auth_method = models.ForeignKey(AuthMethod, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    ok = models.BooleanField()
+    message = models.CharField(max_length=300)
+    request_method = models.CharField(max_length=10)
+    request_url = models.TextField()
+    request_headers = models.JSONField(default=dict)
+    request_body = models.TextField(blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.TextField(blank=True)
+    response_truncated = models.BooleanField(default=False)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    objects = CredentialCheckQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'Failed'}: {self.request_method} {self.request_url}"

@@ -1,12 +1,33 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+import zoneinfo
+from datetime import datetime
+from urllib.parse import urlencode
 
+from django.contrib import messages
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances.models import Instance
+from flows.models import ProcessFlow
+from instances import checks
+from instances.forms import AuthMethodForm, CredentialsForm, DetailsForm, NameForm, SettingsForm
+from instances.models import CredentialCheck, Instance
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
+
+WIZARD_SALT = "instances.new-instance-wizard"
+WIZARD_MAX_AGE = 60 * 60  # an abandoned wizard's state expires after an hour
+STEPS = ["name", "settings", "auth", "credentials"]
+STEP_TITLES = {"name": "Name", "settings": "Settings", "auth": "Authentication method", "credentials": "Credentials"}
+CHECK_HISTORY = 20
 
 
 def _get_instance_for_user(request: HttpRequest, pk: int) -> tuple[Company, Instance]:
@@ -18,12 +39,380 @@ def _get_instance_for_user(request: HttpRequest, pk: int) -> tuple[Company, Inst
     return company, instance
 
 
+def _time_zones() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
+
+
+def _manage_url(instance: Instance) -> str:
+    return f"{reverse('connectors:manage')}?highlight=instance-{instance.pk}#instance-{instance.pk}"
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- the new instance wizard ----------------------------------------------------
+
+
+class WizardStateError(Exception):
+    pass
+
+
+def _load_state(raw: str, connector: Connector) -> dict:
+    if not raw:
+        return {"connector": connector.pk}
+    try:
+        state = signing.loads(raw, salt=WIZARD_SALT, max_age=WIZARD_MAX_AGE)
+    except signing.SignatureExpired:
+        raise WizardStateError("This wizard was left open too long and has expired. Please start again.") from None
+    except signing.BadSignature:
+        raise WizardStateError("The wizard's saved progress was changed or damaged. Please start again.") from None
+    if not isinstance(state, dict) or state.get("connector") != connector.pk:
+        raise WizardStateError("The wizard's saved progress belongs to another connector. Please start again.")
+    return state
+
+
+def _dump_state(state: dict) -> str:
+    return signing.dumps(state, salt=WIZARD_SALT, compress=True)
+
+
+def _steps_for(connector: Connector) -> list[str]:
+    methods = list(connector.auth_methods.all())
+    return [s for s in STEPS if s != "auth" or len(methods) > 1]
+
+
+def _step_url(connector: Connector, step: str, state: dict) -> str:
+    query = urlencode({"step": step, "state": _dump_state(state)})
+    return f"{reverse('instances:new', args=[connector.pk])}?{query}"
+
+
+def _chosen_method(connector: Connector, state: dict):
+    methods = list(connector.auth_methods.all())
+    if len(methods) == 1:
+        return methods[0]
+    return next((m for m in methods if m.pk == state.get("auth_method")), None)
+
+
+def _wizard_forms(connector: Connector, step: str, state: dict, data=None):
+    if step == "name":
+        return NameForm(data, connector=connector, initial={"name": state.get("name", "")})
+    if step == "settings":
+        initial = SettingsForm.initial_for(connector) | {k: v for k, v in state.get("settings", {}).items() if v is not None}
+        return SettingsForm(data, connector=connector, initial=initial)
+    if step == "auth":
+        return AuthMethodForm(data, connector=connector, initial={"auth_method": state.get("auth_method")})
+    method = _chosen_method(connector, state)
+    return CredentialsForm(data, connector=connector, auth_method=method, stored_values=state.get("values", {}))
+
+
+def _first_missing_step(connector: Connector, state: dict) -> str | None:
+    """The earliest step whose data the state lacks (a URL can't skip ahead)."""
+    if not state.get("name"):
+        return "name"
+    if not state.get("settings"):
+        return "settings"
+    if _chosen_method(connector, state) is None:
+        return "auth"
+    return None
+
+
+def _render_wizard(request, connector, step, state, form, *, check=None, error="", status=200, push_url=None):
+    steps = _steps_for(connector)
+    index = steps.index(step)
+    context = {
+        "connector": connector,
+        "step": step,
+        "steps": [(s, STEP_TITLES[s]) for s in steps],
+        "step_number": index + 1,
+        "form": form,
+        "state": _dump_state(state),
+        "back_url": _step_url(connector, steps[index - 1], state) if index else None,
+        "method": _chosen_method(connector, state) if step == "credentials" else None,
+        "single_method": len(steps) == 3,
+        "check": check,
+        "error": error,
+        "time_zones": _time_zones() if step == "settings" else [],
+        "action_url": reverse("instances:new", args=[connector.pk]),
+    }
+    template = "instances/new.html#wizard" if request.htmx else "instances/new.html"
+    response = render(request, template, context, status=status)
+    if request.htmx and push_url:
+        response["HX-Push-Url"] = push_url
+    return response
+
+
 def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
+    """The new instance wizard: name → settings → authentication method → credentials."""
     company = require(request, "can_manage_instances")
-    connector = get_object_or_404(Connector.objects.for_company(company), pk=connector_pk)
-    return render(request, "instances/new.html", {"connector": connector})
+    connector = get_object_or_404(
+        Connector.objects.for_company(company).prefetch_related("variables", "auth_methods"), pk=connector_pk
+    )
+    source = request.POST if request.method == "POST" else request.GET
+    steps = _steps_for(connector)
+    step = source.get("step", "name")
+    if step not in steps:
+        step = "name"
+    try:
+        state = _load_state(source.get("state", ""), connector)
+    except WizardStateError as exc:
+        state = {"connector": connector.pk}
+        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state), error=str(exc), status=400 if request.method == "POST" else 200)
+    missing = _first_missing_step(connector, state)
+    if missing and steps.index(missing) < steps.index(step):
+        step = missing
+
+    if request.method != "POST":
+        return _render_wizard(request, connector, step, state, _wizard_forms(connector, step, state))
+
+    form = _wizard_forms(connector, step, state, request.POST)
+    if not form.is_valid():
+        return _render_wizard(request, connector, step, state, form, status=422)
+    if step == "name":
+        state["name"] = form.cleaned_data["name"]
+    elif step == "settings":
+        state["settings"] = form.state()
+    elif step == "auth":
+        state["auth_method"] = form.cleaned_data["auth_method"].pk
+    else:
+        return _finish_wizard(request, connector, state, form)
+    next_step = steps[steps.index(step) + 1]
+    next_url = _step_url(connector, next_step, state)
+    if not request.htmx:
+        return redirect(next_url)  # post/redirect/get: refresh and back never re-submit
+    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state), push_url=next_url)
+
+
+def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form: CredentialsForm) -> HttpResponse:
+    method = _chosen_method(connector, state)
+    values, secrets = form.split()
+    # Whatever the signed state says, re-validate it against the database now.
+    name_form = NameForm({"name": state["name"]}, connector=connector)
+    settings_form = SettingsForm(
+        {k: ("" if v is None else v) for k, v in state["settings"].items()}, connector=connector
+    )
+    for step, earlier in (("name", name_form), ("settings", settings_form)):
+        if not earlier.is_valid():
+            return _render_wizard(
+                request, connector, step, state, earlier, status=422,
+                error="Something changed since you filled in this step; please check it again.",
+            )
+    result, check = checks.check_and_record(
+        connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
+    )
+    if not result.ok:
+        state["values"] = values  # non-secret values only; secrets are never kept
+        retry = CredentialsForm(connector=connector, auth_method=method, stored_values=values)
+        return _render_wizard(request, connector, "credentials", state, retry, check=check, error=result.message, status=422)
+    settings_data = settings_form.cleaned_data
+    instance = Instance(
+        company=connector.company,
+        connector=connector,
+        name=name_form.cleaned_data["name"],
+        auth_method=method,
+        time_zone=settings_data["time_zone"],
+        date_format=settings_data["date_format"],
+        rate_limit_amount=settings_data["rate_limit_amount"],
+        rate_limit_unit=settings_data["rate_limit_unit"],
+        connection_pool=settings_data.get("connection_pool"),
+        values=values,
+        created_by=request.user,
+    )
+    instance.set_secrets(secrets)
+    try:
+        with transaction.atomic():
+            instance.save()
+            checks.note_check(instance, check)
+    except IntegrityError:
+        state.pop("name", None)
+        return _render_wizard(
+            request, connector, "name", state, NameForm({"name": name_form.cleaned_data["name"]}, connector=connector),
+            error="An instance with this name was just added by someone else. Choose another name.", status=409,
+        )
+    messages.success(request, f'Instance "{instance.name}" is authenticated and ready to use in process flows.')
+    return _redirect(request, _manage_url(instance))
+
+
+@require_GET
+def date_preview(request: HttpRequest) -> HttpResponse:
+    """Now, in the chosen time zone and date format (the wizard's live preview)."""
+    company_of(request)
+    fmt = request.GET.get("date_format", "")[:64]
+    zone = request.GET.get("time_zone", "").strip()
+    problem = date_format_error(fmt)
+    if problem:
+        return HttpResponse(f"The date format {problem}.", content_type="text/plain; charset=utf-8")
+    if not is_time_zone(zone):
+        return HttpResponse("Choose a time zone to see a preview.", content_type="text/plain; charset=utf-8")
+    now = datetime.now(zoneinfo.ZoneInfo(zone))
+    return HttpResponse(f"Now: {now.strftime(fmt)}", content_type="text/plain; charset=utf-8")
+
+
+# --- instance settings (the cog) ---------------------------------------------------
+
+
+def _settings_context(instance: Instance, *, details=None, auth_form=None, credentials=None, tab="details", error="", check=None) -> dict:
+    connector = instance.connector
+    history = list(instance.checks.select_related("created_by")[: CHECK_HISTORY + 1])
+    latest = history[0] if history else None
+    flows = ProcessFlow.objects.filter(shapes__instance=instance).distinct().order_by("name")
+    return {
+        "instance": instance,
+        "connector": connector,
+        "details": details,
+        "auth_form": auth_form,
+        "credentials": credentials,
+        "latest": latest,
+        "history": history[1:CHECK_HISTORY],
+        "more_history": len(history) > CHECK_HISTORY,
+        "tab": tab,
+        "error": error,
+        "failed_check": check,
+        "time_zones": _time_zones(),
+        "flows": flows,
+    }
+
+
+def _details_form(instance: Instance, data=None) -> DetailsForm:
+    initial = {
+        "name": instance.name,
+        "time_zone": instance.time_zone,
+        "date_format": instance.date_format,
+        "rate_limit_amount": instance.rate_limit_amount,
+        "rate_limit_unit": instance.rate_limit_unit,
+        "connection_pool": instance.connection_pool_id,
+    }
+    return DetailsForm(data, connector=instance.connector, instance=instance, initial=initial)
 
 
 def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     company, instance = _get_instance_for_user(request, pk)
-    return render(request, "instances/settings.html", {"instance": instance})
+    connector = instance.connector
+    tab = request.GET.get("tab", "details")
+    if tab not in {"details", "authentication", "request", "response"}:
+        tab = "details"
+    stored_secrets = instance.get_secrets()
+    if request.method != "POST":
+        method = instance.auth_method
+        if request.htmx and request.GET.get("auth_method"):
+            method = connector.auth_methods.filter(pk=request.GET["auth_method"]).first() or method
+            credentials = CredentialsForm(
+                connector=connector, auth_method=method, stored_values=instance.values,
+                stored_secrets=stored_secrets if method.pk == instance.auth_method_id else {},
+            )
+            return render(request, "instances/settings.html#credential-fields", {"credentials": credentials})
+        context = _settings_context(
+            instance,
+            details=_details_form(instance),
+            auth_form=AuthMethodForm(connector=connector, initial={"auth_method": instance.auth_method_id}),
+            credentials=CredentialsForm(
+                connector=connector, auth_method=method, stored_values=instance.values, stored_secrets=stored_secrets
+            ),
+            tab=tab,
+        )
+        return render(request, "instances/settings.html", context)
+
+    require(request, "can_manage_instances")
+    details = _details_form(instance, request.POST)
+    auth_form = AuthMethodForm(request.POST, connector=connector)
+    method = instance.auth_method
+    if auth_form.is_valid():
+        method = auth_form.cleaned_data["auth_method"]
+    same_method = method.pk == instance.auth_method_id
+    credentials = CredentialsForm(
+        request.POST, connector=connector, auth_method=method, stored_values=instance.values,
+        stored_secrets=stored_secrets if same_method else {},
+    )
+    if not (details.is_valid() and auth_form.is_valid() and credentials.is_valid()):
+        tab = "details" if details.errors else "authentication"
+        context = _settings_context(instance, details=details, auth_form=auth_form, credentials=credentials, tab=tab,
+                                    error="Please correct the highlighted fields. Nothing was saved.")
+        return render(request, "instances/settings.html", context, status=422)
+
+    values, secrets = credentials.split()
+    auth_fields = {v.key for v in credentials.variables}
+    old_values = {k: v for k, v in instance.values.items() if k in auth_fields}
+    auth_changed = not same_method or values != old_values or credentials.secrets_entered()
+    check = None
+    if auth_changed:
+        result, check = checks.check_and_record(
+            connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
+        )
+        if not result.ok:
+            CredentialCheck.objects.filter(pk=check.pk).update(instance=instance)
+            context = _settings_context(
+                instance, details=details, auth_form=auth_form,
+                credentials=CredentialsForm(connector=connector, auth_method=method, stored_values=values,
+                                            stored_secrets=stored_secrets if same_method else {}),
+                tab="authentication", check=check,
+                error=f"Only valid credentials can be saved. {result.message} Nothing was saved.",
+            )
+            return render(request, "instances/settings.html", context, status=422)
+
+    data = details.cleaned_data
+    instance.name = data["name"]
+    instance.time_zone = data["time_zone"]
+    instance.date_format = data["date_format"]
+    instance.rate_limit_amount = data["rate_limit_amount"]
+    instance.rate_limit_unit = data["rate_limit_unit"]
+    instance.connection_pool = data.get("connection_pool")
+    if auth_changed:
+        instance.auth_method = method
+        instance.values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **values}
+        instance.set_secrets(secrets)
+    try:
+        with transaction.atomic():
+            instance.save()
+            if check is not None:
+                checks.note_check(instance, check)
+    except IntegrityError:
+        context = _settings_context(instance, details=details, auth_form=auth_form, credentials=credentials,
+                                    error="Another instance of this connector has just taken that name. Nothing was saved.")
+        return render(request, "instances/settings.html", context, status=409)
+    messages.success(
+        request,
+        "Instance details saved." + (" The new credentials were checked and are valid." if auth_changed else ""),
+    )
+    return _redirect(request, reverse("instances:settings", args=[instance.pk]))
+
+
+@require_POST
+def check_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """Check the stored credentials again (results on the request/response tabs)."""
+    require(request, "can_manage_instances")
+    company, instance = _get_instance_for_user(request, pk)
+    result, _ = checks.recheck(instance, user=request.user)
+    (messages.success if result.ok else messages.error)(request, result.message)
+    return _redirect(request, reverse("instances:settings", args=[instance.pk]) + "?tab=response")
+
+
+@require_POST
+def remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Remove an instance after the user typed `confirm`; refused while a flow uses it."""
+    require(request, "can_manage_instances")
+    company, instance = _get_instance_for_user(request, pk)
+    context = {"instance": instance}
+    if request.POST.get("confirm", "").strip().lower() != "confirm":
+        context["error"] = "Type confirm to remove this instance."
+        if request.htmx:
+            return render(request, "instances/settings.html#remove-dialog-body", context, status=422)
+        return _remove_failed(request, instance, context["error"])
+    name = instance.name
+    try:
+        # PROTECT on connection shapes: the database refuses while any flow uses
+        # the instance, including a shape added concurrently (IntegrityError).
+        with transaction.atomic():
+            instance.delete()
+    except (ProtectedError, IntegrityError):
+        flows = ProcessFlow.objects.filter(shapes__instance_id=pk).distinct().order_by("name")
+        context.update(in_use=True, flows=flows)
+        message = "This instance is used in process flows. Reconfigure or remove those connection shapes first, then try again."
+        if request.htmx:
+            return render(request, "instances/settings.html#remove-dialog-body", context, status=409)
+        return _remove_failed(request, instance, message)
+    messages.success(request, f'Instance "{name}" was removed.')
+    return _redirect(request, reverse("connectors:manage"))
+
+
+def _remove_failed(request: HttpRequest, instance: Instance, message: str) -> HttpResponse:
+    messages.error(request, message)
+    return redirect(reverse("instances:settings", args=[instance.pk]) + "?remove=1")

@@ -1,0 +1,64 @@
+"""Live credential checks, recorded (redacted) every time."""
+
+from __future__ import annotations
+
+
+from connectors.models import AuthMethod, Connector
+from instances.client import CheckResult, InstanceClient
+from instances.models import CredentialCheck, Instance
+from instances.redaction import redact_exchange
+
+
+def check_and_record(
+    *,
+    connector: Connector,
+    auth_method: AuthMethod,
+    values: dict[str, str],
+    secrets: dict[str, str],
+    instance: Instance | None = None,
+    user=None,
+) -> tuple[CheckResult, CredentialCheck]:
+    """Run the auth method's test request with these credentials and store the redacted exchange."""
+    client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False)
+    result = client.check_credentials()
+    record = redact_exchange({**result.exchange.as_record(), "message": result.message}, client.secret_values)
+    check = CredentialCheck.objects.create(
+        company=connector.company,
+        connector=connector,
+        instance=instance,
+        auth_method=auth_method,
+        created_by=user if getattr(user, "pk", None) else None,
+        ok=result.ok,
+        message=record.pop("message")[:300],
+        **record,
+    )
+    if instance is not None:
+        note_check(instance, check)
+    return result, check
+
+
+def note_check(instance: Instance, check: CredentialCheck) -> None:
+    """Remember the latest check on the instance (shown on the manage connectors page)."""
+    if check.instance_id != instance.pk:
+        check.instance = instance
+        check.save(update_fields=["instance"])
+    Instance.objects.filter(pk=instance.pk).update(
+        last_checked_at=check.created_at, last_check_ok=check.ok, last_check_message=check.message[:300]
+    )
+    instance.last_checked_at, instance.last_check_ok, instance.last_check_message = (
+        check.created_at, check.ok, check.message[:300],
+    )
+
+
+def recheck(instance: Instance, user=None) -> tuple[CheckResult, CredentialCheck]:
+    """Check the stored credentials again."""
+    return check_and_record(
+        connector=instance.connector,
+        auth_method=instance.auth_method,
+        values=instance.values,
+        secrets=instance.get_secrets(),
+        instance=instance,
+        user=user,
+    )
+
+

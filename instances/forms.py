@@ -1,0 +1,218 @@
+"""Forms for the new instance wizard and the instance settings page (shared field rules)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.db.models import QuerySet
+
+from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
+from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
+from instances.models import ConnectionPool, Instance
+
+NAME_HELP = (
+    "This is what your users see when they choose an instance for a connection shape. "
+    "Make it say what the instance is for, e.g. Shopify - UK for a UK instance of a connector."
+)
+
+
+class NameForm(forms.Form):
+    name = forms.CharField(max_length=120, help_text=NAME_HELP)
+
+    def __init__(self, *args, connector: Connector, instance: Instance | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connector = connector
+        self.instance = instance
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Enter a name for this instance.")
+        clash = Instance.objects.filter(connector=self.connector, name__iexact=name)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise forms.ValidationError(f'{self.connector.name} already has an instance called "{name}".')
+        return name
+
+
+def pools_for(connector: Connector) -> QuerySet[ConnectionPool]:
+    """Pools offered for an instance: only when the connector has a concurrency limit."""
+    if not connector.concurrency_limit:
+        return ConnectionPool.objects.none()
+    return ConnectionPool.objects.for_company(connector.company).filter(connectors=connector)
+
+
+class SettingsForm(forms.Form):
+    time_zone = forms.CharField(
+        max_length=64,
+        help_text="Used to convert the time in any date/time filters applied when this instance is used in process flows.",
+        widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"}),
+    )
+    date_format = forms.CharField(
+        max_length=64,
+        help_text="The expected date format when this instance is used in process flows (strftime codes such as %Y-%m-%d).",
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
+    rate_limit_amount = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_RATE_LIMIT,
+        help_text=(
+            "How many API requests Patchworks may make with this instance. If the rate limit is exceeded, "
+            "remaining requests are queued and sent when the rate limit is released again."
+        ),
+    )
+    rate_limit_unit = forms.ChoiceField(choices=RateLimitUnit.choices)
+    connection_pool = forms.ModelChoiceField(
+        queryset=ConnectionPool.objects.none(),
+        required=False,
+        empty_label="No connection pool",
+        help_text="Shares a concurrency limit with the other instances in the pool.",
+    )
+
+    def __init__(self, *args, connector: Connector, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connector = connector
+        pools = pools_for(connector)
+        if connector.concurrency_limit and pools.exists():
+            self.fields["connection_pool"].queryset = pools
+        else:
+            del self.fields["connection_pool"]
+
+    @property
+    def offers_pools(self) -> bool:
+        return "connection_pool" in self.fields
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        if not is_time_zone(value):
+            raise forms.ValidationError(f'"{value}" is not a time zone. Pick one from the list, e.g. Europe/London or UTC.')
+        return value
+
+    def clean_date_format(self) -> str:
+        value = self.cleaned_data["date_format"]
+        problem = date_format_error(value)
+        if problem:
+            raise forms.ValidationError(f"The date format {problem}.")
+        return value
+
+    @staticmethod
+    def initial_for(connector: Connector) -> dict:
+        return {
+            "time_zone": connector.time_zone or "UTC",
+            "date_format": connector.date_format,
+            "rate_limit_amount": connector.rate_limit_amount,
+            "rate_limit_unit": connector.rate_limit_unit,
+        }
+
+    def state(self) -> dict:
+        """The cleaned values as JSON-friendly data (for the signed wizard state)."""
+        data = {k: self.cleaned_data[k] for k in ("time_zone", "date_format", "rate_limit_amount", "rate_limit_unit")}
+        pool = self.cleaned_data.get("connection_pool")
+        data["connection_pool"] = pool.pk if pool else None
+        return data
+
+
+class AuthMethodForm(forms.Form):
+    auth_method = forms.ModelChoiceField(
+        queryset=AuthMethod.objects.none(), empty_label=None, widget=forms.RadioSelect,
+        label="Authentication method",
+    )
+
+    def __init__(self, *args, connector: Connector, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["auth_method"].queryset = connector.auth_methods.all()
+        self.fields["auth_method"].error_messages["invalid_choice"] = "Choose one of this connector's authentication methods."
+
+
+def credential_variables(connector: Connector, auth_method: AuthMethod) -> list[Variable]:
+    """Variables an instance supplies for this method: configurable connector ones, then the method's."""
+    variables = list(connector.variables.all())
+    return [v for v in variables if v.auth_method_id is None and v.configurable] + [
+        v for v in variables if v.auth_method_id == auth_method.pk
+    ]
+
+
+class CredentialsForm(forms.Form):
+    """One field per variable. Secret fields never render their value back.
+
+    With `stored_secrets` (the settings page), a blank secret keeps the stored
+    value and is not required.
+    """
+
+    def __init__(
+        self,
+        *args,
+        connector: Connector,
+        auth_method: AuthMethod,
+        stored_values: dict[str, str] | None = None,
+        stored_secrets: dict[str, str] | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.variables = credential_variables(connector, auth_method)
+        self.stored_secrets = stored_secrets or {}
+        stored_values = stored_values or {}
+        for variable in self.variables:
+            has_stored_secret = variable.secret and bool(self.stored_secrets.get(variable.key))
+            field = forms.CharField(
+                label=variable.label,
+                max_length=1024,
+                required=variable.required and not has_stored_secret,
+                strip=not variable.secret,
+                initial=None if variable.secret else stored_values.get(variable.key, variable.default),
+                help_text=f"Sent as {variable.alias}." if variable.alias else "",
+                widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+                if variable.secret
+                else forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+            )
+            if has_stored_secret:
+                hint = self.stored_secrets[variable.key][-4:] if len(self.stored_secrets[variable.key]) >= 8 else ""
+                field.help_text = (f"Set (ends in {hint}). " if hint else "Set. ") + "Leave blank to keep the stored value."
+                field.widget.attrs["placeholder"] = "•••••••• (unchanged)"
+            field.advanced = variable.advanced
+            field.secret = variable.secret
+            self.fields[f"var_{variable.key}"] = field
+
+    @property
+    def basic_fields(self) -> list:
+        return [self[name] for name, f in self.fields.items() if not f.advanced]
+
+    @property
+    def advanced_fields(self) -> list:
+        return [self[name] for name, f in self.fields.items() if f.advanced]
+
+    def split(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(non-secret values, secret values) from the cleaned data; blank secrets keep stored ones."""
+        values: dict[str, str] = {}
+        secrets: dict[str, str] = {}
+        for variable in self.variables:
+            value = self.cleaned_data.get(f"var_{variable.key}", "") or ""
+            if variable.secret:
+                value = value or self.stored_secrets.get(variable.key, "")
+                if value:
+                    secrets[variable.key] = value
+            elif value != "":
+                values[variable.key] = value
+        return values, secrets
+
+    def secrets_entered(self) -> bool:
+        return any(self.cleaned_data.get(f"var_{v.key}") for v in self.variables if v.secret)
+
+
+class DetailsForm(SettingsForm):
+    """The details tab of the instance settings page: name plus the settings fields."""
+
+    name = NameForm.base_fields["name"]
+    field_order = ["name", "connection_pool", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit"]
+    clean_name = NameForm.clean_name
+
+    def __init__(self, *args, connector: Connector, instance: Instance, **kwargs):
+        super().__init__(*args, connector=connector, **kwargs)
+        self.instance = instance
+        if instance.connection_pool_id and "connection_pool" not in self.fields:
+            # Keep the current pool visible (so it can be removed) even when no longer offered.
+            self.fields["connection_pool"] = forms.ModelChoiceField(
+                queryset=ConnectionPool.objects.filter(pk=instance.connection_pool_id),
+                required=False, empty_label="No connection pool",
+            )
+        self.order_fields(self.field_order)

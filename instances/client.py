@@ -23,10 +23,12 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import requests
 from django.conf import settings
 from django.core.cache import cache
+from urllib3.exceptions import ReadTimeoutError
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
 from instances import ssrf
+from instances.redaction import is_sensitive
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
@@ -110,7 +112,9 @@ def _message_from_body(exchange: Exchange) -> str:
             if isinstance(value, str) and value.strip():
                 return value.strip()[:200]
     text = exchange.response_body.strip()
-    if text and not text.startswith("<"):
+    # Only plain text is quoted: markup is noise, and a JSON document without a
+    # message field may hold anything (a token under an unexpected name, ...).
+    if text and text[0] not in "<{[":
         return text[:200]
     return ""
 
@@ -251,8 +255,10 @@ class InstanceClient:
                                 method, body = "GET", None
                                 headers.pop("Content-Type", None)
                             if urlsplit(url)[:2] != origin:
-                                # Credentials never follow a redirect to another origin.
-                                headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
+                                # Credentials never follow a redirect to another origin: not only
+                                # Authorization and cookies but the auth method's own headers
+                                # (X-Api-Key, ...) and any header carrying a secret value.
+                                headers = {k: v for k, v in headers.items() if not self._carries_credentials(k, v)}
                             if hop == MAX_REDIRECTS:
                                 raise requests.TooManyRedirects()
                             continue
@@ -286,17 +292,32 @@ class InstanceClient:
         exchange.duration_ms = int((time.monotonic() - started) * 1000)
         return exchange
 
+    def _carries_credentials(self, name: str, value: str) -> bool:
+        return (
+            name.lower() in ("authorization", "cookie")
+            or is_sensitive(name)
+            or name.lower() in {k.lower() for k in self.auth_method.headers}
+            or any(secret in value for secret in self.secret_values)
+        )
+
     @staticmethod
     def _read_bounded(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return b"".join(chunks)[:MAX_BODY_BYTES], True
-            if time.monotonic() > deadline:
-                raise TimeoutError
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return b"".join(chunks)[:MAX_BODY_BYTES], True
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+        except requests.ConnectionError as exc:
+            # requests reports a read timeout while streaming the body as a
+            # ConnectionError; it is a timeout, not a refused connection.
+            if isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
+                raise TimeoutError from exc
+            raise
         return b"".join(chunks), False
 
     # --- OAuth 2 -----------------------------------------------------------

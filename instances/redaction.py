@@ -39,12 +39,36 @@ def secret_variants(secrets: list[str]) -> list[str]:
             base64.urlsafe_b64encode(raw).decode(),
             base64.b64encode(raw).decode().rstrip("="),
         }
+        variants |= _base64_fragments(raw)
     # Basic auth sends base64("user:secret"): cover any pairing with the secrets.
     for first in values:
         for second in values:
             if first != second:
                 variants.add(base64.b64encode(f"{first}:{second}".encode()).decode())
     return sorted(variants, key=len, reverse=True)
+
+
+MIN_BASE64_FRAGMENT = 6
+
+
+def _base64_fragments(raw: bytes) -> set[str]:
+    """The Base64 characters that encode only `raw`, at each of the 3 byte alignments.
+
+    base64("user:secret") does not contain base64("secret") unless len("user:")
+    is a multiple of 3, and the user name is usually not a secret we know. The
+    characters made only of the secret's bits are the same whatever precedes or
+    follows it, so redacting them hides the secret inside any Base64 blob.
+    """
+    fragments: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + raw).decode()
+        start = -(-8 * shift // 6)  # first character holding no padding bits
+        end = 8 * (shift + len(raw)) // 6  # last character holding only secret bits
+        fragment = encoded[start:end]
+        if len(fragment) >= MIN_BASE64_FRAGMENT:
+            urlsafe = fragment.replace("+", "-").replace("/", "_")
+            fragments |= {fragment, urlsafe, quote(fragment, safe=""), quote(urlsafe, safe="")}
+    return fragments
 
 
 def scrub_text(text: str, variants: list[str]) -> str:

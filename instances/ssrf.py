@@ -45,6 +45,10 @@ def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: 
         return "a private network address"
     if ip.is_multicast or ip.is_reserved or ip.is_unspecified:
         return "a reserved address"
+    if not ip.is_global:
+        # e.g. 100.64.0.0/10 (carrier-grade NAT): not "private" to Python, yet
+        # internal in clouds and VPNs.
+        return "a non-public address"
     return None
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -9,6 +10,10 @@ from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
+INSTANCE_COLUMNS = (
+    "connector", "name", "rate_limit_amount", "rate_limit_unit", "connection_pool",
+    "last_checked_at", "last_check_ok", "last_check_message",
+)
 
 
 def _get_connector_for_user(request: HttpRequest, pk: int) -> tuple[Company, Connector]:
@@ -35,13 +40,20 @@ def manage(request: HttpRequest) -> HttpResponse:
     system_type = request.GET.get("system_type", "")
     if system_type not in SystemType.values:
         system_type = ""
+    # Instances are listed inline; the page needs none of their credentials or values.
+    instance_model = Connector._meta.get_field("instances").related_model
+    instances = instance_model.objects.select_related("connection_pool").only(
+        *INSTANCE_COLUMNS, "connection_pool__name", "connection_pool__limit"
+    )
     connectors = (
         Connector.objects.for_company(company)
         .search(query, system_type)
         .select_related("updated_by", "installation__listing_version__listing__latest_version")
+        # Only the latest version's id is compared; its manifest is not needed.
+        .defer("updated_by__password", "installation__listing_version__listing__latest_version__manifest")
         # The definition (variables, auth methods, endpoints) is needed to tell
-        # whether a prebuilt connector is modified; instances are listed inline.
-        .prefetch_related("variables", "auth_methods", "endpoints", "instances__connection_pool")
+        # whether a prebuilt connector is modified.
+        .prefetch_related("variables", "auth_methods", "endpoints", Prefetch("instances", queryset=instances))
     )
     page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {

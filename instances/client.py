@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
 
 import requests
 from django.conf import settings
@@ -259,6 +259,14 @@ class InstanceClient:
                                 # Authorization and cookies but the auth method's own headers
                                 # (X-Api-Key, ...) and any header carrying a secret value.
                                 headers = {k: v for k, v in headers.items() if not self._carries_credentials(k, v)}
+                                # A 307/308 re-sends the body: never re-post secrets (e.g. a
+                                # client_secret sent in the form body) to another origin.
+                                if body and any(
+                                    s.encode() in body or quote_plus(s).encode() in body for s in self.secret_values
+                                ):
+                                    raise ssrf.BlockedDestination(
+                                        f"the API redirected a request carrying credentials to another origin ({urlsplit(url).netloc})"
+                                    )
                             if hop == MAX_REDIRECTS:
                                 raise requests.TooManyRedirects()
                             continue

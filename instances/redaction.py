@@ -19,6 +19,8 @@ SENSITIVE_NAME = re.compile(
     re.IGNORECASE,
 )
 MIN_SECRET_LENGTH = 3
+# "key": "value" in JSON text; the value's closing quote may be cut off.
+JSON_STRING_MEMBER = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\Z)')
 
 
 def is_sensitive(name: str) -> bool:
@@ -95,7 +97,11 @@ def redact_body(body: str, content_type: str = "") -> str:
         try:
             return json.dumps(_redact_structure(json.loads(body)), ensure_ascii=False)
         except ValueError:
-            return body
+            # Not parseable, typically a large body cut short for storage: still
+            # redact the string values of sensitive keys.
+            return JSON_STRING_MEMBER.sub(
+                lambda m: f'{m[1]}{m[2]}"{REDACTED}"' if is_sensitive(m[1]) else m[0], body
+            )
     if "x-www-form-urlencoded" in content_type or (re.fullmatch(r"[^\s=&]+=[^\s&]*(&[^\s=&]+=[^\s&]*)*", stripped)):
         pairs = parse_qsl(body, keep_blank_values=True)
         return urlencode([(k, REDACTED if is_sensitive(k) else v) for k, v in pairs], safe="[]")

@@ -367,15 +367,10 @@ def seed() -> dict:
                 if pool is not None:
                     pool_links.add((pool.pk, connector.pk))
                 state = seq % 4
-                obj = Instance(
-                    company=connector.company,
-                    connector=connector,
+                obj = Instance.with_connector_defaults(
+                    connector,
                     name=f"{connector.name} - {REGIONS[i % len(REGIONS)]}",
                     auth_method=method,
-                    time_zone=connector.time_zone,
-                    date_format=connector.date_format,
-                    rate_limit_amount=connector.rate_limit_amount,
-                    rate_limit_unit=connector.rate_limit_unit,
                     connection_pool=pool,
                     values=values,
                     last_checked_at=None if state == 0 else now - timedelta(minutes=seq),

@@ -80,6 +80,18 @@ class Instance(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @classmethod
+    def with_connector_defaults(cls, connector: Connector, **fields) -> Instance:
+        """A new (unsaved) instance whose settings start from the connector's defaults."""
+        defaults = {
+            "company": connector.company,
+            "time_zone": connector.time_zone,
+            "date_format": connector.date_format,
+            "rate_limit_amount": connector.rate_limit_amount,
+            "rate_limit_unit": connector.rate_limit_unit,
+        }
+        return cls(connector=connector, **{**defaults, **fields})
+
     @property
     def _aad(self) -> str:
         return f"company:{self.company_id}:instance:{self.uid}"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_POST
 from connectors.models import SystemType
 from marketplace import catalog
 from marketplace.models import Installation, Listing, ListingVersion
+from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
 PAGE_SIZE = 24
@@ -78,10 +80,13 @@ def install(request: HttpRequest, slug: str) -> HttpResponse:
     if listing.latest_version is None:
         messages.error(request, f"{listing.name} has no published version to install.")
         return redirect("marketplace:detail", slug=slug)
-    if Installation.objects.filter(connector__company=company, listing_version__listing=listing).exists():
-        messages.info(request, f"{listing.name} is already installed.")
-        return redirect("connectors:manage")
-    connector = catalog.install(listing.latest_version, company, user=request.user)
+    with transaction.atomic():
+        # Serialise installs per company so a double click cannot install twice.
+        Company.objects.select_for_update().get(pk=company.pk)
+        if Installation.objects.filter(connector__company=company, listing_version__listing=listing).exists():
+            messages.info(request, f"{listing.name} is already installed.")
+            return redirect("connectors:manage")
+        connector = catalog.install(listing.latest_version, company, user=request.user)
     messages.success(
         request, f"{connector.name} {connector.version} is installed. Add an instance to start using it."
     )

@@ -106,17 +106,7 @@ def make_connector(db):
 def make_instance(db):
     def make(connector: Connector, name: str = "Main", secrets: dict | None = None, **fields) -> Instance:
         method = fields.pop("auth_method", None) or connector.auth_methods.first()
-        instance = Instance(
-            company=connector.company,
-            connector=connector,
-            name=name,
-            auth_method=method,
-            time_zone=connector.time_zone,
-            date_format=connector.date_format,
-            rate_limit_amount=connector.rate_limit_amount,
-            rate_limit_unit=connector.rate_limit_unit,
-            **fields,
-        )
+        instance = Instance.with_connector_defaults(connector, name=name, auth_method=method, **fields)
         instance.set_secrets(secrets if secrets is not None else {"api_token": "tok-123456"})
         instance.save()
         return instance

@@ -73,15 +73,10 @@ class Command(BaseCommand):
             if found:
                 return found
             method = connector.auth_methods.get(key=method_key)
-            obj = Instance(
-                company=connector.company,
-                connector=connector,
+            obj = Instance.with_connector_defaults(
+                connector,
                 name=name,
                 auth_method=method,
-                time_zone=connector.time_zone,
-                date_format=connector.date_format,
-                rate_limit_amount=connector.rate_limit_amount,
-                rate_limit_unit=connector.rate_limit_unit,
                 connection_pool=pool,
                 values=values,
                 created_by=demo if connector.company_id == acme.id else None,

@@ -13,6 +13,7 @@ the manifest it was installed from.
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -309,7 +310,7 @@ def _placeholders(value: Any) -> set[str]:
     return set()
 
 
-def _check_semantics(m: dict, errors: list[str]) -> None:
+def _check_semantics(m: dict, errors: list[str], *, draft: bool = False) -> None:
     """Rules across fields: required variables per auth type, known placeholders."""
     connector_keys = {v["key"] for v in m["variables"] or [] if v and v.get("key")}
     all_auth_keys: set[str] = set()
@@ -352,18 +353,22 @@ def _check_semantics(m: dict, errors: list[str]) -> None:
             errors.append(f"endpoints[{i}].method: a receive endpoint uses GET (or POST for searches)")
         if direction == Direction.SEND and method == HttpMethod.GET:
             errors.append(f"endpoints[{i}].method: a send endpoint uses POST, PUT, PATCH or DELETE")
-    if m["auth_methods"] == []:
+    if m["auth_methods"] == [] and not draft:
         errors.append("auth_methods: at least one authentication method is required")
-    if m["endpoints"] == []:
+    if m["endpoints"] == [] and not draft:
         errors.append("endpoints: at least one endpoint is required")
 
 
-def validate(data: Any) -> dict:
-    """The normalised manifest, or ManifestError listing every problem by path."""
+def validate(data: Any, *, draft: bool = False) -> dict:
+    """The normalised manifest, or ManifestError listing every problem by path.
+
+    A draft (a custom connector still in the builder) may have no
+    authentication method or endpoint yet; it cannot get instances until it has.
+    """
     errors: list[str] = []
     manifest = _check_object(data, CONNECTOR, "", errors)
     if manifest is not None and not errors:
-        _check_semantics(manifest, errors)
+        _check_semantics(manifest, errors, draft=draft)
     if errors:
         raise ManifestError(errors)
     return manifest  # type: ignore[return-value]
@@ -470,13 +475,15 @@ def _sync_variables(connector: Connector, auth_method: AuthMethod | None, items:
 
 
 @transaction.atomic
-def apply(manifest: dict, *, connector: Connector, user=None) -> Connector:
+def apply(manifest: dict, *, connector: Connector, user=None, detach_removed_endpoints: str = "") -> Connector:
     """Make `connector` (saved or new, company set) match the validated `manifest`.
 
     Children are matched by key and updated in place, so instances (auth
     methods) and connection shapes (endpoints) keep pointing at the same rows.
     Removing a child that is still in use raises ProtectedError and, being
-    atomic, leaves the old definition intact.
+    atomic, leaves the old definition intact — unless `detach_removed_endpoints`
+    gives a reason: then connection shapes of a removed endpoint are kept and
+    flagged with it (used by updates, where the platform removed the endpoint).
     """
     connector.name = manifest["name"]
     connector.description = manifest["description"]
@@ -521,5 +528,97 @@ def apply(manifest: dict, *, connector: Connector, user=None) -> Connector:
         endpoint.position = position
         endpoint.save()
     for stale in endpoints.values():
+        if detach_removed_endpoints:
+            stale.connection_shapes.update(endpoint=None, missing_endpoint=f"{stale.name}: {detach_removed_endpoints}"[:300])
         stale.delete()
     return connector
+
+
+# --- comparing manifests ------------------------------------------------------
+
+SETTING_LABELS = {
+    "name": "name", "description": "description", "system_type": "system type", "colour": "colour",
+    "protocol": "protocol", "version": "version", "version_name": "version name", "base_url": "base URL",
+    "date_format": "date format", "rate_limit": "rate limit", "time_zone": "time zone",
+    "concurrency_limit": "concurrency limit",
+}
+
+
+@dataclass
+class SectionChanges:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+@dataclass
+class ManifestComparison:
+    settings: list[str]
+    variables: SectionChanges
+    auth_methods: SectionChanges
+    endpoints: SectionChanges
+    removed_endpoint_keys: set[str]
+    changed_endpoint_keys: set[str]
+    removed_auth_method_keys: set[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.settings or self.variables or self.auth_methods or self.endpoints)
+
+    def summary(self) -> str:
+        parts = []
+        for label, section in (("endpoint", self.endpoints), ("authentication method", self.auth_methods), ("variable", self.variables)):
+            for verb, items in (("added", section.added), ("removed", section.removed), ("changed", section.changed)):
+                if items:
+                    parts.append(f"{label}{'s' if len(items) > 1 else ''} {verb}: {', '.join(items)}")
+        if self.settings:
+            parts.append("changed " + ", ".join(self.settings))
+        return "; ".join(parts) or "no changes"
+
+
+def _section(old: list[dict], new: list[dict], label_key: str) -> tuple[SectionChanges, set[str], set[str]]:
+    before = {item["key"]: item for item in old}
+    after = {item["key"]: item for item in new}
+    removed = set(before) - set(after)
+    changed = {k for k in set(before) & set(after) if before[k] != after[k]}
+    return (
+        SectionChanges(
+            added=[after[k][label_key] for k in after if k not in before],
+            removed=[before[k][label_key] for k in before if k in removed],
+            changed=[after[k][label_key] for k in after if k in changed],
+        ),
+        removed,
+        changed,
+    )
+
+
+def compare(old: dict, new: dict) -> ManifestComparison:
+    """What changes from `old` to `new`, by key: settings, variables, auth methods, endpoints."""
+    variables, _, _ = _section(old["variables"], new["variables"], "label")
+    auth, removed_auth, _ = _section(old["auth_methods"], new["auth_methods"], "name")
+    endpoints, removed_endpoints, changed_endpoints = _section(old["endpoints"], new["endpoints"], "name")
+    settings_changed = [label for key, label in SETTING_LABELS.items() if old.get(key) != new.get(key)]
+    return ManifestComparison(
+        settings=settings_changed,
+        variables=variables,
+        auth_methods=auth,
+        endpoints=endpoints,
+        removed_endpoint_keys=removed_endpoints,
+        changed_endpoint_keys=changed_endpoints,
+        removed_auth_method_keys=removed_auth,
+    )
+
+
+def diff_lines(before: dict | None, after: dict) -> list[tuple[str, str]]:
+    """A readable line diff of two manifests as YAML: (kind, text), kind in {"+", "-", " ", "@"}."""
+    old = dumps(before).splitlines() if before else []
+    new = dumps(after).splitlines()
+    lines = []
+    for line in difflib.unified_diff(old, new, lineterm="", n=2):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = "@" if line.startswith("@@") else line[:1]
+        lines.append((kind, line[1:] if kind != "@" else "…"))
+    return lines

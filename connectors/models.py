@@ -95,6 +95,10 @@ class Connector(models.Model):
     rate_limit_unit = models.CharField(max_length=10, choices=RateLimitUnit.choices)
     time_zone = models.CharField(max_length=64, default="UTC", help_text="Default for new instances.")
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    # The icon is not part of the manifest: it is an uploaded image, served by
+    # connectors:icon with a restrictive Content-Security-Policy.
+    icon = models.BinaryField(blank=True, editable=False, default=b"")
+    icon_content_type = models.CharField(max_length=40, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -117,6 +121,11 @@ class Connector(models.Model):
     def initials(self) -> str:
         words = [w for w in self.name.replace("-", " ").split() if w[:1].isalnum()]
         return "".join(w[0] for w in words[:2]).upper() or "?"
+
+    @property
+    def is_ready(self) -> bool:
+        """Usable for instances: at least one authentication method and one endpoint."""
+        return bool(self.auth_methods.all()) and bool(self.endpoints.all())
 
     @property
     def connector_variables(self) -> list[Variable]:
@@ -205,3 +214,29 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.method} {self.path})"
+
+
+class ConnectorChange(models.Model):
+    """One change to a connector's definition: who, when, and the manifest before and after."""
+
+    class Action(models.TextChoices):
+        CREATED = "created"
+        INSTALLED = "installed"
+        EDITED = "edited"
+        UPDATED = "updated"
+        OVERWRITTEN = "overwritten"
+        IMPORTED = "imported"
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="changes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    summary = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.connector.name}: {self.action} {self.created_at:%Y-%m-%d %H:%M}"

@@ -1,9 +1,18 @@
 from django.urls import path
 
-from connectors import views
+from connectors import builder_views, views
 
 app_name = "connectors"
 urlpatterns = [
     path("", views.manage, name="manage"),
+    path("new/", builder_views.new_connector, name="new"),
+    path("import/", builder_views.import_manifest, name="import_manifest"),
+    path("import/openapi/", builder_views.import_openapi, name="import_openapi"),
     path("<int:pk>/", views.detail, name="detail"),
+    path("<int:pk>/build/<slug:step>/", builder_views.build, name="build"),
+    path("<int:pk>/manifest/", builder_views.edit_manifest, name="edit_manifest"),
+    path("<int:pk>/manifest.yaml", builder_views.download_manifest, name="download_manifest"),
+    path("<int:pk>/history/", views.history, name="history"),
+    path("<int:pk>/remove/", builder_views.remove, name="remove"),
+    path("<int:pk>/icon/", builder_views.icon, name="icon"),
 ]

@@ -5,6 +5,7 @@ from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from connectors import manifest as manifests
 from connectors.models import Connector, SystemType
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
@@ -50,7 +51,9 @@ def manage(request: HttpRequest) -> HttpResponse:
         .search(query, system_type)
         .select_related("updated_by", "installation__listing_version__listing__latest_version")
         # Only the latest version's id is compared; its manifest is not needed.
-        .defer("updated_by__password", "installation__listing_version__listing__latest_version__manifest")
+        .defer(
+            "icon", "updated_by__password", "installation__listing_version__listing__latest_version__manifest"
+        )
         # The definition (variables, auth methods, endpoints) is needed to tell
         # whether a prebuilt connector is modified.
         .prefetch_related("variables", "auth_methods", "endpoints", Prefetch("instances", queryset=instances))
@@ -73,3 +76,12 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Connector settings: its definition, version information and instances."""
     company, connector = _get_connector_for_user(request, pk)
     return render(request, "connectors/detail.html", {"connector": connector})
+
+
+def history(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every change to the connector's definition: who, when, what (a readable manifest diff)."""
+    company = company_of(request)
+    connector = get_object_or_404(Connector.objects.for_company(company), pk=pk)
+    page = Paginator(connector.changes.select_related("user"), 10).get_page(request.GET.get("page"))
+    entries = [(change, manifests.diff_lines(change.before, change.after)) for change in page]
+    return render(request, "connectors/history.html", {"connector": connector, "page": page, "entries": entries})

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class FlowsConfig(AppConfig):
     name = "flows"
     verbose_name = "Process flows"
+
+    def ready(self) -> None:
+        from flows.models import ProcessFlow
+        from patchworks_site import audit
+
+        audit.track(ProcessFlow, object_type="process flow")

@@ -37,13 +37,22 @@ class ConnectionShape(models.Model):
     # PROTECT: an instance or endpoint in use cannot be deleted, even by a
     # concurrent request; the database refuses and the UI explains.
     instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="connection_shapes")
-    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="connection_shapes")
+    # Null only when a connector update removed the endpoint: the shape is then
+    # flagged (missing_endpoint says what it was) instead of silently breaking.
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.PROTECT, related_name="connection_shapes", null=True, blank=True
+    )
+    missing_endpoint = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["position", "id"]
 
     def __str__(self) -> str:
-        return f"{self.flow}: {self.instance} → {self.endpoint.name}"
+        return f"{self.flow}: {self.instance} → {self.endpoint.name if self.endpoint else self.missing_endpoint}"
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.endpoint_id is None
 
     def clean(self) -> None:
         if self.instance_id and self.endpoint_id and self.endpoint.connector_id != self.instance.connector_id:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -29,7 +29,9 @@ def flow_list(request: HttpRequest) -> HttpResponse:
             flow = form.save()
             messages.success(request, f'Process flow "{flow.name}" created. Add connection shapes to it.')
             return redirect("flows:detail", pk=flow.pk)
-    flows = ProcessFlow.objects.for_company(company).annotate(shape_count=Count("shapes"))
+    flows = ProcessFlow.objects.for_company(company).annotate(
+        shape_count=Count("shapes"), flagged_count=Count("shapes", filter=Q(shapes__endpoint__isnull=True))
+    )
     return render(request, "flows/list.html", {"flows": flows, "form": form}, status=422 if form.errors else 200)
 
 
@@ -63,7 +65,7 @@ def remove_shape(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
     shape = get_object_or_404(flow.shapes.select_related("instance", "endpoint"), pk=shape_pk)
     shape.delete()
-    messages.success(request, f"Connection shape removed: {shape.instance.name} → {shape.endpoint.name}.")
+    messages.success(request, f"Connection shape removed: {shape}.")
     return redirect("flows:detail", pk=flow.pk)
 
 

@@ -216,3 +216,89 @@ class DetailsForm(SettingsForm):
                 required=False, empty_label="No connection pool",
             )
         self.order_fields(self.field_order)
+
+
+POOL_LIMIT_MAX = 1000
+POOL_TIMEOUT_MAX = 3600
+
+
+class PoolConnectorsField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Connector) -> str:
+        if obj.concurrency_limit:
+            return f"{obj.name} (up to {obj.concurrency_limit} concurrent requests)"
+        return f"{obj.name} (no concurrency limit any more)"
+
+
+class ConnectionPoolForm(forms.ModelForm):
+    """A connection pool: its limit may not exceed the concurrency limit of any connector it serves."""
+
+    name = forms.CharField(max_length=120, help_text="Shown when choosing a pool in an instance's settings.")
+    limit = forms.IntegerField(
+        min_value=1, max_value=POOL_LIMIT_MAX, label="Limit",
+        help_text="How many requests the instances in this pool may have in flight at once.",
+    )
+    timeout_seconds = forms.IntegerField(
+        min_value=1, max_value=POOL_TIMEOUT_MAX, initial=30, label="Timeout (seconds)",
+        help_text="How long a request waits for a free slot before it fails.",
+    )
+    connectors = PoolConnectorsField(
+        queryset=Connector.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Instances of these connectors can use this pool. Only connectors with a concurrency limit can be pooled.",
+    )
+
+    class Meta:
+        model = ConnectionPool
+        fields = ["name", "limit", "timeout_seconds", "connectors"]
+
+    def __init__(self, *args, company, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.company = company
+        self.instance.company = company
+        offered = Connector.objects.for_company(company).filter(concurrency_limit__isnull=False)
+        if self.instance.pk:
+            # Keep connectors that lost their concurrency limit visible, so they can be removed.
+            offered = offered | Connector.objects.for_company(company).filter(connection_pools=self.instance)
+        self.fields["connectors"].queryset = offered.distinct().order_by("name", "id")
+        self.fields["limit"].error_messages["max_value"] = f"A pool can allow at most {POOL_LIMIT_MAX} concurrent requests."
+        self.fields["timeout_seconds"].error_messages["max_value"] = (
+            f"The timeout can be at most {POOL_TIMEOUT_MAX} seconds (one hour)."
+        )
+        self.blocking_instances: list[Instance] = []
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Enter a name for this connection pool.")
+        clash = ConnectionPool.objects.for_company(self.company).filter(name__iexact=name)
+        if self.instance.pk:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise forms.ValidationError(f'There is already a connection pool called "{name}". Choose another name.')
+        return name
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        limit = cleaned.get("limit")
+        connectors = list(cleaned.get("connectors") or [])
+        if limit:
+            for connector in connectors:
+                if connector.concurrency_limit and limit > connector.concurrency_limit:
+                    self.add_error(
+                        "limit",
+                        f"{connector.name} allows at most {connector.concurrency_limit} concurrent requests, "
+                        f"so this pool's limit can be at most {connector.concurrency_limit} while it serves {connector.name}.",
+                    )
+        if self.instance.pk and "connectors" in cleaned:
+            kept = {c.pk for c in connectors}
+            self.blocking_instances = list(
+                self.instance.instances.exclude(connector__in=kept).select_related("connector").order_by("connector__name", "name")
+            )
+            for connector_name in dict.fromkeys(i.connector.name for i in self.blocking_instances):
+                using = [i.name for i in self.blocking_instances if i.connector.name == connector_name]
+                which = f"its instance {using[0]} uses" if len(using) == 1 else f"its instances {', '.join(using)} use"
+                self.add_error(
+                    "connectors",
+                    f"{connector_name} can't be removed from this pool: {which} the pool. "
+                    f"Assign {'it' if len(using) == 1 else 'them'} to another pool (or none) in the instance settings first.",
+                )
+        return cleaned

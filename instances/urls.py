@@ -1,6 +1,6 @@
 from django.urls import path
 
-from instances import views
+from instances import pool_views, views
 
 app_name = "instances"
 urlpatterns = [
@@ -9,4 +9,8 @@ urlpatterns = [
     path("<int:pk>/", views.settings_page, name="settings"),
     path("<int:pk>/check/", views.check_now, name="check"),
     path("<int:pk>/remove/", views.remove, name="remove"),
+    path("pools/", pool_views.pool_list, name="pools"),
+    path("pools/new/", pool_views.pool_new, name="pool_new"),
+    path("pools/<int:pk>/", pool_views.pool_edit, name="pool_edit"),
+    path("pools/<int:pk>/delete/", pool_views.pool_delete, name="pool_delete"),
 ]

@@ -145,8 +145,11 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
     """The new instance wizard: name → settings → authentication method → credentials."""
     company = require(request, "can_manage_instances")
     connector = get_object_or_404(
-        Connector.objects.for_company(company).prefetch_related("variables", "auth_methods"), pk=connector_pk
+        Connector.objects.for_company(company).prefetch_related("variables", "auth_methods", "endpoints"), pk=connector_pk
     )
+    if not connector.is_ready:
+        messages.error(request, f"{connector.name} needs at least one authentication method and one endpoint before instances can be added.")
+        return redirect("connectors:detail", pk=connector.pk)
     source = request.POST if request.method == "POST" else request.GET
     steps = _steps_for(connector)
     step = source.get("step", "name")

@@ -14,7 +14,8 @@ import yaml
 from django.db import transaction
 
 from connectors import manifest as manifests
-from connectors.models import Connector
+from connectors import editing
+from connectors.models import Connector, ConnectorChange
 from marketplace.models import Installation, Listing, ListingVersion
 
 CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
@@ -103,6 +104,10 @@ def load_catalog(directory: Path = CATALOG_DIR) -> int:
 @transaction.atomic
 def install(listing_version: ListingVersion, company, user=None) -> Connector:
     """Install a listing version for a company as a new prebuilt connector."""
-    connector = manifests.apply(listing_version.manifest, connector=Connector(company=company), user=user)
+    connector = Connector(company=company)
+    editing.save_definition(
+        connector, listing_version.manifest, user=user, action=ConnectorChange.Action.INSTALLED,
+        summary=f"installed version {listing_version.version} from the marketplace",
+    )
     Installation.objects.create(connector=connector, listing_version=listing_version, installed_by=user)
     return connector

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.db.models import Prefetch
+from django.db import IntegrityError, transaction
+from django.db.models import Prefetch, ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from connectors.models import SystemType
-from marketplace import catalog
+from connectors.manifest import ManifestError
+from connectors.models import Connector, SystemType
+from marketplace import catalog, updates
 from marketplace.models import Installation, Listing, ListingVersion
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -91,3 +92,48 @@ def install(request: HttpRequest, slug: str) -> HttpResponse:
         request, f"{connector.name} {connector.version} is installed. Add an instance to start using it."
     )
     return redirect(f"{reverse('connectors:manage')}?highlight=connector-{connector.pk}#connector-{connector.pk}")
+
+
+def _get_installed_connector_for_user(request: HttpRequest, connector_pk: int) -> tuple:
+    company = require(request, "can_manage_connectors")
+    connector = get_object_or_404(
+        Connector.objects.for_company(company).filter(installation__isnull=False), pk=connector_pk
+    )
+    return company, connector
+
+
+def update(request: HttpRequest, connector_pk: int) -> HttpResponse:
+    """update available: what the new version changes, its impact on flows, and the choice to make."""
+    company, connector = _get_installed_connector_for_user(request, connector_pk)
+    try:
+        plan = updates.plan(connector)
+    except updates.UpdateError as exc:
+        messages.info(request, str(exc))
+        return redirect("connectors:detail", pk=connector.pk)
+    if request.method == "POST":
+        choice = request.POST.get("choice", "")
+        if choice not in ({"overwrite", "alongside"} if plan.modified else {"update"}):
+            messages.error(request, "Choose how to apply the update." if plan.modified else "Unknown choice.")
+            return render(request, "marketplace/update.html", {"plan": plan, "connector": connector}, status=422)
+        try:
+            if choice == "alongside":
+                new = updates.install_alongside(connector, user=request.user)
+                messages.success(
+                    request,
+                    f"{new.name} {new.version} is installed alongside your existing version {connector.version}, "
+                    "which is unchanged and still used by your process flows. To use the new version, add and "
+                    "authenticate new instances, then re-configure the connection shapes of those flows.",
+                )
+                return redirect(f"{reverse('connectors:manage')}?highlight=connector-{new.pk}#connector-{new.pk}")
+            updates.update_in_place(connector, user=request.user)
+        except (updates.UpdateError, ManifestError, ProtectedError, IntegrityError) as exc:
+            messages.error(request, f"The update was not applied; nothing changed. {exc}")
+            return render(request, "marketplace/update.html", {"plan": plan, "connector": connector}, status=409)
+        flagged = len(plan.removed_shapes)
+        note = f" {flagged} connection shape(s) use an endpoint this version removed and are flagged in their flows." if flagged else ""
+        messages.success(
+            request,
+            f"{connector.name} is now version {plan.target.version}. Existing instances keep their credentials." + note,
+        )
+        return redirect(f"{reverse('connectors:manage')}?highlight=connector-{connector.pk}#connector-{connector.pk}")
+    return render(request, "marketplace/update.html", {"plan": plan, "connector": connector})

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from patchworks_site.models import Company, User
+from patchworks_site.models import AuditEntry, Company, User
 
 
 @admin.register(Company)
@@ -17,3 +17,27 @@ class CompanyUserAdmin(UserAdmin):
     list_select_related = ["company"]
     fieldsets = UserAdmin.fieldsets + (("Company", {"fields": ("company", "role")}),)
     add_fieldsets = UserAdmin.add_fieldsets + (("Company", {"fields": ("company", "role")}),)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: the log is written by the audit module, never edited by hand."""
+
+    list_display = ["created_at", "company", "user", "action", "object_type", "object_repr"]
+    list_filter = ["action", "object_type", "company"]
+    search_fields = ["object_repr", "object_type", "user__username", "company__name"]
+    list_select_related = ["company", "user"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Only so a superuser can still delete a whole company (its log goes with it).
+        return request.user.is_superuser

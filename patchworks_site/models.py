@@ -48,3 +48,55 @@ class User(AbstractUser):
     @property
     def is_company_administrator(self) -> bool:
         return self.company_id is not None and self.role == Role.ADMINISTRATOR
+
+
+class AuditAction(models.TextChoices):
+    ADDED = "added", "added"
+    UPDATED = "updated", "updated"
+    DELETED = "deleted", "deleted"
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> AuditEntryQuerySet:
+        return self.filter(company=company)
+
+    def search(self, query: str = "", action: str = "") -> AuditEntryQuerySet:
+        entries = self
+        if action:
+            entries = entries.filter(action=action)
+        for word in query.split():
+            entries = entries.filter(
+                models.Q(object_repr__icontains=word)
+                | models.Q(object_type__icontains=word)
+                | models.Q(user__username__icontains=word)
+                | models.Q(user__first_name__icontains=word)
+                | models.Q(user__last_name__icontains=word)
+            )
+        return entries
+
+
+class AuditEntry(models.Model):
+    """One change to a company-owned object: who, when, and which fields changed.
+
+    `changes` maps a field name to [old, new] for updates and to the value for
+    added and deleted objects. Secret fields only ever say "set" or "changed".
+    """
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="audit_entries")
+    user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    action = models.CharField(max_length=10, choices=AuditAction.choices)
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    changes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["company", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.object_repr} {self.action}"

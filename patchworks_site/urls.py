@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from patchworks_site import sandbox_api
+from patchworks_site import sandbox_api, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="connectors:manage", permanent=False), name="home"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("instances/", include("instances.urls")),
     path("flows/", include("flows.urls")),
     path("marketplace/", include("marketplace.urls")),
+    path("audit/", views.audit_log, name="audit_log"),
     path("sandbox/api/", include(sandbox_api.urlpatterns)),
     path("admin/", admin.site.urls),
 ]

@@ -1,7 +1,37 @@
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+
+from patchworks_site import audit
+from patchworks_site.models import AuditAction, AuditEntry
+from patchworks_site.tenancy import require
+
+AUDIT_PAGE_SIZE = 50
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     message = str(exception) if exception and str(exception) else "You do not have permission to do that."
     return render(request, "403.html", {"message": message}, status=403)
+
+
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Who added, updated or deleted what in the company, newest first (Administrators only)."""
+    company = require(request, "is_company_administrator")
+    query = request.GET.get("q", "").strip()[:120]
+    action = request.GET.get("action", "")
+    if action not in AuditAction.values:
+        action = ""
+    entries = AuditEntry.objects.for_company(company).search(query, action).select_related("user")
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    for entry in page:
+        entry.rows = audit.change_rows(entry)
+    context = {
+        "page": page,
+        "query": query,
+        "action": action,
+        "actions": AuditAction.choices,
+        "filtered": bool(query or action),
+    }
+    if request.htmx and request.htmx.target == "audit-list":
+        return render(request, "audit.html#audit-list", context)
+    return render(request, "audit.html", context)

@@ -33,6 +33,7 @@ class Command(BaseCommand):
         )
 
     def _seed(self) -> None:
+        from connectors import editing
         from connectors import manifest as manifests
         from connectors.models import Connector
         from flows.models import ConnectionShape, ProcessFlow
@@ -113,7 +114,7 @@ class Command(BaseCommand):
                 if current == connector.installation.listing_version.manifest:
                     modified = copy.deepcopy(current)
                     modified["rate_limit"]["amount"] = max(1, modified["rate_limit"]["amount"] // 2)
-                    manifests.apply(manifests.validate(modified), connector=connector, user=demo)
+                    editing.save_definition(connector, modified, user=demo)
                 break
 
         for slug in ("shopify", "stripe", "xero"):
@@ -146,7 +147,7 @@ class Command(BaseCommand):
                     ],
                 }
             )
-            manifests.apply(custom, connector=Connector(company=acme), user=demo)
+            editing.save_definition(Connector(company=acme), custom, user=demo, action="created")
 
         # The second company: its data never shows up for Acme's users.
         globex_sandbox = installed(globex, "sandbox")

@@ -1,0 +1,225 @@
+"""Forms of the connector builder (also used to modify a prebuilt connector)."""
+
+from __future__ import annotations
+
+import re
+from xml.etree import ElementTree
+
+from django import forms
+
+from connectors.editing import parse_pairs
+from connectors.manifest import MAX_CONCURRENCY, MAX_RATE_LIMIT, date_format_error, is_time_zone
+from connectors.models import AuthType, Colour, Direction, HttpMethod, Protocol, RateLimitUnit, SystemType
+
+ICON_MAX_BYTES = 256 * 1024
+ICON_TYPES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/gif": b"GIF8", "image/jpeg": b"\xff\xd8\xff"}
+SVG_FORBIDDEN = re.compile(r"<script|javascript:|<foreignObject|\son[a-z]+\s*=|<!ENTITY|<!DOCTYPE|xlink:href\s*=\s*[\"'](?!#)|href\s*=\s*[\"'](?!#)", re.I)
+
+
+def _image_size(data: bytes, content_type: str) -> tuple[int, int] | None:
+    """Width and height from the image header (PNG, GIF, JPEG), without decoding the image."""
+    if content_type == "image/png" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if content_type == "image/gif" and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if content_type == "image/jpeg":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2):
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def clean_icon(upload) -> tuple[bytes, str]:
+    """(bytes, content type) of an acceptable icon, or ValidationError saying why not."""
+    if upload.size > ICON_MAX_BYTES:
+        raise forms.ValidationError(f"The icon must be at most {ICON_MAX_BYTES // 1024} KB.")
+    data = upload.read()
+    name = (upload.name or "").lower()
+    if name.endswith(".svg") or data.lstrip()[:5] in (b"<?xml", b"<svg "):
+        text = data.decode("utf-8", errors="replace")
+        if SVG_FORBIDDEN.search(text):
+            raise forms.ValidationError("This SVG contains scripts, external links or entities; upload a plain SVG or a PNG.")
+        try:
+            root = ElementTree.fromstring(data)
+        except ElementTree.ParseError:
+            raise forms.ValidationError("This SVG file could not be read.") from None
+        if not root.tag.endswith("svg"):
+            raise forms.ValidationError("This is not an SVG image.")
+        box = (root.get("viewBox") or "").replace(",", " ").split()
+        width, height = (box[2], box[3]) if len(box) == 4 else (root.get("width", ""), root.get("height", ""))
+        try:
+            square = abs(float(re.sub(r"[a-z%]+$", "", width)) - float(re.sub(r"[a-z%]+$", "", height))) < 0.01
+        except ValueError:
+            square = False
+        if not square:
+            raise forms.ValidationError("The icon must be square (equal width and height).")
+        return data, "image/svg+xml"
+    for content_type, magic in ICON_TYPES.items():
+        if data.startswith(magic):
+            size = _image_size(data, content_type)
+            if not size or size[0] != size[1] or size[0] == 0:
+                raise forms.ValidationError("The icon must be square (equal width and height).")
+            return data, content_type
+    raise forms.ValidationError("Upload a JPG, GIF, PNG or SVG image.")
+
+
+class DetailsForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    version = forms.CharField(max_length=40, help_text="Your own version text, e.g. 1.0 or 2024-07.")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=5000)
+    system_type = forms.ChoiceField(choices=SystemType.choices)
+    protocol = forms.ChoiceField(choices=Protocol.choices)
+    base_url = forms.CharField(
+        max_length=500, label="Base URL",
+        help_text="e.g. https://api.example.com/v1 — may use {{variables}} such as https://{{shop}}.example.com.",
+    )
+    date_format = forms.CharField(max_length=64, initial="%Y-%m-%dT%H:%M:%S%z", help_text="Default for new instances (strftime codes).")
+    rate_limit_amount = forms.IntegerField(min_value=1, max_value=MAX_RATE_LIMIT, initial=60, help_text="Default for new instances.")
+    rate_limit_unit = forms.ChoiceField(choices=RateLimitUnit.choices, initial=RateLimitUnit.MINUTE)
+    time_zone = forms.CharField(max_length=64, initial="UTC", widget=forms.TextInput(attrs={"list": "time-zones"}))
+    concurrency_limit = forms.IntegerField(
+        min_value=1, max_value=MAX_CONCURRENCY, required=False,
+        help_text="Optional: concurrent requests the API allows. Instances can then use connection pools.",
+    )
+    colour = forms.ChoiceField(choices=Colour.choices, label="Primary colour", initial="blue")
+    icon = forms.FileField(
+        required=False, help_text="Square JPG, GIF, PNG or SVG, at most 256 KB.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".jpg,.jpeg,.gif,.png,.svg"}),
+    )
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        if not is_time_zone(value):
+            raise forms.ValidationError(f'"{value}" is not a time zone, e.g. Europe/London or UTC.')
+        return value
+
+    def clean_date_format(self) -> str:
+        problem = date_format_error(self.cleaned_data["date_format"])
+        if problem:
+            raise forms.ValidationError(f"The date format {problem}.")
+        return self.cleaned_data["date_format"]
+
+    def clean_icon(self):
+        upload = self.cleaned_data.get("icon")
+        return clean_icon(upload) if upload else None
+
+    def apply_to(self, manifest: dict) -> dict:
+        data = self.cleaned_data
+        for key in ("name", "version", "description", "system_type", "protocol", "base_url", "date_format", "time_zone", "colour", "concurrency_limit"):
+            manifest[key] = data[key]
+        manifest["rate_limit"] = {"amount": data["rate_limit_amount"], "unit": data["rate_limit_unit"]}
+        return manifest
+
+    @staticmethod
+    def initial_from(manifest: dict) -> dict:
+        return {
+            **{k: manifest[k] for k in ("name", "version", "description", "system_type", "protocol", "base_url", "date_format", "time_zone", "colour", "concurrency_limit")},
+            "rate_limit_amount": manifest["rate_limit"]["amount"],
+            "rate_limit_unit": manifest["rate_limit"]["unit"],
+        }
+
+
+class VariableForm(forms.Form):
+    label = forms.CharField(max_length=120, label="Display name")
+    key = forms.CharField(max_length=64, required=False, help_text="Used in {{placeholders}}; made from the display name when blank.")
+    alias = forms.CharField(max_length=120, required=False, help_text="The name the target system uses.")
+    default = forms.CharField(max_length=1024, required=False, label="Default value")
+    required = forms.BooleanField(required=False)
+    configurable = forms.BooleanField(required=False, initial=True)
+    advanced = forms.BooleanField(required=False, help_text="For advanced users only (shown in the advanced section).")
+    secret = forms.BooleanField(required=False, help_text="Stored encrypted and never shown again.")
+
+    def as_manifest(self, key: str) -> dict:
+        data = self.cleaned_data
+        return {
+            "key": key, "label": data["label"], "alias": data["alias"], "default": data["default"],
+            "required": data["required"], "configurable": data["configurable"], "advanced": data["advanced"], "secret": data["secret"],
+        }
+
+
+def _pairs_field(label: str, help_text: str) -> forms.CharField:
+    return forms.CharField(
+        label=label, required=False, help_text=help_text,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "font-monospace"}),
+    )
+
+
+class NewAuthMethodForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    type = forms.ChoiceField(choices=AuthType.choices)
+
+
+class AuthMethodForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    token_url = forms.CharField(max_length=500, required=False, label="Token URL", help_text="OAuth 2 only.")
+    authorize_url = forms.CharField(max_length=500, required=False, label="Authorisation URL", help_text="OAuth 2 (authorisation code) only.")
+    scope = forms.CharField(max_length=500, required=False)
+    headers = _pairs_field("Headers", "One per line, Name: value — sent with every request, e.g. Authorization: Bearer {{api_key}}")
+    query_params = _pairs_field("URL parameters", "One per line, name: value")
+    body = _pairs_field("Body parameters", "One per line, name: value")
+    test_method = forms.ChoiceField(choices=HttpMethod.choices, initial="GET", label="Test request method")
+    test_path = forms.CharField(max_length=500, label="Test request path", help_text="A cheap request that only succeeds with valid credentials, e.g. /me")
+    test_expected_status = forms.CharField(max_length=100, initial="200", label="Expected status codes", help_text="Comma-separated, e.g. 200, 204")
+
+    def clean_test_expected_status(self) -> list[int]:
+        try:
+            codes = [int(part) for part in re.split(r"[,\s]+", self.cleaned_data["test_expected_status"].strip()) if part]
+        except ValueError:
+            raise forms.ValidationError("Write status codes as numbers, e.g. 200, 204.") from None
+        if not codes or any(not 100 <= c <= 599 for c in codes):
+            raise forms.ValidationError("Give at least one HTTP status code between 100 and 599.")
+        return codes
+
+    def _clean_pairs(self, name: str) -> dict[str, str]:
+
+
+        try:
+            return parse_pairs(self.cleaned_data[name])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_headers(self):
+        return self._clean_pairs("headers")
+
+    def clean_query_params(self):
+        return self._clean_pairs("query_params")
+
+    def clean_body(self):
+        return self._clean_pairs("body")
+
+
+class EndpointForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    entity = forms.CharField(max_length=80, help_text="What it carries, e.g. Order or Product.")
+    direction = forms.ChoiceField(choices=Direction.choices, help_text="receive: get data (usually GET); send: create or change data.")
+    method = forms.ChoiceField(choices=HttpMethod.choices)
+    path = forms.CharField(max_length=500, help_text="Relative to the base URL, e.g. /orders")
+    parameters = _pairs_field("Parameters", "One per line, name: value")
+
+    def clean_parameters(self):
+
+
+        try:
+            return parse_pairs(self.cleaned_data["parameters"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class ManifestTextForm(forms.Form):
+    manifest = forms.CharField(widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "class": "font-monospace"}), max_length=500_000)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="At most 8 MB.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > 8 * 1024 * 1024:
+            raise forms.ValidationError("The file must be at most 8 MB.")
+        return upload

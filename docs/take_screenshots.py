@@ -76,6 +76,38 @@ def main() -> None:
         page.get_by_role("dialog").get_by_role("button", name="remove").click()
         page.get_by_test_id("in-use").wait_for()
         page.screenshot(path=OUT / "remove-instance-in-use.png")
+
+        # The update prompt of a modified prebuilt connector (BigCommerce in the demo).
+        page.goto("/connectors/")
+        page.get_by_test_id("connector").filter(has_text="BigCommerce").get_by_test_id("update-available").click()
+        page.get_by_test_id("update-choices").wait_for()
+        page.screenshot(path=OUT / "update-prompt.png", full_page=True)
+        page.goto("/connectors/")
+        page.get_by_test_id("connector").filter(has_text="Sandbox API v1").get_by_test_id("update-available").click()
+        page.get_by_test_id("impact-report").wait_for()
+        page.screenshot(path=OUT / "update-impact-report.png", full_page=True)
+
+        # The connector builder.
+        page.goto("/connectors/")
+        page.get_by_role("link", name="Settings for connector Acme Warehouse API").click()
+        page.get_by_role("link", name="connector builder").click()
+        page.screenshot(path=OUT / "builder-details.png", full_page=True)
+        page.get_by_role("link", name="3. authentication methods").click()
+        page.get_by_role("link", name=re.compile("^API key")).click()
+        page.screenshot(path=OUT / "builder-auth.png", full_page=True)
+        page.get_by_role("link", name="4. endpoints").click()
+        page.screenshot(path=OUT / "builder-endpoints.png", full_page=True)
+
+        page.goto("/connectors/")
+        page.get_by_role("link", name="Settings for connector BigCommerce").click()
+        page.get_by_role("button", name="more").click()
+        page.get_by_role("link", name="history").click()
+        page.screenshot(path=OUT / "connector-history.png", full_page=True)
+
+        page.goto("/instances/pools/")
+        page.screenshot(path=OUT / "connection-pools.png", full_page=True)
+        page.goto("/audit/")
+        page.screenshot(path=OUT / "audit-log.png", full_page=True)
         browser.close()
     print(f"Screenshots written to {OUT}")
 

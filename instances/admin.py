@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from instances.models import ConnectionPool, CredentialCheck, Instance
+from patchworks_site.admin import ReadOnlyAdmin
 
 
 @admin.register(Instance)
@@ -31,23 +32,13 @@ class ConnectionPoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(CredentialCheck)
-class CredentialCheckAdmin(admin.ModelAdmin):
+class CredentialCheckAdmin(ReadOnlyAdmin):
     """Staff review every company's checks; records were redacted before they were saved."""
 
     list_display = ["created_at", "company", "connector", "instance", "ok", "response_status", "duration_ms", "created_by"]
     list_filter = ["ok", "company"]
     search_fields = ["instance__name", "connector__name", "company__name", "request_url", "message"]
     list_select_related = ["company", "connector", "instance", "created_by"]
-    date_hierarchy = "created_at"
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.is_staff

@@ -4,6 +4,21 @@ from django.contrib.auth.admin import UserAdmin
 from patchworks_site.models import AuditEntry, Company, User
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records written by the application (logs, checks): viewable, never added or edited."""
+
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Company)
 class CompanyAdmin(admin.ModelAdmin):
     list_display = ["name", "created_at"]
@@ -20,23 +35,13 @@ class CompanyUserAdmin(UserAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     """Read-only: the log is written by the audit module, never edited by hand."""
 
     list_display = ["created_at", "company", "user", "action", "object_type", "object_repr"]
     list_filter = ["action", "object_type", "company"]
     search_fields = ["object_repr", "object_type", "user__username", "company__name"]
     list_select_related = ["company", "user"]
-    date_hierarchy = "created_at"
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Only so a superuser can still delete a whole company (its log goes with it).

@@ -9,10 +9,13 @@ with a known password.
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+
+from patchworks_site import audit
 
 
 class Command(BaseCommand):
@@ -26,13 +29,13 @@ class Command(BaseCommand):
 
         if not Listing.objects.exists():
             catalog.load_catalog()
-        with transaction.atomic():
-            self._seed()
+        with transaction.atomic(), ExitStack() as scope:
+            self._seed(scope)
         self.stdout.write(
             self.style.SUCCESS("Demo data ready. Log in as demo / demo (Administrator of Acme Retail).")
         )
 
-    def _seed(self) -> None:
+    def _seed(self, scope: ExitStack) -> None:
         from connectors import editing
         from connectors import manifest as manifests
         from connectors.models import Connector
@@ -52,6 +55,7 @@ class Command(BaseCommand):
         if created:
             demo.set_password("demo")
             demo.save()
+        scope.enter_context(audit.acting_as(demo))  # the audit log shows who did it
         User.objects.get_or_create(
             username="globex-admin",
             defaults={"first_name": "Gabe", "last_name": "Globex", "company": globex, "role": Role.ADMINISTRATOR},
@@ -150,5 +154,6 @@ class Command(BaseCommand):
             editing.save_definition(Connector(company=acme), custom, user=demo, action="created")
 
         # The second company: its data never shows up for Acme's users.
-        globex_sandbox = installed(globex, "sandbox")
-        instance(globex_sandbox, "Globex sandbox", "token", dict(base), {"api_token": "sandbox-token"})
+        with audit.acting_as(None):
+            globex_sandbox = installed(globex, "sandbox")
+            instance(globex_sandbox, "Globex sandbox", "token", dict(base), {"api_token": "sandbox-token"})

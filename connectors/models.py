@@ -14,17 +14,17 @@ from patchworks_site.models import Company
 
 
 class SystemType(models.TextChoices):
-    ACCOUNTING = "Accounting"
-    CRM = "CRM"
-    ECOMMERCE = "eCommerce"
-    ERP = "ERP"
-    MARKETPLACES = "Marketplaces"
-    OTHER = "Other"
-    PIM = "PIM"
-    POS = "POS"
-    THREE_PL = "3PL"
-    WMS = "WMS"
-    DATABASE = "Database"
+    ACCOUNTING = "Accounting", "Accounting"
+    CRM = "CRM", "CRM"
+    ECOMMERCE = "eCommerce", "eCommerce"
+    ERP = "ERP", "ERP"
+    MARKETPLACES = "Marketplaces", "Marketplaces"
+    OTHER = "Other", "Other"
+    PIM = "PIM", "PIM"
+    POS = "POS", "POS"
+    THREE_PL = "3PL", "3PL"
+    WMS = "WMS", "WMS"
+    DATABASE = "Database", "Database"
 
 
 _BASE_COLOURS = ["blue", "cyan", "gray", "green", "orange", "pink", "purple", "red", "yellow"]
@@ -36,7 +36,7 @@ Colour = models.TextChoices(
 
 
 class Protocol(models.TextChoices):
-    HTTP = "HTTP"
+    HTTP = "HTTP", "HTTP"
 
 
 class RateLimitUnit(models.TextChoices):

@@ -19,7 +19,7 @@ def check_and_record(
     user=None,
 ) -> tuple[CheckResult, CredentialCheck]:
     """Run the auth method's test request with these credentials and store the redacted exchange."""
-    client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False)
+    client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False, instance=instance)
     result = client.check_credentials()
     record = redact_exchange({**result.exchange.as_record(), "message": result.message}, client.secret_values)
     check = CredentialCheck.objects.create(

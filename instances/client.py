@@ -27,7 +27,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import ssrf
+from instances import limits, ssrf
 from instances.redaction import is_sensitive
 
 MAX_REDIRECTS = 5
@@ -128,7 +128,9 @@ class InstanceClient:
         secrets: dict[str, str],
         *,
         use_token_cache: bool = True,
+        instance=None,
     ):
+        self.instance = instance  # when known, its rate limit and connection pool apply
         self.connector = connector
         self.auth_method = auth_method
         self.secrets = {k: v for k, v in secrets.items() if v}
@@ -137,7 +139,9 @@ class InstanceClient:
 
     @classmethod
     def for_instance(cls, instance, **kwargs) -> InstanceClient:
-        return cls(instance.connector, instance.auth_method, instance.values, instance.get_secrets(), **kwargs)
+        return cls(
+            instance.connector, instance.auth_method, instance.values, instance.get_secrets(), instance=instance, **kwargs
+        )
 
     def _variables(self) -> list[Variable]:
         return [
@@ -373,7 +377,17 @@ class InstanceClient:
         params.update(kwargs.pop("params", {}) or {})
         if body and "data" not in kwargs and "json_body" not in kwargs and method != "GET":
             kwargs["data"] = body
-        return self.send(method, self.url_for(path), headers=headers, params=params, **kwargs)
+        url = self.url_for(path)
+        if self.instance is None:
+            return self.send(method, url, headers=headers, params=params, **kwargs)
+        try:
+            limits.wait_for_rate_limit(self.instance)
+            with limits.pool_slot(self.instance.connection_pool):
+                return self.send(method, url, headers=headers, params=params, **kwargs)
+        except limits.LimitTimeout as exc:
+            exchange = Exchange(request_method=method, request_url=url, request_headers=headers)
+            exchange.error = str(exc)
+            return exchange
 
     def check_credentials(self) -> CheckResult:
         """Run the auth method's test request; ok when the status is one it expects."""

@@ -178,6 +178,8 @@ if not CREDENTIAL_KEYS:
 OUTBOUND_ALLOW_LOOPBACK = env_bool("OUTBOUND_ALLOW_LOOPBACK", default=DEBUG)
 OUTBOUND_CONNECT_TIMEOUT = float(os.environ.get("OUTBOUND_CONNECT_TIMEOUT", "5"))
 OUTBOUND_READ_TIMEOUT = float(os.environ.get("OUTBOUND_READ_TIMEOUT", "15"))
+# How long a request may wait for its instance's rate limit window to reopen.
+OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAIT", "10"))
 
 # Base URL the Sandbox connector's instances call by default.
 SANDBOX_BASE_URL = os.environ.get(

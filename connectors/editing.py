@@ -12,8 +12,8 @@ import re
 from django.db import transaction
 
 from connectors import manifest as manifests
-from patchworks_site import audit
 from connectors.models import Connector, ConnectorChange
+from patchworks_site import audit
 
 
 def fresh(connector: Connector) -> Connector:

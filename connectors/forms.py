@@ -8,8 +8,21 @@ from xml.etree import ElementTree
 from django import forms
 
 from connectors.editing import parse_pairs
-from connectors.manifest import MAX_CONCURRENCY, MAX_RATE_LIMIT, date_format_error, is_time_zone
-from connectors.models import AuthType, Colour, Direction, HttpMethod, Protocol, RateLimitUnit, SystemType
+from connectors.manifest import (
+    MAX_CONCURRENCY,
+    MAX_RATE_LIMIT,
+    date_format_error,
+    is_time_zone,
+)
+from connectors.models import (
+    AuthType,
+    Colour,
+    Direction,
+    HttpMethod,
+    Protocol,
+    RateLimitUnit,
+    SystemType,
+)
 
 ICON_MAX_BYTES = 256 * 1024
 ICON_TYPES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/gif": b"GIF8", "image/jpeg": b"\xff\xd8\xff"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from connectors.models import AuthMethod, Connector
 from instances.client import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance

@@ -106,6 +106,14 @@ class Instance(models.Model):
     def secrets_key_id(self) -> str:
         return crypto.key_id_of(self.secrets_ciphertext)
 
+    def flows_using(self) -> list:
+        """Process flows with a connection shape on this instance, by name.
+
+        Read through the reverse relation: the flows app sits above instances.
+        """
+        shapes = self.connection_shapes.select_related("flow").order_by("flow__name")
+        return list({shape.flow_id: shape.flow for shape in shapes}.values())
+
     @property
     def rate_limit_display(self) -> str:
         return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"

@@ -16,9 +16,14 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from flows.models import ProcessFlow
 from instances import checks
-from instances.forms import AuthMethodForm, CredentialsForm, DetailsForm, NameForm, SettingsForm
+from instances.forms import (
+    AuthMethodForm,
+    CredentialsForm,
+    DetailsForm,
+    NameForm,
+    SettingsForm,
+)
 from instances.models import CredentialCheck, Instance
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -257,7 +262,7 @@ def _settings_context(instance: Instance, *, details=None, auth_form=None, crede
     connector = instance.connector
     history = list(instance.checks.select_related("created_by")[: CHECK_HISTORY + 1])
     latest = history[0] if history else None
-    flows = ProcessFlow.objects.filter(shapes__instance=instance).distinct().order_by("name")
+    flows = instance.flows_using()
     return {
         "instance": instance,
         "connector": connector,
@@ -406,7 +411,7 @@ def remove(request: HttpRequest, pk: int) -> HttpResponse:
         with transaction.atomic():
             instance.delete()
     except (ProtectedError, IntegrityError):
-        flows = ProcessFlow.objects.filter(shapes__instance_id=pk).distinct().order_by("name")
+        flows = Instance(pk=pk).flows_using()
         context.update(in_use=True, flows=flows)
         message = "This instance is used in process flows. Reconfigure or remove those connection shapes first, then try again."
         if request.htmx:

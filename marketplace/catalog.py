@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 from django.db import transaction
 
-from connectors import manifest as manifests
 from connectors import editing
+from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
 from marketplace.models import Installation, Listing, ListingVersion
 

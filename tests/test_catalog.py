@@ -7,9 +7,8 @@ import re
 import pytest
 import yaml
 
-from connectors.manifest import apply, dumps, export, validate
+from connectors.manifest import ManifestError, apply, dumps, export, validate
 from connectors.models import Connector
-from connectors.manifest import ManifestError
 from marketplace.catalog import CATALOG_DIR, iter_catalog, read_entry, version_key
 from patchworks_site.models import Company
 

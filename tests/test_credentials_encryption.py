@@ -11,7 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.urls import reverse
 
-from instances import crypto
 from instances.crypto import CredentialDecryptError
 from instances.models import Instance
 from patchworks_site.models import User

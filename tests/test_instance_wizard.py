@@ -2,10 +2,7 @@ import base64
 
 import pytest
 from django.core import signing
-from werkzeug import Response
 
-from connectors import manifest as manifests
-from connectors.models import Connector
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from patchworks_site.models import Role
 from tests.wizard_helpers import run_wizard, settings_data, state_from

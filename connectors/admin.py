@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from connectors.models import AuthMethod, Connector, Endpoint, Variable
+from connectors.models import AuthMethod, Connector, ConnectorChange, Endpoint, Variable
+from patchworks_site.admin import ReadOnlyAdmin
 
 
 class VariableInline(admin.TabularInline):
@@ -44,3 +45,11 @@ class EndpointAdmin(admin.ModelAdmin):
     list_filter = ["direction", "method"]
     search_fields = ["name", "entity", "path", "connector__name"]
     list_select_related = ["connector"]
+
+
+@admin.register(ConnectorChange)
+class ConnectorChangeAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "connector", "action", "user", "summary"]
+    list_filter = ["action"]
+    search_fields = ["connector__name", "connector__company__name", "summary", "user__username"]
+    list_select_related = ["connector", "user"]

@@ -26,3 +26,18 @@ def test_staff_review_any_companys_checks_redacted_in_the_admin(make_user, compa
 def test_non_staff_users_cannot_open_the_admin(make_user, company, client_for):
     response = client_for(make_user(company, Role.ADMINISTRATOR)).get("/admin/instances/credentialcheck/")
     assert response.status_code == 302
+
+
+def test_every_model_is_in_the_admin_and_its_changelist_opens(admin_user, company, sandbox_listing, install, make_instance):
+    from django.contrib import admin
+
+    connector = install(sandbox_listing, company)
+    make_instance(connector, auth_method=connector.auth_methods.get(key="token"))
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    client = Client()
+    client.force_login(admin_user)
+    for model in admin.site._registry:
+        meta = model._meta
+        response = client.get(f"/admin/{meta.app_label}/{meta.model_name}/")
+        assert response.status_code == 200, meta.label

@@ -354,9 +354,9 @@ def edit_manifest(request: HttpRequest, pk: int) -> HttpResponse:
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:
-            data = manifests.yaml.safe_load(form.cleaned_data["manifest"])
-        except manifests.yaml.YAMLError:
-            errors = ["manifest: not valid YAML"]
+            data = manifests.parse(form.cleaned_data["manifest"])
+        except manifests.ManifestError as exc:
+            errors = exc.errors
         else:
             if _save(request, connector, data, "Manifest saved."):
                 return redirect("connectors:detail", pk=connector.pk)

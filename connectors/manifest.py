@@ -374,15 +374,31 @@ def validate(data: Any, *, draft: bool = False) -> dict:
     return manifest  # type: ignore[return-value]
 
 
-def loads(text: str) -> dict:
-    """Parse YAML (or JSON, which is YAML) text and validate it."""
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases: a manifest never needs them, and they allow "billion laughs"."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed in a manifest", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse(text: str) -> Any:
+    """YAML (or JSON, which is YAML) text as data; ManifestError saying where it is broken."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ManifestError([f"manifest: not valid YAML{where}"]) from exc
-    return validate(data)
+        problem = getattr(exc, "problem", "") or ""
+        detail = f" ({problem})" if "aliases" in problem else ""
+        raise ManifestError([f"manifest: not valid YAML{where}{detail}"]) from exc
+
+
+def loads(text: str) -> dict:
+    """Parse YAML (or JSON) text and validate it."""
+    return validate(parse(text))
 
 
 def dumps(manifest: dict) -> str:

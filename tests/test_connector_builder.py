@@ -215,3 +215,17 @@ def test_another_companys_connector_cannot_be_built_exported_or_removed(admin_cl
                 f"/connectors/{connector.pk}/history/", f"/connectors/{connector.pk}/icon/"):
         assert admin_client.get(url).status_code == 404
     assert admin_client.post(f"/connectors/{connector.pk}/remove/", {"confirm": "confirm"}).status_code == 404
+
+
+def test_editing_as_a_manifest_validates_and_records_the_change(admin_client, company, make_connector):
+    connector = make_connector(company)
+    text = admin_client.get(f"/connectors/{connector.pk}/manifest/").context["form"]["manifest"].value()
+    response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": text.replace("List orders", "All orders")})
+    assert response["Location"] == f"/connectors/{connector.pk}/"
+    assert connector.endpoints.get().name == "All orders"
+    assert connector.changes.get().summary == "endpoint changed: All orders"
+    response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": text.replace("unit: second", "unit: fortnight")}, follow=True)
+    assert "rate_limit.unit: must be one of second, minute, hour, day" in response.content.decode()
+    response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": "name: [oops"})
+    assert response.status_code == 422 and "not valid YAML at line" in response.content.decode()
+    assert connector.endpoints.get().name == "All orders"

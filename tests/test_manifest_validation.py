@@ -131,3 +131,9 @@ def test_a_manifest_that_is_not_a_mapping_is_refused():
     with pytest.raises(manifests.ManifestError) as exc:
         manifests.loads("- just\n- a list\n")
     assert exc.value.errors == ["manifest: must be a mapping"]
+
+
+def test_yaml_aliases_are_refused():
+    with pytest.raises(manifests.ManifestError) as exc:
+        manifests.loads("a: &x [1, 2]\nb: *x\n")
+    assert exc.value.errors == ["manifest: not valid YAML at line 2, column 4 (aliases are not allowed in a manifest)"]

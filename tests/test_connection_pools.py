@@ -51,10 +51,10 @@ def test_without_pools_a_friendly_empty_state_offers_to_create_one(admin_client)
 
 def test_the_search_box_appears_only_when_there_are_many_pools(admin_client, company):
     ConnectionPool.objects.create(company=company, name="Only one", limit=1)
-    assert 'id="pool-search"' not in admin_client.get("/instances/pools/").content.decode()
+    assert 'id="pool-list-search"' not in admin_client.get("/instances/pools/").content.decode()
     for i in range(10):
         ConnectionPool.objects.create(company=company, name=f"Pool {i:02d}", limit=1)
-    assert 'id="pool-search"' in admin_client.get("/instances/pools/").content.decode()
+    assert 'id="pool-list-search"' in admin_client.get("/instances/pools/").content.decode()
 
 
 def test_searching_finds_pools_by_their_name_or_connector(admin_client, company, pool):

@@ -157,3 +157,17 @@ def test_an_up_to_date_connector_says_so(admin_client, company, sandbox_listing,
     connector = install(sandbox_listing, company)
     response = admin_client.get(f"/marketplace/updates/{connector.pk}/", follow=True)
     assert "Sandbox is up to date." in response.content.decode()
+
+
+def test_a_change_that_fails_half_way_leaves_the_old_definition_intact(old_sandbox, in_use):
+    from django.db.models import ProtectedError
+
+    before = manifests.export(editing.fresh(old_sandbox))
+    broken = copy.deepcopy(before)
+    broken["name"] = "Renamed first"
+    broken["endpoints"].append({"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": {}})
+    broken["auth_methods"] = [a for a in broken["auth_methods"] if a["key"] != "token"]  # used by an instance
+    with pytest.raises(ProtectedError):
+        editing.save_definition(old_sandbox, broken)
+    assert manifests.export(editing.fresh(old_sandbox)) == before
+    assert not old_sandbox.changes.filter(action=ConnectorChange.Action.EDITED).exists()

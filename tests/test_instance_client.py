@@ -11,17 +11,9 @@ from django.core.cache import cache
 from werkzeug import Response
 
 from instances.client import MAX_BODY_BYTES, MAX_REDIRECTS, InstanceClient
+from tests.manifest_parts import basic_method
 
-BASIC = {
-    "key": "basic",
-    "name": "Username and password",
-    "type": "basic",
-    "variables": [
-        {"key": "username", "label": "Username", "required": True},
-        {"key": "password", "label": "Password", "required": True, "secret": True},
-    ],
-    "test_request": {"path": "/me"},
-}
+BASIC = basic_method()
 
 
 def token_method(**overrides) -> dict:

@@ -2,6 +2,7 @@ import pytest
 
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from patchworks_site.models import Role
+from tests.manifest_parts import basic_method
 
 
 @pytest.fixture
@@ -21,14 +22,7 @@ def connector(company, make_connector, httpserver):
                 "headers": {"X-Api-Key": "{{api_token}}", "X-Account": "{{account}}"},
                 "test_request": {"path": "/me"},
             },
-            {
-                "key": "basic", "name": "Login", "type": "basic",
-                "variables": [
-                    {"key": "username", "label": "Username", "required": True},
-                    {"key": "password", "label": "Password", "required": True, "secret": True},
-                ],
-                "test_request": {"path": "/me"},
-            },
+            basic_method(name="Login"),
         ],
     )
 

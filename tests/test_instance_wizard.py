@@ -5,6 +5,7 @@ from django.core import signing
 
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from patchworks_site.models import Role
+from tests.manifest_parts import basic_method
 from tests.wizard_helpers import run_wizard, settings_data, state_from
 
 
@@ -24,14 +25,7 @@ def api_connector(company, make_connector, httpserver):
                 "headers": {"X-Api-Key": "{{api_token}}"},
                 "test_request": {"path": "/me"},
             },
-            {
-                "key": "basic", "name": "Login", "type": "basic",
-                "variables": [
-                    {"key": "username", "label": "Username", "required": True},
-                    {"key": "password", "label": "Password", "required": True, "secret": True},
-                ],
-                "test_request": {"path": "/me"},
-            },
+            basic_method(name="Login"),
         ],
     )
 

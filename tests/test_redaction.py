@@ -13,6 +13,7 @@ from werkzeug import Response
 from instances import checks
 from instances.models import CredentialCheck, Instance
 from instances.redaction import REDACTED, redact_exchange
+from tests.manifest_parts import basic_method
 
 SECRET = "pa55/w0rd+key=9"
 
@@ -205,16 +206,7 @@ def test_data_that_is_not_secret_is_left_intact():
 # --- end to end -----------------------------------------------------------------------------
 
 
-BASIC_ECHO = {
-    "key": "basic",
-    "name": "Username and password",
-    "type": "basic",
-    "variables": [
-        {"key": "username", "label": "Username", "required": True},
-        {"key": "password", "label": "Password", "required": True, "secret": True},
-    ],
-    "test_request": {"path": "/me?check={{password}}"},
-}
+BASIC_ECHO = basic_method(test_request={"path": "/me?check={{password}}"})
 
 
 def test_a_recorded_check_holds_no_secret_even_when_the_api_echoes_it(company, make_connector, make_instance, httpserver):

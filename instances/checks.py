@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances.client import CheckResult, InstanceClient
+from instances.client import RECORDED_BODY_CHARS, CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
+from instances import redaction
 from instances.redaction import redact_exchange
 
 
@@ -20,7 +21,12 @@ def check_and_record(
     """Run the auth method's test request with these credentials and store the redacted exchange."""
     client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False, instance=instance)
     result = client.check_credentials()
-    record = redact_exchange({**result.exchange.as_record(), "message": result.message}, client.secret_values)
+    record = redact_exchange(
+        {**result.exchange.as_record(), "message": result.message}, client.secret_values, body_limit=RECORDED_BODY_CHARS
+    )
+    # What the user is shown is what was stored: redacted (client.check_credentials
+    # already redacts; this also covers tokens obtained during the check).
+    result.message = record["message"]
     check = CredentialCheck.objects.create(
         company=connector.company,
         connector=connector,
@@ -28,7 +34,7 @@ def check_and_record(
         auth_method=auth_method,
         created_by=user if getattr(user, "pk", None) else None,
         ok=result.ok,
-        message=record.pop("message")[:300],
+        message=redaction.truncate(record.pop("message"), 300, redaction.secret_variants(client.secret_values)),
         **record,
     )
     if instance is not None:

@@ -28,11 +28,13 @@ from urllib3.exceptions import ReadTimeoutError
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
 from instances import limits, ssrf
+from instances import redaction
 from instances.redaction import is_sensitive
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
 RECORDED_BODY_CHARS = 16 * 1024  # and store at most this much of it
+VENDOR_MESSAGE_CHARS = 200  # of the API's own error message quoted to the user
 TOKEN_EXPIRY_MARGIN = 60  # seconds before expiry a cached OAuth token is renewed
 USER_AGENT = "Patchworks-Connector/1.0"
 
@@ -65,8 +67,9 @@ class Exchange:
             "request_body": self.request_body,
             "response_status": self.response_status,
             "response_headers": dict(self.response_headers),
-            "response_body": self.response_body[:RECORDED_BODY_CHARS],
-            "response_truncated": self.response_truncated or len(self.response_body) > RECORDED_BODY_CHARS,
+            # Whole: redaction runs before the body is cut for storage (see checks).
+            "response_body": self.response_body,
+            "response_truncated": self.response_truncated,
             "duration_ms": self.duration_ms,
             "error": self.error,
         }
@@ -110,12 +113,12 @@ def _message_from_body(exchange: Exchange) -> str:
             if isinstance(value, dict):
                 value = value.get("detail") or value.get("message") or value.get("title")
             if isinstance(value, str) and value.strip():
-                return value.strip()[:200]
+                return value.strip()
     text = exchange.response_body.strip()
     # Only plain text is quoted: markup is noise, and a JSON document without a
     # message field may hold anything (a token under an unexpected name, ...).
     if text and text[0] not in "<{[":
-        return text[:200]
+        return text
     return ""
 
 
@@ -134,6 +137,8 @@ class InstanceClient:
         self.connector = connector
         self.auth_method = auth_method
         self.secrets = {k: v for k, v in secrets.items() if v}
+        # Tokens this client obtained (OAuth access/refresh tokens): secrets too.
+        self.obtained_secrets: list[str] = []
         self.values = self._merged_values(values)
         self.use_token_cache = use_token_cache
 
@@ -158,7 +163,19 @@ class InstanceClient:
 
     @property
     def secret_values(self) -> list[str]:
-        return [v for v in self.secrets.values() if v]
+        return [v for v in self.secrets.values() if v] + self.obtained_secrets
+
+    def _obtained(self, *tokens: object) -> None:
+        for token in tokens:
+            if isinstance(token, str) and token and token not in self.obtained_secrets:
+                self.obtained_secrets.append(token)
+
+    def redact(self, text: str, *, limit: int | None = None) -> str:
+        """`text` (derived from a third party's answer) with every secret of this client redacted."""
+        variants = redaction.secret_variants(self.secret_values)
+        if limit is None:
+            return redaction.scrub_text(text, variants)
+        return redaction.truncate(text, limit, variants)
 
     # --- building requests -------------------------------------------------
 
@@ -346,6 +363,7 @@ class InstanceClient:
         if self.use_token_cache:
             cached = cache.get(key)
             if cached:
+                self._obtained(cached)
                 return cached, None
         data = {"grant_type": "client_credentials"}
         if self.auth_method.scope:
@@ -356,6 +374,8 @@ class InstanceClient:
             "POST", token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
         )
         token = exchange.json.get("access_token") if isinstance(exchange.json, dict) else None
+        if isinstance(exchange.json, dict):
+            self._obtained(*(exchange.json.get(k) for k in ("access_token", "refresh_token", "id_token")))
         if exchange.error or exchange.response_status != 200 or not isinstance(token, str) or not token:
             return None, exchange
         expires_in = exchange.json.get("expires_in") if isinstance(exchange.json, dict) else None
@@ -397,16 +417,17 @@ class InstanceClient:
         except ClientError as exc:
             placeholder = Exchange(request_method=method.test_method, request_url=method.test_path, request_headers={})
             placeholder.error = f"The request could not be built: {exc}."
-            return CheckResult(False, placeholder.error, placeholder)
+            return CheckResult(False, self.redact(placeholder.error), placeholder)
         if exchange.error:
-            return CheckResult(False, exchange.error, exchange)
+            return CheckResult(False, self.redact(exchange.error), exchange)
         status = exchange.response_status or 0
         is_token_step = method.type == AuthType.OAUTH2_CLIENT_CREDENTIALS and exchange.request_method == "POST" and (
             exchange.request_url.split("?")[0] == render(method.token_url, self.values)
         )
         if not is_token_step and status in method.test_expected_status:
             return CheckResult(True, f"Authenticated: the API answered {_status_text(status)}.", exchange)
-        detail = _message_from_body(exchange)
+        # The API's own words may echo what it was sent: redacted before they are cut.
+        detail = self.redact(_message_from_body(exchange), limit=VENDOR_MESSAGE_CHARS)
         if is_token_step:
             message = f"The token request was refused: {_status_text(status)}"
             if status == 200:
@@ -418,4 +439,4 @@ class InstanceClient:
         message += "."
         if detail:
             message += f' The API said: "{detail.rstrip(".")}".'
-        return CheckResult(False, message, exchange)
+        return CheckResult(False, self.redact(message), exchange)

@@ -2,8 +2,13 @@
 
 Two rules: values of sensitive names (headers, query parameters, JSON and form
 fields such as Authorization, cookies, tokens, keys, passwords) are replaced,
-and the instance's own secret values are replaced wherever they appear, plain,
-URL-encoded or Base64-encoded.
+and the instance's own secret values (and the OAuth tokens the client obtained
+with them) are replaced wherever they appear, plain, URL-encoded, Base64-encoded
+or escaped inside a JSON string. Text is redacted before it is cut for storage,
+and a cut that falls inside a secret leaves none of its first 8+ characters.
+
+Every text derived from a third party's answer goes through here before it is
+stored or shown: recorded exchanges, check messages, flash messages.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ SENSITIVE_NAME = re.compile(
     re.IGNORECASE,
 )
 MIN_SECRET_LENGTH = 3
+# A cut (size truncation) that ends inside a secret: this many of its first
+# characters are enough to call it a leak.
+MIN_CUT_PREFIX = 8
 # "key": "value" in JSON text; the value's closing quote may be cut off.
 JSON_STRING_MEMBER = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\Z)')
 
@@ -42,6 +50,7 @@ def secret_variants(secrets: list[str]) -> list[str]:
             base64.b64encode(raw).decode().rstrip("="),
         }
         variants |= _base64_fragments(raw)
+        variants |= _json_escaped(value)
     # Basic auth sends base64("user:secret"): cover any pairing with the secrets.
     for first in values:
         for second in values:
@@ -51,6 +60,23 @@ def secret_variants(secrets: list[str]) -> list[str]:
 
 
 MIN_BASE64_FRAGMENT = 6
+
+
+def _json_escaped(value: str) -> set[str]:
+    """The value as it appears inside a JSON string, in the escapings servers use.
+
+    json.dumps (\\uXXXX for non-ASCII, lower-case hex), the same with upper-case
+    hex, UTF-8 kept as is, "\\/" for "/" (PHP), and "<", ">", "&" as \\u003c...
+    (Go's encoder).
+    """
+    ascii_form = json.dumps(value)[1:-1]
+    forms = {ascii_form, json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms.add(re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m[1].upper(), ascii_form))
+    forms |= {f.replace("/", "\\/") for f in list(forms)}
+    html_safe = ascii_form.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    forms |= {html_safe, html_safe.replace("/", "\\/")}
+    forms.discard(value)
+    return forms
 
 
 def _base64_fragments(raw: bytes) -> set[str]:
@@ -80,23 +106,46 @@ def scrub_text(text: str, variants: list[str]) -> str:
     return text
 
 
-def _redact_structure(value):
+def scrub_cut(text: str, variants: list[str]) -> str:
+    """`text` was cut short: a trailing first part (>= 8 characters) of any secret spelling goes too."""
+    for variant in variants:
+        for length in range(min(len(variant) - 1, len(text)), MIN_CUT_PREFIX - 1, -1):
+            if text.endswith(variant[:length]):
+                return text[:-length] + REDACTED
+    return text
+
+
+def truncate(text: str, limit: int, variants: list[str]) -> str:
+    """`text` redacted, then cut to `limit` characters without leaving part of a secret at the cut."""
+    text = scrub_text(text, variants)
+    if len(text) <= limit:
+        return text
+    return scrub_cut(text[:limit], variants)
+
+
+def _redact_structure(value, variants: list[str] = ()):
     if isinstance(value, dict):
-        return {k: (REDACTED if is_sensitive(str(k)) and v not in (None, "") else _redact_structure(v)) for k, v in value.items()}
+        return {
+            k: (REDACTED if is_sensitive(str(k)) and v not in (None, "") else _redact_structure(v, variants))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_redact_structure(v) for v in value]
+        return [_redact_structure(v, variants) for v in value]
+    if isinstance(value, str) and variants:
+        # Parsed, so any JSON escaping of a secret is undone: the plain spelling matches.
+        return scrub_text(value, variants)
     return value
 
 
-def redact_body(body: str, content_type: str = "") -> str:
-    """Sensitive fields of a JSON or form body replaced; other text unchanged."""
+def redact_body(body: str, content_type: str = "", variants: list[str] = ()) -> str:
+    """Sensitive fields of a JSON or form body replaced, and secret values in its strings; other text unchanged."""
     if not body:
         return body
     stripped = body.lstrip()
     if stripped[:1] in "{[":
         try:
-            return json.dumps(_redact_structure(json.loads(body)), ensure_ascii=False)
-        except ValueError:
+            return json.dumps(_redact_structure(json.loads(body), variants), ensure_ascii=False)
+        except (ValueError, RecursionError):
             # Not parseable, typically a large body cut short for storage: still
             # redact the string values of sensitive keys.
             return JSON_STRING_MEMBER.sub(
@@ -124,8 +173,12 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: (REDACTED if is_sensitive(k) else v) for k, v in headers.items()}
 
 
-def redact_exchange(exchange: dict, secrets: list[str]) -> dict:
-    """A redacted copy of a recorded exchange (see client.Exchange.as_record)."""
+def redact_exchange(exchange: dict, secrets: list[str], *, body_limit: int | None = None) -> dict:
+    """A redacted copy of a recorded exchange (see client.Exchange.as_record).
+
+    Bodies are redacted whole, then cut to `body_limit` characters; a body the
+    client already cut (``response_truncated``) is treated as cut too.
+    """
     variants = secret_variants(secrets)
     out = dict(exchange)
     out["request_url"] = scrub_text(redact_url(exchange["request_url"]), variants)
@@ -133,14 +186,23 @@ def redact_exchange(exchange: dict, secrets: list[str]) -> dict:
         k: scrub_text(v, variants) for k, v in redact_headers(exchange["request_headers"]).items()
     }
     out["request_body"] = scrub_text(
-        redact_body(exchange["request_body"], exchange["request_headers"].get("Content-Type", "")), variants
+        redact_body(exchange["request_body"], _content_type(exchange["request_headers"]), variants), variants
     )
     out["response_headers"] = {
         k: scrub_text(v, variants) for k, v in redact_headers(exchange["response_headers"]).items()
     }
-    out["response_body"] = scrub_text(
-        redact_body(exchange["response_body"], exchange["response_headers"].get("Content-Type", "")), variants
-    )
+    body = redact_body(exchange["response_body"], _content_type(exchange["response_headers"]), variants)
+    body = scrub_text(body, variants)
+    if exchange.get("response_truncated"):
+        body = scrub_cut(body, variants)
+    if body_limit is not None and len(body) > body_limit:
+        body = scrub_cut(body[:body_limit], variants)
+        out["response_truncated"] = True
+    out["response_body"] = body
     out["error"] = scrub_text(exchange["error"], variants)
     out["message"] = scrub_text(exchange.get("message", ""), variants)
     return out
+
+
+def _content_type(headers: dict[str, str]) -> str:
+    return next((v for k, v in headers.items() if k.lower() == "content-type"), "")

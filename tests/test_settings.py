@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "prod-1:" + base64.b64encode(b"p" * 32).decode()
+GOOD_SECRET_KEY = "a-long-random-production-secret-key-" + "q8Zr!x2@Lm#4Vb$7Nc%1Kd^6Jf&9Hg*3"
 
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -25,15 +26,22 @@ def test_production_refuses_to_start_without_a_secret_key():
 
 
 def test_production_refuses_to_start_without_credential_keys():
-    result = run_manage("check", SECRET_KEY="x" * 60)
+    result = run_manage("check", SECRET_KEY=GOOD_SECRET_KEY)
     assert result.returncode != 0
     assert "CREDENTIAL_KEYS must be set when DEBUG is off." in result.stderr
+
+
+def test_production_refuses_a_short_or_repetitive_secret_key():
+    for weak in ("short-key-0123456789", "x" * 60, GOOD_SECRET_KEY[:49]):
+        result = run_manage("check", SECRET_KEY=weak, CREDENTIAL_KEYS=KEY)
+        assert result.returncode != 0
+        assert "SECRET_KEY must be at least 50 characters long" in result.stderr
 
 
 def test_production_settings_pass_the_deployment_checklist():
     result = run_manage(
         "check", "--deploy", "--fail-level", "WARNING",
-        SECRET_KEY="a-long-random-production-secret-key-" + "q8Zr!x2@Lm#4Vb$7Nc%1Kd^6Jf&9Hg*3",
+        SECRET_KEY=GOOD_SECRET_KEY,
         CREDENTIAL_KEYS=KEY,
         ALLOWED_HOSTS="patchworks.example.com",
     )

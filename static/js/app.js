@@ -19,3 +19,20 @@ document.addEventListener("submit", function (event) {
   if (spinner) spinner.classList.remove("d-none");
   setTimeout(function () { button.disabled = true; }, 0);
 });
+// Behaviours declared with data attributes (the Content-Security-Policy allows no inline handlers).
+// <button data-clear-field="ID">: empties the field with that id.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-clear-field]");
+  if (!button) return;
+  var field = document.getElementById(button.dataset.clearField);
+  if (field) { field.value = ""; field.dispatchEvent(new Event("change", {bubbles: true})); }
+});
+// <input data-filter-rows="SELECTOR">: hides the matching rows whose data-op text lacks the typed words.
+document.addEventListener("input", function (event) {
+  var input = event.target.closest("[data-filter-rows]");
+  if (!input) return;
+  var query = input.value.toLowerCase();
+  document.querySelectorAll(input.dataset.filterRows).forEach(function (row) {
+    row.hidden = Boolean(query) && row.dataset.op.indexOf(query) < 0;
+  });
+});

@@ -27,7 +27,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import limits, ssrf
+from instances import destinations, limits, ssrf
 from instances import redaction
 from instances.redaction import is_sensitive
 
@@ -132,8 +132,12 @@ class InstanceClient:
         *,
         use_token_cache: bool = True,
         instance=None,
+        approved_destinations: list[str] | None = None,
     ):
         self.instance = instance  # when known, its rate limit and connection pool apply
+        # Stored secrets go only to the origins they were entered for (None: not restricted,
+        # e.g. credentials the user has just typed).
+        self.approved_destinations = approved_destinations
         self.connector = connector
         self.auth_method = auth_method
         self.secrets = {k: v for k, v in secrets.items() if v}
@@ -144,6 +148,7 @@ class InstanceClient:
 
     @classmethod
     def for_instance(cls, instance, **kwargs) -> InstanceClient:
+        kwargs.setdefault("approved_destinations", instance.credentials_approved_for)
         return cls(
             instance.connector, instance.auth_method, instance.values, instance.get_secrets(), instance=instance, **kwargs
         )
@@ -176,6 +181,31 @@ class InstanceClient:
         if limit is None:
             return redaction.scrub_text(text, variants)
         return redaction.truncate(text, limit, variants)
+
+    # --- where requests go ---------------------------------------------------
+
+    def destinations(self) -> list[str]:
+        """The origins the credentials are sent to: base URL, token and authorise URLs, rendered."""
+        secret_keys = {v.key for v in self._variables() if v.secret} | set(self.secrets)
+        public = {k: v for k, v in self.values.items() if k not in secret_keys}
+        method = self.auth_method
+        return destinations.destinations([self.connector.base_url, method.token_url, method.authorize_url], public)
+
+    def _unapproved(self, url: str | None = None) -> list[str]:
+        if self.approved_destinations is None or not self.secrets:
+            return []
+        approved = set(self.approved_destinations)
+        targets = set(self.destinations()) | ({destinations.origin(url)} if url else set())
+        return sorted(t for t in targets if t not in approved)
+
+    def _refused(self, method: str, url: str, unapproved: list[str]) -> Exchange:
+        exchange = Exchange(request_method=method, request_url=url, request_headers={})
+        exchange.error = (
+            f"Re-authentication needed: the stored credentials were entered for "
+            f"{destinations.describe(self.approved_destinations) or 'another address'}, and are not sent to "
+            f"{destinations.describe(unapproved)} until they are entered again."
+        )
+        return exchange
 
     # --- building requests -------------------------------------------------
 
@@ -387,6 +417,9 @@ class InstanceClient:
 
     def request(self, method: str, path: str, **kwargs) -> Exchange:
         """An authenticated request to `path` of the connector's API."""
+        unapproved = self._unapproved()
+        if unapproved:
+            return self._refused(method, path, unapproved)
         token = None
         if self.auth_method.type == AuthType.OAUTH2_CLIENT_CREDENTIALS:
             token, failed = self.fetch_token()
@@ -398,6 +431,9 @@ class InstanceClient:
         if body and "data" not in kwargs and "json_body" not in kwargs and method != "GET":
             kwargs["data"] = body
         url = self.url_for(path)
+        unapproved = self._unapproved(url)
+        if unapproved:
+            return self._refused(method, url, unapproved)
         if self.instance is None:
             return self.send(method, url, headers=headers, params=params, **kwargs)
         try:

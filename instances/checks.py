@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances.client import CheckResult, InstanceClient
+from instances.client import CheckResult, InstanceClient, storable
 from instances.models import CredentialCheck, Instance
 from instances.redaction import redact_exchange
 
@@ -20,7 +20,7 @@ def check_and_record(
     """Run the auth method's test request with these credentials and store the redacted exchange."""
     client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False, instance=instance)
     result = client.check_credentials()
-    record = redact_exchange({**result.exchange.as_record(), "message": result.message}, client.secret_values)
+    record = storable(redact_exchange({**result.exchange.as_record(), "message": result.message}, client.secret_values))
     check = CredentialCheck.objects.create(
         company=connector.company,
         connector=connector,

@@ -96,8 +96,8 @@ def redact_body(body: str, content_type: str = "") -> str:
     if stripped[:1] in "{[":
         try:
             return json.dumps(_redact_structure(json.loads(body)), ensure_ascii=False)
-        except ValueError:
-            # Not parseable, typically a large body cut short for storage: still
+        except (ValueError, RecursionError):
+            # Not parseable (or nested too deeply), typically a large body cut short for storage: still
             # redact the string values of sensitive keys.
             return JSON_STRING_MEMBER.sub(
                 lambda m: f'{m[1]}{m[2]}"{REDACTED}"' if is_sensitive(m[1]) else m[0], body

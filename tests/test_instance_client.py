@@ -413,7 +413,7 @@ def test_a_closed_port_is_reported_as_a_refused_connection(api_connector):
     result = client_for(connector, secrets={"api_key": "k-1"}).check_credentials()
 
     assert not result.ok
-    assert result.message == "Could not connect to 127.0.0.1: the connection was refused or dropped."
+    assert result.message == "Could not connect to 127.0.0.1: the connection was refused."
 
 
 def test_a_huge_body_is_cut_at_one_megabyte_and_marked_truncated(api_connector, httpserver):

@@ -7,7 +7,7 @@ import socket
 import pytest
 import requests
 
-from instances import ssrf
+from instances import ssrf, transport
 from instances.client import InstanceClient
 
 
@@ -143,7 +143,7 @@ def test_a_pinned_session_connects_to_the_pinned_address_and_keeps_the_host_name
     httpserver.expect_request("/hello").respond_with_data("hi")
     url = f"http://some-name.invalid:{httpserver.port}/hello"
 
-    with ssrf.pinned_session("127.0.0.1") as session:
+    with transport.pinned_session("127.0.0.1") as session:
         response = session.get(url, timeout=2)
 
     assert response.text == "hi"
@@ -154,7 +154,7 @@ def test_a_pinned_session_connects_to_the_pinned_address_and_keeps_the_host_name
 def test_a_pinned_session_ignores_proxy_environment_variables(httpserver, dead_proxy):
     httpserver.expect_request("/hello").respond_with_data("hi")
 
-    with ssrf.pinned_session("127.0.0.1") as session:
+    with transport.pinned_session("127.0.0.1") as session:
         response = session.get(f"http://some-name.invalid:{httpserver.port}/hello", timeout=2)
 
     assert response.status_code == 200

@@ -1,0 +1,110 @@
+"""A raw-socket server playing a hostile third-party API.
+
+pytest-httpserver speaks correct HTTP; this one says whatever a script tells it
+to, byte by byte: nothing at all, a reply dripped slowly, garbage, a body cut
+short, a reset. Every loop is bounded and the server stops by itself after
+`lifetime` seconds even if a test forgets it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+
+class Conn:
+    """One accepted connection, as a script sees it."""
+
+    def __init__(self, sock: socket.socket, stopping: threading.Event):
+        self.sock = sock
+        self.stopping = stopping
+
+    def read_request(self, limit: int = 64 * 1024) -> bytes:
+        """Read until the end of the request head (bodies of the requests we get are small)."""
+        data = b""
+        self.sock.settimeout(5)
+        try:
+            while b"\r\n\r\n" not in data and len(data) < limit:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        return data
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def drip(self, data: bytes, every: float, *, max_seconds: float = 10) -> None:
+        """Send `data` one byte at a time, `every` seconds apart, until done, stopped or refused."""
+        ends = time.monotonic() + max_seconds
+        for byte in data:
+            if self.stopping.is_set() or time.monotonic() > ends or not self.send(bytes([byte])):
+                return
+            self.stopping.wait(every)
+
+    def hang(self, max_seconds: float = 10) -> None:
+        self.stopping.wait(max_seconds)
+
+    def reset(self) -> None:
+        """Close with a TCP RST instead of a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+class RawServer:
+    def __init__(self, script: Callable[[Conn], None], lifetime: float = 30):
+        self.script = script
+        self.stopping = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self._ends = time.monotonic() + lifetime
+        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url_for(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set() and time.monotonic() < self._ends:
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            self.connections += 1
+            thread = threading.Thread(target=self._handle, args=(sock,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.stopping.set()
+
+    def _handle(self, sock: socket.socket) -> None:
+        try:
+            self.script(Conn(sock, self.stopping))
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(timeout=2)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self.listener.close()

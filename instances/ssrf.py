@@ -135,7 +135,10 @@ def resolve_all(url: str, allow_loopback: bool | None = None) -> list[str]:
     """Every address `url`'s host resolves to, first the one to connect to; or BlockedDestination."""
     if allow_loopback is None:
         allow_loopback = settings.OUTBOUND_ALLOW_LOOPBACK
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise BlockedDestination("the URL is not valid") from None
     if parts.scheme not in ("http", "https"):
         raise BlockedDestination(f'only http and https URLs are allowed, not "{parts.scheme or "(none)"}"')
     host = parts.hostname

@@ -8,11 +8,14 @@ short, a reset. Every loop is bounded and the server stops by itself after
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 
 class Conn:
@@ -108,3 +111,81 @@ class RawServer:
         for thread in self._threads:
             thread.join(timeout=2)
         self.listener.close()
+
+
+class KeepAliveServer:
+    """A well-behaved threaded HTTP/1.1 server that keeps connections alive and counts them.
+
+    GET answers ``{"path": ..., "cookie": ...}`` with a Content-Length; ``/set-cookie``
+    also sets a cookie. `connections` counts the TCP connections it accepted.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 5  # an idle kept-alive connection ends its thread after this
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections += 1
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.dumps({"path": self.path, "cookie": self.headers.get("Cookie")}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if self.path.startswith("/set-cookie"):
+                    self.send_header("Set-Cookie", "session=abc123; Path=/")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+        self.connections = 0
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def url_for(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def raw_server():
+    """Start RawServers with a script each; all are stopped after the test."""
+    servers: list[RawServer] = []
+
+    def start(script: Callable[[Conn], None]) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def keepalive_server():
+    """Start KeepAliveServers (host, port); all are stopped after the test."""
+    servers: list[KeepAliveServer] = []
+
+    def start(host: str = "127.0.0.1", port: int = 0) -> KeepAliveServer:
+        servers.append(KeepAliveServer(host, port))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

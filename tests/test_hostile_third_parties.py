@@ -19,7 +19,7 @@ import pytest
 from werkzeug import Response
 
 from instances.models import CredentialCheck, Instance
-from tests.raw_server import Conn, RawServer
+from tests.raw_server import Conn, raw_server  # noqa: F401 - a fixture
 from tests.wizard_helpers import run_wizard, settings_data, state_from
 
 DEADLINE = 0.6  # OUTBOUND_TOTAL_TIMEOUT in these tests
@@ -42,19 +42,6 @@ def short_deadline(settings):
     settings.OUTBOUND_READ_TIMEOUT = 5  # longer than the deadline: the deadline is what must stop them
     settings.OUTBOUND_CONNECT_TIMEOUT = 2
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # logging in is not under test
-
-
-@pytest.fixture
-def raw_server():
-    servers: list[RawServer] = []
-
-    def start(script: Callable[[Conn], None]) -> RawServer:
-        servers.append(RawServer(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def head(status: str = "200 OK", *headers: str, length: int | None = None) -> bytes:

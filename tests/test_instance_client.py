@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -653,3 +654,17 @@ def test_cookies_an_api_sets_are_not_sent_with_later_exchanges(sender, keepalive
 
     assert later.json == {"path": "/me", "cookie": None}
     assert server.connections == 1
+
+
+def test_a_forked_worker_does_not_inherit_kept_alive_connections(sender, keepalive_server):
+    server = keepalive_server()
+    sender.send("GET", server.url_for("/me"))
+    assert len(transport.adapters.keys()) == 1
+
+    pid = os.fork()
+    if pid == 0:  # the child: its parent's sockets are not its to use
+        os._exit(0 if transport.adapters.keys() == [] else 1)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(transport.adapters.keys()) == 1  # the parent keeps its own

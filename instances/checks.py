@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances.client import RECORDED_BODY_CHARS, CheckResult, InstanceClient
-from instances.models import CredentialCheck, Instance
 from instances import redaction
+from instances.client import RECORDED_BODY_CHARS, RECORDED_HEADER_CHARS, CheckResult, InstanceClient, storable
+from instances.models import CredentialCheck, Instance
 from instances.redaction import redact_exchange
 
 
@@ -29,9 +29,10 @@ def check_and_record(
         approved_destinations=approved_destinations,
     )
     result = client.check_credentials()
-    record = redact_exchange(
-        {**result.exchange.as_record(), "message": result.message}, client.secret_values, body_limit=RECORDED_BODY_CHARS
-    )
+    record = storable(redact_exchange(
+        {**result.exchange.as_record(), "message": result.message}, client.secret_values,
+        body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
+    ))
     # What the user is shown is what was stored: redacted (client.check_credentials
     # already redacts; this also covers tokens obtained during the check).
     result.message = record["message"]

@@ -39,7 +39,7 @@ def secret_variants(secrets: list[str]) -> list[str]:
     """Every spelling of each secret that could show up on the wire, longest first."""
     variants: set[str] = set()
     values = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
-    for value in values:
+    for value in {form for value in values for form in _mangled(value)}:
         raw = value.encode()
         variants |= {
             value,
@@ -60,6 +60,16 @@ def secret_variants(secrets: list[str]) -> list[str]:
 
 
 MIN_BASE64_FRAGMENT = 6
+
+
+def _mangled(value: str) -> set[str]:
+    """The value, and how it reads after common mangling by a server or a decoder.
+
+    UTF-8 bytes decoded as Latin-1 is how HTTP headers, and bodies sent without a
+    charset, are read; backslashes doubled is how repr() and C-style escaping
+    write it. Each is then encoded like the value itself.
+    """
+    return {value, value.replace("\\", "\\\\"), value.encode().decode("latin-1")}
 
 
 def _json_escaped(value: str) -> set[str]:

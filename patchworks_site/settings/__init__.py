@@ -234,4 +234,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    # urllib3 logs every request line, query string included, at DEBUG: an API
+    # key sent as a query parameter would reach the logs with LOG_LEVEL=DEBUG.
+    "loggers": {"urllib3": {"level": "INFO"}},
 }

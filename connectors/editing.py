@@ -13,6 +13,7 @@ from django.db import transaction
 
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
+from connectors.signals import definition_saved
 from patchworks_site import audit
 
 
@@ -47,6 +48,7 @@ def save_definition(
             summary = manifests.compare(before, manifest).summary() if before else "created"
         if before is not None:
             audit.record_definition_change(connector, summary)
+        definition_saved.send(sender=Connector, connector=connector)
         return ConnectorChange.objects.create(
             connector=connector, user=user if getattr(user, "pk", None) else None, action=action,
             summary=summary[:300], before=before, after=manifest,

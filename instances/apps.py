@@ -5,8 +5,11 @@ class InstancesConfig(AppConfig):
     name = "instances"
 
     def ready(self) -> None:
+        from connectors.signals import definition_saved
         from instances.models import ConnectionPool, Instance
         from patchworks_site import audit
+
+        definition_saved.connect(_recheck_destinations, dispatch_uid="instances-destinations")
 
         audit.track(
             Instance,
@@ -16,6 +19,8 @@ class InstancesConfig(AppConfig):
             secret_fields=("secrets_ciphertext",),
             labels={
                 "secrets_ciphertext": "credentials",
+                "credentials_approved_for": "credentials approved for",
+                "reauth_reason": "re-authentication needed",
                 "auth_method": "authentication method",
                 "values": "variable values",
             },
@@ -26,3 +31,14 @@ class InstancesConfig(AppConfig):
             m2m_fields=("connectors",),
             labels={"timeout_seconds": "timeout (seconds)", "limit": "limit (concurrent requests)"},
         )
+
+
+def _recheck_destinations(sender, connector, **kwargs) -> None:
+    """A connector edit that moves its API (base URL, token URL, ...) stops sending stored secrets there."""
+    from connectors.models import Connector
+    from instances.models import Instance
+
+    connector = Connector.objects.prefetch_related("variables").get(pk=connector.pk)
+    for instance in Instance.objects.filter(connector=connector).exclude(secrets_ciphertext="").select_related("auth_method"):
+        instance.connector = connector
+        instance.refresh_reauth_status()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances.client import RECORDED_BODY_CHARS, CheckResult, InstanceClient
-from instances.models import CredentialCheck, Instance
 from instances import redaction
+from instances.client import RECORDED_BODY_CHARS, RECORDED_HEADER_CHARS, CheckResult, InstanceClient, storable
+from instances.models import CredentialCheck, Instance
 from instances.redaction import redact_exchange
 
 
@@ -17,13 +17,22 @@ def check_and_record(
     secrets: dict[str, str],
     instance: Instance | None = None,
     user=None,
+    approved_destinations: list[str] | None = None,
 ) -> tuple[CheckResult, CredentialCheck]:
-    """Run the auth method's test request with these credentials and store the redacted exchange."""
-    client = InstanceClient(connector, auth_method, values, secrets, use_token_cache=False, instance=instance)
-    result = client.check_credentials()
-    record = redact_exchange(
-        {**result.exchange.as_record(), "message": result.message}, client.secret_values, body_limit=RECORDED_BODY_CHARS
+    """Run the auth method's test request with these credentials and store the redacted exchange.
+
+    `approved_destinations`: where stored secrets may go (None for credentials the
+    user has just entered, or whose new destination the caller has approved).
+    """
+    client = InstanceClient(
+        connector, auth_method, values, secrets, use_token_cache=False, instance=instance,
+        approved_destinations=approved_destinations,
     )
+    result = client.check_credentials()
+    record = storable(redact_exchange(
+        {**result.exchange.as_record(), "message": result.message}, client.secret_values,
+        body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
+    ))
     # What the user is shown is what was stored: redacted (client.check_credentials
     # already redacts; this also covers tokens obtained during the check).
     result.message = record["message"]
@@ -56,7 +65,8 @@ def note_check(instance: Instance, check: CredentialCheck) -> None:
 
 
 def recheck(instance: Instance, user=None) -> tuple[CheckResult, CredentialCheck]:
-    """Check the stored credentials again."""
+    """Check the stored credentials again (after noting whether their destination is still approved)."""
+    instance.refresh_reauth_status()
     return check_and_record(
         connector=instance.connector,
         auth_method=instance.auth_method,
@@ -64,6 +74,7 @@ def recheck(instance: Instance, user=None) -> tuple[CheckResult, CredentialCheck
         secrets=instance.get_secrets(),
         instance=instance,
         user=user,
+        approved_destinations=instance.credentials_approved_for,
     )
 
 

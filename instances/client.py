@@ -13,27 +13,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import re
+import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from django.core.cache import cache
-from urllib3.exceptions import ReadTimeoutError
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import limits, ssrf
-from instances import redaction
+from instances import destinations, limits, redaction, ssrf, transport
 from instances.redaction import is_sensitive
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
 RECORDED_BODY_CHARS = 16 * 1024  # and store at most this much of it
+RECORDED_HEADER_CHARS = 4 * 1024  # and this much of each header
 VENDOR_MESSAGE_CHARS = 200  # of the API's own error message quoted to the user
 TOKEN_EXPIRY_MARGIN = 60  # seconds before expiry a cached OAuth token is renewed
 USER_AGENT = "Patchworks-Connector/1.0"
@@ -41,6 +44,138 @@ USER_AGENT = "Patchworks-Connector/1.0"
 
 class ClientError(Exception):
     """A request could not be built (e.g. a required value is missing)."""
+
+
+class _Failure(Exception):
+    """What went wrong during an exchange, already phrased for the user."""
+
+
+def clean_text(value: str) -> str:
+    """`value` without NUL characters or lone surrogates, which databases refuse to store."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\N{REPLACEMENT CHARACTER}")
+
+
+def clean_headers(headers: dict[str, str], limit: int | None = RECORDED_HEADER_CHARS) -> dict[str, str]:
+    """Headers as storable text, each value at most `limit` characters long."""
+    cleaned = {}
+    for name, value in headers.items():
+        value = clean_text(str(value))
+        if limit is not None and len(value) > limit:
+            value = value[:limit] + "\N{HORIZONTAL ELLIPSIS}"
+        cleaned[clean_text(str(name))] = value
+    return cleaned
+
+
+def storable(record: dict) -> dict:
+    """A recorded exchange with every string (dict keys and values too) made storable."""
+    def clean(value):
+        if isinstance(value, str):
+            return clean_text(value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    return {key: clean(value) for key, value in record.items()}
+
+
+def decode_text(content: bytes, encoding: str | None) -> str:
+    """Bytes as text in the declared charset; an unknown or non-text charset falls back to UTF-8."""
+    try:
+        return content.decode(encoding or "utf-8", errors="replace")
+    except (LookupError, TypeError, ValueError):
+        return content.decode("utf-8", errors="replace")
+
+
+def parse_json(content: bytes) -> object:
+    """The JSON document `content` holds, or None (also when it nests too deeply to parse)."""
+    if not content.strip():
+        return None
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def deadline_message(deadline: transport.Deadline) -> str:
+    return (
+        f"The API did not finish answering within {deadline.seconds:g} seconds, the most one request may take "
+        "(redirects included); it may be sending very slowly."
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and everything it wraps (requests and urllib3 nest the real cause)."""
+    seen: list[BaseException] = []
+    queue = [exc]
+    while queue and len(seen) < 20:
+        current = queue.pop(0)
+        if current in seen:
+            continue
+        seen.append(current)
+        for inner in (*current.args, current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(inner, BaseException):
+                queue.append(inner)
+    return seen
+
+
+def _header_defects(response: requests.Response) -> list:
+    """What the header parser had to skip: a line without a colon, a head cut off mid-line, ..."""
+    message = getattr(getattr(response.raw, "_original_response", None), "msg", None)
+    return list(getattr(message, "defects", None) or [])
+
+
+def _is_stale_connection(exc: BaseException) -> bool:
+    return any(
+        isinstance(cause, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
+        for cause in _causes(exc)
+    )
+
+
+def describe_failure(exc: BaseException, deadline: transport.Deadline, url: str) -> str:
+    """One specific sentence for why an exchange failed."""
+    host = urlsplit(url).hostname
+    if deadline.passed():
+        return deadline_message(deadline)
+    causes = _causes(exc)
+
+    def found(*types: type) -> BaseException | None:
+        return next((cause for cause in causes if isinstance(cause, types)), None)
+
+    if found(requests.exceptions.SSLError, ssl.SSLError, urllib3.exceptions.SSLError):
+        return "The TLS certificate of the API could not be verified, or its TLS handshake failed."
+    if found(ConnectionRefusedError):
+        return f"Could not connect to {host}: the connection was refused."
+    # urllib3 reports a refused connection as a kind of connect timeout, too.
+    if found(requests.ConnectTimeout) or any(
+        isinstance(c, urllib3.exceptions.ConnectTimeoutError) and not isinstance(c, urllib3.exceptions.NewConnectionError)
+        for c in causes
+    ):
+        return f"Timed out connecting to {host} after {settings.OUTBOUND_CONNECT_TIMEOUT:g} seconds."
+    if found(urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout, TimeoutError):
+        return f"The API did not answer within {settings.OUTBOUND_READ_TIMEOUT:g} seconds."
+    too_long = found(http.client.LineTooLong)
+    if too_long is not None:
+        if "header" in str(too_long):
+            return "The API sent a header line longer than 64 KB, more than any API needs."
+        return "The API sent a reply that is not valid HTTP (a line without an end)."
+    if any(isinstance(c, http.client.HTTPException) and "more than" in str(c) and "headers" in str(c) for c in causes):
+        return "The API sent too many headers (more than 100)."
+    if found(http.client.RemoteDisconnected):
+        return "The API closed the connection without answering."
+    if found(http.client.BadStatusLine, urllib3.exceptions.HeaderParsingError):
+        return "The API sent a reply that is not valid HTTP."
+    if found(requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError, zlib.error):
+        return "The API sent a compressed body that could not be decoded."
+    if found(ConnectionResetError):
+        return "The API reset the connection before its answer was complete."
+    # A body shorter than its Content-Length, or a chunked body without its last chunk.
+    if found(requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError, http.client.IncompleteRead):
+        return "The API's answer was cut off: the connection closed before the whole body arrived."
+    if found(requests.ConnectionError, OSError):
+        return f"Could not connect to {host}: the connection was refused or dropped."
+    return f"The request failed: {exc.__class__.__name__}."
 
 
 @dataclass
@@ -58,20 +193,28 @@ class Exchange:
     duration_ms: int = 0
     error: str = ""
     json: object = None
+    final_url: str = ""  # where the last hop went (not recorded: redirects may point anywhere)
+
+    def clean(self) -> None:
+        """Make every text field storable (no NUL, no lone surrogate), headers included."""
+        for name in ("request_url", "request_body", "response_body", "error", "final_url"):
+            setattr(self, name, clean_text(getattr(self, name)))
+        self.request_headers = clean_headers(self.request_headers)
+        self.response_headers = clean_headers(self.response_headers)
 
     def as_record(self) -> dict:
         return {
             "request_method": self.request_method,
-            "request_url": self.request_url,
-            "request_headers": dict(self.request_headers),
-            "request_body": self.request_body,
+            "request_url": clean_text(self.request_url),
+            "request_headers": clean_headers(self.request_headers, limit=None),
+            "request_body": clean_text(self.request_body),
             "response_status": self.response_status,
-            "response_headers": dict(self.response_headers),
-            # Whole: redaction runs before the body is cut for storage (see checks).
-            "response_body": self.response_body,
+            "response_headers": clean_headers(self.response_headers, limit=None),
+            # Whole: redaction runs before the body and headers are cut for storage (see checks).
+            "response_body": clean_text(self.response_body),
             "response_truncated": self.response_truncated,
             "duration_ms": self.duration_ms,
-            "error": self.error,
+            "error": clean_text(self.error),
         }
 
 
@@ -113,7 +256,7 @@ def _message_from_body(exchange: Exchange) -> str:
             if isinstance(value, dict):
                 value = value.get("detail") or value.get("message") or value.get("title")
             if isinstance(value, str) and value.strip():
-                return value.strip()
+                return clean_text(value.strip())  # JSON may escape NUL and lone surrogates
     text = exchange.response_body.strip()
     # Only plain text is quoted: markup is noise, and a JSON document without a
     # message field may hold anything (a token under an unexpected name, ...).
@@ -132,8 +275,12 @@ class InstanceClient:
         *,
         use_token_cache: bool = True,
         instance=None,
+        approved_destinations: list[str] | None = None,
     ):
         self.instance = instance  # when known, its rate limit and connection pool apply
+        # Stored secrets go only to the origins they were entered for (None: not restricted,
+        # e.g. credentials the user has just typed).
+        self.approved_destinations = approved_destinations
         self.connector = connector
         self.auth_method = auth_method
         self.secrets = {k: v for k, v in secrets.items() if v}
@@ -144,6 +291,7 @@ class InstanceClient:
 
     @classmethod
     def for_instance(cls, instance, **kwargs) -> InstanceClient:
+        kwargs.setdefault("approved_destinations", instance.credentials_approved_for)
         return cls(
             instance.connector, instance.auth_method, instance.values, instance.get_secrets(), instance=instance, **kwargs
         )
@@ -176,6 +324,31 @@ class InstanceClient:
         if limit is None:
             return redaction.scrub_text(text, variants)
         return redaction.truncate(text, limit, variants)
+
+    # --- where requests go ---------------------------------------------------
+
+    def destinations(self) -> list[str]:
+        """The origins the credentials are sent to: base URL, token and authorise URLs, rendered."""
+        secret_keys = {v.key for v in self._variables() if v.secret} | set(self.secrets)
+        public = {k: v for k, v in self.values.items() if k not in secret_keys}
+        method = self.auth_method
+        return destinations.destinations([self.connector.base_url, method.token_url, method.authorize_url], public)
+
+    def _unapproved(self, url: str | None = None) -> list[str]:
+        if self.approved_destinations is None or not self.secrets:
+            return []
+        approved = set(self.approved_destinations)
+        targets = set(self.destinations()) | ({destinations.origin(url)} if url else set())
+        return sorted(t for t in targets if t not in approved)
+
+    def _refused(self, method: str, url: str, unapproved: list[str]) -> Exchange:
+        exchange = Exchange(request_method=method, request_url=url, request_headers={})
+        exchange.error = (
+            f"Re-authentication needed: the stored credentials were entered for "
+            f"{destinations.describe(self.approved_destinations) or 'another address'}, and are not sent to "
+            f"{destinations.describe(unapproved)} until they are entered again."
+        )
+        return exchange
 
     # --- building requests -------------------------------------------------
 
@@ -235,8 +408,13 @@ class InstanceClient:
         data: dict | str | None = None,
         json_body: object = None,
     ) -> Exchange:
-        """Send one request through the SSRF guard, following checked redirects."""
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+        """Send one request through the SSRF guard, following checked redirects.
+
+        Never raises for what the other side does: every failure (blocked address,
+        timeout, the total deadline, a broken or oversized reply) is a clear
+        sentence in `exchange.error`.
+        """
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate", **(headers or {})}
         if params:
             url = url + ("&" if urlsplit(url).query else "?") + urlencode(params)
         body: bytes | None = None
@@ -255,71 +433,109 @@ class InstanceClient:
             request_body=body.decode(errors="replace") if body else "",
         )
         started = time.monotonic()
-        connect_timeout = settings.OUTBOUND_CONNECT_TIMEOUT
-        read_timeout = settings.OUTBOUND_READ_TIMEOUT
-        deadline = started + connect_timeout + read_timeout * 2
+        with transport.deadline(settings.OUTBOUND_TOTAL_TIMEOUT) as deadline:
+            try:
+                self._exchange(exchange, method, url, headers, body, deadline)
+            except ssrf.BlockedDestination as exc:
+                exchange.error = f"Blocked: {exc}."
+            except _Failure as exc:
+                exchange.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a third party sends is reported, never raised
+                exchange.error = describe_failure(exc, deadline, exchange.final_url or url)
+            if deadline.expired:
+                # The watchdog cut the connection: whatever was read so far (even a
+                # status line that looks like "200") is not an answer.
+                exchange.error = deadline_message(deadline)
+        exchange.duration_ms = int((time.monotonic() - started) * 1000)
+        exchange.clean()
+        return exchange
+
+    def _exchange(
+        self, exchange: Exchange, method: str, url: str, headers: dict[str, str], body: bytes | None,
+        deadline: transport.Deadline,
+    ) -> None:
         origin = urlsplit(url)[:2]
-        try:
-            for hop in range(MAX_REDIRECTS + 1):
-                ip = ssrf.resolve(url)
-                with ssrf.pinned_session(ip) as session:
-                    response = session.request(
-                        method, url, headers=headers, data=body, timeout=(connect_timeout, read_timeout),
-                        allow_redirects=False, stream=True,
-                    )
-                    try:
-                        if response.is_redirect and "location" in response.headers:
-                            url = urljoin(url, response.headers["location"])
-                            if response.status_code == 303 or (
-                                response.status_code in (301, 302) and method not in ("GET", "HEAD")
-                            ):
-                                method, body = "GET", None
-                                headers.pop("Content-Type", None)
-                            if urlsplit(url)[:2] != origin:
-                                # Credentials never follow a redirect to another origin: not only
-                                # Authorization and cookies but the auth method's own headers
-                                # (X-Api-Key, ...) and any header carrying a secret value.
-                                headers = {k: v for k, v in headers.items() if not self._carries_credentials(k, v)}
-                                # A 307/308 re-sends the body: never re-post secrets (e.g. a
-                                # client_secret sent in the form body) to another origin.
-                                if body and any(
-                                    s.encode() in body or quote_plus(s).encode() in body for s in self.secret_values
-                                ):
-                                    raise ssrf.BlockedDestination(
-                                        f"the API redirected a request carrying credentials to another origin ({urlsplit(url).netloc})"
-                                    )
-                            if hop == MAX_REDIRECTS:
-                                raise requests.TooManyRedirects()
-                            continue
-                        content, truncated = self._read_bounded(response, deadline)
-                    finally:
-                        response.close()
+        cookies = requests.cookies.RequestsCookieJar()  # cookies live for one exchange, redirects included
+        for hop in range(MAX_REDIRECTS + 1):
+            exchange.final_url = url  # the hop failures are about
+            response = self._send_one(method, url, headers, body, cookies, deadline)
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    if response.status_code == 303 or (
+                        response.status_code in (301, 302) and method not in ("GET", "HEAD")
+                    ):
+                        method, body = "GET", None
+                        headers.pop("Content-Type", None)
+                    if urlsplit(url)[:2] != origin:
+                        # Credentials never follow a redirect to another origin: not only
+                        # Authorization and cookies but the auth method's own headers
+                        # (X-Api-Key, ...) and any header carrying a secret value.
+                        headers = {k: v for k, v in headers.items() if not self._carries_credentials(k, v)}
+                        # A 307/308 re-sends the body: never re-post secrets (e.g. a
+                        # client_secret sent in the form body) to another origin.
+                        if body and any(
+                            s.encode() in body or quote_plus(s).encode() in body for s in self.secret_values
+                        ):
+                            raise ssrf.BlockedDestination(
+                                f"the API redirected a request carrying credentials to another origin ({urlsplit(url).netloc})"
+                            )
+                    if hop == MAX_REDIRECTS:
+                        raise _Failure(
+                            f"Too many redirects (more than {MAX_REDIRECTS}); the API may be redirecting in a loop."
+                        )
+                    continue
                 exchange.response_status = response.status_code
                 exchange.response_headers = dict(response.headers)
-                exchange.response_truncated = truncated
-                exchange.response_body = content.decode(response.encoding or "utf-8", errors="replace")
-                if not truncated:
-                    try:
-                        exchange.json = json.loads(content) if content.strip() else None
-                    except ValueError:
-                        exchange.json = None
-                break
-        except ssrf.BlockedDestination as exc:
-            exchange.error = f"Blocked: {exc}."
-        except requests.TooManyRedirects:
-            exchange.error = f"Too many redirects (more than {MAX_REDIRECTS}); the API may be redirecting in a loop."
-        except requests.exceptions.SSLError:
-            exchange.error = "The TLS certificate of the API could not be verified."
-        except requests.ConnectTimeout:
-            exchange.error = f"Timed out connecting to {urlsplit(url).hostname} after {connect_timeout:g} seconds."
-        except (requests.ReadTimeout, TimeoutError):
-            exchange.error = f"The API did not answer within {read_timeout:g} seconds."
-        except requests.ConnectionError:
-            exchange.error = f"Could not connect to {urlsplit(url).hostname}: the connection was refused or dropped."
-        except requests.RequestException as exc:
-            exchange.error = f"The request failed: {exc.__class__.__name__}."
-        exchange.duration_ms = int((time.monotonic() - started) * 1000)
-        return exchange
+                # http.client takes a head cut off by the connection closing for a whole one.
+                if _header_defects(response) or not response.headers:
+                    raise _Failure("The API sent a reply that is not valid HTTP (its headers are malformed or cut off).")
+                content = self._read_bounded(response, exchange, deadline)
+            finally:
+                response.close()
+            exchange.response_body = decode_text(content, response.encoding)
+            exchange.json = parse_json(content)
+            return
+
+    @staticmethod
+    def _send_one(
+        method: str, url: str, headers: dict[str, str], body: bytes | None,
+        cookies: requests.cookies.RequestsCookieJar, deadline: transport.Deadline,
+    ) -> requests.Response:
+        """One HTTP request over a pinned, kept-alive connection; its response's body is not read yet."""
+        addresses = ssrf.resolve_all(url)
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        keep_alive = settings.OUTBOUND_KEEP_ALIVE
+        prepared = requests.Request(method, url, headers=headers, data=body, cookies=cookies).prepare()
+        for attempt in range(2):
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise _Failure(deadline_message(deadline))
+            # The watchdog ends the exchange at the deadline; the socket timeouts stay
+            # a little longer so that it, not they, reports the deadline.
+            timeout = (
+                min(settings.OUTBOUND_CONNECT_TIMEOUT, remaining),
+                min(settings.OUTBOUND_READ_TIMEOUT, remaining + 0.5),
+            )
+            if keep_alive:
+                adapter = transport.adapters.get(parts.scheme, parts.hostname or "", port, addresses[0], addresses)
+            else:
+                adapter = transport.PinnedAdapter(addresses[0])
+            try:
+                response = adapter.send(prepared, stream=True, timeout=timeout, verify=True, proxies={})
+            except requests.ConnectionError as exc:
+                # A kept-alive connection the server closed while it sat idle fails
+                # before any byte of a reply: send once more on a new connection.
+                if attempt == 0 and deadline.reused_connection and not deadline.passed() and _is_stale_connection(exc):
+                    continue
+                raise
+            finally:
+                if not keep_alive:
+                    adapter.close()  # idle connections only: the response still reads its own
+            requests.cookies.extract_cookies_to_jar(cookies, prepared, response.raw)
+            return response
+        raise AssertionError("unreachable")
 
     def _carries_credentials(self, name: str, value: str) -> bool:
         return (
@@ -330,24 +546,25 @@ class InstanceClient:
         )
 
     @staticmethod
-    def _read_bounded(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
+    def _read_bounded(response: requests.Response, exchange: Exchange, deadline: transport.Deadline) -> bytes:
+        """The (decoded) body, at most MAX_BODY_BYTES; more is an error, so is a body cut short."""
         chunks: list[bytes] = []
         size = 0
-        try:
-            for chunk in response.iter_content(chunk_size=65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    return b"".join(chunks)[:MAX_BODY_BYTES], True
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-        except requests.ConnectionError as exc:
-            # requests reports a read timeout while streaming the body as a
-            # ConnectionError; it is a timeout, not a refused connection.
-            if isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
-                raise TimeoutError from exc
-            raise
-        return b"".join(chunks), False
+        # urllib3 decompresses at most chunk_size bytes per step, so a gzip bomb
+        # stops here after MAX_BODY_BYTES of output, not after inflating it all.
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                exchange.response_truncated = True
+                exchange.response_body = decode_text(b"".join(chunks)[:MAX_BODY_BYTES], response.encoding)
+                raise _Failure(
+                    f"The API's answer is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB, more than is read "
+                    "from any API; it was not read to the end."
+                )
+            if deadline.passed():
+                raise _Failure(deadline_message(deadline))
+        return b"".join(chunks)
 
     # --- OAuth 2 -----------------------------------------------------------
 
@@ -387,6 +604,9 @@ class InstanceClient:
 
     def request(self, method: str, path: str, **kwargs) -> Exchange:
         """An authenticated request to `path` of the connector's API."""
+        unapproved = self._unapproved()
+        if unapproved:
+            return self._refused(method, path, unapproved)
         token = None
         if self.auth_method.type == AuthType.OAUTH2_CLIENT_CREDENTIALS:
             token, failed = self.fetch_token()
@@ -398,6 +618,9 @@ class InstanceClient:
         if body and "data" not in kwargs and "json_body" not in kwargs and method != "GET":
             kwargs["data"] = body
         url = self.url_for(path)
+        unapproved = self._unapproved(url)
+        if unapproved:
+            return self._refused(method, url, unapproved)
         if self.instance is None:
             return self.send(method, url, headers=headers, params=params, **kwargs)
         try:

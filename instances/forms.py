@@ -195,6 +195,13 @@ class CredentialsForm(forms.Form):
                 values[variable.key] = value
         return values, secrets
 
+    def kept_secrets(self) -> list[str]:
+        """Names of the secret fields left blank, so that the stored value is used."""
+        return [
+            f"var_{v.key}" for v in self.variables
+            if v.secret and not self.cleaned_data.get(f"var_{v.key}") and self.stored_secrets.get(v.key)
+        ]
+
     def secrets_entered(self) -> bool:
         return any(self.cleaned_data.get(f"var_{v.key}") for v in self.variables if v.secret)
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
-from instances import crypto
+from instances import crypto, destinations
 from patchworks_site.models import Company
 
 
@@ -40,6 +40,16 @@ class ConnectionPool(models.Model):
         return f"{self.name} ({self.limit} concurrent)"
 
 
+DESTINATION_CHANGED = "The API address changed"
+
+
+def destination_changed_message(unapproved: list[str]) -> str:
+    return (
+        f"{DESTINATION_CHANGED} to {destinations.describe(unapproved)}: the stored credentials are not sent there "
+        "until they are entered again."
+    )[:300]
+
+
 class InstanceQuerySet(models.QuerySet):
     def for_company(self, company: Company) -> InstanceQuerySet:
         return self.filter(company=company)
@@ -63,6 +73,12 @@ class Instance(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_check_ok = models.BooleanField(null=True, blank=True)
     last_check_message = models.CharField(max_length=300, blank=True)
+    # The origins (scheme://host:port) the stored secrets were entered for; see
+    # instances/destinations.py. Filled on the first save that stores secrets.
+    credentials_approved_for = models.JSONField(default=list, blank=True)
+    reauth_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the credentials must be entered again (empty when they need not)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -95,6 +111,43 @@ class Instance(models.Model):
     @property
     def _aad(self) -> str:
         return f"company:{self.company_id}:instance:{self.uid}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.secrets_ciphertext and not self.credentials_approved_for:
+            # Secrets stored for the first time are entered for today's destination.
+            self.credentials_approved_for = self.current_destinations()
+        super().save(*args, **kwargs)
+
+    def current_destinations(self, values: dict[str, str] | None = None, auth_method: AuthMethod | None = None) -> list[str]:
+        """Where requests with this instance's credentials go now (or with other `values` / method)."""
+        from instances.client import InstanceClient  # the client builds URLs; it does not import models
+
+        client = InstanceClient(self.connector, auth_method or self.auth_method, self.values if values is None else values, {})
+        return client.destinations()
+
+    def unapproved_destinations(self, values: dict[str, str] | None = None, auth_method: AuthMethod | None = None) -> list[str]:
+        """Origins the stored secrets would now go to but were not entered for (empty without secrets)."""
+        if not self.secrets_ciphertext:
+            return []
+        approved = set(self.credentials_approved_for)
+        return [d for d in self.current_destinations(values, auth_method) if d not in approved]
+
+    @property
+    def needs_reauth(self) -> bool:
+        return bool(self.reauth_reason)
+
+    def refresh_reauth_status(self) -> None:
+        """Mark (or clear) "re-authentication needed" after the destination of the credentials changed."""
+        unapproved = self.unapproved_destinations()
+        if unapproved:
+            reason = destination_changed_message(unapproved)
+        elif self.reauth_reason.startswith(DESTINATION_CHANGED):
+            reason = ""
+        else:
+            return
+        if reason != self.reauth_reason:
+            self.reauth_reason = reason
+            Instance.objects.filter(pk=self.pk).update(reauth_reason=reason)
 
     def get_secrets(self) -> dict[str, str]:
         return crypto.decrypt(self.secrets_ciphertext, self._aad)

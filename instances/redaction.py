@@ -156,7 +156,7 @@ def redact_body(body: str, content_type: str = "", variants: list[str] = ()) -> 
         try:
             return json.dumps(_redact_structure(json.loads(body), variants), ensure_ascii=False)
         except (ValueError, RecursionError):
-            # Not parseable, typically a large body cut short for storage: still
+            # Not parseable (or nested too deeply), typically a large body cut short for storage: still
             # redact the string values of sensitive keys.
             return JSON_STRING_MEMBER.sub(
                 lambda m: f'{m[1]}{m[2]}"{REDACTED}"' if is_sensitive(m[1]) else m[0], body
@@ -183,24 +183,30 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: (REDACTED if is_sensitive(k) else v) for k, v in headers.items()}
 
 
-def redact_exchange(exchange: dict, secrets: list[str], *, body_limit: int | None = None) -> dict:
+def redact_exchange(
+    exchange: dict, secrets: list[str], *, body_limit: int | None = None, header_limit: int | None = None
+) -> dict:
     """A redacted copy of a recorded exchange (see client.Exchange.as_record).
 
-    Bodies are redacted whole, then cut to `body_limit` characters; a body the
-    client already cut (``response_truncated``) is treated as cut too.
+    Bodies and header values are redacted whole, then cut to `body_limit` /
+    `header_limit` characters; a body the client already cut
+    (``response_truncated``) is treated as cut too.
     """
     variants = secret_variants(secrets)
+
+    def header(value: str) -> str:
+        value = scrub_text(value, variants)
+        if header_limit is not None and len(value) > header_limit:
+            value = scrub_cut(value[:header_limit], variants) + "\N{HORIZONTAL ELLIPSIS}"
+        return value
+
     out = dict(exchange)
     out["request_url"] = scrub_text(redact_url(exchange["request_url"]), variants)
-    out["request_headers"] = {
-        k: scrub_text(v, variants) for k, v in redact_headers(exchange["request_headers"]).items()
-    }
+    out["request_headers"] = {k: header(v) for k, v in redact_headers(exchange["request_headers"]).items()}
     out["request_body"] = scrub_text(
         redact_body(exchange["request_body"], _content_type(exchange["request_headers"]), variants), variants
     )
-    out["response_headers"] = {
-        k: scrub_text(v, variants) for k, v in redact_headers(exchange["response_headers"]).items()
-    }
+    out["response_headers"] = {k: header(v) for k, v in redact_headers(exchange["response_headers"]).items()}
     body = redact_body(exchange["response_body"], _content_type(exchange["response_headers"]), variants)
     body = scrub_text(body, variants)
     if exchange.get("response_truncated"):

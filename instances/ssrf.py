@@ -2,9 +2,10 @@
 
 Each hop (the first request and every redirect) is resolved once, every
 resolved address is checked, and the connection is then made to that exact
-address ("pinned"), so a DNS answer that changes between the check and the
-connect cannot reach an internal host. TLS still verifies the certificate
-against the hostname. Proxy environment variables are ignored.
+address ("pinned", see transport.py), so a DNS answer that changes between the
+check and the connect cannot reach an internal host. IPv6 addresses that carry
+an IPv4 address (mapped, compatible, translated, 6to4, NAT64, Teredo, ISATAP)
+are judged by the IPv4 address they lead to as well.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 # Cloud metadata services, refused even though some are not "private".
 METADATA_ADDRESSES = {
@@ -32,11 +29,81 @@ class BlockedDestination(Exception):
     """The URL points somewhere outbound requests may not go."""
 
 
-def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> str | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# IPv6 ranges refused whatever Python's `is_global` says (its answers vary between
+# Python releases). Teredo is refused outright: it tunnels through UDP relays to an
+# IPv4 host, its client address is obfuscated and a public API never lives on it.
+# The local-use NAT64 prefix is site-specific by definition (RFC 8215) and where it
+# embeds an IPv4 address depends on the operator's prefix length.
+REFUSED_IPV6_NETWORKS = [
+    (ipaddress.ip_network("fec0::/10"), "a site-local address"),
+    (ipaddress.ip_network("2001::/32"), "a Teredo tunnel address"),
+    (ipaddress.ip_network("64:ff9b:1::/48"), "a local-use NAT64 address"),
+    (ipaddress.ip_network("100::/64"), "a discard-only address"),
+    (ipaddress.ip_network("2001:db8::/32"), "a documentation address"),
+    (ipaddress.ip_network("2001:10::/28"), "a reserved address"),
+]
+REFUSED_IPV4_NETWORKS = [
+    (ipaddress.ip_network("192.88.99.0/24"), "a 6to4 relay address"),
+]
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 address carries, with the name of the form, if any."""
+    if ip.ipv4_mapped:
+        return "IPv4-mapped", ip.ipv4_mapped
+    if ip.sixtofour:
+        return "6to4", ip.sixtofour
+    if ip.teredo:
+        return "Teredo", ip.teredo[1]
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64_WELL_KNOWN:
+        return "NAT64", low32
+    if ip in IPV4_TRANSLATED:
+        return "IPv4-translated", low32
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:
+        return "IPv4-compatible", low32
+    # ISATAP interface identifier (RFC 5214): ...:0000:5efe:a.b.c.d or ...:0200:5efe:a.b.c.d
+    if (int(ip) >> 32) & 0xFDFFFFFF == 0x00005EFE:
+        return "ISATAP", low32
+    return None
+
+
+def _refusal(ip: IPAddress, allow_loopback: bool) -> str | None:
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            form, ipv4 = embedded
+            if form == "IPv4-mapped":
+                return _refusal(ipv4, allow_loopback)  # the very same host as the IPv4 address
+            if form == "Teredo":
+                return f"a Teredo tunnel address (to {ipv4})"
+            # Through a tunnel or translator even loopback is someone else's: never allowed.
+            problem = _refusal(ipv4, allow_loopback=False)
+            article = "an" if form[0] in "AEIOU" else "a"
+            if problem:
+                return f"{problem} embedded in {article} {form} address"
+            if form in ("IPv4-compatible", "IPv4-translated"):
+                return f"an {form} address (a deprecated form a host may route as IPv4)"
+            if form in ("6to4", "NAT64", "ISATAP"):
+                # A public IPv4 host reached over a translator (DNS64 synthesises
+                # 64:ff9b::/96 addresses for every IPv4-only API on IPv6-only networks).
+                return None
+        for network, reason in REFUSED_IPV6_NETWORKS:
+            if ip in network:
+                return reason
+        if ip.is_site_local:
+            return "a site-local address"
+    else:
+        for network, reason in REFUSED_IPV4_NETWORKS:
+            if ip in network:
+                return reason
     if ip.is_loopback:
         return None if allow_loopback else "a loopback address"
     if ip.is_link_local:
@@ -52,11 +119,26 @@ def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: 
     return None
 
 
-def resolve(url: str, allow_loopback: bool | None = None) -> str:
-    """The one IP address to connect to for `url`, or BlockedDestination."""
+def refusal(ip: str, allow_loopback: bool | None = None) -> str | None:
+    """Why outbound requests may not go to `ip`, or None when they may."""
     if allow_loopback is None:
         allow_loopback = settings.OUTBOUND_ALLOW_LOOPBACK
-    parts = urlsplit(url)
+    return _refusal(ipaddress.ip_address(ip), allow_loopback)
+
+
+def resolve(url: str, allow_loopback: bool | None = None) -> str:
+    """The one IP address to connect to for `url`, or BlockedDestination."""
+    return resolve_all(url, allow_loopback)[0]
+
+
+def resolve_all(url: str, allow_loopback: bool | None = None) -> list[str]:
+    """Every address `url`'s host resolves to, first the one to connect to; or BlockedDestination."""
+    if allow_loopback is None:
+        allow_loopback = settings.OUTBOUND_ALLOW_LOOPBACK
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise BlockedDestination("the URL is not valid") from None
     if parts.scheme not in ("http", "https"):
         raise BlockedDestination(f'only http and https URLs are allowed, not "{parts.scheme or "(none)"}"')
     host = parts.hostname
@@ -78,50 +160,8 @@ def resolve(url: str, allow_loopback: bool | None = None) -> str:
         problem = _refusal(ip, allow_loopback)
         if problem:
             raise BlockedDestination(f'"{host}" resolves to {problem} ({ip}), which is not allowed')
-        addresses.append(str(ip))
+        if str(ip) not in addresses:
+            addresses.append(str(ip))
     if not addresses:
         raise BlockedDestination(f'the host name "{host}" has no addresses')
-    return addresses[0]
-
-
-def _pinned_classes(ip: str) -> dict[str, type]:
-    """Connection pool classes whose connections dial `ip` whatever the host name."""
-
-    class PinnedHTTPConnection(HTTPConnection):
-        def _new_conn(self):  # type: ignore[override]
-            self._dns_host = ip
-            return super()._new_conn()
-
-    class PinnedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self):  # type: ignore[override]
-            self._dns_host = ip
-            return super()._new_conn()
-
-    class PinnedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = PinnedHTTPConnection
-
-    class PinnedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = PinnedHTTPSConnection
-
-    return {"http": PinnedHTTPPool, "https": PinnedHTTPSPool}
-
-
-class PinnedAdapter(HTTPAdapter):
-    def __init__(self, ip: str):
-        self._ip = ip
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pinned_classes(self._ip)
-
-
-def pinned_session(ip: str) -> requests.Session:
-    """A session that ignores proxy settings and connects only to `ip`."""
-    session = requests.Session()
-    session.trust_env = False  # no proxies or .netrc from the environment
-    session.proxies = {}
-    adapter = PinnedAdapter(ip)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return addresses

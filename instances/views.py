@@ -24,7 +24,9 @@ from instances.forms import (
     NameForm,
     SettingsForm,
 )
-from instances.models import CredentialCheck, Instance
+from instances.destinations import describe
+from instances.models import CredentialCheck, Instance, destination_changed_message
+from patchworks_site import audit
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -258,7 +260,10 @@ def date_preview(request: HttpRequest) -> HttpResponse:
 # --- instance settings (the cog) ---------------------------------------------------
 
 
-def _settings_context(instance: Instance, *, details=None, auth_form=None, credentials=None, tab="details", error="", check=None) -> dict:
+def _settings_context(
+    instance: Instance, *, details=None, auth_form=None, credentials=None, tab="details", error="", check=None,
+    new_destinations: list[str] | None = None,
+) -> dict:
     connector = instance.connector
     history = list(instance.checks.select_related("created_by")[: CHECK_HISTORY + 1])
     latest = history[0] if history else None
@@ -277,6 +282,7 @@ def _settings_context(instance: Instance, *, details=None, auth_form=None, crede
         "failed_check": check,
         "time_zones": _time_zones(),
         "flows": flows,
+        "new_destinations": describe(new_destinations) if new_destinations else "",
     }
 
 
@@ -340,8 +346,28 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     auth_fields = {v.key for v in credentials.variables}
     old_values = {k: v for k, v in instance.values.items() if k in auth_fields}
     auth_changed = not same_method or values != old_values or credentials.secrets_entered()
+    new_values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **values}
+    new_destinations = instance.current_destinations(new_values, method)
     check = None
+    confirmed_destination = False
     if auth_changed:
+        # Stored secrets go only where they were entered for: a changed API address
+        # needs them typed again (or an Administrator's recorded confirmation).
+        kept = credentials.kept_secrets()
+        unapproved = [d for d in new_destinations if d not in instance.credentials_approved_for] if kept else []
+        if unapproved:
+            confirmed_destination = (
+                request.user.is_company_administrator and request.POST.get("confirm_destination") == "yes"
+            )
+            if not confirmed_destination:
+                for name in kept:
+                    credentials.add_error(name, f"Enter this value again to send it to {describe(unapproved)}.")
+                context = _settings_context(
+                    instance, details=details, auth_form=auth_form, credentials=credentials, tab="authentication",
+                    error=f"{destination_changed_message(unapproved)} Nothing was saved.",
+                    new_destinations=unapproved,
+                )
+                return render(request, "instances/settings.html", context, status=422)
         result, check = checks.check_and_record(
             connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
         )
@@ -365,13 +391,19 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     instance.connection_pool = data.get("connection_pool")
     if auth_changed:
         instance.auth_method = method
-        instance.values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **values}
+        instance.values = new_values
         instance.set_secrets(secrets)
+        instance.credentials_approved_for = new_destinations
+        instance.reauth_reason = ""
     try:
         with transaction.atomic():
             instance.save()
             if check is not None:
                 checks.note_check(instance, check)
+            if confirmed_destination:
+                audit.record_note(instance, "instance", {
+                    "credentials sent to a new address": f"{describe(new_destinations)}, confirmed without entering them again",
+                })
     except IntegrityError:
         context = _settings_context(instance, details=details, auth_form=auth_form, credentials=credentials,
                                     error="Another instance of this connector has just taken that name. Nothing was saved.")

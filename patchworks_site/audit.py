@@ -140,6 +140,19 @@ def _record(obj: models.Model, tracked: Tracked, action: str, changes: dict) -> 
     return entry
 
 
+def record_note(obj: models.Model, object_type: str, changes: dict[str, str]) -> AuditEntry:
+    """An "updated" entry for a decision the field signals cannot see (e.g. a confirmation)."""
+    return AuditEntry.objects.create(
+        company_id=obj.company_id,
+        user_id=_acting_user_id(),
+        action=AuditAction.UPDATED,
+        object_type=object_type,
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        changes=changes,
+    )
+
+
 def record_definition_change(obj: models.Model, summary: str) -> AuditEntry | None:
     """An "updated" entry for a change the field signals cannot see (e.g. a connector's endpoints)."""
     return AuditEntry.objects.create(

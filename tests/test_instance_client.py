@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.cache import cache
 from werkzeug import Response
 
+from instances import ssrf, transport
 from instances.client import MAX_BODY_BYTES, MAX_REDIRECTS, RECORDED_BODY_CHARS, InstanceClient
 from instances.redaction import redact_exchange
 from tests.manifest_parts import basic_method
+from tests.raw_server import Conn, keepalive_server, raw_server  # noqa: F401 - fixtures
 
 BASIC = basic_method()
 
@@ -414,17 +418,20 @@ def test_a_closed_port_is_reported_as_a_refused_connection(api_connector):
     result = client_for(connector, secrets={"api_key": "k-1"}).check_credentials()
 
     assert not result.ok
-    assert result.message == "Could not connect to 127.0.0.1: the connection was refused or dropped."
+    assert result.message == "Could not connect to 127.0.0.1: the connection was refused."
 
 
-def test_a_huge_body_is_cut_at_one_megabyte_and_marked_truncated(api_connector, httpserver):
+def test_a_huge_body_is_an_error_cut_at_one_megabyte_and_marked_truncated(api_connector, httpserver):
     httpserver.expect_request("/api/me").respond_with_data(b"x" * (10 * 1024 * 1024))
     connector = api_connector(token_method(headers={"X-Api-Key": "{{api_key}}"}))
 
     exchange = client_for(connector, secrets={"api_key": "k-1"}).request("GET", "/me")
 
+    assert exchange.error == (
+        "The API's answer is larger than 1 MB, more than is read from any API; it was not read to the end."
+    )
     assert exchange.response_status == 200
-    assert exchange.response_truncated
+    assert exchange.response_truncated and exchange.json is None
     assert len(exchange.response_body) == MAX_BODY_BYTES == 1024 * 1024
     record = redact_exchange(exchange.as_record(), ["k-1"], body_limit=RECORDED_BODY_CHARS)
     assert record["response_truncated"] and len(record["response_body"]) == RECORDED_BODY_CHARS
@@ -516,3 +523,149 @@ def test_a_token_request_is_not_re_posted_with_the_client_secret_to_another_orig
         f"({elsewhere.split('/')[2]})."
     )
     assert httpserver_ipv4.log == []
+
+
+def test_the_total_deadline_covers_every_redirect(api_connector, httpserver, settings):
+    # Each hop answers well within the read timeout; together they take too long.
+    settings.OUTBOUND_TOTAL_TIMEOUT = 0.5
+
+    def slow_redirect(request):
+        time.sleep(0.2)
+        return Response("", status=302, headers={"Location": "/api/me"})
+
+    httpserver.expect_request("/api/me").respond_with_handler(slow_redirect)
+    connector = api_connector(token_method(headers={"X-Api-Key": "{{api_key}}"}))
+
+    started = time.monotonic()
+    result = client_for(connector, secrets={"api_key": "k-1"}).check_credentials()
+
+    assert result.message.startswith("The API did not finish answering within 0.5 seconds")
+    assert time.monotonic() - started < 0.9
+    time.sleep(0.25)  # let the last hop's handler finish before the next test
+
+
+# --- kept-alive connections ---------------------------------------------------------
+
+
+@pytest.fixture
+def sender(company, make_connector) -> InstanceClient:
+    """A client whose send() is used directly, with no kept-alive connection from earlier tests."""
+    transport.adapters.clear()
+    yield client_for(make_connector(company))
+    transport.adapters.clear()
+
+
+def test_requests_to_one_api_share_one_kept_alive_connection(sender, keepalive_server):
+    server = keepalive_server()
+
+    exchanges = [sender.send("GET", server.url_for(f"/orders/{i}")) for i in range(5)]
+
+    assert [e.json["path"] for e in exchanges] == [f"/orders/{i}" for i in range(5)]
+    assert server.connections == 1
+
+
+def test_without_keep_alive_every_request_opens_its_own_connection(sender, keepalive_server, settings):
+    settings.OUTBOUND_KEEP_ALIVE = False
+    server = keepalive_server()
+
+    for i in range(3):
+        assert sender.send("GET", server.url_for(f"/orders/{i}")).response_status == 200
+
+    assert server.connections == 3
+    assert transport.adapters.keys() == []
+
+
+def test_a_new_dns_answer_gets_a_connection_to_the_new_address_and_the_old_one_is_dropped(
+    sender, keepalive_server, monkeypatch
+):
+    first = keepalive_server("127.0.0.1")
+    second = keepalive_server("127.0.0.2", first.port)
+    answers = iter([["127.0.0.1"], ["127.0.0.1"], ["127.0.0.2"], ["127.0.0.1"]])
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "api.partner.test":  # the pinned connection resolving its IP literal
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in next(answers)]
+
+    monkeypatch.setattr(ssrf.socket, "getaddrinfo", resolver)
+    url = f"http://api.partner.test:{first.port}/me"
+
+    assert [sender.send("GET", url).error for _ in range(2)] == ["", ""]
+    assert (first.connections, second.connections) == (1, 0)
+
+    sender.send("GET", url)  # DNS now says 127.0.0.2
+    assert (first.connections, second.connections) == (1, 1)
+    assert transport.adapters.keys() == [("http", "api.partner.test", first.port, "127.0.0.2")]
+
+    sender.send("GET", url)  # back to 127.0.0.1: its old connection was closed, not kept
+    assert (first.connections, second.connections) == (2, 1)
+
+
+def test_the_adapter_cache_is_bounded_and_drops_the_least_recently_used():
+    cache = transport.AdapterCache(size=2)
+    a = cache.get("https", "a.example", 443, "93.184.215.14", ["93.184.215.14"])
+    cache.get("https", "b.example", 443, "93.184.215.15", ["93.184.215.15"])
+    assert cache.get("https", "A.example", 443, "93.184.215.14", ["93.184.215.14"]) is a  # used again: most recent
+
+    cache.get("https", "c.example", 443, "93.184.215.16", ["93.184.215.16"])
+
+    assert [key[1] for key in cache.keys()] == ["a.example", "c.example"]
+
+
+def test_threads_share_kept_alive_connections_safely(sender, keepalive_server):
+    server = keepalive_server()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        exchanges = list(pool.map(lambda i: sender.send("GET", server.url_for(f"/orders/{i}")), range(60)))
+
+    assert [e.error for e in exchanges] == [""] * 60
+    assert [e.json["path"] for e in exchanges] == [f"/orders/{i}" for i in range(60)]
+    assert 1 <= server.connections <= 6
+
+
+def test_a_kept_alive_connection_the_api_closed_is_replaced_without_an_error(sender, raw_server):
+    connections = []
+
+    def script(conn: Conn) -> None:
+        connections.append(conn)
+        conn.read_request()
+        body = b'{"n": %d}' % len(connections)
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        if len(connections) == 1:
+            conn.read_request()  # the next request on this connection is answered by closing it,
+            return  # as by a server whose idle timeout ran out just then
+
+    server = raw_server(script)
+
+    first = sender.send("GET", server.url_for("/me"))
+    second = sender.send("GET", server.url_for("/me"))
+
+    assert (first.error, second.error) == ("", "")
+    assert (first.json, second.json) == ({"n": 1}, {"n": 2})
+    assert len(connections) == 2
+
+
+def test_cookies_an_api_sets_are_not_sent_with_later_exchanges(sender, keepalive_server):
+    server = keepalive_server()
+
+    sender.send("GET", server.url_for("/set-cookie"))
+    later = sender.send("GET", server.url_for("/me"))
+
+    assert later.json == {"path": "/me", "cookie": None}
+    assert server.connections == 1
+
+
+def test_a_forked_worker_does_not_inherit_kept_alive_connections(sender, keepalive_server):
+    server = keepalive_server()
+    sender.send("GET", server.url_for("/me"))
+    assert len(transport.adapters.keys()) == 1
+
+    pid = os.fork()
+    if pid == 0:  # the child: its parent's sockets are not its to use
+        os._exit(0 if transport.adapters.keys() == [] else 1)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(transport.adapters.keys()) == 1  # the parent keeps its own

@@ -203,3 +203,19 @@ def test_a_secret_escaped_inside_a_json_string_is_redacted_even_when_the_body_is
     )
     assert spelling not in stored["response_body"]
     assert REDACTED in stored["response_body"]
+
+
+def test_a_secret_cut_by_the_header_limit_leaves_no_part_of_itself():
+    secret = "hdr-canary-ABCDEFGHIJKLMNOP"
+    value = "v" * 4090 + secret + "w" * 100
+    stored = redact_exchange(
+        {
+            "request_method": "GET", "request_url": "https://api.example.com/", "request_headers": {},
+            "request_body": "", "response_status": 200, "response_headers": {"X-Debug": value},
+            "response_body": "", "response_truncated": False, "duration_ms": 1, "error": "",
+        },
+        [secret],
+        header_limit=4096,
+    )
+    assert secret[:6] not in stored["response_headers"]["X-Debug"]
+    assert len(stored["response_headers"]["X-Debug"]) == 4096 + 1  # cut, with an ellipsis

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
 import requests
 
-from instances import ssrf
+from instances import ssrf, transport
 from instances.client import InstanceClient
 
 
@@ -143,7 +144,7 @@ def test_a_pinned_session_connects_to_the_pinned_address_and_keeps_the_host_name
     httpserver.expect_request("/hello").respond_with_data("hi")
     url = f"http://some-name.invalid:{httpserver.port}/hello"
 
-    with ssrf.pinned_session("127.0.0.1") as session:
+    with transport.pinned_session("127.0.0.1") as session:
         response = session.get(url, timeout=2)
 
     assert response.text == "hi"
@@ -154,7 +155,82 @@ def test_a_pinned_session_connects_to_the_pinned_address_and_keeps_the_host_name
 def test_a_pinned_session_ignores_proxy_environment_variables(httpserver, dead_proxy):
     httpserver.expect_request("/hello").respond_with_data("hi")
 
-    with ssrf.pinned_session("127.0.0.1") as session:
+    with transport.pinned_session("127.0.0.1") as session:
         response = session.get(f"http://some-name.invalid:{httpserver.port}/hello", timeout=2)
 
     assert response.status_code == 200
+
+
+# --- IPv6 forms that carry an IPv4 address, and other ranges Python calls global ----
+
+
+@pytest.mark.parametrize(
+    "ip, reason",
+    [
+        ("fec0::1", "a site-local address"),
+        ("feff:ffff::1", "a site-local address"),
+        # 6to4: 2002:AABB:CCDD::/48 carries AA.BB.CC.DD
+        ("2002:0a00:0001::1", "a private network address embedded in a 6to4 address"),
+        ("2002:a9fe:a9fe::1", "a cloud metadata address embedded in a 6to4 address"),
+        ("2002:7f00:0001::1", "a loopback address embedded in a 6to4 address"),
+        ("2002:c0a8:0101::1", "a private network address embedded in a 6to4 address"),
+        # Teredo (2001::/32) is refused whatever it carries
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "a Teredo tunnel address (to 192.0.2.45)"),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "a Teredo tunnel address (to 8.8.8.8)"),
+        # NAT64, well-known prefix 64:ff9b::/96
+        ("64:ff9b::10.0.0.1", "a private network address embedded in a NAT64 address"),
+        ("64:ff9b::169.254.169.254", "a cloud metadata address embedded in a NAT64 address"),
+        ("64:ff9b::127.0.0.1", "a loopback address embedded in a NAT64 address"),
+        # NAT64, local-use prefix 64:ff9b:1::/48 (RFC 8215) is refused whatever it carries
+        ("64:ff9b:1::10.0.0.1", "a local-use NAT64 address"),
+        ("64:ff9b:1:abcd::8.8.8.8", "a local-use NAT64 address"),
+        # IPv4-mapped ::ffff:a.b.c.d: judged as the IPv4 address itself
+        ("::ffff:10.0.0.1", "a private network address"),
+        ("::ffff:169.254.169.254", "a cloud metadata address"),
+        ("::ffff:100.64.0.1", "a non-public address"),
+        # IPv4-compatible ::a.b.c.d (deprecated) and IPv4-translated ::ffff:0:a.b.c.d
+        ("::10.0.0.1", "a private network address embedded in an IPv4-compatible address"),
+        ("::169.254.169.254", "a cloud metadata address embedded in an IPv4-compatible address"),
+        ("::8.8.8.8", "an IPv4-compatible address (a deprecated form a host may route as IPv4)"),
+        ("::ffff:0:10.0.0.1", "a private network address embedded in an IPv4-translated address"),
+        ("::ffff:0:8.8.8.8", "an IPv4-translated address (a deprecated form a host may route as IPv4)"),
+        # ISATAP interface identifiers (::0:5efe:a.b.c.d and ::200:5efe:a.b.c.d)
+        ("2606:4700::5efe:10.0.0.1", "a private network address embedded in an ISATAP address"),
+        ("2606:4700::200:5efe:169.254.169.254", "a cloud metadata address embedded in an ISATAP address"),
+        # Other special-purpose ranges
+        ("100::1", "a discard-only address"),
+        ("2001:db8::1", "a documentation address"),
+        ("2001:10::1", "a reserved address"),
+        ("192.88.99.1", "a 6to4 relay address"),
+        ("ff02::1", "a reserved address"),
+    ],
+)
+def test_every_form_that_leads_to_a_refused_address_is_refused(loopback_refused, ip, reason):
+    host = f"[{ip}]" if ":" in ip else ip
+    assert refusal(f"http://{host}/") == f'"{ip}" resolves to {reason} ({ipaddress.ip_address(ip)}), which is not allowed'
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "2002:0808:0808::1",  # 6to4 to a public IPv4 address
+        "64:ff9b::8.8.8.8",  # NAT64: DNS64 networks synthesise these for IPv4-only APIs
+        "2606:4700::200:5efe:8.8.8.8",  # ISATAP to a public IPv4 address
+        "::ffff:8.8.8.8",
+        "2606:4700:4700::1111",
+    ],
+)
+def test_forms_that_lead_to_a_public_address_are_allowed(loopback_refused, ip):
+    assert ssrf.resolve(f"http://[{ip}]/") == str(ipaddress.ip_address(ip))
+
+
+def test_loopback_through_a_tunnel_is_refused_even_when_loopback_is_allowed(settings):
+    # The development setting allows this host's loopback, not someone else's behind a relay.
+    settings.OUTBOUND_ALLOW_LOOPBACK = True
+
+    assert "a loopback address embedded in a NAT64 address" in refusal("http://[64:ff9b::7f00:1]/")
+    assert ipaddress.ip_address(ssrf.resolve("http://[::ffff:127.0.0.1]:8000/")).ipv4_mapped.is_loopback
+
+
+def test_a_url_that_cannot_be_parsed_is_refused():
+    assert refusal("http://[::1/") == "the URL is not valid"

@@ -187,6 +187,11 @@ if not CREDENTIAL_KEYS:
 OUTBOUND_ALLOW_LOOPBACK = env_bool("OUTBOUND_ALLOW_LOOPBACK", default=DEBUG)
 OUTBOUND_CONNECT_TIMEOUT = float(os.environ.get("OUTBOUND_CONNECT_TIMEOUT", "5"))
 OUTBOUND_READ_TIMEOUT = float(os.environ.get("OUTBOUND_READ_TIMEOUT", "15"))
+# The most one exchange (connect, headers, body, redirects) may take in total:
+# read timeouts apply to each read, so a server dripping bytes never trips them.
+OUTBOUND_TOTAL_TIMEOUT = float(os.environ.get("OUTBOUND_TOTAL_TIMEOUT", "20"))
+# Keep connections to third-party APIs alive between requests (per worker process).
+OUTBOUND_KEEP_ALIVE = env_bool("OUTBOUND_KEEP_ALIVE", default=True)
 # How long a request may wait for its instance's rate limit window to reopen.
 OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAIT", "10"))
 

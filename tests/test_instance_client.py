@@ -656,6 +656,7 @@ def test_cookies_an_api_sets_are_not_sent_with_later_exchanges(sender, keepalive
     assert server.connections == 1
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the child only exits
 def test_a_forked_worker_does_not_inherit_kept_alive_connections(sender, keepalive_server):
     server = keepalive_server()
     sender.send("GET", server.url_for("/me"))

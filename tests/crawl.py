@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from django.contrib import admin
@@ -121,7 +121,6 @@ class World:
     audit_entry: AuditEntry
     listing: Listing
     group: Group | None = None
-    extra: dict = field(default_factory=dict)
 
     def admin_objects(self) -> dict[str, object]:
         """The object of each admin-registered model ("app_label.model_name")."""

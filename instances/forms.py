@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
 from instances.models import ConnectionPool, Instance
+from patchworks_site.params import object_id
 
 NAME_HELP = (
     "This is what your users see when they choose an instance for a connection shape. "
@@ -223,6 +224,15 @@ POOL_TIMEOUT_MAX = 3600
 
 
 class PoolConnectorsField(forms.ModelMultipleChoiceField):
+    def _check_values(self, value):
+        # An id the database cannot hold (30 digits) is an invalid choice, not an overflow in the query.
+        for pk in value:
+            if object_id(str(pk)) is None:
+                raise forms.ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice", params={"value": str(pk)[:40]}
+                )
+        return super()._check_values(value)
+
     def label_from_instance(self, obj: Connector) -> str:
         if obj.concurrency_limit:
             return f"{obj.name} (up to {obj.concurrency_limit} concurrent requests)"

@@ -13,6 +13,7 @@ import re
 from django import forms
 from django.contrib import messages
 from django.core import signing
+from django.core.exceptions import BadRequest
 from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -284,6 +285,9 @@ def _auth_method_initial(method: dict) -> dict:
     }
 
 
+AUTH_ACTIONS = {"add", "update", "delete", "delete_variable", "save_variable"}
+
+
 def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
     current = manifests.export(editing.fresh(connector))
     editing_key = request.GET.get("edit") or request.POST.get("method_key", "")
@@ -293,6 +297,11 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
     variable_form = VariableForm(prefix="var", initial={"required": True}) if method else None
     action = request.POST.get("action", "")
     if request.method == "POST":
+        if action not in AUTH_ACTIONS:
+            raise BadRequest("Unknown action.")
+        if action != "add" and method is None:
+            messages.error(request, "That authentication method no longer exists.")
+            return redirect(_step_url(connector, "auth"))
         manifest = copy.deepcopy(current)
         if action == "add":
             new_form = NewAuthMethodForm(request.POST)

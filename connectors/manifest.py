@@ -134,6 +134,30 @@ def _optional_url_check(value: str) -> str | None:
     return _url_check(value) if value else None
 
 
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def header_value_error(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value (Latin-1, no line breaks), or None."""
+    if any(ch in value for ch in "\r\n\x00"):
+        return "must not contain line breaks"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "may only use Latin-1 characters (it is sent in an HTTP header)"
+    return None
+
+
+def _headers_check(headers: dict[str, str]) -> str | None:
+    for name, value in headers.items():
+        if not HEADER_NAME_RE.match(name):
+            return f'"{name[:60]}" is not a valid header name (letters, digits and -, no spaces)'
+        problem = header_value_error(value)
+        if problem:
+            return f'the value of "{name[:60]}" {problem}'
+    return None
+
+
 def _tz_check(value: str) -> str | None:
     return None if is_time_zone(value) else f'unknown time zone "{value}"'
 
@@ -163,7 +187,7 @@ AUTH_METHOD = {
     "authorize_url": Field("str", default="", max_length=500, check=_optional_url_check),
     "scope": Field("str", default="", max_length=500),
     "variables": Field("list", default=[], item=VARIABLE, max_items=MAX_AUTH_VARIABLES),
-    "headers": Field("dict", default={}, max_items=MAX_PAIRS),
+    "headers": Field("dict", default={}, max_items=MAX_PAIRS, check=_headers_check),
     "query_params": Field("dict", default={}, max_items=MAX_PAIRS),
     "body": Field("dict", default={}, max_items=MAX_PAIRS),
     "test_request": Field("obj", required=True, item=TEST_REQUEST),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import QuerySet
 
-from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
+from connectors.manifest import MAX_RATE_LIMIT, PLACEHOLDER_RE, date_format_error, header_value_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
 from instances.models import ConnectionPool, Instance
 from patchworks_site.params import object_id
@@ -151,6 +151,8 @@ class CredentialsForm(forms.Form):
     ):
         super().__init__(*args, **kwargs)
         self.variables = credential_variables(connector, auth_method)
+        # Values that end up in a request header must be sendable as one.
+        self.header_keys = {key for value in auth_method.headers.values() for key in PLACEHOLDER_RE.findall(value)}
         self.stored_secrets = stored_secrets or {}
         stored_values = stored_values or {}
         for variable in self.variables:
@@ -173,6 +175,15 @@ class CredentialsForm(forms.Form):
             field.advanced = variable.advanced
             field.secret = variable.secret
             self.fields[f"var_{variable.key}"] = field
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for key in self.header_keys:
+            value = cleaned.get(f"var_{key}")
+            problem = header_value_error(value) if value else None
+            if problem:
+                self.add_error(f"var_{key}", f"This value {problem}.")
+        return cleaned
 
     @property
     def basic_fields(self) -> list:

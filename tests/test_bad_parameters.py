@@ -165,3 +165,19 @@ def test_the_parameter_helpers_accept_only_ascii_digits():
 def test_the_page_number_helper_falls_back_to_the_first_page(rf):
     assert page_number(rf.get("/", {"page": "3"})) == 3
     assert [page_number(rf.get("/", {"page": v})) for v in ("0", "x", "1" * 10, "²")] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("token", ["Ā-token", "token\r\nX-Injected: 1"])
+def test_a_credential_that_cannot_be_sent_in_a_header_is_a_field_error(admin_client, connector, token):
+    from urllib.parse import parse_qs, urlsplit
+
+    state = ""
+    for data in ({"step": "name", "name": "Fuzz"},
+                 {"step": "settings", "time_zone": "UTC", "date_format": "%Y", "rate_limit_amount": "5", "rate_limit_unit": "second"}):
+        response = admin_client.post(f"/instances/new/{connector.pk}/", {**data, "state": state})
+        state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
+    response = admin_client.post(f"/instances/new/{connector.pk}/", {"step": "credentials", "state": state, "var_api_token": token})
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert "This value may only use Latin-1 characters" in body or "This value must not contain line breaks" in body
+    assert Instance.objects.count() == 0

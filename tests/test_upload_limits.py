@@ -173,7 +173,14 @@ def _endpoint(i: int) -> dict:
     (lambda m: m["auth_methods"][0]["test_request"].update(expected_status=[200] * 21),
      "auth_methods[0].test_request.expected_status: at most 20 status codes (found 21)"),
     (lambda m: m.update(description="d" * 5001), "description: must be at most 5000 characters"),
-], ids=["endpoints", "variables", "auth-methods", "headers", "header-value", "header-name", "status-codes", "description"])
+    (lambda m: m["auth_methods"][0]["headers"].update({"X Bad": "v"}),
+     'auth_methods[0].headers: "X Bad" is not a valid header name (letters, digits and -, no spaces)'),
+    (lambda m: m["auth_methods"][0]["headers"].update({"X-Name": "Ā"}),
+     'auth_methods[0].headers: the value of "X-Name" may only use Latin-1 characters (it is sent in an HTTP header)'),
+    (lambda m: m["auth_methods"][0]["headers"].update({"X-Name": "a\r\nX-Injected: 1"}),
+     'auth_methods[0].headers: the value of "X-Name" must not contain line breaks'),
+], ids=["endpoints", "variables", "auth-methods", "headers", "header-value", "header-name", "status-codes", "description",
+        "header-name-space", "header-value-unicode", "header-value-crlf"])
 def test_the_schema_limits_name_the_exact_path(manifest, change, error):
     change(manifest)
     with pytest.raises(manifests.ManifestError) as exc:

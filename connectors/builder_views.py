@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
+from django import forms
 from django.contrib import messages
 from django.core import signing
+from django.core.exceptions import BadRequest
 from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,7 +21,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from connectors import editing, openapi
+from connectors import documents, editing, openapi
 from connectors import manifest as manifests
 from connectors.forms import (
     AuthMethodForm,
@@ -57,17 +60,47 @@ def is_prebuilt(connector: Connector) -> bool:
     return hasattr(connector, "installation")
 
 
-def _save(request: HttpRequest, connector: Connector, manifest: dict, success: str) -> bool:
-    """Save and say so; on failure add an error message and return False (nothing saved)."""
+# Manifest paths whose last part is not the name of the form field that edits it.
+FIELD_ALIASES = {"amount": "rate_limit_amount", "unit": "rate_limit_unit"}
+
+
+def _field_for(error: str, form: forms.Form | None) -> str | None:
+    """The field of `form` a manifest error (`rate_limit.amount: must be ...`) belongs to, if any."""
+    if form is None:
+        return None
+    segments = [re.sub(r"\[\d+\]$", "", part) for part in error.partition(": ")[0].split(".")]
+    for index, segment in enumerate(segments):
+        name = f"test_{segment}" if index and segments[index - 1] == "test_request" else FIELD_ALIASES.get(segment, segment)
+        if name in form.fields:
+            return name
+    return None
+
+
+def _save(request: HttpRequest, connector: Connector, manifest: dict, success: str, form: forms.Form | None = None) -> bool:
+    """Save and say so; on failure return False (nothing saved) with the reasons as errors.
+
+    A reason about a field of `form` becomes that field's error; the others
+    are shown as a message.
+    """
     try:
         change = editing.save_definition(
             connector, manifest, user=request.user, draft=not is_prebuilt(connector),
             action=ConnectorChange.Action.EDITED if connector.pk else ConnectorChange.Action.CREATED,
         )
     except manifests.ManifestError as exc:
-        messages.error(request, "Nothing was saved: " + "; ".join(exc.errors))
+        unplaced = []
+        for error in exc.errors:
+            field = _field_for(error, form)
+            if field:
+                form.add_error(field, error.partition(": ")[2])
+            else:
+                unplaced.append(error)
+        if unplaced:
+            messages.error(request, "Nothing was saved: " + "; ".join(unplaced))
+        request.definition_refused = True
         return False
     except ProtectedError as exc:
+        request.definition_refused = True
         users = sorted({str(obj) for obj in exc.protected_objects})
         messages.error(request, "Nothing was saved: it is still in use by " + ", ".join(users[:10]) + ". Change those first.")
         return False
@@ -76,6 +109,12 @@ def _save(request: HttpRequest, connector: Connector, manifest: dict, success: s
     else:
         messages.success(request, success)
     return True
+
+
+def _status(request: HttpRequest, *forms_: forms.Form | None) -> int:
+    """422 when a form has errors or the definition was refused, else 200."""
+    invalid = any(f is not None and f.is_bound and f.errors for f in forms_)
+    return 422 if invalid or getattr(request, "definition_refused", False) else 200
 
 
 def _context(connector: Connector, step: str, **extra) -> dict:
@@ -108,12 +147,12 @@ def new_connector(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         connector = Connector(company=company)
         manifest = form.apply_to(copy.deepcopy(EMPTY_MANIFEST))
-        if _save(request, connector, manifest, f"{manifest['name']} created. Next, add its variables."):
+        if _save(request, connector, manifest, f"{manifest['name']} created. Next, add its variables.", form):
             _store_icon(connector, form.cleaned_data.get("icon"))
             return redirect(_step_url(connector, "variables"))
     return render(request, "connectors/builder.html", {
         "steps": STEPS, "step": "details", "form": form, "new": True, "time_zones": _time_zones(),
-    }, status=422 if form.errors else 200)
+    }, status=_status(request, form))
 
 
 def _store_icon(connector: Connector, icon: tuple[bytes, str] | None) -> None:
@@ -141,14 +180,15 @@ def _details(request: HttpRequest, connector: Connector) -> HttpResponse:
     form = DetailsForm(request.POST or None, request.FILES or None, initial=DetailsForm.initial_from(current))
     if request.method == "POST":
         if form.is_valid():
-            if request.POST.get("remove_icon"):
-                connector.icon, connector.icon_content_type = b"", ""
-                connector.save(update_fields=["icon", "icon_content_type"])
-            _store_icon(connector, form.cleaned_data.get("icon"))
-            if _save(request, connector, form.apply_to(copy.deepcopy(current)), "Basic details saved."):
+            # The icon changes only with the definition: a refused change saves nothing.
+            if _save(request, connector, form.apply_to(copy.deepcopy(current)), "Basic details saved.", form):
+                if request.POST.get("remove_icon"):
+                    connector.icon, connector.icon_content_type = b"", ""
+                    connector.save(update_fields=["icon", "icon_content_type"])
+                _store_icon(connector, form.cleaned_data.get("icon"))
                 return redirect(_step_url(connector, "details"))
     return render(request, "connectors/builder.html", _context(connector, "details", form=form, time_zones=_time_zones()),
-                  status=422 if form.errors else 200)
+                  status=_status(request, form))
 
 
 # --- variables -------------------------------------------------------------------
@@ -191,10 +231,10 @@ def _variables(request: HttpRequest, connector: Connector) -> HttpResponse:
             problem = _upsert_variable(request, manifest["variables"], form, request.POST.get("original_key", ""))
             if problem:
                 form.add_error("key", problem)
-            elif _save(request, connector, manifest, f'Variable "{form.cleaned_data["label"]}" saved.'):
+            elif _save(request, connector, manifest, f'Variable "{form.cleaned_data["label"]}" saved.', form):
                 return redirect(_step_url(connector, "variables"))
     return render(request, "connectors/builder.html", _context(connector, "variables", form=form, editing=existing),
-                  status=422 if form.errors else 200)
+                  status=_status(request, form))
 
 
 # --- authentication methods ----------------------------------------------------------
@@ -245,6 +285,9 @@ def _auth_method_initial(method: dict) -> dict:
     }
 
 
+AUTH_ACTIONS = {"add", "update", "delete", "delete_variable", "save_variable"}
+
+
 def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
     current = manifests.export(editing.fresh(connector))
     editing_key = request.GET.get("edit") or request.POST.get("method_key", "")
@@ -254,6 +297,11 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
     variable_form = VariableForm(prefix="var", initial={"required": True}) if method else None
     action = request.POST.get("action", "")
     if request.method == "POST":
+        if action not in AUTH_ACTIONS:
+            raise BadRequest("Unknown action.")
+        if action != "add" and method is None:
+            messages.error(request, "That authentication method no longer exists.")
+            return redirect(_step_url(connector, "auth"))
         manifest = copy.deepcopy(current)
         if action == "add":
             new_form = NewAuthMethodForm(request.POST)
@@ -263,7 +311,7 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
                 manifest["auth_methods"].append(
                     _new_auth_method(new_form.cleaned_data["name"], new_form.cleaned_data["type"], key, manifest["base_url"])
                 )
-                if _save(request, connector, manifest, f'Authentication method "{new_form.cleaned_data["name"]}" added. Check its test request below.'):
+                if _save(request, connector, manifest, f'Authentication method "{new_form.cleaned_data["name"]}" added. Check its test request below.', new_form):
                     return redirect(_step_url(connector, "auth", edit=key))
         elif method is not None:
             target = next(m for m in manifest["auth_methods"] if m["key"] == method["key"])
@@ -278,7 +326,7 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
                     data = form.cleaned_data
                     target.update({k: data[k] for k in ("name", "token_url", "authorize_url", "scope", "headers", "query_params", "body")})
                     target["test_request"] = {"method": data["test_method"], "path": data["test_path"], "expected_status": data["test_expected_status"]}
-                    if _save(request, connector, manifest, f'Authentication method "{data["name"]}" saved.'):
+                    if _save(request, connector, manifest, f'Authentication method "{data["name"]}" saved.', form):
                         return redirect(_step_url(connector, "auth", edit=method["key"]))
             elif action == "delete_variable":
                 key = request.POST.get("key", "")
@@ -291,13 +339,12 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
                     problem = _upsert_variable(request, target["variables"], variable_form, request.POST.get("original_key", ""))
                     if problem:
                         variable_form.add_error("key", problem)
-                    elif _save(request, connector, manifest, f'Variable "{variable_form.cleaned_data["label"]}" saved.'):
+                    elif _save(request, connector, manifest, f'Variable "{variable_form.cleaned_data["label"]}" saved.', variable_form):
                         return redirect(_step_url(connector, "auth", edit=method["key"]))
-    invalid = any(f is not None and f.is_bound and f.errors for f in (new_form, form, variable_form))
     return render(
         request, "connectors/builder.html",
         _context(connector, "auth", new_form=new_form, form=form, variable_form=variable_form, method=method),
-        status=422 if invalid else 200,
+        status=_status(request, new_form, form, variable_form),
     )
 
 
@@ -338,10 +385,10 @@ def _endpoints(request: HttpRequest, connector: Connector) -> HttpResponse:
             else:
                 taken = {e["key"] for e in manifest["endpoints"]}
                 manifest["endpoints"].append({"key": editing.unique_key(data["name"], taken, "endpoint"), **entry})
-            if _save(request, connector, manifest, f'Endpoint "{data["name"]}" saved.'):
+            if _save(request, connector, manifest, f'Endpoint "{data["name"]}" saved.', form):
                 return redirect(_step_url(connector, "endpoints"))
     return render(request, "connectors/builder.html", _context(connector, "endpoints", form=form, editing=existing),
-                  status=422 if form.errors else 200)
+                  status=_status(request, form))
 
 
 # --- manifests ------------------------------------------------------------------------
@@ -378,14 +425,18 @@ def download_manifest(request: HttpRequest, pk: int) -> HttpResponse:
 def import_manifest(request: HttpRequest) -> HttpResponse:
     """Create a custom connector from an uploaded manifest (YAML or JSON)."""
     company = require(request, "can_manage_connectors")
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(request.POST or None, request.FILES or None, max_bytes=manifests.MANIFEST_LIMITS.max_bytes)
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        deadline = documents.Deadline()
         try:
-            text = form.cleaned_data["file"].read().decode("utf-8")
-            manifest = manifests.loads(text)
+            manifest = manifests.loads(upload.read().decode("utf-8-sig"), deadline)
+            deadline.check()
         except UnicodeDecodeError:
             errors = ["manifest: the file is not UTF-8 text"]
+        except documents.DocumentError as exc:
+            errors = [f"manifest: {exc.describe()}"]
         except manifests.ManifestError as exc:
             errors = exc.errors
         else:
@@ -441,7 +492,7 @@ def _load_draft(raw: str) -> openapi.ImportDraft:
 def import_openapi(request: HttpRequest) -> HttpResponse:
     """Import from an OpenAPI 3 document: upload it, then pick the operations to keep as endpoints."""
     company = require(request, "can_manage_connectors")
-    form = UploadForm(request.POST or None, request.FILES or None)
+    form = UploadForm(request.POST or None, request.FILES or None, max_bytes=openapi.MAX_BYTES)
     errors: list[str] = []
     if request.method == "POST" and "draft" in request.POST:
         try:
@@ -470,8 +521,9 @@ def import_openapi(request: HttpRequest) -> HttpResponse:
         return _render_pick(request, draft, errors, selected=set(selected), name=name, system_type=system_type, status=422)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
+        deadline = documents.Deadline()
         try:
-            draft = openapi.draft_from_openapi(openapi.parse(upload.read(), upload.name))
+            draft = openapi.draft_from_openapi(openapi.parse(upload.read(), upload.name, deadline), deadline)
         except openapi.OpenAPIError as exc:
             errors = [str(exc)]
         else:

@@ -9,6 +9,7 @@ from django import forms
 
 from connectors.editing import parse_pairs
 from connectors.manifest import (
+    MANIFEST_LIMITS,
     MAX_CONCURRENCY,
     MAX_RATE_LIMIT,
     date_format_error,
@@ -225,14 +226,28 @@ class EndpointForm(forms.Form):
 
 
 class ManifestTextForm(forms.Form):
-    manifest = forms.CharField(widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "class": "font-monospace"}), max_length=500_000)
+    manifest = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "class": "font-monospace"}),
+        max_length=MANIFEST_LIMITS.max_bytes,
+    )
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(help_text="At most 8 MB.")
+    """One uploaded file of at most `max_bytes` (checked before anything reads it)."""
+
+    file = forms.FileField()
+
+    def __init__(self, *args, max_bytes: int = 8 * 1024 * 1024, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_bytes = max_bytes
+        self.fields["file"].help_text = f"At most {_size(max_bytes)}."
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > 8 * 1024 * 1024:
-            raise forms.ValidationError("The file must be at most 8 MB.")
+        if upload.size > self.max_bytes:
+            raise forms.ValidationError(f"The file must be at most {_size(self.max_bytes)} ({_size(upload.size)} uploaded).")
         return upload
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n / 1024:,.0f} KB"

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import yaml
 from django.db import transaction
 
+from connectors import documents
+
 from connectors.models import (
     AuthMethod,
     AuthType,
@@ -40,6 +42,22 @@ KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 MAX_RATE_LIMIT = 1_000_000
 MAX_CONCURRENCY = 1_000
+# Size limits of a definition: generous for real APIs (the biggest catalog
+# connector has 30 endpoints), small enough that every page showing a
+# connector, its history and its diffs stays fast.
+MAX_ENDPOINTS = 500
+MAX_VARIABLES = 100  # connector-level
+MAX_AUTH_METHODS = 20
+MAX_AUTH_VARIABLES = 50  # per authentication method
+MAX_PAIRS = 50  # headers, URL parameters, body parameters, endpoint parameters
+MAX_PAIR_NAME = 200
+MAX_PAIR_VALUE = 2048
+MAX_STATUS_CODES = 20
+MAX_ERRORS_SHOWN = 50
+# The uploaded or edited text: a manifest at every limit above stays well below these.
+MANIFEST_LIMITS = documents.Limits(
+    max_bytes=1024 * 1024, max_depth=16, max_nodes=100_000, allow_aliases=False, what="manifest"
+)
 # strftime directives accepted in a date format (portable across platforms).
 DATE_DIRECTIVES = set("aAwdbBmyYHIpMSfzZjUWcxX%GuVe")
 
@@ -56,6 +74,8 @@ def date_format_error(value: str) -> str | None:
         return "must not be empty"
     if len(value) > 64:
         return "must be at most 64 characters"
+    if "\x00" in value:
+        return "must not contain NUL characters"
     directives = re.findall(r"%(.?)", value)
     if not directives:
         return "must contain at least one directive such as %Y or %d"
@@ -87,6 +107,7 @@ class Field:
     max_length: int = 0
     min_value: int | None = None
     max_value: int | None = None
+    max_items: int = 0  # list, dict and status_list
     item: dict[str, Field] | None = None  # for obj and list-of-obj
     check: Callable[[Any], str | None] | None = None
 
@@ -113,6 +134,30 @@ def _optional_url_check(value: str) -> str | None:
     return _url_check(value) if value else None
 
 
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def header_value_error(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value (Latin-1, no line breaks), or None."""
+    if any(ch in value for ch in "\r\n\x00"):
+        return "must not contain line breaks"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "may only use Latin-1 characters (it is sent in an HTTP header)"
+    return None
+
+
+def _headers_check(headers: dict[str, str]) -> str | None:
+    for name, value in headers.items():
+        if not HEADER_NAME_RE.match(name):
+            return f'"{name[:60]}" is not a valid header name (letters, digits and -, no spaces)'
+        problem = header_value_error(value)
+        if problem:
+            return f'the value of "{name[:60]}" {problem}'
+    return None
+
+
 def _tz_check(value: str) -> str | None:
     return None if is_time_zone(value) else f'unknown time zone "{value}"'
 
@@ -131,7 +176,7 @@ VARIABLE = {
 TEST_REQUEST = {
     "method": Field("str", default="GET", choices=tuple(HttpMethod.values)),
     "path": Field("str", required=True, max_length=500, check=_path_check),
-    "expected_status": Field("status_list", default=[200]),
+    "expected_status": Field("status_list", default=[200], max_items=MAX_STATUS_CODES),
 }
 
 AUTH_METHOD = {
@@ -141,10 +186,10 @@ AUTH_METHOD = {
     "token_url": Field("str", default="", max_length=500, check=_optional_url_check),
     "authorize_url": Field("str", default="", max_length=500, check=_optional_url_check),
     "scope": Field("str", default="", max_length=500),
-    "variables": Field("list", default=[], item=VARIABLE),
-    "headers": Field("dict", default={}),
-    "query_params": Field("dict", default={}),
-    "body": Field("dict", default={}),
+    "variables": Field("list", default=[], item=VARIABLE, max_items=MAX_AUTH_VARIABLES),
+    "headers": Field("dict", default={}, max_items=MAX_PAIRS, check=_headers_check),
+    "query_params": Field("dict", default={}, max_items=MAX_PAIRS),
+    "body": Field("dict", default={}, max_items=MAX_PAIRS),
     "test_request": Field("obj", required=True, item=TEST_REQUEST),
 }
 
@@ -155,7 +200,7 @@ ENDPOINT = {
     "direction": Field("str", required=True, choices=tuple(Direction.values)),
     "method": Field("str", required=True, choices=tuple(HttpMethod.values)),
     "path": Field("str", required=True, max_length=500, check=_path_check),
-    "parameters": Field("dict", default={}),
+    "parameters": Field("dict", default={}, max_items=MAX_PAIRS),
 }
 
 RATE_LIMIT = {
@@ -172,27 +217,41 @@ CONNECTOR = {
     "version": Field("str", required=True, max_length=40),
     "version_name": Field("str", default="", max_length=120),
     "base_url": Field("str", required=True, max_length=500, check=_url_check),
-    "date_format": Field("str", default="%Y-%m-%dT%H:%M:%S%z", check=date_format_error),
+    "date_format": Field("str", default="%Y-%m-%dT%H:%M:%S%z", max_length=64, check=date_format_error),
     "rate_limit": Field("obj", required=True, item=RATE_LIMIT),
     "time_zone": Field("str", default="UTC", max_length=64, check=_tz_check),
     "concurrency_limit": Field("int", default=None, min_value=1, max_value=MAX_CONCURRENCY),
-    "variables": Field("list", default=[], item=VARIABLE),
-    "auth_methods": Field("list", required=True, item=AUTH_METHOD),
-    "endpoints": Field("list", required=True, item=ENDPOINT),
+    "variables": Field("list", default=[], item=VARIABLE, max_items=MAX_VARIABLES),
+    "auth_methods": Field("list", required=True, item=AUTH_METHOD, max_items=MAX_AUTH_METHODS),
+    "endpoints": Field("list", required=True, item=ENDPOINT, max_items=MAX_ENDPOINTS),
 }
 
 
-def _join(path: str, name: str) -> str:
+INTEGER_TEXT_RE = re.compile(r"^\s*[-+]?[0-9][0-9_]*\s*$")
+
+
+def _join(path: str, name: Any) -> str:
+    name = str(name)[:80]
     return f"{path}.{name}" if path else name
+
+
+def _number_text(value: int | float) -> str | None:
+    """A number written as text; None for integers too long to be meant (and to convert)."""
+    if isinstance(value, int) and value.bit_length() > 100:
+        return None
+    return str(value)
 
 
 def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
     """Type-check one value; returns the normalised value (or None after an error)."""
     if spec.kind == "str":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # YAML reads `version: 1.0` as a number
+            value = _number_text(value)  # YAML reads `version: 1.0` as a number
         if not isinstance(value, str):
             errors.append(f"{path}: must be a string")
+            return None
+        if "\x00" in value:
+            errors.append(f"{path}: must not contain NUL characters")
             return None
         value = value.strip()
         if spec.required and not value:
@@ -206,6 +265,12 @@ def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
             return None
     elif spec.kind == "int":
         if value is None and not spec.required:
+            return None
+        if isinstance(value, str) and INTEGER_TEXT_RE.match(value):
+            # An integer too long to be read as a number (documents.MAX_INT_DIGITS).
+            limit = spec.min_value if value.lstrip().startswith("-") else spec.max_value
+            word = "least" if value.lstrip().startswith("-") else "most"
+            errors.append(f"{path}: must be at {word} {limit}" if limit is not None else f"{path}: number too large")
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(f"{path}: must be a whole number")
@@ -224,21 +289,36 @@ def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
         if not isinstance(value, dict):
             errors.append(f"{path}: must be a mapping of names to text")
             return None
+        if spec.max_items and len(value) > spec.max_items:
+            errors.append(f"{path}: at most {spec.max_items} entries (found {len(value)})")
+            return None
         clean = {}
         for k, v in value.items():
             if not isinstance(k, str) or not k.strip():
                 errors.append(f"{path}: names must be non-empty text")
                 return None
+            if len(k) > MAX_PAIR_NAME or "\x00" in k:
+                errors.append(f"{path}: names must be at most {MAX_PAIR_NAME} characters, without NUL characters")
+                return None
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = str(v)
+                v = _number_text(v)
             if not isinstance(v, str):
                 errors.append(f"{_join(path, k)}: must be text")
+                return None
+            if len(v) > MAX_PAIR_VALUE:
+                errors.append(f"{_join(path, k)}: must be at most {MAX_PAIR_VALUE} characters")
+                return None
+            if "\x00" in v:
+                errors.append(f"{_join(path, k)}: must not contain NUL characters")
                 return None
             clean[k.strip()] = v
         value = clean
     elif spec.kind == "status_list":
         if not isinstance(value, list) or not value:
             errors.append(f"{path}: must be a non-empty list of HTTP status codes")
+            return None
+        if spec.max_items and len(value) > spec.max_items:
+            errors.append(f"{path}: at most {spec.max_items} status codes (found {len(value)})")
             return None
         for i, code in enumerate(value):
             if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
@@ -249,6 +329,9 @@ def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
     elif spec.kind == "list":
         if not isinstance(value, list):
             errors.append(f"{path}: must be a list")
+            return None
+        if spec.max_items and len(value) > spec.max_items:
+            errors.append(f"{path}: at most {spec.max_items} allowed (found {len(value)})")
             return None
         items = [_check_object(v, spec.item or {}, f"{path}[{i}]", errors) for i, v in enumerate(value)]
         _check_unique_keys(items, path, errors)
@@ -370,39 +453,40 @@ def validate(data: Any, *, draft: bool = False) -> dict:
     if manifest is not None and not errors:
         _check_semantics(manifest, errors, draft=draft)
     if errors:
+        if len(errors) > MAX_ERRORS_SHOWN:
+            errors = errors[:MAX_ERRORS_SHOWN] + [f"… and {len(errors) - MAX_ERRORS_SHOWN} more problems"]
         raise ManifestError(errors)
     return manifest  # type: ignore[return-value]
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases: a manifest never needs them, and they allow "billion laughs"."""
+def parse(text: str, deadline: documents.Deadline | None = None) -> Any:
+    """YAML (or JSON, which is YAML) text as data; ManifestError saying where it is broken.
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases are not allowed in a manifest", event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def parse(text: str) -> Any:
-    """YAML (or JSON, which is YAML) text as data; ManifestError saying where it is broken."""
+    The text is checked against MANIFEST_LIMITS (size, nesting, node count, no
+    aliases) before the YAML is composed.
+    """
+    if "\x00" in text:
+        raise ManifestError(["manifest: must not contain NUL characters"])
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MANIFEST_LIMITS.max_bytes:
+        raise ManifestError([
+            f"manifest: too large ({size / 1024:,.0f} KB); a manifest may be at most {MANIFEST_LIMITS.max_bytes // 1024:,} KB"
+        ])
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", "") or ""
-        detail = f" ({problem})" if "aliases" in problem else ""
-        raise ManifestError([f"manifest: not valid YAML{where}{detail}"]) from exc
+        return documents.load_yaml(text, MANIFEST_LIMITS, deadline or documents.Deadline())
+    except documents.DocumentError as exc:
+        raise ManifestError([f"manifest: {exc.describe()}"]) from None
 
 
-def loads(text: str) -> dict:
+def loads(text: str, deadline: documents.Deadline | None = None) -> dict:
     """Parse YAML (or JSON) text and validate it."""
-    return validate(parse(text))
+    return validate(parse(text, deadline))
 
 
-def dumps(manifest: dict) -> str:
-    return yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=100)
+def dumps(manifest: dict | list) -> str:
+    return yaml.dump(
+        manifest, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, allow_unicode=True, width=100
+    )
 
 
 # --- connector <-> manifest ------------------------------------------------
@@ -627,10 +711,19 @@ def compare(old: dict, new: dict) -> ManifestComparison:
     )
 
 
-def diff_lines(before: dict | None, after: dict) -> list[tuple[str, str]]:
-    """A readable line diff of two manifests as YAML: (kind, text), kind in {"+", "-", " ", "@"}."""
-    old = dumps(before).splitlines() if before else []
-    new = dumps(after).splitlines()
+DIFF_MAX_LINES = 400
+SECTIONS = ("variables", "auth_methods", "endpoints")
+
+
+@dataclass
+class Diff:
+    """The first `DIFF_MAX_LINES` lines of a manifest diff, and how many more there are."""
+
+    lines: list[tuple[str, str]]
+    hidden: int = 0
+
+
+def _unified(old: list[str], new: list[str]) -> list[tuple[str, str]]:
     lines = []
     for line in difflib.unified_diff(old, new, lineterm="", n=2):
         if line.startswith(("---", "+++")):
@@ -638,3 +731,44 @@ def diff_lines(before: dict | None, after: dict) -> list[tuple[str, str]]:
         kind = "@" if line.startswith("@@") else line[:1]
         lines.append((kind, line[1:] if kind != "@" else "…"))
     return lines
+
+
+def diff(before: dict | None, after: dict, max_lines: int = DIFF_MAX_LINES) -> Diff:
+    """A readable diff of two manifests as YAML, item by item: (kind, text), kind in {"+", "-", " ", "@"}.
+
+    Variables, authentication methods and endpoints are matched by key and
+    only the items that were added, removed or changed are dumped and
+    compared, so the cost follows the size of the change, not of the
+    connector (a line diff of two whole 500-endpoint manifests takes seconds).
+    """
+    before = before or {}
+    lines: list[tuple[str, str]] = []
+    settings_old = {k: v for k, v in before.items() if k not in SECTIONS}
+    settings_new = {k: v for k, v in after.items() if k not in SECTIONS}
+    if settings_old != settings_new:
+        lines += _unified(dumps(settings_old).splitlines() if settings_old else [], dumps(settings_new).splitlines())
+    for section in SECTIONS:
+        old = {item.get("key"): item for item in before.get(section) or [] if isinstance(item, dict)}
+        new = {item.get("key"): item for item in after.get(section) or [] if isinstance(item, dict)}
+        for key, item in new.items():
+            if key not in old:
+                lines.append(("@", f"{section}: {key} added"))
+                lines += [("+", line) for line in dumps([item]).splitlines()]
+            elif old[key] != item:
+                lines.append(("@", f"{section}: {key} changed"))
+                lines += [line for line in _unified(dumps([old[key]]).splitlines(), dumps([item]).splitlines()) if line[0] != "@"]
+        for key, item in old.items():
+            if key not in new:
+                lines.append(("@", f"{section}: {key} removed"))
+                lines += [("-", line) for line in dumps([item]).splitlines()]
+        kept_old = [key for key in old if key in new]
+        kept_new = [key for key in new if key in old]
+        if kept_old != kept_new:
+            lines.append(("@", f"{section}: order changed"))
+    return Diff(lines[:max_lines], max(0, len(lines) - max_lines))
+
+
+def diff_lines(before: dict | None, after: dict) -> list[tuple[str, str]]:
+    """Every line of `diff()` (tests and callers that need no cap)."""
+    result = diff(before, after, max_lines=10**9)
+    return result.lines

@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
-import yaml
-
-from connectors.manifest import KEY_RE, PLACEHOLDER_RE, validate
+from connectors import documents
+from connectors.manifest import KEY_RE, MAX_ENDPOINTS, PLACEHOLDER_RE, validate
 
 MAX_BYTES = 8 * 1024 * 1024
+# Real documents nest schemas a few dozen levels deep and use anchors rarely;
+# aliases are counted where they are used, so an alias bomb is refused early.
+LIMITS = documents.Limits(
+    max_bytes=MAX_BYTES, max_depth=100, max_nodes=2_000_000, allow_aliases=True, what="OpenAPI document"
+)
+MAX_OPERATIONS = 2000
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 USABLE_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}  # connectors.models.HttpMethod
 DEFAULT_RATE_LIMIT = {"amount": 60, "unit": "minute"}
@@ -97,8 +102,13 @@ class ImportDraft:
 # --- parsing --------------------------------------------------------------
 
 
-def parse(data: bytes, filename: str = "") -> dict:
-    """The uploaded file as a mapping, or OpenAPIError saying why it is not an OpenAPI 3 document."""
+def parse(data: bytes, filename: str = "", deadline: documents.Deadline | None = None) -> dict:
+    """The uploaded file as a mapping, or OpenAPIError saying why it is not an OpenAPI 3 document.
+
+    Size, nesting depth and node count (aliases expanded) are checked before
+    the document is built, and the whole read runs within `deadline`.
+    """
+    deadline = deadline or documents.Deadline()
     if len(data) > MAX_BYTES:
         raise OpenAPIError(
             f"The file is too large ({len(data) / 1024 / 1024:.1f} MB); the limit is {MAX_BYTES // 1024 // 1024} MB."
@@ -109,17 +119,28 @@ def parse(data: bytes, filename: str = "") -> dict:
         raise OpenAPIError("The file is not UTF-8 text, so it cannot be JSON or YAML.") from None
     if not text.strip():
         raise OpenAPIError("The file is empty.")
+    if "\x00" in text:
+        raise OpenAPIError("The file contains NUL characters, so it is not JSON or YAML text.")
     try:
-        document = json.loads(text)
-    except ValueError as json_error:
         try:
-            document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as exc:
-            if filename.lower().endswith(".json"):
-                raise OpenAPIError(f"The file is not valid JSON: {json_error}.") from None
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise OpenAPIError(f"The file is not valid JSON or YAML{where}.") from None
+            if not text.lstrip().startswith(("{", "[")):
+                raise ValueError("the text does not start with { or [")
+            document = documents.load_json(text, LIMITS, deadline)
+        except ValueError as json_error:
+            if isinstance(json_error, documents.DocumentError):
+                raise
+            try:
+                document = documents.load_yaml(text, LIMITS, deadline)
+            except documents.DocumentError as exc:
+                if exc.syntax and filename.lower().endswith(".json"):
+                    raise OpenAPIError(f"The file is not valid JSON: {json_error}.") from None
+                if exc.syntax:
+                    where = f" (line {exc.line}, column {exc.column})" if exc.line else ""
+                    detail = f": {exc.problem}" if exc.problem and not exc.line else ""
+                    raise OpenAPIError(f"The file is not valid JSON or YAML{where}{detail}.") from None
+                raise
+    except documents.DocumentError as exc:
+        raise OpenAPIError(f"The file cannot be imported: {exc.describe()}.") from None
     _check_version(document)
     return document
 
@@ -131,9 +152,84 @@ def _check_version(document: Any) -> None:
         raise OpenAPIError("Swagger 2.0 documents are not supported; convert them to OpenAPI 3 first.")
     if "openapi" not in document:
         raise OpenAPIError('The file is not an OpenAPI 3 document: it has no "openapi" field.')
-    version = str(document["openapi"]).strip()
+    version = str(document["openapi"]).strip()[:40] if isinstance(document["openapi"], (str, int, float)) else "?"
     if not re.match(r"^3\.[01](\.|$)", version):
         raise OpenAPIError(f"OpenAPI {version} is not supported; only OpenAPI 3.0 and 3.1 documents can be imported.")
+
+
+# --- the shape of the parts the importer reads ---------------------------------
+#
+# A spec is "any", "scalar", ("list", item), ("map", {key: spec}) with other
+# keys ignored, or ("mapof", value) whose keys must be text.
+
+_SCALAR = (str, int, float, bool, type(None))
+_PARAMETER = ("map", {"name": "scalar", "in": "scalar", "required": "scalar", "schema": "any"})
+_SECURITY = ("list", ("mapof", "any"))
+_SERVERS = ("list", ("map", {"url": "scalar", "variables": ("mapof", "any")}))
+_OPERATION = ("map", {
+    "operationId": "scalar", "summary": "scalar", "tags": ("list", "any"), "deprecated": "any",
+    "parameters": ("list", _PARAMETER), "security": _SECURITY, "servers": _SERVERS,
+})
+_PATH_ITEM = ("map", {
+    "parameters": ("list", _PARAMETER), "servers": _SERVERS, **{method: _OPERATION for method in HTTP_METHODS},
+})
+_FLOW = ("map", {"tokenUrl": "scalar", "authorizationUrl": "scalar", "scopes": ("mapof", "any")})
+_SCHEME = ("map", {
+    "type": "scalar", "scheme": "scalar", "bearerFormat": "scalar", "in": "scalar", "name": "scalar",
+    "flows": ("mapof", _FLOW),
+})
+_DOCUMENT = ("map", {
+    "info": "any",
+    "servers": _SERVERS,
+    "paths": ("mapof", _PATH_ITEM),
+    "components": ("map", {"securitySchemes": ("mapof", _SCHEME)}),
+    "security": _SECURITY,
+})
+MAX_SHAPE_ERRORS = 10
+
+
+def _shape_errors(document: dict, value: Any, spec: Any, path: str, errors: list[str]) -> None:
+    if len(errors) >= MAX_SHAPE_ERRORS or spec == "any":
+        return
+    resolved = _resolve(document, value)
+    if resolved is not value:
+        # The importer reads some parts through their $ref and others as written: check both.
+        _shape_errors(document, resolved, spec, path, errors)
+        if len(value) == 1:
+            return
+    if spec == "scalar":
+        if not isinstance(value, _SCALAR):
+            errors.append(f"{path}: must be a single value, not a {'list' if isinstance(value, list) else 'mapping'}")
+        return
+    kind, item = spec
+    if kind == "list":
+        if not isinstance(value, list):
+            errors.append(f"{path}: must be a list")
+            return
+        for index, element in enumerate(value):
+            _shape_errors(document, element, item, f"{path}[{index}]", errors)
+        return
+    if not isinstance(value, dict):
+        errors.append(f"{path}: must be a mapping")
+        return
+    if kind == "map":
+        for key, key_spec in item.items():
+            if key in value and value[key] is not None:
+                _shape_errors(document, value[key], key_spec, f"{path}.{key}" if path else key, errors)
+        return
+    for key, element in value.items():
+        if not isinstance(key, str):
+            errors.append(f"{path}: names must be text (found {str(key)[:40]})")
+            return
+        _shape_errors(document, element, item, f"{path}.{key[:80]}", errors)
+
+
+def check_shape(document: dict) -> None:
+    """OpenAPIError naming the path of each part the importer reads that has the wrong type."""
+    errors: list[str] = []
+    _shape_errors(document, document, _DOCUMENT, "", errors)
+    if errors:
+        raise OpenAPIError("The document does not have the shape of an OpenAPI document: " + "; ".join(errors) + ".")
 
 
 # --- text helpers -----------------------------------------------------------
@@ -238,7 +334,7 @@ class _RawOperation:
     servers: list  # path- or operation-level servers, empty when the document's apply
 
 
-def _raw_operations(document: dict, warnings: list[str]) -> list[_RawOperation]:
+def _raw_operations(document: dict, warnings: list[str], deadline: documents.Deadline) -> list[_RawOperation]:
     paths = document.get("paths")
     if paths is not None and not isinstance(paths, dict):
         raise OpenAPIError('The document\'s "paths" must be a mapping of paths to operations.')
@@ -246,6 +342,7 @@ def _raw_operations(document: dict, warnings: list[str]) -> list[_RawOperation]:
     unusable: set[str] = set()
     global_security = document.get("security")
     for path, item in (paths or {}).items():
+        deadline.check()
         item = _resolve(document, item)
         if not isinstance(item, dict) or not str(path).startswith("/"):
             continue
@@ -267,6 +364,11 @@ def _raw_operations(document: dict, warnings: list[str]) -> list[_RawOperation]:
                 security = None
             servers = operation.get("servers") or item.get("servers") or []
             found.append(_RawOperation(method.upper(), str(path), operation, parameters, security, servers))
+            if len(found) > MAX_OPERATIONS:
+                raise OpenAPIError(
+                    f"The document has more than {MAX_OPERATIONS} operations; import it in parts "
+                    f"(a connector can have at most {MAX_ENDPOINTS} endpoints)."
+                )
     if unusable:
         warnings.append(
             f"Operations using {', '.join(sorted(unusable))} were skipped: "
@@ -561,12 +663,21 @@ def _operation_name(op: _RawOperation) -> str:
     return _clip(name, NAME_MAX)
 
 
-def draft_from_openapi(document: dict) -> ImportDraft:
-    """Everything the connector builder can use from `document`, and warnings about the rest."""
+def draft_from_openapi(document: dict, deadline: documents.Deadline | None = None) -> ImportDraft:
+    """Everything the connector builder can use from `document`, and warnings about the rest.
+
+    Raises OpenAPIError when the document cannot be used, or when reading it
+    takes longer than `deadline` allows.
+    """
+    deadline = deadline or documents.Deadline()
     _check_version(document)
+    check_shape(document)
     warnings: list[str] = []
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
-    raw = _raw_operations(document, warnings)
+    try:
+        raw = _raw_operations(document, warnings, deadline)
+    except documents.DocumentError as exc:
+        raise OpenAPIError(f"The file cannot be imported: {exc.describe()}.") from None
     base_url, variables = _base_url(document, warnings)
     auth = _auth_methods(document, raw, base_url, warnings)
 

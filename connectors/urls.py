@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/manifest/", builder_views.edit_manifest, name="edit_manifest"),
     path("<int:pk>/manifest.yaml", builder_views.download_manifest, name="download_manifest"),
     path("<int:pk>/history/", views.history, name="history"),
+    path("<int:pk>/history/<int:change_pk>/", views.change, name="change"),
     path("<int:pk>/remove/", builder_views.remove, name="remove"),
     path("<int:pk>/icon/", builder_views.icon, name="icon"),
 ]

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Prefetch
+from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from connectors import manifest as manifests
 from connectors.models import Connector, SystemType
+from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
@@ -31,16 +32,15 @@ def _get_connector_for_user(request: HttpRequest, pk: int) -> tuple[Company, Con
 def _highlight(value: str) -> dict[str, int]:
     """`?highlight=instance-7` marks a just-created row; anything malformed is ignored."""
     kind, _, pk = value.partition("-")
-    return {kind: int(pk)} if kind in {"connector", "instance"} and pk.isdigit() else {}
+    object_id = params.object_id(pk)
+    return {kind: object_id} if kind in {"connector", "instance"} and object_id is not None else {}
 
 
 def manage(request: HttpRequest) -> HttpResponse:
     """process flows > connectors & instances: every connector of the company with its instances."""
     company = company_of(request)
-    query = request.GET.get("q", "").strip()[:120]
-    system_type = request.GET.get("system_type", "")
-    if system_type not in SystemType.values:
-        system_type = ""
+    query = params.search_query(request)
+    system_type = params.choice(request.GET, "system_type", SystemType.values)
     # Instances are listed inline; the page needs none of their credentials or values.
     instance_model = Connector._meta.get_field("instances").related_model
     instances = instance_model.objects.select_related("connection_pool").only(
@@ -58,7 +58,7 @@ def manage(request: HttpRequest) -> HttpResponse:
         # whether a prebuilt connector is modified.
         .prefetch_related("variables", "auth_methods", "endpoints", Prefetch("instances", queryset=instances))
     )
-    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(connectors, PAGE_SIZE).get_page(params.page_number(request))
     context = {
         "page": page,
         "query": query,
@@ -78,10 +78,39 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "connectors/detail.html", {"connector": connector})
 
 
+HISTORY_PAGE_SIZE = 10
+
+
+def _changes(connector: Connector):
+    """The connector's changes without their manifests (loaded only for the diff being shown)."""
+    return connector.changes.select_related("user").defer("before", "after").annotate(
+        has_before=ExpressionWrapper(Q(before__isnull=False), output_field=BooleanField())
+    )
+
+
 def history(request: HttpRequest, pk: int) -> HttpResponse:
-    """Every change to the connector's definition: who, when, what (a readable manifest diff)."""
+    """Every change to the connector's definition: who, when, what; a page at a time.
+
+    Only the newest change's diff is computed with the page; the others are
+    computed when the user opens them (`change`), so a long history of big
+    definitions costs the same as a short one.
+    """
     company = company_of(request)
     connector = get_object_or_404(Connector.objects.for_company(company), pk=pk)
-    page = Paginator(connector.changes.select_related("user"), 10).get_page(request.GET.get("page"))
-    entries = [(change, manifests.diff_lines(change.before, change.after)) for change in page]
-    return render(request, "connectors/history.html", {"connector": connector, "page": page, "entries": entries})
+    page = Paginator(_changes(connector), HISTORY_PAGE_SIZE).get_page(params.page_number(request))
+    opened = None
+    if page.number == 1 and page.object_list and page.object_list[0].has_before:
+        newest = connector.changes.get(pk=page.object_list[0].pk)
+        opened = (newest.pk, manifests.diff(newest.before, newest.after))
+    return render(request, "connectors/history.html", {"connector": connector, "page": page, "opened": opened})
+
+
+def change(request: HttpRequest, pk: int, change_pk: int) -> HttpResponse:
+    """One change of the connector's history with its diff (the history's "what changed", loaded on demand)."""
+    company = company_of(request)
+    connector = get_object_or_404(Connector.objects.for_company(company), pk=pk)
+    entry = get_object_or_404(connector.changes.select_related("user"), pk=change_pk)
+    context = {"connector": connector, "change": entry, "diff": manifests.diff(entry.before, entry.after)}
+    if request.htmx:
+        return render(request, "connectors/history.html#diff", context)
+    return render(request, "connectors/change.html", context)

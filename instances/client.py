@@ -503,7 +503,7 @@ class InstanceClient:
         cookies: requests.cookies.RequestsCookieJar, deadline: transport.Deadline,
     ) -> requests.Response:
         """One HTTP request over a pinned, kept-alive connection; its response's body is not read yet."""
-        addresses = ssrf.resolve_all(url)
+        addresses = ssrf.resolve_all(url, timeout=deadline.remaining())
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         keep_alive = settings.OUTBOUND_KEEP_ALIVE

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django import forms
 from django.db.models import QuerySet
 
-from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
+from connectors.manifest import MAX_RATE_LIMIT, PLACEHOLDER_RE, date_format_error, header_value_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
 from instances.models import ConnectionPool, Instance
+from patchworks_site.params import object_id
 
 NAME_HELP = (
     "This is what your users see when they choose an instance for a connection shape. "
@@ -150,6 +151,8 @@ class CredentialsForm(forms.Form):
     ):
         super().__init__(*args, **kwargs)
         self.variables = credential_variables(connector, auth_method)
+        # Values that end up in a request header must be sendable as one.
+        self.header_keys = {key for value in auth_method.headers.values() for key in PLACEHOLDER_RE.findall(value)}
         self.stored_secrets = stored_secrets or {}
         stored_values = stored_values or {}
         for variable in self.variables:
@@ -172,6 +175,15 @@ class CredentialsForm(forms.Form):
             field.advanced = variable.advanced
             field.secret = variable.secret
             self.fields[f"var_{variable.key}"] = field
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for key in self.header_keys:
+            value = cleaned.get(f"var_{key}")
+            problem = header_value_error(value) if value else None
+            if problem:
+                self.add_error(f"var_{key}", f"This value {problem}.")
+        return cleaned
 
     @property
     def basic_fields(self) -> list:
@@ -230,6 +242,15 @@ POOL_TIMEOUT_MAX = 3600
 
 
 class PoolConnectorsField(forms.ModelMultipleChoiceField):
+    def _check_values(self, value):
+        # An id the database cannot hold (30 digits) is an invalid choice, not an overflow in the query.
+        for pk in value:
+            if object_id(str(pk)) is None:
+                raise forms.ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice", params={"value": str(pk)[:40]}
+                )
+        return super()._check_values(value)
+
     def label_from_instance(self, obj: Connector) -> str:
         if obj.concurrency_limit:
             return f"{obj.name} (up to {obj.concurrency_limit} concurrent requests)"

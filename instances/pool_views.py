@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from instances.forms import ConnectionPoolForm
 from instances.models import ConnectionPool
+from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -33,7 +34,7 @@ def _list_url(pool: ConnectionPool) -> str:
 
 def pool_list(request: HttpRequest) -> HttpResponse:
     company = company_of(request)
-    query = request.GET.get("q", "").strip()[:120]
+    query = params.search_query(request)
     pools = ConnectionPool.objects.for_company(company)
     total = pools.count()
     if query:
@@ -43,13 +44,13 @@ def pool_list(request: HttpRequest) -> HttpResponse:
         .order_by("name", "pk")
         .prefetch_related("connectors")
     )
-    page = Paginator(pools, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(pools, PAGE_SIZE).get_page(params.page_number(request))
     context = {
         "page": page,
         "query": query,
         "filtered": bool(query),
         "show_search": bool(query) or total >= SEARCH_FROM,
-        "highlight": request.GET.get("highlight", ""),
+        "highlight": str(params.id_param(request.GET, "highlight") or ""),
     }
     if request.htmx and request.htmx.target == "pool-list":
         return render(request, "instances/pools/list.html#pool-list", context)

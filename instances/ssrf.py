@@ -11,7 +11,10 @@ are judged by the IPv4 address they lead to as well.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -126,13 +129,38 @@ def refusal(ip: str, allow_loopback: bool | None = None) -> str | None:
     return _refusal(ipaddress.ip_address(ip), allow_loopback)
 
 
+_lookups: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): threads do not survive a fork
+
+
+def _getaddrinfo(host: str, port: int, timeout: float | None) -> list:
+    """socket.getaddrinfo, given up on after `timeout` seconds (the resolver has its own, longer ones)."""
+    global _lookups
+    try:
+        ipaddress.ip_address(host)
+        timeout = None  # a literal address: nothing to look up
+    except ValueError:
+        pass
+    if timeout is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if _lookups is None or _lookups[0] != os.getpid():
+        _lookups = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbound-dns"))
+    future = _lookups[1].submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return future.result(timeout=max(timeout, 0))
+    except FutureTimeout:
+        raise TimeoutError(f'looking up "{host}" took more than {timeout:g} seconds') from None
+
+
 def resolve(url: str, allow_loopback: bool | None = None) -> str:
     """The one IP address to connect to for `url`, or BlockedDestination."""
     return resolve_all(url, allow_loopback)[0]
 
 
-def resolve_all(url: str, allow_loopback: bool | None = None) -> list[str]:
-    """Every address `url`'s host resolves to, first the one to connect to; or BlockedDestination."""
+def resolve_all(url: str, allow_loopback: bool | None = None, timeout: float | None = None) -> list[str]:
+    """Every address `url`'s host resolves to, first the one to connect to; or BlockedDestination.
+
+    With a `timeout`, a lookup that takes longer raises TimeoutError.
+    """
     if allow_loopback is None:
         allow_loopback = settings.OUTBOUND_ALLOW_LOOPBACK
     try:
@@ -151,7 +179,7 @@ def resolve_all(url: str, allow_loopback: bool | None = None) -> list[str]:
     except ValueError:
         raise BlockedDestination("the URL has an invalid port") from None
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _getaddrinfo(host, port, timeout)
     except (socket.gaierror, UnicodeError):
         raise BlockedDestination(f'the host name "{host}" could not be resolved') from None
     addresses = []

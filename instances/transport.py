@@ -197,7 +197,7 @@ class PinnedAdapter(HTTPAdapter):
 
     def __init__(self, ip: str):
         self.ip = ip
-        super().__init__(pool_connections=4, pool_maxsize=CONNECTIONS_PER_HOST, max_retries=0)
+        super().__init__(pool_connections=1, pool_maxsize=CONNECTIONS_PER_HOST, max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -26,7 +26,7 @@ from instances.forms import (
 )
 from instances.destinations import describe
 from instances.models import CredentialCheck, Instance, destination_changed_message
-from patchworks_site import audit
+from patchworks_site import audit, params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -301,14 +301,13 @@ def _details_form(instance: Instance, data=None) -> DetailsForm:
 def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     company, instance = _get_instance_for_user(request, pk)
     connector = instance.connector
-    tab = request.GET.get("tab", "details")
-    if tab not in {"details", "authentication", "request", "response"}:
-        tab = "details"
+    tab = params.choice(request.GET, "tab", {"details", "authentication", "request", "response"}, "details")
     stored_secrets = instance.get_secrets()
     if request.method != "POST":
         method = instance.auth_method
-        if request.htmx and request.GET.get("auth_method"):
-            method = connector.auth_methods.filter(pk=request.GET["auth_method"]).first() or method
+        if request.htmx and "auth_method" in request.GET:
+            chosen = params.id_param(request.GET, "auth_method")
+            method = (connector.auth_methods.filter(pk=chosen).first() if chosen else None) or method
             credentials = CredentialsForm(
                 connector=connector, auth_method=method, stored_values=instance.values,
                 stored_secrets=stored_secrets if method.pk == instance.auth_method_id else {},

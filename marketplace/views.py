@@ -13,6 +13,7 @@ from connectors.manifest import ManifestError
 from connectors.models import Connector, SystemType
 from marketplace import catalog, updates
 from marketplace.models import Installation, Listing, ListingVersion
+from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -29,12 +30,10 @@ def _installed_listing_ids(company) -> set[int]:
 
 def browse(request: HttpRequest) -> HttpResponse:
     company = company_of(request)
-    query = request.GET.get("q", "").strip()[:120]
-    system_type = request.GET.get("system_type", "")
-    if system_type not in SystemType.values:
-        system_type = ""
+    query = params.search_query(request)
+    system_type = params.choice(request.GET, "system_type", SystemType.values)
     listings = Listing.objects.search(query, system_type).select_related("latest_version")
-    page = Paginator(listings, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(listings, PAGE_SIZE).get_page(params.page_number(request))
     context = {
         "page": page,
         "query": query,

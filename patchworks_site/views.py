@@ -2,7 +2,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from patchworks_site import audit
+from patchworks_site import audit, params
 from patchworks_site.models import AuditAction, AuditEntry
 from patchworks_site.tenancy import require
 
@@ -17,12 +17,10 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 def audit_log(request: HttpRequest) -> HttpResponse:
     """Who added, updated or deleted what in the company, newest first (Administrators only)."""
     company = require(request, "is_company_administrator")
-    query = request.GET.get("q", "").strip()[:120]
-    action = request.GET.get("action", "")
-    if action not in AuditAction.values:
-        action = ""
+    query = params.search_query(request)
+    action = params.choice(request.GET, "action", AuditAction.values)
     entries = AuditEntry.objects.for_company(company).search(query, action).select_related("user")
-    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(params.page_number(request))
     for entry in page:
         entry.rows = audit.change_rows(entry)
     context = {

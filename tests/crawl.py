@@ -353,6 +353,14 @@ ROUTES: dict[str, Fill] = {
     "connectors/<int:pk>/manifest/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
     "connectors/<int:pk>/manifest.yaml": Fill(OBJECT, lambda own, w: [{"pk": w.connector.pk}, {"pk": w.prebuilt.pk}]),
     "connectors/<int:pk>/history/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
+    "connectors/<int:pk>/history/<int:change_pk>/": Fill(
+        OBJECT,
+        # another company's change, and one's own connector with another company's change
+        lambda own, w: [
+            {"pk": w.connector.pk, "change_pk": w.connector.changes.latest("pk").pk},
+            {"pk": own.connector.pk, "change_pk": w.connector.changes.latest("pk").pk},
+        ],
+    ),
     "connectors/<int:pk>/remove/": Fill(OBJECT, lambda own, w: [{"pk": w.connector.pk}, {"pk": w.prebuilt.pk}], post_only=True),
     "connectors/<int:pk>/icon/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
     # instances

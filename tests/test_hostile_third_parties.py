@@ -63,6 +63,14 @@ def hangs(httpserver, raw_server) -> str:
     return raw_server(script).url_for("/api")
 
 
+def hangs_in_the_tls_handshake(httpserver, raw_server) -> str:
+    def script(conn: Conn) -> None:
+        conn.read_request()  # the ClientHello, then nothing
+        conn.hang()
+
+    return raw_server(script).url_for("/api").replace("http://", "https://")
+
+
 def drips_headers(httpserver, raw_server) -> str:
     def script(conn: Conn) -> None:
         conn.read_request()
@@ -244,6 +252,7 @@ CUT_OFF = "The API's answer was cut off: the connection closed before the whole 
 TOO_SLOW = f"The API did not finish answering within {DEADLINE:g} seconds"
 HOSTILE = [
     Hostile(hangs, TOO_SLOW),
+    Hostile(hangs_in_the_tls_handshake, TOO_SLOW),
     Hostile(drips_headers, TOO_SLOW),
     Hostile(drips_body, TOO_SLOW),
     Hostile(resets_mid_body, "The API reset the connection before its answer was complete."),

@@ -544,6 +544,25 @@ def test_the_total_deadline_covers_every_redirect(api_connector, httpserver, set
     time.sleep(0.25)  # let the last hop's handler finish before the next test
 
 
+def test_the_total_deadline_covers_a_slow_dns_lookup(api_connector, settings, monkeypatch):
+    settings.OUTBOUND_TOTAL_TIMEOUT = 0.3
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_resolver(host, *args, **kwargs):
+        if host == "slow-dns.example":
+            time.sleep(1)  # the answer does not matter: it comes too late
+        return real_getaddrinfo("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    connector = api_connector(token_method(headers={"X-Api-Key": "{{api_key}}"}), base_url="http://slow-dns.example")
+
+    started = time.monotonic()
+    result = client_for(connector, secrets={"api_key": "k-1"}).check_credentials()
+
+    assert result.message.startswith("The API did not finish answering within 0.3 seconds")
+    assert time.monotonic() - started < 0.6
+
+
 # --- kept-alive connections ---------------------------------------------------------
 
 
@@ -657,6 +676,7 @@ def test_cookies_an_api_sets_are_not_sent_with_later_exchanges(sender, keepalive
     assert server.connections == 1
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the child only exits
 def test_a_forked_worker_does_not_inherit_kept_alive_connections(sender, keepalive_server):
     server = keepalive_server()
     sender.send("GET", server.url_for("/me"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import zoneinfo
 
 from django.contrib import messages
 from django.core import signing
@@ -122,10 +124,10 @@ def _store_icon(connector: Connector, icon: tuple[bytes, str] | None) -> None:
         connector.save(update_fields=["icon", "icon_content_type"])
 
 
-def _time_zones() -> list[str]:
-    import zoneinfo
-
-    return sorted(zoneinfo.available_timezones())
+@functools.cache
+def _time_zones() -> tuple[str, ...]:
+    """The IANA time zones for the datalist, sorted once per process (not on every request)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
 
 
 def build(request: HttpRequest, pk: int, step: str) -> HttpResponse:

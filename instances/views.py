@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from datetime import datetime
 from urllib.parse import urlencode
@@ -44,8 +45,10 @@ def _get_instance_for_user(request: HttpRequest, pk: int) -> tuple[Company, Inst
     return company, instance
 
 
-def _time_zones() -> list[str]:
-    return sorted(zoneinfo.available_timezones())
+@functools.cache
+def _time_zones() -> tuple[str, ...]:
+    """The IANA time zones, sorted: read from disk and sorted once per process, not per request."""
+    return tuple(sorted(zoneinfo.available_timezones()))
 
 
 def _manage_url(instance: Instance) -> str:

@@ -164,6 +164,7 @@ def instances(request: HttpRequest, pk: int) -> HttpResponse:
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Connector settings: its definition, version information and instances."""
     company, connector = _get_connector_for_user(request, pk)
+    _alongside_copies(company, [connector])
     return render(request, "connectors/detail.html", {"connector": connector})
 
 

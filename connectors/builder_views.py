@@ -80,17 +80,42 @@ def _save(request: HttpRequest, connector: Connector, manifest: dict, success: s
     return True
 
 
+# --- builder steps UI: next step and what is still missing -------------------------
+
+
+def _next_step(step: str) -> tuple[str, str] | None:
+    keys = [key for key, _ in STEPS]
+    index = keys.index(step)
+    return STEPS[index + 1] if index + 1 < len(STEPS) else None
+
+
+def _missing(manifest: dict) -> list[tuple[str, str]]:
+    """What the connector still needs before instances can use it: (step, what) pairs."""
+    missing = []
+    if not manifest["auth_methods"]:
+        missing.append(("auth", "at least one authentication method"))
+    if not manifest["endpoints"]:
+        missing.append(("endpoints", "at least one endpoint"))
+    return missing
+
+
 def _context(connector: Connector, step: str, **extra) -> dict:
     manifest = manifests.export(editing.fresh(connector))
+    missing = _missing(manifest)
     return {
         "connector": connector,
         "manifest": manifest,
         "steps": STEPS,
         "step": step,
+        "next_step": _next_step(step),
+        "missing": missing,
         "prebuilt": is_prebuilt(connector),
-        "ready": bool(manifest["auth_methods"]) and bool(manifest["endpoints"]),
+        "ready": not missing,
         **extra,
     }
+
+
+# --- end of builder steps UI -------------------------------------------------------
 
 
 def _step_url(connector: Connector, step: str, **query) -> str:

@@ -86,3 +86,90 @@ def test_roles_that_cannot_update_see_update_available_as_information_with_who_a
 def test_an_administrator_still_gets_the_update_button(admin_client, old_sandbox):
     manage = admin_client.get("/connectors/").content.decode()
     assert f'href="/marketplace/updates/{old_sandbox.pk}/" data-testid="update-available"' in manage
+
+
+# --- connector builder ---------------------------------------------------------------
+
+
+def _ids(page: str) -> list[str]:
+    return re.findall(r'\sid="([^"]+)"', page)
+
+
+def test_editing_an_authentication_method_has_unique_ids_and_labels_for_each_field(admin_client, company, make_connector):
+    connector = make_connector(company)
+    page = admin_client.get(f"/connectors/{connector.pk}/build/auth/?edit=token").content.decode()
+    ids = _ids(page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    # Each Name field has its own label pointing at it.
+    assert re.search(r'<label\s+for="id_name"', page) and re.search(r'<label\s+for="id_new_auth_name"', page)
+    assert 'id="id_name"' in page and 'id="id_new_auth_name"' in page
+
+
+@pytest.mark.parametrize("step", ["details", "variables", "auth", "endpoints"])
+def test_every_builder_step_has_unique_ids(step, admin_client, company, make_connector):
+    connector = make_connector(company)
+    page = admin_client.get(f"/connectors/{connector.pk}/build/{step}/").content.decode()
+    ids = _ids(page)
+    assert len(ids) == len(set(ids))
+
+
+def test_every_builder_step_but_the_last_has_next_step(admin_client, company, make_connector):
+    connector = make_connector(company)
+    expected = {"details": "variables", "variables": "auth", "auth": "endpoints"}
+    for step, following in expected.items():
+        page = admin_client.get(f"/connectors/{connector.pk}/build/{step}/").content.decode()
+        assert f'href="/connectors/{connector.pk}/build/{following}/" data-testid="next-step"' in page
+    last = admin_client.get(f"/connectors/{connector.pk}/build/endpoints/").content.decode()
+    assert 'data-testid="next-step"' not in last
+    assert 'data-testid="ready-to-use"' in last and f'href="/instances/new/{connector.pk}/"' in last
+
+
+DETAILS = {"name": "Warehouse API", "version": "1", "base_url": "https://api.example.com", "protocol": "HTTP",
+           "date_format": "%Y-%m-%d", "rate_limit_amount": 60, "rate_limit_unit": "minute", "time_zone": "UTC",
+           "colour": "blue"}
+
+
+def test_the_last_step_says_what_is_still_missing(admin_client, company):
+    admin_client.post("/connectors/new/", {**DETAILS, "system_type": "WMS"})
+    connector = Connector.objects.get(company=company, name="Warehouse API")
+    page = admin_client.get(f"/connectors/{connector.pk}/build/endpoints/").content.decode()
+    missing = page.split('data-testid="still-missing"')[1].split("</div>")[0]
+    assert "cannot be used yet" in missing
+    assert f'href="/connectors/{connector.pk}/build/auth/">at least one authentication method</a>' in missing
+    assert f'href="/connectors/{connector.pk}/build/endpoints/">at least one endpoint</a>' in missing
+
+
+def test_a_new_connector_has_no_default_system_type(admin_client):
+    page = admin_client.get("/connectors/new/").content.decode()
+    select = page.split('name="system_type"')[1].split("</select>")[0]
+    assert re.search(r'<option value=""[^>]*>Choose a system type</option>', select)
+    assert "selected" not in select.replace('<option value="" selected>', "")
+    response = admin_client.post("/connectors/new/", DETAILS)
+    assert response.status_code == 422
+    assert "Choose the system type." in response.content.decode()
+    assert not Connector.objects.filter(name="Warehouse API").exists()
+
+
+def test_http_methods_read_in_capitals_in_the_builder(admin_client, company, make_connector):
+    connector = make_connector(company)
+    for url in (f"/connectors/{connector.pk}/build/endpoints/", f"/connectors/{connector.pk}/build/auth/?edit=token"):
+        page = admin_client.get(url).content.decode()
+        assert re.search(r'<option value="GET"[^>]*>GET</option>', page)
+        assert re.search(r'<option value="POST"[^>]*>POST</option>', page)
+        assert ">Get<" not in page and ">Post<" not in page
+    page = admin_client.get(f"/connectors/{connector.pk}/build/endpoints/").content.decode()
+    assert re.search(r'<option value="receive"[^>]*>receive</option>', page)
+
+
+# --- wizard ----------------------------------------------------------------------------
+
+
+def test_the_wizard_names_each_authentication_method_once(admin_client, company, sandbox_listing, install):
+    from connectors.models import AuthMethod
+
+    connector = install(sandbox_listing, company)
+    labels = {m.key: str(m) for m in AuthMethod.objects.filter(connector=connector)}
+    for label in labels.values():
+        assert label.count("OAuth 2") <= 1, label
+    assert "OAuth 2 client credentials" in labels.values()
+    assert "API token (Token-based)" in labels.values()

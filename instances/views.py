@@ -419,11 +419,12 @@ def remove(request: HttpRequest, pk: int) -> HttpResponse:
         message = "This instance is used in process flows. Reconfigure or remove those connection shapes first, then try again."
         if request.htmx:
             return render(request, "instances/settings.html#remove-dialog-body", context, status=409)
-        return _remove_failed(request, instance, message)
+        return _remove_failed(request, instance, message, dialog="in-use")
     messages.success(request, f'Instance "{name}" was removed.')
     return _redirect(request, reverse("connectors:manage"))
 
 
-def _remove_failed(request: HttpRequest, instance: Instance, message: str) -> HttpResponse:
+def _remove_failed(request: HttpRequest, instance: Instance, message: str, dialog: str = "1") -> HttpResponse:
+    """Back to the settings page with the remove dialog open (`in-use`: open on the refusal)."""
     messages.error(request, message)
-    return redirect(reverse("instances:settings", args=[instance.pk]) + "?remove=1")
+    return redirect(reverse("instances:settings", args=[instance.pk]) + f"?remove={dialog}")

@@ -173,3 +173,99 @@ def test_the_wizard_names_each_authentication_method_once(admin_client, company,
         assert label.count("OAuth 2") <= 1, label
     assert "OAuth 2 client credentials" in labels.values()
     assert "API token (Token-based)" in labels.values()
+
+
+# --- remove dialog -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def used_instance(company, make_connector, make_instance):
+    instance = make_instance(make_connector(company), "Busy shop")
+    flow = ProcessFlow.objects.create(company=company, name="Orders to ERP", enabled=True)
+    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=instance.connector.endpoints.first())
+    return instance
+
+
+def test_after_a_refusal_the_dialog_offers_no_confirm_box_or_remove_button(admin_client, used_instance):
+    response = admin_client.post(
+        f"/instances/{used_instance.pk}/remove/", {"confirm": "confirm"}, headers={"HX-Request": "true"}
+    )
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "Busy shop is used in process flows" in body and "Orders to ERP" in body
+    assert 'name="confirm"' not in body and "btn-danger" not in body and "<form" not in body
+    assert ">close</a>" in body
+
+
+def test_without_javascript_the_refusal_reopens_the_dialog_on_the_refusal(admin_client, used_instance):
+    response = admin_client.post(f"/instances/{used_instance.pk}/remove/", {"confirm": "confirm"})
+    assert response["Location"].endswith("?remove=in-use")
+    page = admin_client.get(response["Location"]).content.decode()
+    dialog = page.split('id="remove-dialog"')[1]
+    assert 'data-testid="in-use"' in dialog and 'name="confirm"' not in dialog
+    # Opening the dialog afresh still asks for confirm (the refusal comes from trying).
+    fresh = admin_client.get(f"/instances/{used_instance.pk}/?remove=1").content.decode().split('id="remove-dialog"')[1]
+    assert 'name="confirm"' in fresh
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_removing_shows_progress_and_disables_the_button_until_done(page, log_in, company, make_user, make_connector, make_instance):
+    from playwright.sync_api import expect
+
+    from instances.models import Instance
+
+    make_user(company, Role.ADMINISTRATOR, "operator")
+    instance = make_instance(make_connector(company), "Slow shop")
+    log_in("operator")
+    page.goto(f"/instances/{instance.pk}/")
+    held = []
+    page.route("**/remove/", lambda route: held.append(route))  # the answer waits until the test releases it
+    page.get_by_test_id("trash").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Type confirm to proceed").fill("confirm")
+    dialog.get_by_role("button", name="remove").click()
+    expect(dialog.get_by_test_id("removing")).to_be_visible()
+    expect(dialog.get_by_test_id("removing")).to_contain_text("Removing Slow shop…")
+    expect(dialog.get_by_role("button", name="remove")).to_be_disabled()
+    assert Instance.objects.filter(pk=instance.pk).exists()
+    page.wait_for_function("() => true")  # let the route handler run
+    assert held, "the remove request was not sent"
+    held[0].continue_()
+    page.wait_for_url("**/connectors/")
+    expect(page.get_by_role("alert").first).to_contain_text('Instance "Slow shop" was removed.')
+    assert not Instance.objects.filter(pk=instance.pk).exists()
+
+
+# --- process flow delete ---------------------------------------------------------------------
+
+
+def test_the_flow_delete_control_is_a_button_with_a_name_and_state(admin_client, company):
+    flow = ProcessFlow.objects.create(company=company, name="Nightly")
+    page = admin_client.get(f"/flows/{flow.pk}/").content.decode()
+    control = re.search(r'<a [^>]*data-testid="delete-flow"[^>]*>', page).group(0)
+    assert 'role="button"' in control and 'aria-label="Delete process flow"' in control
+    assert 'aria-expanded="false"' in control and 'aria-controls="delete-flow"' in control
+    assert "<summary" not in page
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_flow_is_deleted_with_the_keyboard_through_its_delete_button(page, log_in, company, make_user):
+    from playwright.sync_api import expect
+
+    make_user(company, Role.ADMINISTRATOR, "operator")
+    flow = ProcessFlow.objects.create(company=company, name="Nightly")
+    log_in("operator")
+    page.goto(f"/flows/{flow.pk}/")
+    button = page.get_by_role("button", name="Delete process flow", exact=True)
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(button).to_have_attribute("aria-expanded", "true")
+    box = page.get_by_label("Type confirm to delete this process flow and its connection shapes")
+    expect(box).to_be_visible()
+    box.focus()
+    page.keyboard.type("confirm")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/flows/")
+    assert not ProcessFlow.objects.filter(pk=flow.pk).exists()

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Count, F, OuterRef, Prefetch, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from connectors import manifest as manifests
-from connectors.models import Connector, SystemType
+from connectors.models import AuthMethod, Connector, Endpoint, SystemType, Variable
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
@@ -112,17 +112,26 @@ def manage(request: HttpRequest) -> HttpResponse:
         .defer(
             "icon", "updated_by__password", "installation__listing_version__listing__latest_version__manifest"
         )
-        .annotate(instance_count=Coalesce(Subquery(instance_count), 0))
-        # The definition (variables, auth methods, endpoints) is needed to tell
-        # whether a prebuilt connector is modified. Only the first instances of
-        # each connector are fetched (a sliced prefetch: one query, bounded rows).
+        .annotate(
+            instance_count=Coalesce(Subquery(instance_count), 0),
+            has_auth_method=Exists(AuthMethod.objects.filter(connector=OuterRef("pk"))),
+            has_endpoint=Exists(Endpoint.objects.filter(connector=OuterRef("pk"))),
+        )
+        # Only prebuilt connectors need their definition (variables, auth methods,
+        # endpoints): to tell whether they are modified. Only the first instances
+        # of each connector are fetched (a sliced prefetch: one query, bounded rows).
         .prefetch_related(
-            "variables", "auth_methods", "endpoints",
+            Prefetch("variables", queryset=Variable.objects.filter(connector__installation__isnull=False)),
+            Prefetch("auth_methods", queryset=AuthMethod.objects.filter(connector__installation__isnull=False)),
+            Prefetch("endpoints", queryset=Endpoint.objects.filter(connector__installation__isnull=False)),
             Prefetch("instances", queryset=_instance_rows()[:INSTANCES_SHOWN], to_attr="first_instances"),
         )
     )
     page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
+    for connector in page.object_list:
+        # Readiness from the annotations: custom connectors' definitions are not fetched.
+        connector.ready = connector.has_auth_method and connector.has_endpoint
     _alongside_copies(company, page.object_list)
     highlight = _highlight(request.GET.get("highlight", ""))
     if "instance" in highlight:

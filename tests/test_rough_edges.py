@@ -269,3 +269,24 @@ def test_a_flow_is_deleted_with_the_keyboard_through_its_delete_button(page, log
     page.keyboard.press("Enter")
     page.wait_for_url("**/flows/")
     assert not ProcessFlow.objects.filter(pk=flow.pk).exists()
+
+
+# --- the time zone list is built once ------------------------------------------------------
+
+
+def test_the_time_zone_list_is_not_rebuilt_per_request(admin_client, company, make_connector, make_instance, monkeypatch):
+    import zoneinfo
+
+    instance = make_instance(make_connector(company), "Zones")
+    first = admin_client.get(f"/instances/{instance.pk}/").content.decode()
+    assert '<option value="Europe/London">' in first and '<option value="America/New_York">' in first
+    builder_url = f"/connectors/{instance.connector.pk}/build/details/"
+    assert '<option value="Europe/London">' in admin_client.get(builder_url).content.decode()
+
+    def fail() -> set[str]:
+        raise AssertionError("the IANA time zone list was read again")
+
+    monkeypatch.setattr(zoneinfo, "available_timezones", fail)
+    again = admin_client.get(f"/instances/{instance.pk}/").content.decode()
+    assert again.count("<option value=") == first.count("<option value=")
+    assert '<option value="Europe/London">' in admin_client.get(builder_url).content.decode()

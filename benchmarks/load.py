@@ -292,13 +292,17 @@ if __name__ == "__main__":
             access_log.write_text("")  # only the load itself counts
             print(f"gunicorn on 127.0.0.1:{port} ({args.workers} workers); Locust: {args.users} users for "
                   f"{args.duration} s ...", flush=True)
-            subprocess.run(
-                [locust, "-f", __file__, "--headless", "--users", str(args.users),
-                 "--spawn-rate", str(max(1, args.users // 5)), "--run-time", f"{args.duration}s",
-                 "--host", f"http://127.0.0.1:{port}", "--csv", str(work / "locust"), "--only-summary",
-                 "--stop-timeout", "10", "--loglevel", "ERROR"],
-                env=env, cwd=BENCH_DIR, timeout=args.duration + 120, check=False, stdout=subprocess.DEVNULL,
-            )
+            with (work / "locust.log").open("w") as log:
+                result = subprocess.run(
+                    [locust, "-f", __file__, "--headless", "--users", str(args.users),
+                     "--spawn-rate", str(max(1, args.users // 5)), "--run-time", f"{args.duration}s",
+                     "--host", f"http://127.0.0.1:{port}", "--csv", str(work / "locust"), "--only-summary",
+                     "--stop-timeout", "10", "--loglevel", "ERROR", "--exit-code-on-error", "0"],
+                    env=env, cwd=BENCH_DIR, timeout=args.duration + 120, check=False, stdout=log, stderr=log,
+                )
+            if result.returncode != 0:
+                print((work / "locust.log").read_text()[-3000:])
+                raise SystemExit(f"Locust exited with {result.returncode}")
         finally:
             os.killpg(gunicorn.pid, signal.SIGTERM)
             gunicorn.wait(timeout=30)
@@ -326,5 +330,7 @@ if __name__ == "__main__":
             print(f"\nDashboard pages (all but the admin): server time p50 {statistics.median(ours):.1f} ms, "
                   f"p95 {percentile(ours, 95):.1f} ms over {len(ours)} requests.")
         print("(client p50/p95/p99: Locust, including queueing for a worker; server: gunicorn's time in the worker)")
+        print(f"Load average of the machine at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} CPUs, shared by gunicorn, PostgreSQL, Locust and anything else running).")
 
     sys.exit(main())

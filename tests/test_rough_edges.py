@@ -290,3 +290,10 @@ def test_the_time_zone_list_is_not_rebuilt_per_request(admin_client, company, ma
     again = admin_client.get(f"/instances/{instance.pk}/").content.decode()
     assert again.count("<option value=") == first.count("<option value=")
     assert '<option value="Europe/London">' in admin_client.get(builder_url).content.decode()
+
+
+def test_without_javascript_the_flow_delete_link_opens_the_confirmation(admin_client, company):
+    flow = ProcessFlow.objects.create(company=company, name="Nightly")
+    page = admin_client.get(f"/flows/{flow.pk}/?delete=1").content.decode()
+    assert re.search(r'class="collapse show[^"]*"[^>]*id="delete-flow"', page)
+    assert 'aria-expanded="true"' in page

@@ -17,6 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
 
@@ -56,6 +57,8 @@ class Exchange:
     duration_ms: int = 0
     error: str = ""
     json: object = None
+    throttled_until: datetime | None = None  # the rate limit allows the request only then: reschedule it
+    rate_limit_note: str = ""  # 429 answers met and retried on the way
 
     def as_record(self) -> dict:
         return {
@@ -69,6 +72,7 @@ class Exchange:
             "response_truncated": self.response_truncated or len(self.response_body) > RECORDED_BODY_CHARS,
             "duration_ms": self.duration_ms,
             "error": self.error,
+            "rate_limit_note": self.rate_limit_note,
         }
 
 
@@ -380,14 +384,40 @@ class InstanceClient:
         url = self.url_for(path)
         if self.instance is None:
             return self.send(method, url, headers=headers, params=params, **kwargs)
-        try:
-            limits.wait_for_rate_limit(self.instance)
-            with limits.pool_slot(self.instance.connection_pool):
-                return self.send(method, url, headers=headers, params=params, **kwargs)
-        except limits.LimitTimeout as exc:
-            exchange = Exchange(request_method=method, request_url=url, request_headers=headers)
-            exchange.error = str(exc)
-            return exchange
+        return self._send_within_limits(method, url, headers=headers, params=params, **kwargs)
+
+    def _send_within_limits(self, method: str, url: str, **kwargs) -> Exchange:
+        """Send under the instance's rate limit, then in a slot of its connection pool.
+
+        A 429 pauses the instance's rate limit for every worker until the API's
+        Retry-After (or reset header, or a backoff) and the request is retried
+        a bounded number of times. The rate limit is waited for before a slot
+        is taken, so a throttled request never holds one.
+        """
+        instance = self.instance
+        notes: list[str] = []
+        retries = settings.OUTBOUND_429_RETRIES
+        for attempt in range(retries + 1):
+            try:
+                with limits.outbound(instance):
+                    exchange = self.send(method, url, **kwargs)
+            except limits.LimitTimeout as exc:
+                exchange = Exchange(request_method=method, request_url=url, request_headers=kwargs.get("headers") or {})
+                exchange.error = str(exc)
+                exchange.throttled_until = getattr(exc, "until", None)
+                break
+            if exchange.response_status != 429:
+                break
+            if attempt == retries:
+                notes.append(f"Answered 429 Too Many Requests; gave up after {retries} retries.")
+                break
+            delay = limits.retry_delay(exchange.response_headers, attempt)
+            limits.pause_rate_limit(instance, delay)
+            notes.append(
+                f"Answered 429 Too Many Requests; the rate limit was paused {delay:.1f} s for every worker and the request retried."
+            )
+        exchange.rate_limit_note = " ".join(notes)[:300]
+        return exchange
 
     def check_credentials(self) -> CheckResult:
         """Run the auth method's test request; ok when the status is one it expects."""

@@ -603,24 +603,61 @@ class _FifoLock:
                 self._held = False
 
 
-_bucket_locks: dict[str, _FifoLock] = {}
-_bucket_locks_guard = threading.Lock()
+class _Turns:
+    """The requests of one bucket in this process: they reserve in arrival order and go in that order.
+
+    Reservations are made one at a time (a FIFO lock around one round trip to
+    the store); the waits then run side by side, and a request goes only
+    after every earlier one has gone or given up.
+    """
+
+    def __init__(self) -> None:
+        self.reserving = _FifoLock()
+        self._cond = threading.Condition()
+        self._next = 0
+        self._going = 0
+        self._gone: set[int] = set()
+
+    def join(self) -> int:
+        with self._cond:
+            self._next += 1
+            return self._next - 1
+
+    def wait_turn(self, turn: int) -> bool:
+        """Wait until every earlier request has gone; whether that took any waiting."""
+        with self._cond:
+            if self._going == turn:
+                return False
+            self._cond.wait_for(lambda: self._going == turn)
+            return True
+
+    def leave(self, turn: int) -> None:
+        with self._cond:
+            self._gone.add(turn)
+            while self._going in self._gone:
+                self._gone.discard(self._going)
+                self._going += 1
+            self._cond.notify_all()
 
 
-def _forget_bucket_locks() -> None:
+_bucket_turns: dict[str, _Turns] = {}
+_bucket_turns_guard = threading.Lock()
+
+
+def _forget_bucket_turns() -> None:
     # A forked child (a gunicorn worker) starts with no turns taken: the
     # threads that held them live on in the parent only.
-    global _bucket_locks_guard
-    _bucket_locks.clear()
-    _bucket_locks_guard = threading.Lock()
+    global _bucket_turns_guard
+    _bucket_turns.clear()
+    _bucket_turns_guard = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_bucket_locks)
+os.register_at_fork(after_in_child=_forget_bucket_turns)
 
 
-def _bucket_lock(bucket: str) -> _FifoLock:
-    with _bucket_locks_guard:
-        return _bucket_locks.setdefault(bucket, _FifoLock())
+def _turns(bucket: str) -> _Turns:
+    with _bucket_turns_guard:
+        return _bucket_turns.setdefault(bucket, _Turns())
 
 
 def rate_bucket(instance) -> str:
@@ -681,16 +718,24 @@ def acquire_rate(
         max_wait = settings.OUTBOUND_RATE_LIMIT_MAX_WAIT
     store_ = store_ or store()
     window = WINDOW_SECONDS[unit] + settings.RATE_LIMIT_MARGIN_SECONDS
-    # The requests of one process take their turn in the order they came; the
-    # turn is held while waiting, so they also leave in that order.
-    with _bucket_lock(bucket):
-        reservation = store_.reserve(bucket, window, amount, max_wait)
+    turns = _turns(bucket)
+    with turns.reserving:
+        turn = turns.join()
+        try:
+            reservation = store_.reserve(bucket, window, amount, max_wait)
+        except BaseException:
+            turns.leave(turn)
+            raise
+    try:
         if not reservation.ok:
             raise Throttled(datetime.fromtimestamp(time.time() + reservation.wait, tz=UTC), amount, unit)
         ticket = RateTicket(store_, bucket, reservation.entry, window, amount, unit, max_wait, reservation.wait)
         if reservation.wait:
             time.sleep(reservation.wait)
+        if turns.wait_turn(turn) or reservation.wait:
             ticket.wait_until_confirmed()
+    finally:
+        turns.leave(turn)
     return ticket
 
 

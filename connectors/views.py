@@ -12,7 +12,7 @@ from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
 INSTANCE_COLUMNS = (
-    "connector", "name", "rate_limit_amount", "rate_limit_unit", "connection_pool",
+    "connector", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group", "connection_pool",
     "last_checked_at", "last_check_ok", "last_check_message",
 )
 

@@ -841,6 +841,17 @@ def pool_slot(pool, instance=None) -> Iterator[None]:
         yield
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover - redis is a requirement
+        return (OSError, sqlite3.Error)
+    return (OSError, sqlite3.Error, RedisError)
+
+
+STORE_ERRORS = _store_errors()
+
+
 def pool_usage(pool) -> PoolUsage:
     """Slots in use and waiting requests of a pool right now, also per instance."""
     holders, waiters = store().pool_usage(pool_key(pool))

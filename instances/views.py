@@ -363,6 +363,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     instance.rate_limit_amount = data["rate_limit_amount"]
     instance.rate_limit_unit = data["rate_limit_unit"]
     instance.connection_pool = data.get("connection_pool")
+    instance.rate_limit_group = data["rate_limit_group"]
     if auth_changed:
         instance.auth_method = method
         instance.values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **values}
@@ -370,6 +371,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         with transaction.atomic():
             instance.save()
+            details.share_rate_limit(instance)
             if check is not None:
                 checks.note_check(instance, check)
     except IntegrityError:

@@ -406,6 +406,11 @@ class InstanceClient:
                 exchange.error = str(exc)
                 exchange.throttled_until = getattr(exc, "until", None)
                 break
+            except limits.STORE_ERRORS:
+                # Without the shared store the limits cannot be held: send nothing.
+                exchange = Exchange(request_method=method, request_url=url, request_headers=kwargs.get("headers") or {})
+                exchange.error = "The rate limit and connection pool store is unavailable; nothing was sent. Try again shortly."
+                break
             if exchange.response_status != 429:
                 break
             if attempt == retries:

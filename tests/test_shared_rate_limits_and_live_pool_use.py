@@ -118,3 +118,19 @@ def test_without_a_reachable_store_the_pools_page_still_opens(admin_client, pool
         limits.store().close()
         limits._store.cache_clear()
     assert "Storefront" in page and "unavailable" in page
+
+
+def test_without_a_reachable_store_nothing_is_sent_and_the_check_says_why(company, make_connector, make_instance, settings, httpserver):
+    from instances.checks import recheck
+
+    httpserver.expect_request("/me").respond_with_json({})
+    instance = make_instance(make_connector(company, name="Reachable API", base_url=httpserver.url_for("")), "Reachable")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    try:
+        result, check = recheck(instance)
+    finally:
+        limits.store().close()
+        limits._store.cache_clear()
+    assert not result.ok
+    assert check.message == "The rate limit and connection pool store is unavailable; nothing was sent. Try again shortly."
+    assert len(httpserver.log) == 0

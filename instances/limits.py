@@ -143,11 +143,19 @@ redis.call('PEXPIRE', KEYS[1], math.floor((at - now + window) / 1000) + 60000)
 return {1, at, now}
 """
 
-# The response is in: the request reached the API at the latest now.
+# The response is in: the request reached the API at the latest when it went
+# plus the time it took (measured by the sender: a duration, so no clocks are
+# compared; nor is this round trip's latency counted against the limit).
 _COMPLETE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZADD', KEYS[1], 'GT', string.format('%d', now), ARGV[1])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local at
+if score then
+  at = tonumber(score) + tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+redis.call('ZADD', KEYS[1], 'GT', string.format('%d', at), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[2]) / 1000) + 60000)
 return 1
 """
@@ -243,16 +251,25 @@ return {redis.call('ZRANGEBYSCORE', KEYS[1], floor, '+inf'), redis.call('ZRANGEB
 """
 
 
-class RedisStore:
+class _Prefixed:
+    _prefix: str | None
+
+    @property
+    def prefix(self) -> str:
+        """Every key starts with this: the store's own, or LIMITS_KEY_PREFIX as set now."""
+        return self._prefix if self._prefix is not None else settings.LIMITS_KEY_PREFIX
+
+
+class RedisStore(_Prefixed):
     """Limits kept in Redis: shared by every process on every machine, timed by the Redis server's clock."""
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str):
+    def __init__(self, url: str, prefix: str | None = None):
         import redis
 
         self.redis = redis.Redis.from_url(url, health_check_interval=30)
-        self.prefix = prefix
+        self._prefix = prefix
         self._reserve = self.redis.register_script(_RESERVE)
         self._confirm = self.redis.register_script(_CONFIRM)
         self._complete = self.redis.register_script(_COMPLETE)
@@ -283,8 +300,8 @@ class RedisStore:
         )
         return Reservation(bool(ok), int(at), int(now), entry)
 
-    def complete(self, bucket: str, entry: str, window: float) -> None:
-        self._complete(self._rate_keys(bucket)[:1], [entry, int(window * MICRO)])
+    def complete(self, bucket: str, entry: str, window: float, took: float) -> None:
+        self._complete(self._rate_keys(bucket)[:1], [entry, int(window * MICRO), int(took * MICRO)])
 
     def pause(self, bucket: str, seconds: float) -> None:
         self._pause([self._rate_keys(bucket)[1]], [int(seconds * MICRO)])
@@ -329,7 +346,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS pool_waiter_owner ON pool_waiter (pool, owner)
 """
 
 
-class SQLiteStore:
+class SQLiteStore(_Prefixed):
     """Limits kept in a SQLite file of their own: shared by every process of this machine.
 
     Each operation is one short IMMEDIATE transaction on a connection of its
@@ -340,9 +357,9 @@ class SQLiteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path, prefix: str):
+    def __init__(self, path: str | Path, prefix: str | None = None):
         self.path = str(path)
-        self.prefix = prefix
+        self._prefix = prefix
         self._local = threading.local()
         digest = sha256(os.path.abspath(self.path).encode()).hexdigest()[:12]
         self.socket_dir = Path(tempfile.gettempdir()) / f"pw-limits-{digest}"
@@ -417,13 +434,14 @@ class SQLiteStore:
             db.execute("INSERT INTO rate_log (rowid, bucket, at) VALUES (?, ?, ?)", (int(entry), bucket, at))
         return Reservation(True, at, now, entry)
 
-    def complete(self, bucket: str, entry: str, window: float) -> None:
+    def complete(self, bucket: str, entry: str, window: float, took: float) -> None:
         bucket = f"{self.prefix}:{bucket}"
         with self._transaction() as db:
-            now = self._now()
-            updated = db.execute("UPDATE rate_log SET at = max(at, ?) WHERE rowid = ?", (now, int(entry))).rowcount
+            updated = db.execute(
+                "UPDATE rate_log SET at = at + ? WHERE rowid = ?", (int(took * MICRO), int(entry))
+            ).rowcount
             if not updated:  # pruned while in flight (a request longer than the window)
-                db.execute("INSERT INTO rate_log (rowid, bucket, at) VALUES (?, ?, ?)", (int(entry), bucket, now))
+                db.execute("INSERT INTO rate_log (rowid, bucket, at) VALUES (?, ?, ?)", (int(entry), bucket, self._now()))
 
     def pause(self, bucket: str, seconds: float) -> None:
         bucket = f"{self.prefix}:{bucket}"
@@ -566,13 +584,13 @@ Store = RedisStore | SQLiteStore
 
 
 @cache
-def _store(redis_url: str, path: str, prefix: str) -> Store:
-    return RedisStore(redis_url, prefix) if redis_url else SQLiteStore(path, prefix)
+def _store(redis_url: str, path: str) -> Store:
+    return RedisStore(redis_url) if redis_url else SQLiteStore(path)
 
 
 def store() -> Store:
     """The configured store: Redis when REDIS_URL is set, otherwise the embedded SQLite file."""
-    return _store(settings.REDIS_URL, str(settings.LIMITS_STORE_PATH), settings.LIMITS_KEY_PREFIX)
+    return _store(settings.REDIS_URL, str(settings.LIMITS_STORE_PATH))
 
 
 # --- rate limits ----------------------------------------------------------------
@@ -681,6 +699,7 @@ class RateTicket:
     max_wait: float
     waited: float = 0.0
     withdrawn: bool = False
+    went: float = 0.0  # time.monotonic() when the entry was moved to "now"
 
     def confirm(self) -> float:
         """Move the entry to now, just before the request goes; or the seconds it must still wait.
@@ -693,6 +712,8 @@ class RateTicket:
         if not result.ok:  # the store dropped the entry: nothing is taken
             self.withdrawn = True
             raise Throttled(datetime.fromtimestamp(time.time() + result.wait, tz=UTC), self.amount, self.unit)
+        if not result.wait:
+            self.went = time.monotonic()
         return result.wait
 
     def wait_until_confirmed(self) -> None:
@@ -703,7 +724,7 @@ class RateTicket:
     def complete(self) -> None:
         """The response is in: the request reached the API by now at the latest."""
         if not self.withdrawn:
-            self.store.complete(self.bucket, self.entry, self.window)
+            self.store.complete(self.bucket, self.entry, self.window, time.monotonic() - self.went)
 
 
 def acquire_rate(
@@ -730,6 +751,7 @@ def acquire_rate(
         if not reservation.ok:
             raise Throttled(datetime.fromtimestamp(time.time() + reservation.wait, tz=UTC), amount, unit)
         ticket = RateTicket(store_, bucket, reservation.entry, window, amount, unit, max_wait, reservation.wait)
+        ticket.went = time.monotonic()
         if reservation.wait:
             time.sleep(reservation.wait)
         if turns.wait_turn(turn) or reservation.wait:

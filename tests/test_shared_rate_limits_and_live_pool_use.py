@@ -134,3 +134,15 @@ def test_without_a_reachable_store_nothing_is_sent_and_the_check_says_why(compan
     assert not result.ok
     assert check.message == "The rate limit and connection pool store is unavailable; nothing was sent. Try again shortly."
     assert len(httpserver.log) == 0
+
+
+def test_the_response_tab_says_when_a_check_met_a_429(admin_client, company, make_connector, make_instance, httpserver, settings):
+    from werkzeug import Response
+
+    settings.OUTBOUND_429_RETRIES = 1
+    httpserver.expect_ordered_request("/me").respond_with_response(Response("", status=429, headers={"Retry-After": "0"}))
+    httpserver.expect_ordered_request("/me").respond_with_json({})
+    instance = make_instance(make_connector(company, name="Busy API", base_url=httpserver.url_for("")), "Busy")
+    admin_client.post(f"/instances/{instance.pk}/check/")
+    page = admin_client.get(f"/instances/{instance.pk}/?tab=response").content.decode()
+    assert 'data-testid="rate-limit-note">Answered 429 Too Many Requests; the rate limit was paused' in page

@@ -479,17 +479,21 @@ class SQLiteStore(_Prefixed):
         finally:
             sender.close()
 
-    def _socket(self, owner: str) -> tuple[socket.socket, str]:
+    def _socket_path(self, owner: str) -> str:
+        return str(self.socket_dir / f"{owner[-24:]}.sock")
+
+    def _socket(self, owner: str) -> tuple[socket.socket, str] | None:
+        """This thread's wake-up socket for `owner`: None when it was only now created."""
         waiting = getattr(self._local, "waiting", None)
         if waiting and waiting[0] == owner:
             return waiting[1], waiting[2]
         self.drop_socket()
-        path = str(self.socket_dir / f"{owner[-24:]}.sock")
+        path = self._socket_path(owner)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         Path(path).unlink(missing_ok=True)  # left behind by a killed process
         sock.bind(path)
         self._local.waiting = (owner, sock, path)
-        return sock, path
+        return None
 
     def drop_socket(self) -> None:
         waiting = getattr(self._local, "waiting", None)
@@ -506,7 +510,7 @@ class SQLiteStore(_Prefixed):
             self._cleanup(db, pool, now)
             row = db.execute("SELECT ticket FROM pool_waiter WHERE pool = ? AND owner = ?", (pool, owner)).fetchone()
             if row is None:
-                _, path = self._socket(owner)
+                path = self._socket_path(owner)
                 db.execute(
                     "INSERT INTO pool_waiter (pool, owner, expires, wake) VALUES (?, ?, ?, ?)",
                     (pool, owner, now + int(WAITER_LEASE_SECONDS * MICRO), path),
@@ -538,7 +542,12 @@ class SQLiteStore(_Prefixed):
         return Attempt(acquired, ahead, next_expiry)
 
     def pool_wait(self, pool: str, owner: str, timeout: float) -> None:
-        sock, _ = self._socket(owner)
+        # The socket is made on the first wait only (most requests find a free
+        # slot at once). A wake-up sent before it existed is lost, so that
+        # first call returns at once and the caller tries again before sleeping.
+        if (existing := self._socket(owner)) is None:
+            return
+        sock, _ = existing
         sock.settimeout(max(timeout, 0.001))
         try:
             sock.recv(16)

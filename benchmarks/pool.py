@@ -11,6 +11,8 @@ want the 5 slots. Printed: the most requests in flight at the server (must be
 one) beside the ideal 5 / 0.2 s = 25 per second, and the median and p99 wait
 for a slot.
 
+For scale, 5 plain threads without any pool run against the same server first.
+
 Then a process takes the pool's only slot (pool of 1) and is killed with
 SIGKILL; printed is the time until a waiting request gets the slot (the lease,
 ``--lease`` seconds, 5 by default here, 30 in production settings, bounds it).
@@ -90,6 +92,23 @@ def main() -> None:
     backends = ["redis", "sqlite"] if args.backend == "both" else [args.backend]
     print(f"connection pool benchmark: {os.cpu_count()} CPUs; pool of {SLOTS}, {INSTANCES} instances, "
           f"{PROCESSES} processes, server holds each request {HOLD * 1000:.0f} ms")
+    # What this machine reaches with no pool at all: 5 threads sending back to back.
+    server.reset()
+    until = time.monotonic() + args.seconds / 2
+
+    def plain() -> None:
+        session = requests.Session()
+        while time.monotonic() < until:
+            session.get(server.url, timeout=10)
+
+    threads = [threading.Thread(target=plain) for _ in range(SLOTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    arrivals = sorted(server.arrivals)
+    base = sum(1 for a in arrivals if a < arrivals[0] + args.seconds / 2) / (args.seconds / 2)
+    print(f"  baseline without a pool (5 plain threads, {args.seconds / 2:g} s): {base:.1f}/s = {100 * base / (SLOTS / HOLD):.1f}% of the ideal")
     for backend in backends:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         print(f"\n[{backend}]")

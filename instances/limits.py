@@ -102,44 +102,63 @@ class PoolUsage:
 
 # Numbers go into Redis as "%d" strings: Lua 5.1 would print microsecond
 # timestamps with 14 significant digits and lose precision.
+# KEYS: sent (entry -> when it went, then when it finished), pause, counter,
+# planned (entry -> the moment it was given, not gone yet).
 _RESERVE = """
 local window, amount, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
+local old = string.format('%d', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', old)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', old)
 local at = now
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > at then at = paused end
-if redis.call('ZCARD', KEYS[1]) >= amount then
-  local nth = redis.call('ZRANGE', KEYS[1], -amount, -amount, 'WITHSCORES')
-  local free_at = tonumber(nth[2]) + window
-  if free_at > at then at = free_at end
+-- The amount-th latest of sent and planned requests together (planned ones
+-- come after the sent ones).
+local planned = redis.call('ZCARD', KEYS[4])
+local nth
+if planned >= amount then
+  nth = redis.call('ZRANGE', KEYS[4], -amount, -amount, 'WITHSCORES')
+elseif redis.call('ZCARD', KEYS[1]) >= amount - planned then
+  nth = redis.call('ZRANGE', KEYS[1], planned - amount, planned - amount, 'WITHSCORES')
 end
+if nth and nth[2] and tonumber(nth[2]) + window > at then at = tonumber(nth[2]) + window end
 if at - now > max_wait then return {0, at, now, ''} end
 local entry = tostring(redis.call('INCR', KEYS[3]))
-redis.call('ZADD', KEYS[1], string.format('%d', at), entry)
+if at == now then
+  redis.call('ZADD', KEYS[1], string.format('%d', at), entry)
+else
+  redis.call('ZADD', KEYS[4], string.format('%d', at), entry)
+end
 local ttl = math.floor((at - now + window) / 1000) + 60000
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4]}) do redis.call('PEXPIRE', key, ttl) end
 return {1, at, now, entry}
 """
 
-# Just before the request goes: check the entry against what has really been
-# sent (completed requests carry their completion time by now) and move it to
-# now, or later when the window is not free yet.
+# Just before the request goes: check it against what has really been sent
+# (finished requests carry their completion time by now) and mark it sent
+# now, or plan it later when the window is not free yet.
 _CONFIRM = """
 local entry, window, amount, max_wait = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREM', KEYS[1], entry)
+redis.call('ZREM', KEYS[4], entry)
 local at = now
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > at then at = paused end
-local nth = redis.call('ZREVRANGEBYSCORE', KEYS[1], string.format('%d', now), '-inf', 'WITHSCORES', 'LIMIT', amount - 1, 1)
+local nth = redis.call('ZRANGE', KEYS[1], -amount, -amount, 'WITHSCORES')
 if nth[2] and tonumber(nth[2]) + window > at then at = tonumber(nth[2]) + window end
 if at - now > max_wait then return {0, at, now} end
-redis.call('ZADD', KEYS[1], string.format('%d', at), entry)
-redis.call('PEXPIRE', KEYS[1], math.floor((at - now + window) / 1000) + 60000)
+local ttl = math.floor((at - now + window) / 1000) + 60000
+if at == now then
+  redis.call('ZADD', KEYS[1], string.format('%d', at), entry)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('ZADD', KEYS[4], string.format('%d', at), entry)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
 return {1, at, now}
 """
 
@@ -281,7 +300,7 @@ class RedisStore(_Prefixed):
 
     def _rate_keys(self, bucket: str) -> list[str]:
         base = f"{self.prefix}:rate:{{{bucket}}}"  # one hash slot per bucket
-        return [f"{base}:log", f"{base}:pause", f"{base}:seq"]
+        return [f"{base}:sent", f"{base}:pause", f"{base}:seq", f"{base}:planned"]
 
     def _pool_keys(self, pool: str) -> list[str]:
         base = f"{self.prefix}:pool:{{{pool}}}"
@@ -296,7 +315,7 @@ class RedisStore(_Prefixed):
 
     def confirm(self, bucket: str, entry: str, window: float, amount: int, max_wait: float) -> Reservation:
         ok, at, now = self._confirm(
-            self._rate_keys(bucket)[:2], [entry, int(window * MICRO), amount, int(max_wait * MICRO)]
+            self._rate_keys(bucket), [entry, int(window * MICRO), amount, int(max_wait * MICRO)]
         )
         return Reservation(bool(ok), int(at), int(now), entry)
 
@@ -334,8 +353,8 @@ class RedisStore(_Prefixed):
 # --- SQLite (the embedded default) -------------------------------------------
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS rate_log (bucket TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS rate_log_bucket_at ON rate_log (bucket, at);
+CREATE TABLE IF NOT EXISTS rate_entry (bucket TEXT NOT NULL, at INTEGER NOT NULL, sent INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS rate_entry_bucket_sent_at ON rate_entry (bucket, sent, at);
 CREATE TABLE IF NOT EXISTS rate_pause (bucket TEXT PRIMARY KEY, until INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pool_holder (
   pool TEXT NOT NULL, owner TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (pool, owner));
@@ -390,17 +409,16 @@ class SQLiteStore(_Prefixed):
     def _now() -> int:
         return time.time_ns() // 1000
 
-    def _free_at(self, db: sqlite3.Connection, bucket: str, amount: int, window_us: int, now: int, *, before: int | None) -> int:
+    def _free_at(self, db: sqlite3.Connection, bucket: str, amount: int, window_us: int, now: int, *, sent_only: bool) -> int:
         at = now
         row = db.execute("SELECT until FROM rate_pause WHERE bucket = ?", (bucket,)).fetchone()
         if row and row[0] > at:
             at = row[0]
-        if before is None:
-            sql, args = "SELECT at FROM rate_log WHERE bucket = ? ORDER BY at DESC LIMIT 1 OFFSET ?", (bucket, amount - 1)
-        else:
-            sql = "SELECT at FROM rate_log WHERE bucket = ? AND at <= ? ORDER BY at DESC LIMIT 1 OFFSET ?"
-            args = (bucket, before, amount - 1)
-        row = db.execute(sql, args).fetchone()
+        sql = "SELECT at FROM rate_entry WHERE bucket = ?{} ORDER BY sent, at DESC LIMIT 1 OFFSET ?"
+        if sent_only:
+            row = db.execute(sql.format(" AND sent = 1"), (bucket, amount - 1)).fetchone()
+        else:  # planned requests come after the sent ones
+            row = db.execute(sql.format(""), (bucket, amount - 1)).fetchone()
         if row and row[0] + window_us > at:
             at = row[0] + window_us
         return at
@@ -410,16 +428,18 @@ class SQLiteStore(_Prefixed):
         window_us = int(window * MICRO)
         with self._transaction() as db:
             now = self._now()
-            db.execute("DELETE FROM rate_log WHERE bucket = ? AND at <= ?", (bucket, now - window_us))
+            db.execute("DELETE FROM rate_entry WHERE bucket = ? AND at <= ?", (bucket, now - window_us))
             if random.random() < 0.01:  # now and then, what buckets no longer in use left behind
-                db.execute("DELETE FROM rate_log WHERE at <= ?", (now - 2 * WINDOW_SECONDS["day"] * MICRO,))
+                db.execute("DELETE FROM rate_entry WHERE at <= ?", (now - 2 * WINDOW_SECONDS["day"] * MICRO,))
                 db.execute("DELETE FROM rate_pause WHERE until <= ?", (now,))
                 db.execute("DELETE FROM pool_holder WHERE expires <= ?", (now,))
                 db.execute("DELETE FROM pool_waiter WHERE expires <= ?", (now,))
-            at = self._free_at(db, bucket, amount, window_us, now, before=None)
+            at = self._free_at(db, bucket, amount, window_us, now, sent_only=False)
             if at - now > max_wait * MICRO:
                 return Reservation(False, at, now)
-            entry = db.execute("INSERT INTO rate_log (bucket, at) VALUES (?, ?)", (bucket, at)).lastrowid
+            entry = db.execute(
+                "INSERT INTO rate_entry (bucket, at, sent) VALUES (?, ?, ?)", (bucket, at, int(at == now))
+            ).lastrowid
         return Reservation(True, at, now, str(entry))
 
     def confirm(self, bucket: str, entry: str, window: float, amount: int, max_wait: float) -> Reservation:
@@ -427,21 +447,25 @@ class SQLiteStore(_Prefixed):
         window_us = int(window * MICRO)
         with self._transaction() as db:
             now = self._now()
-            db.execute("DELETE FROM rate_log WHERE rowid = ?", (int(entry),))
-            at = self._free_at(db, bucket, amount, window_us, now, before=now)
+            db.execute("DELETE FROM rate_entry WHERE rowid = ?", (int(entry),))
+            at = self._free_at(db, bucket, amount, window_us, now, sent_only=True)
             if at - now > max_wait * MICRO:
                 return Reservation(False, at, now, entry)
-            db.execute("INSERT INTO rate_log (rowid, bucket, at) VALUES (?, ?, ?)", (int(entry), bucket, at))
+            db.execute(
+                "INSERT INTO rate_entry (rowid, bucket, at, sent) VALUES (?, ?, ?, ?)", (int(entry), bucket, at, int(at == now))
+            )
         return Reservation(True, at, now, entry)
 
     def complete(self, bucket: str, entry: str, window: float, took: float) -> None:
         bucket = f"{self.prefix}:{bucket}"
         with self._transaction() as db:
             updated = db.execute(
-                "UPDATE rate_log SET at = at + ? WHERE rowid = ?", (int(took * MICRO), int(entry))
+                "UPDATE rate_entry SET at = at + ? WHERE rowid = ?", (int(took * MICRO), int(entry))
             ).rowcount
             if not updated:  # pruned while in flight (a request longer than the window)
-                db.execute("INSERT INTO rate_log (rowid, bucket, at) VALUES (?, ?, ?)", (int(entry), bucket, self._now()))
+                db.execute(
+                    "INSERT INTO rate_entry (rowid, bucket, at, sent) VALUES (?, ?, ?, 1)", (int(entry), bucket, self._now())
+                )
 
     def pause(self, bucket: str, seconds: float) -> None:
         bucket = f"{self.prefix}:{bucket}"
@@ -708,7 +732,7 @@ class RateTicket:
     max_wait: float
     waited: float = 0.0
     withdrawn: bool = False
-    went: float = 0.0  # time.monotonic() when the entry was moved to "now"
+    went: float = 0.0  # time.monotonic() just before the store dated the entry "now"
 
     def confirm(self) -> float:
         """Move the entry to now, just before the request goes; or the seconds it must still wait.
@@ -717,12 +741,15 @@ class RateTicket:
         now earlier requests may have finished later than planned (their
         entries moved to their completion), or a 429 paused the bucket.
         """
+        # Timed from before the call: the store's "now" falls after this, so
+        # the duration reported at completion can only overstate.
+        before = time.monotonic()
         result = self.store.confirm(self.bucket, self.entry, self.window, self.amount, self.max_wait)
         if not result.ok:  # the store dropped the entry: nothing is taken
             self.withdrawn = True
             raise Throttled(datetime.fromtimestamp(time.time() + result.wait, tz=UTC), self.amount, self.unit)
         if not result.wait:
-            self.went = time.monotonic()
+            self.went = before
         return result.wait
 
     def wait_until_confirmed(self) -> None:
@@ -751,6 +778,7 @@ def acquire_rate(
     turns = _turns(bucket)
     with turns.reserving:
         turn = turns.join()
+        before = time.monotonic()
         try:
             reservation = store_.reserve(bucket, window, amount, max_wait)
         except BaseException:
@@ -760,7 +788,7 @@ def acquire_rate(
         if not reservation.ok:
             raise Throttled(datetime.fromtimestamp(time.time() + reservation.wait, tz=UTC), amount, unit)
         ticket = RateTicket(store_, bucket, reservation.entry, window, amount, unit, max_wait, reservation.wait)
-        ticket.went = time.monotonic()
+        ticket.went = before
         if reservation.wait:
             time.sleep(reservation.wait)
         if turns.wait_turn(turn) or reservation.wait:

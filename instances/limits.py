@@ -5,14 +5,16 @@ when REDIS_URL is set (every machine, Redis's own clock), otherwise a SQLite
 file of its own next to the database (every process of this machine).
 
 Rate limit — an exact sliding-window log with reservations. A request asks the
-store for the earliest moment it may go: now, or the moment the request
-`amount` places back in the log leaves the window (plus a small margin for
-network jitter), or the end of a pause set after a 429. The store writes that
-moment into the log atomically and answers with it; the request sleeps until
-then and goes. Moments are handed out in order, so no window of the unit ever
-holds more than `amount`, requests go oldest first, and nobody polls. When the
-moment is further away than `OUTBOUND_RATE_LIMIT_MAX_WAIT`, nothing is
-reserved and `Throttled` says when the next request will be possible.
+store for the earliest moment it may go: now, the moment the request `amount`
+places back (sent or planned) leaves the window plus a small margin, or the end
+of a pause set after a 429. The store plans it for that moment atomically; the
+request sleeps until then and nobody polls. Just before it goes it is checked
+again against the requests really sent (a finished one is dated by when it went
+plus how long it took, so it counts until the API has certainly seen it) and
+marked sent, or planned later. So no window of the unit ever holds more than
+`amount` at the API's side, and the requests of one process go oldest first.
+When the moment is further away than `OUTBOUND_RATE_LIMIT_MAX_WAIT`, nothing is
+planned and `Throttled` says when the next request will be possible.
 
 Connection pool — a fair distributed semaphore with leases. A request joins
 the pool's queue (a ticket), and takes a slot when fewer than `limit` leases

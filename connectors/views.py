@@ -18,7 +18,7 @@ PAGE_SIZE = 20
 INSTANCES_SHOWN = 5
 INSTANCE_PAGE_SIZE = 25
 INSTANCE_COLUMNS = (
-    "connector", "name", "rate_limit_amount", "rate_limit_unit", "connection_pool",
+    "connector", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group", "connection_pool",
     "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason",
 )
 

@@ -391,6 +391,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     instance.rate_limit_amount = data["rate_limit_amount"]
     instance.rate_limit_unit = data["rate_limit_unit"]
     instance.connection_pool = data.get("connection_pool")
+    instance.rate_limit_group = data["rate_limit_group"]
     if auth_changed:
         instance.auth_method = method
         instance.values = new_values
@@ -400,6 +401,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         with transaction.atomic():
             instance.save()
+            details.share_rate_limit(instance)
             if check is not None:
                 checks.note_check(instance, check)
             if confirmed_destination:

@@ -1,35 +1,39 @@
-"""Benchmark: server-side rendering of "Manage connectors" vs the Django admin changelist.
+"""Benchmark: server-side rendering of "Manage connectors" vs the Django admin changelist, by size.
 
 What it measures
 ----------------
 The time Django takes to answer (view + SQL + template rendering, no network,
-no browser) for two pages that list the same data:
+no browser), the number of SQL queries and the HTML size of two pages that list
+the same company's instances:
 
-* ``GET /connectors/``               our manage connectors page, page 1
-                                     (20 connectors per page, every instance inline);
-* ``GET /admin/instances/instance/`` the Django admin changelist of the same
-                                     instances (InstanceAdmin, 100 rows per page).
+* ``GET /connectors/``  our manage connectors page, page 1: 20 connectors per
+  page, the first 5 instances of each inline ("show all N instances" for the rest);
+* ``GET /admin/instances/instance/?company__id__exact=<company>``  the Django
+  admin changelist of the same company's instances (100 rows per page).
 
-Seed: one company ("Acme Retail") with an Administrator user (also staff and
-superuser, so it can open the admin) owning 200 connectors with 10 instances
-each. About half are installed from the Sandbox marketplace listing (some at
-the older version 1.0.0, so "update available" shows, some modified after
-installing); the rest are custom connectors. Some instances are in connection
-pools. A second company ("Globex Trading") has a little data of its own.
+Both pages show the same company's rows, and the same number of instance rows
+(100 = 20 connectors x 5 on ours, one page of 100 on the admin's), to a user
+who is an Administrator of that company and also staff/superuser.
 
-Each page gets 3 warm-up requests, then 20 timed requests
-(``time.perf_counter()`` around ``django.test.Client.get``; the timed requests
-of the two pages alternate, so a change in machine load affects both alike),
-and one more request under ``CaptureQueriesContext`` to count the SQL queries
-(and sum the time spent executing them). On PostgreSQL the seed is followed by
-``ANALYZE``, as autovacuum would do on a live database. The script prints
-median / p90 / min milliseconds, query count, SQL time and rows shown per page,
-then whether our page is faster than the admin's (and the time per instance row,
-since the two pages show different numbers of rows).
+Shapes (one company each, so each is measured on its own rows):
+20, 200 and 2000 connectors x 10 instances, and 200 connectors x 200 instances.
+Half the connectors of each company are installed from the Sandbox listing
+(some at the older 1.0.0, so "update available" shows; some modified after
+installing), the rest are custom connectors; some instances are in connection
+pools. The connectors are copied in bulk from a handful of templates made
+through the real install and manifest code, so seeding 2420 connectors and
+62,200 instances takes seconds, not minutes.
 
-Settings: DEBUG=1 (so "testserver" is an allowed host and static files need no
-manifest), a throwaway CREDENTIAL_KEYS test key, and ALWAYS a throwaway
-database -- DATABASE_URL from your environment is ignored.
+Settings: DEBUG OFF, as in production (a throwaway SECRET_KEY and the test
+CREDENTIAL_KEYS, static files collected into a temporary STATIC_ROOT,
+SECURE_SSL_REDIRECT off since the test client speaks plain HTTP), and ALWAYS a
+throwaway database -- DATABASE_URL from your environment is ignored.
+
+Each page gets 3 warm-up requests, then 20 timed requests (``time.perf_counter()``
+around ``django.test.Client.get``; ours and the admin's alternate, so a change
+in machine load affects both alike), then one more request under
+``CaptureQueriesContext`` to count the queries. On PostgreSQL the seed is
+followed by ``ANALYZE``, as autovacuum would do on a live database.
 
 How to run (from the project root)
 ----------------------------------
@@ -40,7 +44,7 @@ SQLite (default: a temporary file under /tmp, deleted at the end)::
 
 PostgreSQL::
 
-    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/patchworks_bench \\
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_bench_manage \\
         .venv/bin/python benchmarks/manage_connectors.py
 
 When the database name contains "bench", the script manages it itself through
@@ -50,9 +54,9 @@ drops it again at the end. Any other name is used as given: it must already
 exist and be empty (the script refuses to touch a database that has tables),
 and is left in place afterwards.
 
-Options: ``--show-queries`` prints every SQL query of the counted request of
-each page with its time; ``--timed N`` / ``--warmup N`` change the number of
-requests (defaults 20 and 3).
+Options: ``--shapes 20x10,200x200`` measures only those shapes;
+``--show-queries`` prints every SQL query of the counted request of each page;
+``--timed N`` / ``--warmup N`` change the number of requests (defaults 20 and 3).
 """
 
 from __future__ import annotations
@@ -77,11 +81,11 @@ if str(PROJECT_DIR) not in sys.path:
 # The throwaway key from pytest.ini: never a real one.
 TEST_CREDENTIAL_KEYS = "test-1:a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 
-N_CONNECTORS = 200
-INSTANCES_PER_CONNECTOR = 10
+# (connectors, instances per connector)
+SHAPES = [(20, 10), (200, 10), (2000, 10), (200, 200)]
 N_POOLS = 6
 MANAGE_URL = "/connectors/"
-ADMIN_URL = "/admin/instances/instance/"
+ADMIN_URL = "/admin/instances/instance/?company__id__exact={company}"
 
 
 # --- database set-up -------------------------------------------------------
@@ -174,24 +178,26 @@ class ThrowawayDatabase:
                 )
 
 
-def setup_django(database_url: str) -> None:
-    os.environ.setdefault("DEBUG", "1")
+def setup_django(database_url: str, static_root: str) -> None:
+    # DEBUG off, as in production; only what the test client cannot do is relaxed.
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + os.urandom(16).hex())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "patchworks_site.settings")
     os.environ.setdefault("CREDENTIAL_KEYS", TEST_CREDENTIAL_KEYS)
     os.environ.setdefault("CREDENTIAL_KEY_FILE", "/nonexistent/credential-keys")
-    os.environ.setdefault("OUTBOUND_ALLOW_LOOPBACK", "1")
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ["SECURE_SSL_REDIRECT"] = "0"  # the test client speaks plain HTTP
+    os.environ["STATIC_ROOT"] = static_root
     os.environ["DATABASE_URL"] = database_url  # always the throwaway one
 
     import django
 
     django.setup()
 
-    from django.conf import settings
     from django.core.management import call_command
 
-    if "testserver" not in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS:
-        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     call_command("migrate", verbosity=0, interactive=False)
+    call_command("collectstatic", verbosity=0, interactive=False)  # the manifest DEBUG-off pages need
 
 
 # --- seeding -----------------------------------------------------------------
@@ -257,168 +263,176 @@ def custom_manifest(n: int, name: str) -> dict:
     }
 
 
-def seed() -> dict:
+def make_templates():
+    """A handful of connectors made through the real install and manifest code, to copy in bulk.
+
+    Returns [(template connector, is prebuilt)], in the order clones cycle through them.
+    """
+    from connectors import manifest as manifests
+    from connectors.models import Connector
+    from marketplace import catalog
+    from marketplace.models import Listing
+    from patchworks_site.models import Company
+
+    for entry in catalog.iter_catalog():
+        if entry.slug == "sandbox":
+            catalog.publish(entry.slug, entry.manifest, entry.changelog)
+    sandbox = Listing.objects.get(slug="sandbox")
+    old_version, new_version = sandbox.versions.get(version="1.0.0"), sandbox.latest_version
+    company = Company.objects.create(name="Benchmark templates")
+
+    def prebuilt(version, modified: bool) -> Connector:
+        connector = catalog.install(version, company)
+        if modified:
+            changed = copy.deepcopy(manifests.export(connector))
+            changed["rate_limit"]["amount"] = max(1, changed["rate_limit"]["amount"] // 2)
+            changed["endpoints"].append(
+                {"key": "list_invoices", "name": "List invoices", "entity": "Invoice",
+                 "direction": "receive", "method": "GET", "path": "/invoices"}
+            )
+            manifests.apply(manifests.validate(changed), connector=connector)
+        return connector
+
+    def custom(n: int) -> Connector:
+        manifest = manifests.validate(custom_manifest(n, f"Custom {n}"))
+        return manifests.apply(manifest, connector=Connector(company=company))
+
+    prebuilts = [prebuilt(old_version, False), prebuilt(new_version, False), prebuilt(old_version, True),
+                 prebuilt(new_version, False), prebuilt(new_version, True)]
+    customs = [custom(n) for n in range(5)]
+    # Interleaved: half prebuilt (~40% of them with an update available, 40% modified), half custom.
+    return [item for pair in zip(((c, True) for c in prebuilts), ((c, False) for c in customs)) for item in pair]
+
+
+def clone_connectors(templates, company, count: int, user) -> list:
+    """`count` connectors for `company`, copied row by row from the templates in a few bulk inserts."""
+    from connectors.models import AuthMethod, Connector, Endpoint, Variable
+    from marketplace.models import Installation
+
+    copies = []
+    n_custom = 0
+    for n in range(count):
+        template, is_prebuilt = templates[n % len(templates)]
+        clone = copy.copy(template)
+        clone.pk = clone.id = None
+        clone._state = Connector()._state
+        clone.company = company
+        clone.created_by = clone.updated_by = user
+        if is_prebuilt:
+            clone.name = f"{template.name} {n:04d}"  # the name is the company's label, not a modification
+        else:
+            words = EARLY_WORDS if n_custom < len(EARLY_WORDS) else LATE_WORDS
+            clone.name = f"{words[n_custom % len(words)]} {SYSTEMS[n_custom % len(SYSTEMS)]} API {n_custom:04d}"
+            n_custom += 1
+        copies.append((clone, template, is_prebuilt))
+    Connector.objects.bulk_create([c for c, _, _ in copies], batch_size=500)
+
+    template_ids = {t.pk for t, _ in templates}
+    methods = {}
+    for m in AuthMethod.objects.filter(connector_id__in=template_ids):
+        methods.setdefault(m.connector_id, []).append(m)
+    variables, endpoints = {}, {}
+    for v in Variable.objects.filter(connector_id__in=template_ids):
+        variables.setdefault(v.connector_id, []).append(v)
+    for e in Endpoint.objects.filter(connector_id__in=template_ids):
+        endpoints.setdefault(e.connector_id, []).append(e)
+    installations = {i.connector_id: i for i in Installation.objects.filter(connector_id__in=template_ids)}
+
+    def row(obj, **fields):
+        new = copy.copy(obj)
+        new.pk = new.id = None
+        new._state = type(obj)()._state
+        for key, value in fields.items():
+            setattr(new, key, value)
+        return new
+
+    new_methods = [(clone, m, row(m, connector=clone)) for clone, t, _ in copies for m in methods.get(t.pk, [])]
+    AuthMethod.objects.bulk_create([m for _, _, m in new_methods], batch_size=1000)
+    method_map = {(clone.pk, old.pk): new for clone, old, new in new_methods}
+    Variable.objects.bulk_create(
+        [row(v, connector=clone, auth_method=method_map[(clone.pk, v.auth_method_id)] if v.auth_method_id else None)
+         for clone, t, _ in copies for v in variables.get(t.pk, [])],
+        batch_size=1000,
+    )
+    Endpoint.objects.bulk_create(
+        [row(e, connector=clone) for clone, t, _ in copies for e in endpoints.get(t.pk, [])], batch_size=1000
+    )
+    Installation.objects.bulk_create(
+        [Installation(connector=clone, listing_version_id=installations[t.pk].listing_version_id, installed_by=user)
+         for clone, t, prebuilt in copies if prebuilt],
+        batch_size=1000,
+    )
+    return [c for c, _, _ in copies]
+
+
+def seed_shape(templates, n_connectors: int, per_connector: int) -> dict:
+    """One company with `n_connectors` x `per_connector` instances and an Administrator (staff) user."""
     from django.conf import settings
     from django.db import transaction
     from django.utils import timezone
 
-    from connectors import manifest as manifests
-    from connectors.models import AuthMethod, Connector, Endpoint, Variable
+    from connectors.models import AuthMethod, Variable
     from instances.models import ConnectionPool, Instance
-    from marketplace import catalog
-    from marketplace.models import Installation, Listing
     from patchworks_site.models import Company, Role, User
 
     with transaction.atomic():
-        for entry in catalog.iter_catalog():
-            if entry.slug == "sandbox":
-                catalog.publish(entry.slug, entry.manifest, entry.changelog)
-        sandbox = Listing.objects.get(slug="sandbox")
-        old_version = sandbox.versions.get(version="1.0.0")
-        new_version = sandbox.latest_version
-
-        acme = Company.objects.create(name="Acme Retail")
-        globex = Company.objects.create(name="Globex Trading")
-        admin = User.objects.create_user(
-            username="bench-admin", first_name="Ada", last_name="Admin", company=acme,
+        company = Company.objects.create(name=f"Shape {n_connectors}x{per_connector}")
+        user = User.objects.create_user(
+            username=f"bench-{n_connectors}x{per_connector}", first_name="Ada", last_name="Admin", company=company,
             role=Role.ADMINISTRATOR, is_staff=True, is_superuser=True,
         )
-        colleague = User.objects.create_user(
-            username="bench-manager", first_name="Max", last_name="Manager", company=acme, role=Role.MANAGER,
-        )
-        globex_admin = User.objects.create_user(
-            username="globex-admin", company=globex, role=Role.ADMINISTRATOR,
-        )
-
-        def install(company, n: int, user) -> Connector:
-            old = n % 10 in (0, 1, 2)       # ~30% at 1.0.0: "update available"
-            modified = n % 10 in (2, 3, 7)  # ~30% changed after installing
-            connector = catalog.install(old_version if old else new_version, company, user=user)
-            if modified:
-                changed = copy.deepcopy(manifests.export(connector))
-                changed["rate_limit"]["amount"] = max(1, changed["rate_limit"]["amount"] // 2)
-                if n % 2:
-                    changed["endpoints"].append(
-                        {"key": "list_invoices", "name": "List invoices", "entity": "Invoice",
-                         "direction": "receive", "method": "GET", "path": "/invoices"}
-                    )
-                manifests.apply(manifests.validate(changed), connector=connector, user=colleague)
-            return connector
-
-        def custom(company, n: int, name: str, user) -> Connector:
-            return manifests.apply(
-                manifests.validate(custom_manifest(n, name)), connector=Connector(company=company), user=user
-            )
-
-        # 200 connectors for Acme, prebuilt and custom interleaved.
-        acme_connectors = []
-        n_custom = 0
-        for n in range(N_CONNECTORS):
-            if n % 2 == 0:
-                acme_connectors.append(install(acme, n // 2, admin))
-            else:
-                words = EARLY_WORDS if n_custom < len(EARLY_WORDS) else LATE_WORDS
-                word = words[n_custom % len(words)]
-                name = f"{word} {SYSTEMS[n_custom % len(SYSTEMS)]} API {n_custom:03d}"
-                acme_connectors.append(custom(acme, n_custom, name, admin))
-                n_custom += 1
-
-        # A little data for the second company.
-        globex_connectors = [install(globex, n, globex_admin) for n in range(3)] + [
-            custom(globex, n, f"Globex Ledger {n}", globex_admin) for n in range(2)
-        ]
-
+        connectors = clone_connectors(templates, company, n_connectors, user)
         pools = ConnectionPool.objects.bulk_create(
-            [ConnectionPool(company=acme, name=f"{name} pool", limit=2 + i, timeout_seconds=30)
+            [ConnectionPool(company=company, name=f"{name} pool", limit=2 + i, timeout_seconds=30)
              for i, name in enumerate(["Sandbox", "ERP", "Warehouse", "Storefront", "Finance", "Shared"][:N_POOLS])]
         )
-        ConnectionPool.objects.create(company=globex, name="Globex pool", limit=3)
-
-        # Auth methods and variables of every connector, for building instances.
-        all_connectors = acme_connectors + globex_connectors
-        ids = [c.pk for c in all_connectors]
-        methods_by_connector: dict[int, list[AuthMethod]] = {}
+        ids = [c.pk for c in connectors]
+        methods_by_connector: dict[int, list] = {}
         for m in AuthMethod.objects.filter(connector_id__in=ids).order_by("connector_id", "position", "id"):
             methods_by_connector.setdefault(m.connector_id, []).append(m)
-        variables_by_owner: dict[tuple, list[Variable]] = {}
+        variables_by_owner: dict[tuple, list] = {}
         for v in Variable.objects.filter(connector_id__in=ids):
             variables_by_owner.setdefault((v.connector_id, v.auth_method_id), []).append(v)
 
         now = timezone.now()
-        instances: list[Instance] = []
         pool_links: set[tuple[int, int]] = set()
+        batch: list = []
         seq = 0
-
-        def add_instances(connector: Connector, count: int, user, pool_list) -> None:
-            nonlocal seq
+        for connector in connectors:
             methods = methods_by_connector[connector.pk]
-            for i in range(count):
+            for i in range(per_connector):
                 seq += 1
-                method = methods[(seq + i) % len(methods)]
+                method = methods[seq % len(methods)]
                 values, secrets = {}, {}
                 for v in variables_by_owner.get((connector.pk, None), []):
                     values[v.key] = settings.SANDBOX_BASE_URL if v.key == "base_url" else (v.default or f"v{seq}")
                 for v in variables_by_owner.get((connector.pk, method.pk), []):
                     if v.secret:
-                        secrets[v.key] = f"secret-{seq:05d}-{v.key}"
+                        secrets[v.key] = f"secret-{seq:06d}-{v.key}"
                     else:
-                        values[v.key] = f"{v.key}-{seq:05d}"
-                pool = pool_list[seq % len(pool_list)] if pool_list and seq % 3 == 0 else None
+                        values[v.key] = f"{v.key}-{seq:06d}"
+                pool = pools[seq % len(pools)] if seq % 3 == 0 else None
                 if pool is not None:
                     pool_links.add((pool.pk, connector.pk))
                 state = seq % 4
-                obj = Instance.with_connector_defaults(
-                    connector,
-                    name=f"{connector.name} - {REGIONS[i % len(REGIONS)]}",
-                    auth_method=method,
-                    connection_pool=pool,
-                    values=values,
-                    last_checked_at=None if state == 0 else now - timedelta(minutes=seq),
+                instance = Instance.with_connector_defaults(
+                    connector, name=f"{REGIONS[i % len(REGIONS)]} {i:04d}", auth_method=method,
+                    connection_pool=pool, values=values, created_by=user,
+                    last_checked_at=None if state == 0 else now - timedelta(minutes=seq % 10000),
                     last_check_ok=None if state == 0 else state != 3,
                     last_check_message="" if state != 3 else "401 Unauthorized: invalid credentials",
-                    created_by=user,
                 )
-                obj.set_secrets(secrets)  # uid is set at construction, so the AAD is final
-                instances.append(obj)
-
-        for connector in acme_connectors:
-            add_instances(connector, INSTANCES_PER_CONNECTOR, admin, pools)
-        globex_pool = list(ConnectionPool.objects.filter(company=globex))
-        for connector in globex_connectors:
-            add_instances(connector, 3, globex_admin, globex_pool)
-        Instance.objects.bulk_create(instances, batch_size=500)
-
+                instance.set_secrets(secrets)  # uid is set at construction, so the AAD is final
+                batch.append(instance)
+                if len(batch) >= 2000:
+                    Instance.objects.bulk_create(batch)
+                    batch = []
+        Instance.objects.bulk_create(batch)
         Through = ConnectionPool.connectors.through
         Through.objects.bulk_create(
             [Through(connectionpool_id=p, connector_id=c) for p, c in sorted(pool_links)], ignore_conflicts=True
         )
-
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        # Fresh planner statistics, as autovacuum would have gathered on a live database.
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
-
-    return {
-        "companies": Company.objects.count(),
-        "users": User.objects.count(),
-        "connectors (Acme)": Connector.objects.filter(company=acme).count(),
-        "  prebuilt (Sandbox)": Installation.objects.filter(connector__company=acme).count(),
-        "    at 1.0.0 (update available)": Installation.objects.filter(
-            connector__company=acme, listing_version=old_version).count(),
-        "  custom": Connector.objects.filter(company=acme, installation__isnull=True).count(),
-        "instances (Acme)": Instance.objects.filter(company=acme).count(),
-        "  in a connection pool": Instance.objects.filter(company=acme, connection_pool__isnull=False).count(),
-        "connectors (Globex)": Connector.objects.filter(company=globex).count(),
-        "instances (Globex)": Instance.objects.filter(company=globex).count(),
-        "instances (all, shown by the admin)": Instance.objects.count(),
-        "variables / auth methods / endpoints": (
-            f"{Variable.objects.count()} / {AuthMethod.objects.count()} / {Endpoint.objects.count()}"
-        ),
-        "connection pools": ConnectionPool.objects.count(),
-        "_user": admin,
-    }
+    return {"company": company, "user": user}
 
 
 # --- measuring -----------------------------------------------------------------
@@ -464,11 +478,13 @@ def measure(client, pages: dict, warmup: int, timed: int) -> dict:
         for _ in range(warmup):
             get_ok(client, url)
     samples: dict[str, list[float]] = {url: [] for url in pages}
+    cpu: dict[str, list[float]] = {url: [] for url in pages}
     for _ in range(timed):
         for url in pages:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             response = client.get(url)
             samples[url].append((time.perf_counter() - start) * 1000)
+            cpu[url].append((time.process_time() - start_cpu) * 1000)
             assert response.status_code == 200, f"GET {url}: {response.status_code}"
     results = {}
     for url, rows_of in pages.items():
@@ -479,6 +495,7 @@ def measure(client, pages: dict, warmup: int, timed: int) -> dict:
         rows_text, instance_rows = rows_of(html)
         results[url] = {
             "median": statistics.median(samples[url]),
+            "cpu": statistics.median(cpu[url]),
             "p90": percentile(samples[url], 90),
             "min": min(samples[url]),
             "queries": len(ctx.captured_queries),
@@ -516,79 +533,79 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--timed", type=int, default=20, help="timed requests per page (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up requests per page (default 3)")
+    parser.add_argument("--shapes", default=",".join(f"{c}x{i}" for c, i in SHAPES),
+                        help="connectors x instances per connector, comma-separated (default: all four)")
     parser.add_argument("--show-queries", action="store_true", help="print each page's SQL queries")
     args = parser.parse_args()
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
 
-    with ThrowawayDatabase(os.environ.get("BENCH_DATABASE_URL") or None) as db:
-        print(f"Database: {db.label}")
-        t0 = time.perf_counter()
-        setup_django(db.url)
-        t1 = time.perf_counter()
-        sizes = seed()
-        t2 = time.perf_counter()
-        user = sizes.pop("_user")
-        print(f"Migrated in {t1 - t0:.1f} s, seeded in {t2 - t1:.1f} s.\n")
-        print("Seed sizes")
-        for label, value in sizes.items():
-            print(f"  {label:<38} {value}")
+    static_root = tempfile.mkdtemp(prefix="patchworks-bench-static-")
+    try:
+        with ThrowawayDatabase(os.environ.get("BENCH_DATABASE_URL") or None) as db:
+            print(f"Database: {db.label}")
+            t0 = time.perf_counter()
+            setup_django(db.url, static_root)
+            t1 = time.perf_counter()
+            templates = make_templates()
+            seeded = [(shape, seed_shape(templates, *shape)) for shape in shapes]
+            from django.db import connection
 
-        import django
-        from django.conf import settings
-        from django.test import Client
+            if connection.vendor == "postgresql":
+                # Fresh planner statistics, as autovacuum would have gathered on a live database.
+                with connection.cursor() as cursor:
+                    cursor.execute("ANALYZE")
+            t2 = time.perf_counter()
+            print(f"Migrated and collected static files in {t1 - t0:.1f} s, seeded in {t2 - t1:.1f} s.")
+            return report(seeded, args)
+    finally:
+        shutil.rmtree(static_root, ignore_errors=True)
 
+
+def report(seeded, args) -> int:
+    import django
+    from django.conf import settings
+    from django.test import Client
+
+    from instances.models import Instance
+
+    print(
+        f"Server-side rendering, django.test.Client, Django {django.get_version()}, DEBUG={int(settings.DEBUG)}, "
+        f"{args.warmup} warm-up + {args.timed} timed requests per page (ours and the admin's alternate).\n"
+        "Both pages: the same company's instances, 100 instance rows (ours: 20 connectors x first 5).\n"
+    )
+    header = (f"{'shape':<10} {'page':<7} {'median ms':>9} {'p90 ms':>7} {'CPU ms':>7} {'queries':>7} {'HTML KB':>8} "
+              f"{'rows':>5}  {'ours/admin time':>15}")
+    print(header)
+    print("-" * len(header))
+    summary = []
+    for (n_connectors, per_connector), data in seeded:
+        company, user = data["company"], data["user"]
+        assert Instance.objects.filter(company=company).count() == n_connectors * per_connector
         client = Client()
         client.force_login(user)
-        results = measure(client, {MANAGE_URL: manage_rows, ADMIN_URL: admin_rows}, args.warmup, args.timed)
-        ours, admin = results[MANAGE_URL], results[ADMIN_URL]
-
-        page1 = ours["html"]
-        counts = {
-            label: page1.count(marker)
-            for label, marker in [
-                ("prebuilt", "badge bg-info-subtle"),
-                ("custom", 'text-secondary-emphasis">custom'),
-                ("update available", 'data-testid="update-available"'),
-                ("modified", 'data-testid="modified-info"'),
-                ("pooled instances", "concurrent)</span>"),
-            ]
-        }
-        print(f"\nPage 1 of {MANAGE_URL} shows: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-
-        print(
-            f"\nServer-side rendering, django.test.Client, Django {django.get_version()}, "
-            f"DEBUG={int(settings.DEBUG)}, {args.warmup} warm-up + {args.timed} timed requests per page "
-            "(timed requests alternate between the two pages)\n"
-        )
-        header = f"{'page':<40} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'queries':>8} {'SQL ms':>8} {'KB':>6}  rows shown"
-        print(header)
-        print("-" * len(header))
-        for label, r in ((f"GET {MANAGE_URL} (ours)", ours), (f"GET {ADMIN_URL} (admin)", admin)):
-            print(
-                f"{label:<40} {r['median']:>10.1f} {r['p90']:>8.1f} {r['min']:>8.1f} "
-                f"{r['queries']:>8} {r['sql_ms']:>8.1f} {r['kb']:>6.0f}  {r['rows']}"
-            )
-        print(
-            "(queries and SQL ms: one extra, untimed request of each page under CaptureQueriesContext;\n"
-            " SQL ms is time spent executing queries, not fetching rows or building model instances)"
-        )
-        ratio = admin["median"] / ours["median"]
-        if ratio >= 1:
-            print(f"\nOurs is faster than the admin's: {ratio:.2f}x (median {ours['median']:.1f} ms vs {admin['median']:.1f} ms).")
-        else:
-            print(
-                f"\nOurs is SLOWER than the admin's: {1 / ratio:.2f}x the admin's time "
-                f"(median {ours['median']:.1f} ms vs {admin['median']:.1f} ms)."
-            )
-        if ours["instance_rows"] and admin["instance_rows"]:
-            print(
-                f"Per instance row shown: ours {ours['median'] / ours['instance_rows']:.3f} ms "
-                f"({ours['instance_rows']} rows), admin {admin['median'] / admin['instance_rows']:.3f} ms "
-                f"({admin['instance_rows']} rows)."
-            )
-
+        admin_url = ADMIN_URL.format(company=company.pk)
+        results = measure(client, {MANAGE_URL: manage_rows, admin_url: admin_rows}, args.warmup, args.timed)
+        ours, admin = results[MANAGE_URL], results[admin_url]
+        shape = f"{n_connectors}x{per_connector}"
+        ratio = ours["median"] / admin["median"]
+        for label, r, extra in (("ours", ours, f"{ratio:>14.2f}x"), ("admin", admin, "")):
+            print(f"{shape:<10} {label:<7} {r['median']:>9.1f} {r['p90']:>7.1f} {r['cpu']:>7.1f} {r['queries']:>7} {r['kb']:>8.1f} "
+                  f"{r['instance_rows']:>5}  {extra:>15}")
+        summary.append((shape, ours, admin))
         if args.show_queries:
-            print_queries(f"GET {MANAGE_URL}", ours["captured"])
-            print_queries(f"GET {ADMIN_URL}", admin["captured"])
+            print_queries(f"{shape} GET {MANAGE_URL}", ours["captured"])
+            print_queries(f"{shape} GET {admin_url}", admin["captured"])
+    times = [ours["median"] for _, ours, _ in summary]
+    sizes = [ours["kb"] for _, ours, _ in summary]
+    print(
+        f"\nOurs across shapes: {min(times):.1f}-{max(times):.1f} ms (largest/smallest {max(times) / min(times):.2f}x), "
+        f"{min(sizes):.1f}-{max(sizes):.1f} KB of HTML, "
+        f"{min(o['queries'] for _, o, _ in summary)}-{max(o['queries'] for _, o, _ in summary)} queries."
+    )
+    print("(median/p90: wall-clock time of the request; CPU ms: median CPU time of this process for it, which other\n"
+          " load on the machine inflates less; queries: one extra, untimed request under CaptureQueriesContext)")
+    print(f"Load average of the machine while measuring: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} CPUs).")
     return 0
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
+import zoneinfo
 
 from django import forms
 from django.contrib import messages
@@ -117,17 +119,42 @@ def _status(request: HttpRequest, *forms_: forms.Form | None) -> int:
     return 422 if invalid or getattr(request, "definition_refused", False) else 200
 
 
+# --- builder steps UI: next step and what is still missing -------------------------
+
+
+def _next_step(step: str) -> tuple[str, str] | None:
+    keys = [key for key, _ in STEPS]
+    index = keys.index(step)
+    return STEPS[index + 1] if index + 1 < len(STEPS) else None
+
+
+def _missing(manifest: dict) -> list[tuple[str, str]]:
+    """What the connector still needs before instances can use it: (step, what) pairs."""
+    missing = []
+    if not manifest["auth_methods"]:
+        missing.append(("auth", "at least one authentication method"))
+    if not manifest["endpoints"]:
+        missing.append(("endpoints", "at least one endpoint"))
+    return missing
+
+
 def _context(connector: Connector, step: str, **extra) -> dict:
     manifest = manifests.export(editing.fresh(connector))
+    missing = _missing(manifest)
     return {
         "connector": connector,
         "manifest": manifest,
         "steps": STEPS,
         "step": step,
+        "next_step": _next_step(step),
+        "missing": missing,
         "prebuilt": is_prebuilt(connector),
-        "ready": bool(manifest["auth_methods"]) and bool(manifest["endpoints"]),
+        "ready": not missing,
         **extra,
     }
+
+
+# --- end of builder steps UI -------------------------------------------------------
 
 
 def _step_url(connector: Connector, step: str, **query) -> str:
@@ -161,10 +188,10 @@ def _store_icon(connector: Connector, icon: tuple[bytes, str] | None) -> None:
         connector.save(update_fields=["icon", "icon_content_type"])
 
 
-def _time_zones() -> list[str]:
-    import zoneinfo
-
-    return sorted(zoneinfo.available_timezones())
+@functools.cache
+def _time_zones() -> tuple[str, ...]:
+    """The IANA time zones for the datalist, sorted once per process (not on every request)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
 
 
 def build(request: HttpRequest, pk: int, step: str) -> HttpResponse:

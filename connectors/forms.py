@@ -87,7 +87,11 @@ class DetailsForm(forms.Form):
     name = forms.CharField(max_length=120)
     version = forms.CharField(max_length=40, help_text="Your own version text, e.g. 1.0 or 2024-07.")
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=5000)
-    system_type = forms.ChoiceField(choices=SystemType.choices)
+    # No default: the user chooses (a preselected "Accounting" was kept by accident).
+    system_type = forms.ChoiceField(
+        choices=[("", "Choose a system type")] + SystemType.choices,
+        error_messages={"required": "Choose the system type."},
+    )
     protocol = forms.ChoiceField(choices=Protocol.choices)
     base_url = forms.CharField(
         max_length=500, label="Base URL",
@@ -165,8 +169,19 @@ def _pairs_field(label: str, help_text: str) -> forms.CharField:
 
 
 class NewAuthMethodForm(forms.Form):
+    """Shown beside the edit form of an auth method, so its ids must not clash with that form's."""
+
     name = forms.CharField(max_length=120)
     type = forms.ChoiceField(choices=AuthType.choices)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "id_new_auth_%s")
+        super().__init__(*args, **kwargs)
+
+
+# Methods and directions read as they do everywhere else ("GET", "receive"), not "Get".
+HTTP_METHOD_CHOICES = [(value, value) for value in HttpMethod.values]
+DIRECTION_CHOICES = [(value, value) for value in Direction.values]
 
 
 class AuthMethodForm(forms.Form):
@@ -177,7 +192,7 @@ class AuthMethodForm(forms.Form):
     headers = _pairs_field("Headers", "One per line, Name: value — sent with every request, e.g. Authorization: Bearer {{api_key}}")
     query_params = _pairs_field("URL parameters", "One per line, name: value")
     body = _pairs_field("Body parameters", "One per line, name: value")
-    test_method = forms.ChoiceField(choices=HttpMethod.choices, initial="GET", label="Test request method")
+    test_method = forms.ChoiceField(choices=HTTP_METHOD_CHOICES, initial="GET", label="Test request method")
     test_path = forms.CharField(max_length=500, label="Test request path", help_text="A cheap request that only succeeds with valid credentials, e.g. /me")
     test_expected_status = forms.CharField(max_length=100, initial="200", label="Expected status codes", help_text="Comma-separated, e.g. 200, 204")
 
@@ -211,8 +226,8 @@ class AuthMethodForm(forms.Form):
 class EndpointForm(forms.Form):
     name = forms.CharField(max_length=120)
     entity = forms.CharField(max_length=80, help_text="What it carries, e.g. Order or Product.")
-    direction = forms.ChoiceField(choices=Direction.choices, help_text="receive: get data (usually GET); send: create or change data.")
-    method = forms.ChoiceField(choices=HttpMethod.choices)
+    direction = forms.ChoiceField(choices=DIRECTION_CHOICES, help_text="receive: get data (usually GET); send: create or change data.")
+    method = forms.ChoiceField(choices=HTTP_METHOD_CHOICES)
     path = forms.CharField(max_length=500, help_text="Relative to the base URL, e.g. /orders")
     parameters = _pairs_field("Parameters", "One per line, name: value")
 

@@ -6,6 +6,8 @@ manifest (see `connectors.manifest`) is their one serialised form.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -169,6 +171,10 @@ class Variable(models.Model):
         return self.key
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
 class AuthMethod(models.Model):
     connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="auth_methods")
     key = models.CharField(max_length=64)
@@ -192,7 +198,20 @@ class AuthMethod(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.get_type_display()})"
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """The name, with the type only when the name does not already say it.
+
+        "API token (Token-based)", but "OAuth 2 client credentials", not
+        "OAuth 2 client credentials (OAuth 2 (client credentials))".
+        """
+        type_label = self.get_type_display()
+        type_words = set(_words(type_label))
+        if type_words <= set(_words(self.name)):
+            return self.name
+        return f"{self.name} ({type_label})"
 
 
 class Endpoint(models.Model):

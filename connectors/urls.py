@@ -12,6 +12,7 @@ urlpatterns = [
     path("<int:pk>/build/<slug:step>/", builder_views.build, name="build"),
     path("<int:pk>/manifest/", builder_views.edit_manifest, name="edit_manifest"),
     path("<int:pk>/manifest.yaml", builder_views.download_manifest, name="download_manifest"),
+    path("<int:pk>/instances/", views.instances, name="instances"),
     path("<int:pk>/history/", views.history, name="history"),
     path("<int:pk>/history/<int:change_pk>/", views.change, name="change"),
     path("<int:pk>/remove/", builder_views.remove, name="remove"),

@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from connectors import manifest as manifests
-from connectors.models import Connector, SystemType
+from connectors.models import AuthMethod, Connector, Endpoint, SystemType, Variable
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
+# Instances shown inline per connector on the manage page; the rest are one
+# "show all N instances" away, so the page costs the same at any size.
+INSTANCES_SHOWN = 5
+INSTANCE_PAGE_SIZE = 25
 INSTANCE_COLUMNS = (
-    "connector", "name", "rate_limit_amount", "rate_limit_unit", "connection_pool",
+    "connector", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group", "connection_pool",
     "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason",
 )
 
@@ -36,15 +41,68 @@ def _highlight(value: str) -> dict[str, int]:
     return {kind: object_id} if kind in {"connector", "instance"} and object_id is not None else {}
 
 
+def _instance_model():
+    # connectors sits below instances: reach the model through the reverse relation.
+    return Connector._meta.get_field("instances").related_model
+
+
+def _instance_rows():
+    """Instances as the manage page lists them: none of their credentials or values."""
+    return _instance_model().objects.select_related("connection_pool").only(
+        *INSTANCE_COLUMNS, "connection_pool__name", "connection_pool__limit"
+    )
+
+
+def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
+    """Mark each out-of-date prebuilt connector whose latest version is installed alongside.
+
+    Sets `connector.alongside_copy` (the newer copy, or None) with one query for the page.
+    """
+    listing_ids = {
+        c.installation.listing_version.listing_id
+        for c in connectors
+        if hasattr(c, "installation") and c.installation.update_available
+    }
+    copies: dict[int, Connector] = {}
+    if listing_ids:
+        latest = (
+            Connector.objects.for_company(company)
+            .filter(
+                installation__listing_version__listing_id__in=listing_ids,
+                installation__listing_version=F("installation__listing_version__listing__latest_version"),
+            )
+            .only("pk", "name", "version")
+            .annotate(listing_id=F("installation__listing_version__listing_id"))
+            .order_by("pk")
+        )
+        for copy in latest:
+            copies.setdefault(copy.listing_id, copy)
+    for connector in connectors:
+        installation = getattr(connector, "installation", None)
+        connector.alongside_copy = (
+            copies.get(installation.listing_version.listing_id)
+            if installation is not None and installation.update_available else None
+        )
+
+
+def _show_highlighted_instance(connectors: list[Connector], pk: int) -> None:
+    """A just-added instance is shown even when it is not among its connector's first instances."""
+    by_pk = {c.pk: c for c in connectors}
+    instance = _instance_rows().filter(pk=pk, connector__in=list(by_pk)).first()
+    if instance is not None:
+        shown = by_pk[instance.connector_id].first_instances
+        if all(i.pk != pk for i in shown):
+            shown.append(instance)
+
+
 def manage(request: HttpRequest) -> HttpResponse:
-    """process flows > connectors & instances: every connector of the company with its instances."""
+    """process flows > connectors & instances: every connector of the company with its first instances."""
     company = company_of(request)
     query = params.search_query(request)
     system_type = params.choice(request.GET, "system_type", SystemType.values)
-    # Instances are listed inline; the page needs none of their credentials or values.
-    instance_model = Connector._meta.get_field("instances").related_model
-    instances = instance_model.objects.select_related("connection_pool").only(
-        *INSTANCE_COLUMNS, "connection_pool__name", "connection_pool__limit"
+    instance_count = (
+        _instance_model().objects.filter(connector=OuterRef("pk")).order_by()
+        .values("connector").annotate(n=Count("pk")).values("n")
     )
     connectors = (
         Connector.objects.for_company(company)
@@ -54,27 +112,68 @@ def manage(request: HttpRequest) -> HttpResponse:
         .defer(
             "icon", "updated_by__password", "installation__listing_version__listing__latest_version__manifest"
         )
-        # The definition (variables, auth methods, endpoints) is needed to tell
-        # whether a prebuilt connector is modified.
-        .prefetch_related("variables", "auth_methods", "endpoints", Prefetch("instances", queryset=instances))
+        .annotate(
+            instance_count=Coalesce(Subquery(instance_count), 0),
+            has_auth_method=Exists(AuthMethod.objects.filter(connector=OuterRef("pk"))),
+            has_endpoint=Exists(Endpoint.objects.filter(connector=OuterRef("pk"))),
+        )
+        # Only prebuilt connectors need their definition (variables, auth methods,
+        # endpoints): to tell whether they are modified. Only the first instances
+        # of each connector are fetched (a sliced prefetch: one query, bounded rows).
+        .prefetch_related(
+            Prefetch("variables", queryset=Variable.objects.filter(connector__installation__isnull=False)),
+            Prefetch("auth_methods", queryset=AuthMethod.objects.filter(connector__installation__isnull=False)),
+            Prefetch("endpoints", queryset=Endpoint.objects.filter(connector__installation__isnull=False)),
+            Prefetch("instances", queryset=_instance_rows()[:INSTANCES_SHOWN], to_attr="first_instances"),
+        )
     )
-    page = Paginator(connectors, PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    for connector in page.object_list:
+        # Readiness from the annotations: custom connectors' definitions are not fetched.
+        connector.ready = connector.has_auth_method and connector.has_endpoint
+    _alongside_copies(company, page.object_list)
+    highlight = _highlight(request.GET.get("highlight", ""))
+    if "instance" in highlight:
+        _show_highlighted_instance(page.object_list, highlight["instance"])
     context = {
         "page": page,
         "query": query,
         "system_type": system_type,
         "system_types": SystemType.choices,
         "filtered": bool(query or system_type),
-        "highlight": _highlight(request.GET.get("highlight", "")),
+        "highlight": highlight,
     }
     if request.htmx and request.htmx.target == "connector-list":
         return render(request, "connectors/manage.html#connector-list", context)
     return render(request, "connectors/manage.html", context)
 
 
+def instances(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every instance of one connector, searchable and paginated ("show all N instances")."""
+    company = company_of(request)
+    connector = get_object_or_404(Connector.objects.for_company(company).only("pk", "name", "colour"), pk=pk)
+    query = params.search_query(request)
+    rows = _instance_rows().filter(connector=connector)
+    total = rows.count()
+    if query:
+        rows = rows.filter(name__icontains=query)
+    page = Paginator(rows, INSTANCE_PAGE_SIZE).get_page(request.GET.get("page"))
+    target = f"instances-of-{connector.pk}"
+    context = {"connector": connector, "page": page, "query": query, "total": total, "target": target,
+               "push_url": "true"}
+    if request.htmx and request.htmx.target == f"{target}-list":
+        return render(request, "connectors/instances.html#instance-list", context)
+    if request.htmx and request.htmx.target == target:
+        # "show all" on the manage page: the list replaces the first instances in place.
+        return render(request, "connectors/instances.html#instance-block", {**context, "push_url": "false"})
+    return render(request, "connectors/instances.html", context)
+
+
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Connector settings: its definition, version information and instances."""
     company, connector = _get_connector_for_user(request, pk)
+    _alongside_copies(company, [connector])
     return render(request, "connectors/detail.html", {"connector": connector})
 
 
@@ -97,7 +196,7 @@ def history(request: HttpRequest, pk: int) -> HttpResponse:
     """
     company = company_of(request)
     connector = get_object_or_404(Connector.objects.for_company(company), pk=pk)
-    page = Paginator(_changes(connector), HISTORY_PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(_changes(connector), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     opened = None
     if page.number == 1 and page.object_list and page.object_list[0].has_before:
         newest = connector.changes.get(pk=page.object_list[0].pk)

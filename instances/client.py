@@ -20,6 +20,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
 
@@ -194,13 +195,18 @@ class Exchange:
     error: str = ""
     json: object = None
     final_url: str = ""  # where the last hop went (not recorded: redirects may point anywhere)
+    throttled_until: datetime | None = None  # the rate limit allows the request only then: reschedule it
+    rate_limit_note: str = ""  # 429 answers met and retried on the way
 
     def clean(self) -> None:
-        """Make every text field storable (no NUL, no lone surrogate), headers included."""
+        """Make every text field storable (no NUL, no lone surrogate), headers included.
+
+        Nothing is cut here: redaction must see whole values (see checks).
+        """
         for name in ("request_url", "request_body", "response_body", "error", "final_url"):
             setattr(self, name, clean_text(getattr(self, name)))
-        self.request_headers = clean_headers(self.request_headers)
-        self.response_headers = clean_headers(self.response_headers)
+        self.request_headers = clean_headers(self.request_headers, limit=None)
+        self.response_headers = clean_headers(self.response_headers, limit=None)
 
     def as_record(self) -> dict:
         return {
@@ -215,6 +221,7 @@ class Exchange:
             "response_truncated": self.response_truncated,
             "duration_ms": self.duration_ms,
             "error": clean_text(self.error),
+            "rate_limit_note": self.rate_limit_note,
         }
 
 
@@ -623,14 +630,45 @@ class InstanceClient:
             return self._refused(method, url, unapproved)
         if self.instance is None:
             return self.send(method, url, headers=headers, params=params, **kwargs)
-        try:
-            limits.wait_for_rate_limit(self.instance)
-            with limits.pool_slot(self.instance.connection_pool):
-                return self.send(method, url, headers=headers, params=params, **kwargs)
-        except limits.LimitTimeout as exc:
-            exchange = Exchange(request_method=method, request_url=url, request_headers=headers)
-            exchange.error = str(exc)
-            return exchange
+        return self._send_within_limits(method, url, headers=headers, params=params, **kwargs)
+
+    def _send_within_limits(self, method: str, url: str, **kwargs) -> Exchange:
+        """Send under the instance's rate limit, then in a slot of its connection pool.
+
+        A 429 pauses the instance's rate limit for every worker until the API's
+        Retry-After (or reset header, or a backoff) and the request is retried
+        a bounded number of times. The rate limit is waited for before a slot
+        is taken, so a throttled request never holds one.
+        """
+        instance = self.instance
+        notes: list[str] = []
+        retries = settings.OUTBOUND_429_RETRIES
+        for attempt in range(retries + 1):
+            try:
+                with limits.outbound(instance):
+                    exchange = self.send(method, url, **kwargs)
+            except limits.LimitTimeout as exc:
+                exchange = Exchange(request_method=method, request_url=url, request_headers=kwargs.get("headers") or {})
+                exchange.error = str(exc)
+                exchange.throttled_until = getattr(exc, "until", None)
+                break
+            except limits.STORE_ERRORS:
+                # Without the shared store the limits cannot be held: send nothing.
+                exchange = Exchange(request_method=method, request_url=url, request_headers=kwargs.get("headers") or {})
+                exchange.error = "The rate limit and connection pool store is unavailable; nothing was sent. Try again shortly."
+                break
+            if exchange.response_status != 429:
+                break
+            if attempt == retries:
+                notes.append(f"Answered 429 Too Many Requests; gave up after {retries} retries.")
+                break
+            delay = limits.retry_delay(exchange.response_headers, attempt)
+            limits.pause_rate_limit(instance, delay)
+            notes.append(
+                f"Answered 429 Too Many Requests; the rate limit was paused {delay:.1f} s for every worker and the request retried."
+            )
+        exchange.rate_limit_note = " ".join(notes)[:300]
+        return exchange
 
     def check_credentials(self) -> CheckResult:
         """Run the auth method's test request; ok when the status is one it expects."""

@@ -222,12 +222,51 @@ class DetailsForm(SettingsForm):
     """The details tab of the instance settings page: name plus the settings fields."""
 
     name = NameForm.base_fields["name"]
-    field_order = ["name", "connection_pool", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit"]
+    field_order = [
+        "name", "connection_pool", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit", "rate_limit_group",
+    ]
     clean_name = NameForm.clean_name
+
+    def clean_rate_limit_group(self) -> str:
+        name = " ".join(self.cleaned_data["rate_limit_group"].split())
+        # Keep the spelling already in use, so one shared rate limit shows under one name.
+        existing = (
+            Instance.objects.for_company(self.instance.company)
+            .filter(rate_limit_group__iexact=name).exclude(pk=self.instance.pk)
+            .values_list("rate_limit_group", flat=True).first()
+        )
+        return existing or name if name else ""
+
+    def group_names(self) -> list[str]:
+        """The company's shared rate limit names, for the field's suggestions."""
+        names = Instance.objects.for_company(self.instance.company).exclude(rate_limit_group="")
+        return sorted(set(names.values_list("rate_limit_group", flat=True)), key=str.casefold)
+
+    def share_rate_limit(self, instance: Instance) -> int:
+        """Give every other instance in the shared rate limit this one's amount and unit; how many were changed.
+
+        One shared limit has one amount: the bucket they share is counted
+        against the limit of whichever instance sends, so they must agree.
+        """
+        return instance.sharing_rate_limit().exclude(
+            rate_limit_amount=instance.rate_limit_amount, rate_limit_unit=instance.rate_limit_unit
+        ).update(rate_limit_amount=instance.rate_limit_amount, rate_limit_unit=instance.rate_limit_unit)
+
+    rate_limit_group = forms.CharField(
+        label="Shared rate limit",
+        max_length=120,
+        required=False,
+        help_text=(
+            "Instances of your company with the same shared rate limit name share one rate limit, e.g. several "
+            "instances that use one API account. Saving gives all of them this instance's rate limit."
+        ),
+        widget=forms.TextInput(attrs={"list": "rate-limit-groups", "autocomplete": "off", "spellcheck": "false"}),
+    )
 
     def __init__(self, *args, connector: Connector, instance: Instance, **kwargs):
         super().__init__(*args, connector=connector, **kwargs)
         self.instance = instance
+        self.initial.setdefault("rate_limit_group", instance.rate_limit_group)
         if instance.connection_pool_id and "connection_pool" not in self.fields:
             # Keep the current pool visible (so it can be removed) even when no longer offered.
             self.fields["connection_pool"] = forms.ModelChoiceField(

@@ -65,6 +65,12 @@ class Instance(models.Model):
     date_format = models.CharField(max_length=64)
     rate_limit_amount = models.PositiveIntegerField()
     rate_limit_unit = models.CharField(max_length=10, choices=RateLimitUnit.choices)
+    rate_limit_group = models.CharField(
+        "shared rate limit",
+        max_length=120,
+        blank=True,
+        help_text="Instances of your company with the same shared rate limit name share one rate limit.",
+    )
     connection_pool = models.ForeignKey(
         ConnectionPool, on_delete=models.PROTECT, null=True, blank=True, related_name="instances"
     )
@@ -171,6 +177,16 @@ class Instance(models.Model):
     def rate_limit_display(self) -> str:
         return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"
 
+    def sharing_rate_limit(self) -> InstanceQuerySet:
+        """The other instances of the company in the same shared rate limit."""
+        if not self.rate_limit_group:
+            return Instance.objects.none()
+        return (
+            Instance.objects.for_company(self.company)
+            .filter(rate_limit_group__iexact=self.rate_limit_group)
+            .exclude(pk=self.pk)
+        )
+
 
 class CredentialCheckQuerySet(models.QuerySet):
     def for_company(self, company: Company) -> CredentialCheckQuerySet:
@@ -206,6 +222,7 @@ class CredentialCheck(models.Model):
     response_truncated = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    rate_limit_note = models.CharField(max_length=300, blank=True, help_text="429 answers met and retried.")
 
     objects = CredentialCheckQuerySet.as_manager()
 

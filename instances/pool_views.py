@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
+from instances import limits
 from instances.forms import ConnectionPoolForm
 from instances.models import ConnectionPool
 from patchworks_site import params
@@ -42,9 +43,11 @@ def pool_list(request: HttpRequest) -> HttpResponse:
     pools = (
         pools.annotate(instance_count=Count("instances", distinct=True))
         .order_by("name", "pk")
-        .prefetch_related("connectors")
+        .prefetch_related("connectors", "instances__connector")
     )
     page = Paginator(pools, PAGE_SIZE).get_page(params.page_number(request))
+    for pool in page:
+        pool.live = _live_use(pool)
     context = {
         "page": page,
         "query": query,
@@ -55,6 +58,20 @@ def pool_list(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.htmx.target == "pool-list":
         return render(request, "instances/pools/list.html#pool-list", context)
     return render(request, "instances/pools/list.html", context)
+
+
+def _live_use(pool: ConnectionPool) -> dict | None:
+    """Slots in use and requests waiting right now, with the instances they belong to; None when the store is down."""
+    try:
+        usage = limits.pool_usage(pool)
+    except limits.STORE_ERRORS:
+        return None
+    instances = [
+        {"instance": instance, "in_use": usage.by_instance[instance.pk][0], "waiting": usage.by_instance[instance.pk][1]}
+        for instance in pool.instances.all()
+        if instance.pk in usage.by_instance
+    ]
+    return {"in_use": usage.in_use, "waiting": usage.waiting, "instances": instances}
 
 
 def _save(request: HttpRequest, form: ConnectionPoolForm) -> ConnectionPool | None:

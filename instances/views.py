@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from datetime import datetime
 from urllib.parse import urlencode
@@ -46,8 +47,10 @@ def _get_instance_for_user(request: HttpRequest, pk: int) -> tuple[Company, Inst
     return company, instance
 
 
-def _time_zones() -> list[str]:
-    return sorted(zoneinfo.available_timezones())
+@functools.cache
+def _time_zones() -> tuple[str, ...]:
+    """The IANA time zones, sorted: read from disk and sorted once per process, not per request."""
+    return tuple(sorted(zoneinfo.available_timezones()))
 
 
 def _manage_url(instance: Instance) -> str:
@@ -388,6 +391,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     instance.rate_limit_amount = data["rate_limit_amount"]
     instance.rate_limit_unit = data["rate_limit_unit"]
     instance.connection_pool = data.get("connection_pool")
+    instance.rate_limit_group = data["rate_limit_group"]
     if auth_changed:
         instance.auth_method = method
         instance.values = new_values
@@ -397,6 +401,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         with transaction.atomic():
             instance.save()
+            details.share_rate_limit(instance)
             if check is not None:
                 checks.note_check(instance, check)
             if confirmed_destination:
@@ -447,11 +452,12 @@ def remove(request: HttpRequest, pk: int) -> HttpResponse:
         message = "This instance is used in process flows. Reconfigure or remove those connection shapes first, then try again."
         if request.htmx:
             return render(request, "instances/settings.html#remove-dialog-body", context, status=409)
-        return _remove_failed(request, instance, message)
+        return _remove_failed(request, instance, message, dialog="in-use")
     messages.success(request, f'Instance "{name}" was removed.')
     return _redirect(request, reverse("connectors:manage"))
 
 
-def _remove_failed(request: HttpRequest, instance: Instance, message: str) -> HttpResponse:
+def _remove_failed(request: HttpRequest, instance: Instance, message: str, dialog: str = "1") -> HttpResponse:
+    """Back to the settings page with the remove dialog open (`in-use`: open on the refusal)."""
     messages.error(request, message)
-    return redirect(reverse("instances:settings", args=[instance.pk]) + "?remove=1")
+    return redirect(reverse("instances:settings", args=[instance.pk]) + f"?remove={dialog}")

@@ -102,11 +102,12 @@ def load_catalog(directory: Path = CATALOG_DIR) -> int:
 
 
 @transaction.atomic
-def install(listing_version: ListingVersion, company, user=None) -> Connector:
-    """Install a listing version for a company as a new prebuilt connector."""
+def install(listing_version: ListingVersion, company, user=None, name: str | None = None) -> Connector:
+    """Install a listing version for a company as a new prebuilt connector (optionally under another name)."""
     connector = Connector(company=company)
+    manifest = {**listing_version.manifest, "name": name} if name else listing_version.manifest
     editing.save_definition(
-        connector, listing_version.manifest, user=user, action=ConnectorChange.Action.INSTALLED,
+        connector, manifest, user=user, action=ConnectorChange.Action.INSTALLED,
         summary=f"installed version {listing_version.version} from the marketplace",
     )
     Installation.objects.create(connector=connector, listing_version=listing_version, installed_by=user)

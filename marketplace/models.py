@@ -9,6 +9,15 @@ from connectors import manifest as manifests
 from connectors.models import Colour, Connector, SystemType
 
 
+def differs_from_published(current: dict, published: dict) -> bool:
+    """Whether a connector's manifest differs from the listing version it was installed from.
+
+    The name is the company's label for its connector (a copy installed
+    alongside is named with its version), so renaming is not a modification.
+    """
+    return {**current, "name": ""} != {**published, "name": ""}
+
+
 class ListingQuerySet(models.QuerySet):
     def search(self, query: str = "", system_type: str = "") -> ListingQuerySet:
         qs = self
@@ -86,4 +95,4 @@ class Installation(models.Model):
     @property
     def is_modified(self) -> bool:
         """Derived, never stored: the connector no longer matches the manifest it was installed from."""
-        return manifests.export(self.connector) != self.listing_version.manifest
+        return differs_from_published(manifests.export(self.connector), self.listing_version.manifest)

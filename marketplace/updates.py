@@ -16,7 +16,8 @@ from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
 from marketplace.catalog import install
-from marketplace.models import Installation, ListingVersion
+from marketplace.models import Installation, ListingVersion, differs_from_published
+from patchworks_site.models import Company
 
 
 class UpdateError(Exception):
@@ -41,6 +42,7 @@ class UpdatePlan:
     changes: manifests.ManifestComparison
     impact: list[ShapeImpact] = field(default_factory=list)
     blocked_instances: list = field(default_factory=list)  # instances on an auth method the update removes
+    alongside: Connector | None = None  # a copy of the target version already installed alongside
 
     @property
     def flows(self) -> list:
@@ -50,8 +52,26 @@ class UpdatePlan:
         return list(seen.values())
 
     @property
+    def alongside_name(self) -> str:
+        return copy_name(self.target.manifest["name"], self.target.version)
+
+    @property
     def removed_shapes(self) -> list[ShapeImpact]:
         return [i for i in self.impact if i.effect == "removed"]
+
+
+def alongside_copy(connector: Connector, target: ListingVersion) -> Connector | None:
+    """Another connector of the company installed from `target` (e.g. by an earlier "install alongside")."""
+    return (
+        Connector.objects.for_company(connector.company)
+        .filter(installation__listing_version=target).exclude(pk=connector.pk).order_by("pk").first()
+    )
+
+
+def copy_name(name: str, version: str) -> str:
+    """The name of a copy installed alongside, e.g. "BigCommerce (1.1.0)", within the name's 120 characters."""
+    suffix = f" ({version})"
+    return name[: 120 - len(suffix)] + suffix
 
 
 def plan(connector: Connector) -> UpdatePlan:
@@ -79,8 +99,8 @@ def plan(connector: Connector) -> UpdatePlan:
     )
     return UpdatePlan(
         connector=connector, installation=installation, target=target,
-        modified=current != installation.listing_version.manifest, changes=changes,
-        impact=impact, blocked_instances=blocked,
+        modified=differs_from_published(current, installation.listing_version.manifest), changes=changes,
+        impact=impact, blocked_instances=blocked, alongside=alongside_copy(connector, target),
     )
 
 
@@ -95,8 +115,9 @@ def update_in_place(connector: Connector, user=None) -> UpdatePlan:
             "Move them to another authentication method first, or install the update alongside."
         )
     action = ConnectorChange.Action.OVERWRITTEN if update.modified else ConnectorChange.Action.UPDATED
+    # The name is the company's label (see differs_from_published): an update keeps it.
     editing.save_definition(
-        connector, update.target.manifest, user=user, action=action,
+        connector, {**update.target.manifest, "name": connector.name}, user=user, action=action,
         summary=f"{action} to version {update.target.version}: {update.changes.summary()}",
         detach_reason=f"removed in version {update.target.version}",
     )
@@ -104,7 +125,18 @@ def update_in_place(connector: Connector, user=None) -> UpdatePlan:
     return update
 
 
+@transaction.atomic
 def install_alongside(connector: Connector, user=None) -> Connector:
-    """Install the latest version as a new connector next to this (unchanged) one."""
+    """Install the latest version as a new connector next to this (unchanged) one.
+
+    The copy is named with its version ("BigCommerce (1.1.0)") so the two can be
+    told apart, and a version is installed alongside at most once.
+    """
+    # Serialised per company (as installs are), so a double click cannot install two copies.
+    Company.objects.select_for_update().get(pk=connector.company_id)
     update = plan(connector)
-    return install(update.target, connector.company, user=user)
+    if update.alongside is not None:
+        raise UpdateError(
+            f"Version {update.target.version} is already installed alongside as {update.alongside.name}."
+        )
+    return install(update.target, connector.company, user=user, name=update.alongside_name)

@@ -111,8 +111,12 @@ def update(request: HttpRequest, connector_pk: int) -> HttpResponse:
         return redirect("connectors:detail", pk=connector.pk)
     if request.method == "POST":
         choice = request.POST.get("choice", "")
-        if choice not in ({"overwrite", "alongside"} if plan.modified else {"update"}):
-            messages.error(request, "Choose how to apply the update." if plan.modified else "Unknown choice.")
+        allowed = ({"overwrite"} | ({"alongside"} if plan.alongside is None else set())) if plan.modified else {"update"}
+        if choice not in allowed:
+            if choice == "alongside" and plan.alongside is not None:
+                messages.error(request, f"Version {plan.target.version} is already installed alongside as {plan.alongside.name}.")
+            else:
+                messages.error(request, "Choose how to apply the update." if plan.modified else "Unknown choice.")
             return render(request, "marketplace/update.html", {"plan": plan, "connector": connector}, status=422)
         try:
             if choice == "alongside":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from django.test import Client
@@ -11,6 +12,12 @@ from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
 from patchworks_site.models import Company, Role, User
+
+
+@pytest.fixture(autouse=True)
+def _limits_namespace(settings):
+    """Rate limit and pool state of one test never meets another's (pool pks repeat across test databases)."""
+    settings.LIMITS_KEY_PREFIX = f"test-{uuid.uuid4().hex}"
 
 
 @pytest.fixture

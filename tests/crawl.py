@@ -353,6 +353,7 @@ ROUTES: dict[str, Fill] = {
     "connectors/<int:pk>/manifest/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
     "connectors/<int:pk>/manifest.yaml": Fill(OBJECT, lambda own, w: [{"pk": w.connector.pk}, {"pk": w.prebuilt.pk}]),
     "connectors/<int:pk>/history/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
+    "connectors/<int:pk>/instances/": Fill(OBJECT, _of(lambda w: {"pk": w.connector.pk})),
     "connectors/<int:pk>/history/<int:change_pk>/": Fill(
         OBJECT,
         # another company's change, and one's own connector with another company's change

@@ -107,8 +107,8 @@ def test_install_alongside_leaves_the_old_connector_and_flows_alone(admin_client
     body = response.content.decode()
     assert "installed alongside your existing version 1.0.0" in body
     assert "add and authenticate new instances, then re-configure the connection shapes" in body
-    connectors = Connector.objects.filter(company=old_sandbox.company, name="Sandbox").order_by("pk")
-    assert [c.version for c in connectors] == ["1.0.0", "1.1.0"]
+    connectors = Connector.objects.filter(company=old_sandbox.company).order_by("pk")
+    assert [(c.name, c.version) for c in connectors] == [("Sandbox", "1.0.0"), ("Sandbox (1.1.0)", "1.1.0")]
     old_sandbox.refresh_from_db()
     assert old_sandbox.endpoints.filter(key="list_refunds").exists()  # modifications kept
     shape.refresh_from_db()

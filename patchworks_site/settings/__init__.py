@@ -192,8 +192,22 @@ OUTBOUND_READ_TIMEOUT = float(os.environ.get("OUTBOUND_READ_TIMEOUT", "15"))
 OUTBOUND_TOTAL_TIMEOUT = float(os.environ.get("OUTBOUND_TOTAL_TIMEOUT", "20"))
 # Keep connections to third-party APIs alive between requests (per worker process).
 OUTBOUND_KEEP_ALIVE = env_bool("OUTBOUND_KEEP_ALIVE", default=True)
-# How long a request may wait for its instance's rate limit window to reopen.
-OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAIT", "10"))
+# Rate limits and connection pools (instances/limits.py). With REDIS_URL they
+# live in Redis (every machine); otherwise in this SQLite file, shared by every
+# process of the machine but not by other machines.
+LIMITS_STORE_PATH = Path(os.environ.get("LIMITS_STORE_PATH") or BASE_DIR / "limits.sqlite3")
+LIMITS_KEY_PREFIX = os.environ.get("LIMITS_KEY_PREFIX", "pw")
+# A request whose rate limit wait would be longer than this is not queued: it
+# is throttled until the moment the limit allows it (a rescheduled step).
+OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAIT", "30"))
+# Added to every rate limit window, so jitter between processes cannot squeeze
+# one request too many into a window at the API's side.
+RATE_LIMIT_MARGIN_SECONDS = float(os.environ.get("RATE_LIMIT_MARGIN_SECONDS", "0.01"))
+# A connection pool slot is a lease renewed while the request runs; a killed
+# worker's slot comes back after at most this long.
+CONNECTION_POOL_LEASE_SECONDS = float(os.environ.get("CONNECTION_POOL_LEASE_SECONDS", "30"))
+# How often a request answered 429 is retried (after the API's Retry-After).
+OUTBOUND_429_RETRIES = int(os.environ.get("OUTBOUND_429_RETRIES", "2"))
 
 # Base URL the Sandbox connector's instances call by default.
 SANDBOX_BASE_URL = os.environ.get(

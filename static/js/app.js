@@ -36,3 +36,15 @@ document.addEventListener("input", function (event) {
     row.hidden = Boolean(query) && row.dataset.op.indexOf(query) < 0;
   });
 });
+// A form marked data-busy-until-redirect stays disabled, its progress shown,
+// from a successful answer (HX-Redirect) until the next page has loaded.
+document.addEventListener("htmx:afterRequest", function (event) {
+  var form = event.detail.elt;
+  var xhr = event.detail.xhr;
+  if (!form.hasAttribute || !form.hasAttribute("data-busy-until-redirect")) return;
+  if (!event.detail.successful || !xhr || !xhr.getResponseHeader("HX-Redirect")) return;
+  setTimeout(function () {
+    form.classList.add("htmx-request");
+    form.querySelectorAll("button[type=submit]").forEach(function (button) { button.disabled = true; });
+  }, 0);
+});

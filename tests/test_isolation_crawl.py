@@ -184,6 +184,28 @@ def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
     assert OTHER_MARKER not in response.content.decode()
 
 
+def test_htmx_partials_ignore_another_companys_ids(worlds):
+    """The partials htmx asks for, given another company's ids in the query, show only the user's own data."""
+    own, other = worlds
+    _, client = crawl.role_clients(own)[Role.ADMINISTRATOR]
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    for method in other.connector.auth_methods.all():
+        response = client.get(f"/instances/{own.instance.pk}/?auth_method={method.pk}", **htmx)
+        assert response.status_code == 200
+        assert OTHER_MARKER not in response.content.decode()
+    for url, target, shows_own in (
+        (f"/connectors/?highlight=instance-{other.instance.pk}", "connector-list", True),
+        (f"/instances/pools/?highlight={other.pool.pk}", "pool-list", True),
+        ("/audit/?q=flow", "audit-list", True),
+        ("/marketplace/?q=sandbox", "listing-grid", False),
+    ):
+        response = client.get(url, HTTP_HX_TARGET=target, **htmx)
+        page = response.content.decode()
+        assert response.status_code == 200, url
+        assert OTHER_MARKER not in page.upper(), url
+        assert (OWN_MARKER in page) == shows_own, url
+
+
 def test_non_staff_users_of_every_role_are_kept_out_of_the_admin(worlds):
     own, _ = worlds
     for role, (_, client) in crawl.role_clients(own).items():

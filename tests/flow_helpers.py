@@ -14,6 +14,7 @@ def shop_connector(make_connector, company, base_url: str) -> Connector:
         company,
         name="Shop API",
         base_url=base_url,
+        rate_limit={"amount": 1000, "unit": "second"},
         endpoints=[
             {"key": "list_orders", "name": "List orders", "entity": "Order", "direction": "receive", "method": "GET", "path": "/orders"},
             {"key": "import_order", "name": "Import order", "entity": "Order", "direction": "send", "method": "POST", "path": "/imports"},

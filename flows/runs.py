@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
@@ -13,13 +14,39 @@ from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunSt
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "Worker lost: the worker running this flow stopped answering (its lease expired)."
+# A run still queued this long after its task was handed to the queue is handed again
+# (the queue may have lost it: Redis flushed, queue file removed, enqueue failed).
+REQUEUE_AFTER = timedelta(minutes=5)
 
 
 def enqueue(run: FlowRun) -> None:
-    """Hand the run to a worker once the transaction that created it has committed."""
+    """Hand the run to a worker once the transaction that created it has committed.
+
+    A failed hand-over (queue unreachable) is logged, not raised: the run row
+    stays queued and the scheduler tick hands it over again (requeue_stale).
+    """
     from flows import tasks  # tasks imports this module
 
-    transaction.on_commit(lambda: tasks.execute_run(run.pk))
+    def hand_over() -> None:
+        FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
+        tasks.execute_run(run.pk)
+
+    transaction.on_commit(hand_over, robust=True)
+
+
+def requeue_stale(now: datetime | None = None) -> int:
+    """Hand queued runs whose task seems lost to the queue again (a duplicate is harmless: runs are claimed once)."""
+    now = now or timezone.now()
+    stale = FlowRun.objects.filter(status=RunStatus.QUEUED).filter(
+        Q(enqueued_at__lt=now - REQUEUE_AFTER) | Q(enqueued_at__isnull=True, queued_at__lt=now - REQUEUE_AFTER)
+    )
+    count = 0
+    for run in stale.only("pk"):
+        enqueue(run)
+        count += 1
+    if count:
+        logger.warning("%d queued flow run(s) handed to the queue again.", count)
+    return count
 
 
 def queue_run(

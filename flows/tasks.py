@@ -15,9 +15,13 @@ def execute_run(run_pk: int) -> None:
 
 
 def tick_now() -> None:
-    """Fail runs whose worker was lost, then enqueue due schedules (reaping first frees their flows)."""
+    """Fail runs whose worker was lost, hand lost tasks over again, then enqueue due schedules.
+
+    Reaping first frees the flows of lost runs for their schedules.
+    """
     now = timezone.now()
     runs.reap_expired_leases(now)
+    runs.requeue_stale(now)
     schedules.enqueue_due(now)
 
 

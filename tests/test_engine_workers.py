@@ -35,7 +35,8 @@ LEASE_SECONDS = 2
 REDIS_URL = os.environ.get("TEST_HUEY_REDIS_URL", "redis://127.0.0.1:6379/13")
 ORDERS = [{"id": 1}, {"id": 2}, {"id": 3}]
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Workers see only committed rows.
+on_committed_rows = pytest.mark.django_db(transaction=True)
 
 
 def database_url() -> str:
@@ -128,6 +129,7 @@ def instance(company, make_connector, make_instance, httpserver):
     return make_instance(shop_connector(make_connector, company, httpserver.url_for("/api")), "Shop - UK", {"api_token": API_TOKEN})
 
 
+@on_committed_rows
 def test_two_workers_run_every_queued_run_exactly_once(workers, company, instance, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
     httpserver.expect_request("/api/imports", method="POST").respond_with_json({"ok": True}, status=201)
@@ -154,6 +156,7 @@ def test_two_workers_run_every_queued_run_exactly_once(workers, company, instanc
     assert len(gets) == 4 and sorted(p["id"] for p in posts) == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
 
 
+@on_committed_rows
 def test_a_killed_worker_s_run_fails_as_worker_lost_and_the_next_scheduled_run_still_happens(
     workers, company, instance, httpserver
 ):
@@ -199,3 +202,23 @@ def test_a_killed_worker_s_run_fails_as_worker_lost_and_the_next_scheduled_run_s
                         what=f"the next scheduled run; worker logs:\n{workers.logs()}")
     assert (second.trigger, second.schedule_id) == (RunTrigger.SCHEDULE, schedule.pk)
     assert FlowRun.objects.filter(flow=flow).count() == 2
+
+
+@pytest.mark.parametrize(
+    "env, huey_class, connection",
+    [
+        ({}, "huey.SqliteHuey", {"filename": str(settings.BASE_DIR / "huey.sqlite3")}),
+        ({"HUEY_SQLITE_PATH": "/var/lib/patchworks/queue.sqlite3"}, "huey.SqliteHuey", {"filename": "/var/lib/patchworks/queue.sqlite3"}),
+        ({"REDIS_URL": "redis://queue.internal:6379/2"}, "huey.RedisHuey", {"url": "redis://queue.internal:6379/2"}),
+    ],
+)
+def test_the_queue_is_a_sqlite_file_beside_the_database_unless_redis_is_configured(monkeypatch, env, huey_class, connection):
+    import runpy
+
+    for name in ("REDIS_URL", "HUEY_SQLITE_PATH", "PYTEST_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    loaded = runpy.run_path(str(settings.BASE_DIR / "patchworks_site" / "settings" / "__init__.py"))
+    assert (loaded["HUEY"]["huey_class"], loaded["HUEY"]["connection"]) == (huey_class, connection)
+    assert loaded["HUEY"]["immediate"] is False  # tasks go to workers, DEBUG or not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -192,3 +193,37 @@ def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user)
     assert runs.retry_run(FlowRun.objects.create(
         company=flow.company, flow=flow, trigger=RunTrigger.MANUAL, queued_at=timezone.now(), reference_time=timezone.now()
     )) is None  # a queued run is not retried
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_keeps_the_lease_of_a_request_that_outlasts_it(flow, httpserver, settings):
+    settings.FLOW_RUN_LEASE_SECONDS = 0.6
+    reaped = []
+
+    def slow_orders(request: Request) -> Response:
+        time.sleep(1.5)  # more than twice the lease: only the heartbeat keeps it alive
+        reaped.append(runs.reap_expired_leases())
+        connection.close()
+        return Response(json.dumps({"orders": []}), content_type="application/json")
+
+    httpserver.expect_request("/api/orders").respond_with_handler(slow_orders)
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert reaped == [0]
+    assert run.status == RunStatus.SUCCESS
+
+
+def test_queued_runs_whose_task_was_lost_are_handed_to_the_queue_again(flow, django_capture_on_commit_callbacks):
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.flush()
+    now = timezone.now()
+    lost = runs.queue_run(flow, RunTrigger.MANUAL, now=now - runs.REQUEUE_AFTER - timedelta(seconds=1))
+    fresh = runs.queue_run(flow, RunTrigger.MANUAL, now=now)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs.requeue_stale(now) == 1
+    assert [task.args for task in HUEY.pending()] == [(lost.pk,)]
+    lost.refresh_from_db()
+    assert lost.enqueued_at >= now and fresh.enqueued_at is None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs.requeue_stale(now + timedelta(seconds=1)) == 0  # just handed over
+    HUEY.flush()

@@ -4,8 +4,9 @@ A worker claims the run with one conditional UPDATE (queued -> running), so a
 run is never executed twice, however many workers receive its task. While it
 runs, the worker holds a lease that a heartbeat thread renews; a worker that is
 killed stops renewing it and the scheduler tick fails the run ("worker lost").
-Connection shapes run in order, and every request goes through the one
-instance client (SSRF guard, rate limit, connection pool, redaction).
+Shapes run in order (one module per shape kind in flows.shapes), and every
+request goes through the one instance client (SSRF guard, rate limit,
+connection pool, redaction).
 """
 
 from __future__ import annotations
@@ -22,17 +23,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from connectors.models import Direction
 from flows.models import ConnectionShape, FlowRun, FlowRunShape, RunStatus, ShapeStatus
-from instances.client import RECORDED_BODY_CHARS, ClientError, Exchange, InstanceClient, _message_from_body, _status_text
-from instances.redaction import redact_exchange
+from flows.shapes import ShapeFailed, connection as connection_shape
 
 logger = logging.getLogger(__name__)
-
-# Per shape, at most this many error messages and failed exchanges are stored.
-MAX_RECORDED_FAILURES = 20
-MESSAGE_CHARS = 300
-
 
 class StopRequested(Exception):
     pass
@@ -40,10 +34,6 @@ class StopRequested(Exception):
 
 class LeaseLost(Exception):
     """Another party (the reaper) took the run away from this worker: write nothing more."""
-
-
-class ShapeFailed(Exception):
-    pass
 
 
 @dataclass
@@ -160,22 +150,9 @@ def validate(run: FlowRun, shapes: list[ConnectionShape]) -> list[str]:
     return problems
 
 
-def records_of(data: object) -> tuple[list, str]:
-    """The records in a response body: a top-level list, or the first list value of an object."""
-    if isinstance(data, list):
-        return data, ""
-    if isinstance(data, dict):
-        for value in data.values():
-            if isinstance(value, list):
-                return value, ""
-        return [data], "The response holds no list of records; it was passed on as one item."
-    return [], "The response is not JSON; nothing was passed on."
-
-
 class Execution:
     def __init__(self, run: FlowRun, owner: str):
         self.run_obj, self.owner = run, owner
-        self.partial = False
 
     def checkpoint(self) -> None:
         """Between requests: keep the lease and honour a stop request."""
@@ -195,6 +172,7 @@ class Execution:
             return Outcome(RunStatus.FAILED, " ".join(problems))
         bucket: list[list] = []  # the payloads the previous shape passed on
         warnings: list[str] = []
+        partial = False
         for position, shape in enumerate(shapes):
             label = shape_label(position, shape)
             record = FlowRunShape.objects.create(
@@ -203,92 +181,24 @@ class Execution:
             )
             try:
                 self.checkpoint()
-                client = InstanceClient.for_instance(shape.instance)
-                if shape.endpoint.direction == Direction.RECEIVE:
-                    bucket = self.receive(client, shape, record)
-                else:
-                    bucket = self.send(client, shape, bucket, record)
+                bucket = connection_shape.run(shape, bucket, record, self.checkpoint)
             except StopRequested:
                 self.finish_shape(record, ShapeStatus.STOPPED)
                 return Outcome(RunStatus.STOPPED, "Stopped by a user.", warnings)
             except ShapeFailed as exc:
-                record.errors = (record.errors + [str(exc)])[-MAX_RECORDED_FAILURES:]
+                record.errors = (record.errors + [str(exc)])[-connection_shape.MAX_RECORDED_FAILURES:]
                 self.finish_shape(record, ShapeStatus.FAILED)
                 return Outcome(RunStatus.FAILED, f"{label}: {exc}", warnings)
             except LeaseLost:
                 raise
+            # Errors without a failure: some items were refused, the others went on.
+            partial = partial or bool(record.errors)
             self.finish_shape(record, ShapeStatus.PARTIAL_SUCCESS if record.errors else ShapeStatus.SUCCESS)
             warnings += [f"{label}: {w}" for w in record.warnings]
-        status = RunStatus.PARTIAL_SUCCESS if self.partial else RunStatus.SUCCESS
-        return Outcome(status, "", warnings)
+        return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", warnings)
 
     @staticmethod
     def finish_shape(record: FlowRunShape, status: str) -> None:
         record.status = status
         record.finished_at = timezone.now()
         record.save()
-
-    def request(self, client: InstanceClient, record: FlowRunShape, shape: ConnectionShape, **kwargs) -> Exchange:
-        record.requests += 1
-        try:
-            return client.request(shape.endpoint.method, shape.endpoint.path, **kwargs)
-        except ClientError as exc:
-            raise ShapeFailed(client.redact(f"The request could not be built: {exc}.")) from exc
-
-    @staticmethod
-    def failure(client: InstanceClient, exchange: Exchange, record: FlowRunShape) -> str | None:
-        """Why the request failed (redacted), recording the redacted exchange; None when it succeeded."""
-        if not exchange.error and exchange.response_status and 200 <= exchange.response_status < 300:
-            return None
-        if exchange.error:
-            message = exchange.error
-        else:
-            message = f"The API answered {_status_text(exchange.response_status)}."
-            detail = _message_from_body(exchange)
-            if detail:
-                message += f' The API said: "{detail.rstrip(".")}".'
-        message = client.redact(message, limit=MESSAGE_CHARS)
-        if len(record.failed_exchanges) < MAX_RECORDED_FAILURES:
-            record.failed_exchanges.append(
-                redact_exchange(
-                    {**exchange.as_record(), "message": message}, client.secret_values, body_limit=RECORDED_BODY_CHARS
-                )
-            )
-        return message
-
-    def receive(self, client: InstanceClient, shape: ConnectionShape, record: FlowRunShape) -> list[list]:
-        exchange = self.request(client, record, shape)
-        problem = self.failure(client, exchange, record)
-        if problem:
-            raise ShapeFailed(problem)
-        records, warning = records_of(exchange.json)
-        record.pages = 1
-        record.items_out = len(records)
-        if warning:
-            record.warnings.append(warning)
-        return [records]
-
-    def send(
-        self, client: InstanceClient, shape: ConnectionShape, bucket: list[list], record: FlowRunShape
-    ) -> list[list]:
-        items = [item for payload in bucket for item in payload]
-        if not items:
-            record.warnings.append("Nothing to send: no items came from the previous shape.")
-            return []
-        responses: list = []
-        for index, item in enumerate(items):
-            if index:
-                self.checkpoint()
-            exchange = self.request(client, record, shape, json_body=item)
-            problem = self.failure(client, exchange, record)
-            if problem:
-                if len(record.errors) < MAX_RECORDED_FAILURES:
-                    record.errors.append(f"Item {index + 1}: {problem}")
-                continue
-            responses.append(exchange.json if exchange.json is not None else {})
-        record.items_out = len(responses)
-        if not responses:
-            raise ShapeFailed(f"none of the {len(items)} item(s) was accepted. Last error: {problem}")
-        if len(responses) < len(items):
-            self.partial = True
-        return [responses]

@@ -50,13 +50,12 @@ class ConnectionShapeForm(forms.Form):
 class ScheduleForm(forms.Form):
     """A trigger schedule: the kind decides which of the other fields count (all times in UTC)."""
 
-    kind = forms.ChoiceField(label="Runs", choices=ScheduleKind.choices, initial=ScheduleKind.DAILY)
+    kind = forms.ChoiceField(label="Frequency", choices=ScheduleKind.choices, initial=ScheduleKind.DAILY)
     every = forms.TypedChoiceField(
         label="Every", coerce=int, required=False, initial=15,
         choices=[(n, "minute" if n == 1 else f"{n} minutes") for n in MINUTE_INTERVALS],
     )
-    day = forms.IntegerField(label="Day of the month", min_value=1, max_value=31, required=False, initial=1,
-                             help_text="Months without this day are skipped.")
+    day = forms.IntegerField(label="Day of the month", min_value=1, max_value=31, required=False, initial=1)
     hour = forms.IntegerField(label="Hour (UTC)", min_value=0, max_value=23, required=False, initial=0)
     minute = forms.IntegerField(label="Minute", min_value=0, max_value=59, required=False, initial=0)
     cron = forms.CharField(label="Cron expression (UTC)", required=False, max_length=120,

@@ -189,6 +189,12 @@ class FlowRunShape(models.Model):
     def __str__(self) -> str:
         return f"{self.run}: {self.position + 1}. {self.shape_name}"
 
+    @property
+    def duration(self):
+        if self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
 
 # --- Schedules ----------------------------------------------------------------
 

@@ -265,4 +265,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    # The task workers say what they execute, once (run_huey adds no handler of its own when one exists).
+    "loggers": {"huey": {"handlers": ["console"], "level": os.environ.get("HUEY_LOG_LEVEL", "INFO"), "propagate": False}},
 }

@@ -214,3 +214,23 @@ def test_a_bad_schedule_is_refused_with_a_clear_message_and_nothing_saved(admin_
     assert response.status_code == 422
     assert field_error in response.content.decode()
     assert not FlowSchedule.objects.exists()
+
+
+def test_an_unreachable_queue_leaves_the_run_queued_for_the_next_tick_instead_of_an_error(
+    admin_client, flow, django_capture_on_commit_callbacks, caplog
+):
+    from huey.storage import RedisStorage
+
+    original = HUEY.storage
+    HUEY.storage = RedisStorage(name="unreachable", url="redis://127.0.0.1:1/0?socket_connect_timeout=1")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(f"/flows/{flow.pk}/run/")
+    finally:
+        HUEY.storage = original
+    run = FlowRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/flows/runs/{run.pk}/"
+    assert run.status == RunStatus.QUEUED
+    assert "Error calling" in caplog.text  # logged by Django's robust on-commit handling
+    # The scheduler tick hands it over again once the queue is back.
+    assert runs.requeue_stale(run.queued_at + runs.REQUEUE_AFTER + timedelta(seconds=1)) == 1

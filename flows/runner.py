@@ -110,6 +110,9 @@ def execute(run_pk: int) -> FlowRun | None:
     except Exception:
         logger.exception("Flow run %s failed with an unexpected error.", run_pk)
         outcome = Outcome(RunStatus.FAILED, "An unexpected error stopped the run; it has been logged.")
+        FlowRunShape.objects.filter(run_id=run_pk, status=ShapeStatus.RUNNING).update(
+            status=ShapeStatus.FAILED, finished_at=timezone.now()
+        )
     finally:
         heartbeat.stop()
     FlowRun.objects.filter(pk=run_pk, status=RunStatus.RUNNING, lease_owner=owner).update(
@@ -189,8 +192,6 @@ class Execution:
                 record.errors = (record.errors + [str(exc)])[-connection_shape.MAX_RECORDED_FAILURES:]
                 self.finish_shape(record, ShapeStatus.FAILED)
                 return Outcome(RunStatus.FAILED, f"{label}: {exc}", warnings)
-            except LeaseLost:
-                raise
             # Errors without a failure: some items were refused, the others went on.
             partial = partial or bool(record.errors)
             self.finish_shape(record, ShapeStatus.PARTIAL_SUCCESS if record.errors else ShapeStatus.SUCCESS)

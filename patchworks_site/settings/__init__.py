@@ -180,10 +180,15 @@ HUEY_SQLITE_PATH = os.environ.get("HUEY_SQLITE_PATH", "")
 if not HUEY_SQLITE_PATH:
     HUEY_SQLITE_PATH = str(BASE_DIR / "huey.sqlite3")
     if "PYTEST_VERSION" in os.environ:
-        # A test run never touches the development queue (like the per-process test DB).
+        # A test run never touches the development queue (like the per-process test DB),
+        # and removes its own queue file when it ends.
+        import atexit
         import tempfile
 
         HUEY_SQLITE_PATH = str(Path(tempfile.gettempdir()) / f"pw-huey-test-{os.getpid()}.sqlite3")
+        atexit.register(
+            lambda path=HUEY_SQLITE_PATH: [Path(path + suffix).unlink(missing_ok=True) for suffix in ("", "-wal", "-shm")]
+        )
 HUEY = {
     "name": os.environ.get("HUEY_NAME", "patchworks"),
     # Tasks go to workers even with DEBUG on (djhuey would otherwise run them inline).

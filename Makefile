@@ -1,4 +1,4 @@
-# Two commands: `make run` (set up everything and serve the dashboard) and `make test`.
+# Two commands: `make run` (set up everything, serve the dashboard, run a task worker) and `make test`.
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +33,9 @@ run: setup
 	@echo "  Patchworks dashboard: http://127.0.0.1:$(PORT)/"
 	@echo "  Log in as demo / demo (Administrator of Acme Retail)."
 	@echo ""
+	@# One huey worker beside runserver (queue: huey.sqlite3 beside the database), stopped with it.
+	@$(DEV_ENV) $(BIN)/python manage.py run_huey & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 test: install
@@ -42,4 +45,4 @@ benchmark: install
 	$(BIN)/python benchmarks/manage_connectors.py
 
 clean:
-	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache
+	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import ConnectionShape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow
 
 
 class ConnectionShapeInline(admin.TabularInline):
@@ -16,3 +16,45 @@ class ProcessFlowAdmin(admin.ModelAdmin):
     search_fields = ["name", "company__name"]
     list_select_related = ["company"]
     inlines = [ConnectionShapeInline]
+
+
+class FlowRunShapeInline(admin.TabularInline):
+    model = FlowRunShape
+    extra = 0
+    can_delete = False
+    fields = ["position", "shape_name", "status", "items_in", "items_out", "requests", "errors"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(FlowRun)
+class FlowRunAdmin(admin.ModelAdmin):
+    """Runs are written by workers; the admin only looks."""
+
+    list_display = ["pk", "flow", "company", "status", "trigger", "queued_at", "started_at", "finished_at"]
+    list_filter = ["status", "trigger", "company"]
+    list_select_related = ["flow", "company"]
+    search_fields = ["flow__name", "company__name"]
+    inlines = [FlowRunShapeInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(FlowSchedule)
+class FlowScheduleAdmin(admin.ModelAdmin):
+    """Schedules are added on the flow page, whose form validates them and computes the next run."""
+
+    list_display = ["flow", "description", "cron", "next_run_at", "last_run_at", "skipped_count"]
+    list_select_related = ["flow"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -59,3 +59,170 @@ class ConnectionShape(models.Model):
             raise ValidationError({"endpoint": "Choose an endpoint of the instance's connector."})
         if self.instance_id and self.flow_id and self.instance.company_id != self.flow.company_id:
             raise ValidationError({"instance": "Choose an instance of your company."})
+
+
+# --- Runs -------------------------------------------------------------------
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCESS = "success", "success"
+    PARTIAL_SUCCESS = "partial_success", "partial success"
+    FAILED = "failed", "failed"
+    STOPPED = "stopped", "stopped"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.STOPPED)
+
+
+class RunTrigger(models.TextChoices):
+    MANUAL = "manual", "manual"
+    SCHEDULE = "schedule", "schedule"
+    RETRY = "retry", "retry"
+
+
+class FlowRunQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> FlowRunQuerySet:
+        return self.filter(company=company)
+
+    def active(self) -> FlowRunQuerySet:
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+
+class FlowRun(models.Model):
+    """One execution of a process flow. This row, not the queue, is the truth about the run."""
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="flow_runs")
+    flow = models.ForeignKey(ProcessFlow, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    trigger = models.CharField(max_length=20, choices=RunTrigger.choices)
+    triggered_by = models.ForeignKey(
+        "patchworks_site.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    schedule = models.ForeignKey("FlowSchedule", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries")
+    queued_at = models.DateTimeField()
+    # When the run's task was last handed to the queue (see runs.requeue_stale).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # The time relative dates of the run are computed from: its own queued-at, or
+    # for a retry the original run's (so a retry fetches the same window).
+    reference_time = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    stop_requested = models.BooleanField(default=False)
+    failure_reason = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    objects = FlowRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["company", "-queued_at"]),
+            models.Index(fields=["status", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow} run {self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in RETRYABLE_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def trigger_text(self) -> str:
+        if self.trigger == RunTrigger.RETRY:
+            return f"retry of run {self.retry_of_id}" if self.retry_of_id else "retry"
+        if self.trigger == RunTrigger.MANUAL:
+            return f"manual by {self.triggered_by}" if self.triggered_by_id else "manual"
+        return "schedule"
+
+
+class ShapeStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    SUCCESS = "success", "success"
+    PARTIAL_SUCCESS = "partial_success", "partial success"
+    FAILED = "failed", "failed"
+    STOPPED = "stopped", "stopped"
+
+
+class FlowRunShape(models.Model):
+    """What one connection shape did in one run (the run's timeline)."""
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="shape_runs")
+    position = models.PositiveIntegerField()
+    shape = models.ForeignKey(ConnectionShape, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # What the shape was when it ran (the shape may be edited or removed later).
+    shape_name = models.CharField(max_length=400)
+    status = models.CharField(max_length=20, choices=ShapeStatus.choices, default=ShapeStatus.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    items_in = models.PositiveIntegerField(default=0)
+    items_out = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    rate_limit_wait_ms = models.PositiveIntegerField(default=0)
+    pool_wait_ms = models.PositiveIntegerField(default=0)
+    warnings = models.JSONField(default=list, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    # Redacted request/response records (client.Exchange.as_record) of the failed requests.
+    failed_exchanges = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.run}: {self.position + 1}. {self.shape_name}"
+
+    @property
+    def duration(self):
+        if self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+# --- Schedules ----------------------------------------------------------------
+
+
+class ScheduleKind(models.TextChoices):
+    MINUTES = "minutes", "Minutes"
+    HOURLY = "hourly", "Hourly"
+    DAILY = "daily", "Daily"
+    MONTHLY = "monthly", "Monthly"
+    ADVANCED = "advanced", "Advanced (cron)"
+
+
+class FlowSchedule(models.Model):
+    """A trigger schedule of a process flow, in UTC. Every kind is stored as its 5-field cron expression."""
+
+    flow = models.ForeignKey(ProcessFlow, on_delete=models.CASCADE, related_name="schedules")
+    kind = models.CharField(max_length=20, choices=ScheduleKind.choices)
+    cron = models.CharField(max_length=120)
+    description = models.CharField(max_length=200)
+    next_run_at = models.DateTimeField(db_index=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    # Due times that enqueued nothing because a run of the flow was still queued or running.
+    skipped_count = models.PositiveIntegerField(default=0)
+    last_skipped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["next_run_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.flow}: {self.description}"

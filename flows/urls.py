@@ -9,4 +9,12 @@ urlpatterns = [
     path("<int:pk>/shapes/<int:shape_pk>/remove/", views.remove_shape, name="remove_shape"),
     path("<int:pk>/toggle/", views.toggle, name="toggle"),
     path("<int:pk>/delete/", views.delete, name="delete"),
+    path("<int:pk>/run/", views.run_now, name="run_now"),
+    path("<int:pk>/schedules/", views.add_schedule, name="add_schedule"),
+    path("<int:pk>/schedules/<int:schedule_pk>/remove/", views.remove_schedule, name="remove_schedule"),
+    path("<int:pk>/runs/", views.run_log, name="flow_runs"),
+    path("runs/", views.run_log, name="runs"),
+    path("runs/<int:run_pk>/", views.run_detail, name="run"),
+    path("runs/<int:run_pk>/stop/", views.stop_run, name="stop_run"),
+    path("runs/<int:run_pk>/retry/", views.retry_run, name="retry_run"),
 ]

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from flows.forms import ConnectionShapeForm, FlowForm
-from flows.models import ConnectionShape, ProcessFlow
+from flows import runs, schedules
+from flows.forms import ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
+from flows.models import ConnectionShape, FlowRun, ProcessFlow, RunTrigger
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -17,6 +20,16 @@ def _get_flow_for_user(request: HttpRequest, pk: int, capability: str | None = N
     company = require(request, capability) if capability else company_of(request)
     flow = get_object_or_404(ProcessFlow.objects.for_company(company), pk=pk)
     return company, flow
+
+
+def _get_run_for_user(request: HttpRequest, pk: int, capability: str | None = None) -> tuple[Company, FlowRun]:
+    company = require(request, capability) if capability else company_of(request)
+    run = get_object_or_404(FlowRun.objects.for_company(company).select_related("flow", "triggered_by"), pk=pk)
+    return company, run
+
+
+RUN_LOG_PAGE_SIZE = 25
+RECENT_RUNS = 5
 
 
 def flow_list(request: HttpRequest) -> HttpResponse:
@@ -56,8 +69,101 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.success(request, f"Connection shape added: {instance.name} → {endpoint.name}.")
             return redirect("flows:detail", pk=flow.pk)
     shapes = flow.shapes.select_related("instance__connector", "endpoint")
-    return render(request, "flows/detail.html", {"flow": flow, "shapes": shapes, "form": form},
+    return render(request, "flows/detail.html", _detail_context(flow, shapes=shapes, form=form),
                   status=422 if form.errors else 200)
+
+
+def _detail_context(flow: ProcessFlow, **extra) -> dict:
+    flow_schedules = list(flow.schedules.all())
+    return {
+        "flow": flow,
+        "recent_runs": flow.runs.select_related("triggered_by")[:RECENT_RUNS],
+        "schedules": flow_schedules,
+        "next_scheduled": min((s.next_run_at for s in flow_schedules), default=None) if flow.enabled else None,
+        "schedule_form": extra.pop("schedule_form", None) or ScheduleForm(),
+        **extra,
+    }
+
+
+@require_POST
+def run_now(request: HttpRequest, pk: int) -> HttpResponse:
+    """A manual run; it goes ahead when the flow is disabled (schedules only run enabled flows)."""
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    run = runs.queue_run(flow, RunTrigger.MANUAL, user=request.user)
+    note = "" if flow.enabled else " The flow is disabled: this manual run goes ahead, but its schedules do not run."
+    messages.success(request, f"Run {run.pk} of \"{flow.name}\" is queued.{note}")
+    return redirect("flows:run", run_pk=run.pk)
+
+
+@require_POST
+def add_schedule(request: HttpRequest, pk: int) -> HttpResponse:
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        shapes = flow.shapes.select_related("instance__connector", "endpoint")
+        context = _detail_context(flow, shapes=shapes, form=ConnectionShapeForm(company=company), schedule_form=form)
+        return render(request, "flows/detail.html", context, status=422)
+    schedule = schedules.create_schedule(flow, form.cleaned_data["kind"], now=timezone.now(), **form.schedule_fields())
+    messages.success(
+        request, f"Schedule added: {schedule.description}. Next run {schedule.next_run_at:%d %b %Y, %H:%M} UTC"
+        + ("." if flow.enabled else " once the flow is enabled.")
+    )
+    return redirect("flows:detail", pk=flow.pk)
+
+
+@require_POST
+def remove_schedule(request: HttpRequest, pk: int, schedule_pk: int) -> HttpResponse:
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    schedule = get_object_or_404(flow.schedules, pk=schedule_pk)
+    schedule.delete()
+    messages.success(request, f"Schedule removed: {schedule.description}.")
+    return redirect("flows:detail", pk=flow.pk)
+
+
+def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """The runs of the company, or of one flow (pk), newest first, filtered by flow, outcome and trigger."""
+    company = company_of(request)
+    flow = get_object_or_404(ProcessFlow.objects.for_company(company), pk=pk) if pk is not None else None
+    filters = RunLogFilterForm(request.GET or None, company=company)
+    flow_runs = FlowRun.objects.for_company(company).select_related("flow", "triggered_by")
+    if flow is not None:
+        flow_runs = flow_runs.filter(flow=flow)
+    flow_runs = filters.filter(flow_runs)
+    page = Paginator(flow_runs, RUN_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"flow": flow, "show_flow": flow is None, "filters": filters, "page": page, "filtered": filters.is_bound}
+    return render(request, "flows/run_log.html", context)
+
+
+def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:
+    company, run = _get_run_for_user(request, run_pk)
+    context = {"run": run, "shape_runs": run.shape_runs.all(), "now": timezone.now()}
+    if request.htmx and request.htmx.target == "run-timeline":
+        return render(request, "flows/run_detail.html#timeline", context)
+    return render(request, "flows/run_detail.html", context)
+
+
+@require_POST
+def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
+    company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
+    outcome = runs.request_stop(run)
+    if outcome == "stopped":
+        messages.success(request, f"Run {run.pk} was stopped before it started.")
+    elif outcome == "stopping":
+        messages.success(request, f"Run {run.pk} stops before its next request.")
+    else:
+        messages.error(request, f"Run {run.pk} has already ended.")
+    return redirect("flows:run", run_pk=run.pk)
+
+
+@require_POST
+def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
+    company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
+    retry = runs.retry_run(run, request.user)
+    if retry is None:
+        messages.error(request, f"Only failed or stopped runs can be retried; run {run.pk} is {run.get_status_display()}.")
+        return redirect("flows:run", run_pk=run.pk)
+    messages.success(request, f"Run {retry.pk} retries run {run.pk} with its original queued-at time for relative dates.")
+    return redirect("flows:run", run_pk=retry.pk)
 
 
 @require_POST

@@ -26,10 +26,12 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
+from django.utils import timezone
 
 from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import ConnectionShape, FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
+from flows.schedules import create_schedule
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from marketplace import catalog
 from marketplace.models import Installation, Listing
@@ -120,6 +122,8 @@ class World:
     change: ConnectorChange
     audit_entry: AuditEntry
     listing: Listing
+    run: FlowRun
+    schedule: FlowSchedule
     group: Group | None = None
 
     def admin_objects(self) -> dict[str, object]:
@@ -130,6 +134,8 @@ class World:
             "connectors.endpoint": self.connector.endpoints.first(),
             "connectors.connectorchange": self.change,
             "flows.processflow": self.flow,
+            "flows.flowrun": self.run,
+            "flows.flowschedule": self.schedule,
             "instances.instance": self.instance,
             "instances.connectionpool": self.pool,
             "instances.credentialcheck": self.check,
@@ -278,6 +284,13 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
     )
     flow = ProcessFlow.objects.create(company=company, name=f"{marker} flow")
     shape = ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
+    now = timezone.now()
+    schedule = create_schedule(flow, "hourly", now=now, minute=5)
+    # Made directly (not queued): a failed run, so stop and retry have something to act on.
+    run = FlowRun.objects.create(
+        company=company, flow=flow, status=RunStatus.FAILED, trigger=RunTrigger.MANUAL, triggered_by=admin_user,
+        queued_at=now, reference_time=now, finished_at=now, failure_reason=f"{marker} failure reason",
+    )
     installation = prebuilt.installation
     audit_entry = AuditEntry.objects.filter(company=company).order_by("id").first()
     assert audit_entry is not None, "the audit log records what was just created"
@@ -285,7 +298,7 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
     return World(
         marker=marker, company=company, users=users, connector=connector, prebuilt=prebuilt, instance=instance,
         check=check, pool=pool, flow=flow, shape=shape, installation=installation, change=change,
-        audit_entry=audit_entry, listing=listing, group=group,
+        audit_entry=audit_entry, listing=listing, group=group, run=run, schedule=schedule,
     )
 
 
@@ -387,6 +400,18 @@ ROUTES: dict[str, Fill] = {
     ),
     "flows/<int:pk>/toggle/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
     "flows/<int:pk>/delete/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
+    "flows/<int:pk>/run/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
+    "flows/<int:pk>/schedules/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
+    "flows/<int:pk>/schedules/<int:schedule_pk>/remove/": Fill(
+        OBJECT,
+        lambda own, w: [{"pk": w.flow.pk, "schedule_pk": w.schedule.pk}, {"pk": own.flow.pk, "schedule_pk": w.schedule.pk}],
+        post_only=True,
+    ),
+    "flows/<int:pk>/runs/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
+    "flows/runs/": Fill(COMPANY),
+    "flows/runs/<int:run_pk>/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),
+    "flows/runs/<int:run_pk>/stop/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
+    "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
     # marketplace
     "marketplace/": Fill(COMPANY),
     "marketplace/updates/<int:connector_pk>/": Fill(OBJECT, _of(lambda w: {"connector_pk": w.prebuilt.pk})),
@@ -434,6 +459,8 @@ ADMIN_MODELS = [
     "instances.connectionpool",
     "instances.credentialcheck",
     "flows.processflow",
+    "flows.flowrun",
+    "flows.flowschedule",
     "marketplace.listing",
     "marketplace.listingversion",
     "marketplace.installation",

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "crispy_forms",
     "crispy_bootstrap5",
+    "huey.contrib.djhuey",
     "patchworks_site",
     "connectors",
     "instances",
@@ -169,6 +170,46 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 
 TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
 
+# --- Task engine (huey) -------------------------------------------------
+# Flow runs and schedules run on huey workers (`manage.py run_huey`). Without
+# REDIS_URL the queue is a SQLite file beside the database: no extra service for
+# development or a single host. With REDIS_URL it is Redis, which workers on
+# several hosts can share. The run rows in the database are the source of truth;
+# the queue only says "look at run N".
+HUEY_SQLITE_PATH = os.environ.get("HUEY_SQLITE_PATH", "")
+if not HUEY_SQLITE_PATH:
+    HUEY_SQLITE_PATH = str(BASE_DIR / "huey.sqlite3")
+    if "PYTEST_VERSION" in os.environ:
+        # A test run never touches the development queue (like the per-process test DB),
+        # and removes its own queue file when it ends.
+        import atexit
+        import tempfile
+
+        HUEY_SQLITE_PATH = str(Path(tempfile.gettempdir()) / f"pw-huey-test-{os.getpid()}.sqlite3")
+        atexit.register(
+            lambda path=HUEY_SQLITE_PATH: [Path(path + suffix).unlink(missing_ok=True) for suffix in ("", "-wal", "-shm")]
+        )
+HUEY = {
+    "name": os.environ.get("HUEY_NAME", "patchworks"),
+    # Tasks go to workers even with DEBUG on (djhuey would otherwise run them inline).
+    "immediate": env_bool("HUEY_IMMEDIATE", default=False),
+    "results": False,
+    "utc": True,
+    "consumer": {
+        "workers": int(os.environ.get("HUEY_WORKERS", "2")),
+        "worker_type": "thread",
+        "check_worker_health": True,
+    },
+}
+if REDIS_URL:
+    HUEY |= {"huey_class": "huey.RedisHuey", "connection": {"url": REDIS_URL}}
+else:
+    HUEY |= {"huey_class": "huey.SqliteHuey", "connection": {"filename": HUEY_SQLITE_PATH}}
+
+# A running flow run holds a lease that its worker renews (heartbeat); a run
+# whose lease expired is failed as "worker lost" by the next scheduler tick.
+FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "30"))
+
 # --- Credentials at rest -------------------------------------------------
 # CREDENTIAL_KEYS: comma-separated "key_id:base64-32-bytes" pairs; the last is
 # the one new secrets are encrypted with. In development a key file outside
@@ -250,5 +291,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     # urllib3 logs every request line, query string included, at DEBUG: an API
     # key sent as a query parameter would reach the logs with LOG_LEVEL=DEBUG.
-    "loggers": {"urllib3": {"level": "INFO"}},
+    # The task workers say what they execute, once (run_huey adds no handler of its own when one exists).
+    "loggers": {
+        "urllib3": {"level": "INFO"},
+        "huey": {"handlers": ["console"], "level": os.environ.get("HUEY_LOG_LEVEL", "INFO"), "propagate": False},
+    },
 }

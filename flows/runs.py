@@ -1,0 +1,116 @@
+"""Queueing, stopping, retrying and reaping flow runs (the database row is the source of truth)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = "Worker lost: the worker running this flow stopped answering (its lease expired)."
+# A run still queued this long after its task was handed to the queue is handed again
+# (the queue may have lost it: Redis flushed, queue file removed, enqueue failed).
+REQUEUE_AFTER = timedelta(minutes=5)
+
+
+def enqueue(run: FlowRun) -> None:
+    """Hand the run to a worker once the transaction that created it has committed.
+
+    A failed hand-over (queue unreachable) is logged, not raised: the run row
+    stays queued and the scheduler tick hands it over again (requeue_stale).
+    """
+    from flows import tasks  # tasks imports this module
+
+    def hand_over() -> None:
+        FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
+        tasks.execute_run(run.pk)
+
+    transaction.on_commit(hand_over, robust=True)
+
+
+def requeue_stale(now: datetime | None = None) -> int:
+    """Hand queued runs whose task seems lost to the queue again (a duplicate is harmless: runs are claimed once)."""
+    now = now or timezone.now()
+    stale = FlowRun.objects.filter(status=RunStatus.QUEUED).filter(
+        Q(enqueued_at__lt=now - REQUEUE_AFTER) | Q(enqueued_at__isnull=True, queued_at__lt=now - REQUEUE_AFTER)
+    )
+    count = 0
+    for run in stale.only("pk"):
+        enqueue(run)
+        count += 1
+    if count:
+        logger.warning("%d queued flow run(s) handed to the queue again.", count)
+    return count
+
+
+def queue_run(
+    flow: ProcessFlow,
+    trigger: str,
+    *,
+    now: datetime | None = None,
+    user=None,
+    schedule: FlowSchedule | None = None,
+    retry_of: FlowRun | None = None,
+) -> FlowRun:
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = FlowRun.objects.create(
+            company_id=flow.company_id,
+            flow=flow,
+            trigger=trigger,
+            triggered_by=user if getattr(user, "pk", None) else None,
+            schedule=schedule,
+            retry_of=retry_of,
+            queued_at=now,
+            reference_time=retry_of.reference_time if retry_of else now,
+        )
+        enqueue(run)
+    return run
+
+
+def retry_run(run: FlowRun, user=None) -> FlowRun | None:
+    """A new run of the same flow with the original's reference time; None when the run cannot be retried."""
+    if not run.can_retry:
+        return None
+    return queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run)
+
+
+def request_stop(run: FlowRun) -> str | None:
+    """Stop a queued run at once, or ask a running one to stop before its next request.
+
+    Returns the new state ("stopped", "stopping") or None when the run already ended.
+    """
+    now = timezone.now()
+    if FlowRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.STOPPED, stop_requested=True, finished_at=now, failure_reason="Stopped before it started."
+    ):
+        return "stopped"
+    if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(stop_requested=True):
+        return "stopping"
+    return None
+
+
+def reap_expired_leases(now: datetime | None = None) -> int:
+    """Fail running runs whose worker stopped renewing the lease (killed, crashed, host gone)."""
+    now = now or timezone.now()
+    lost = list(
+        FlowRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list("pk", "lease_owner")
+    )
+    reaped = 0
+    for pk, owner in lost:
+        # Conditional on the same owner and an expired lease: a worker that renewed meanwhile keeps its run.
+        reaped += FlowRun.objects.filter(
+            pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now
+        ).update(status=RunStatus.FAILED, finished_at=now, failure_reason=WORKER_LOST)
+        FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
+            status=ShapeStatus.FAILED, finished_at=now
+        )
+    if reaped:
+        logger.warning("%d flow run(s) failed: worker lost.", reaped)
+    return reaped

@@ -1,0 +1,30 @@
+"""Huey tasks: they take primary keys; the rows say what to do (see flows.runner)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
+
+from flows import runner, runs, schedules
+
+
+@db_task()
+def execute_run(run_pk: int) -> None:
+    runner.execute(run_pk)
+
+
+def tick_now() -> None:
+    """Fail runs whose worker was lost, hand lost tasks over again, then enqueue due schedules.
+
+    Reaping first frees the flows of lost runs for their schedules.
+    """
+    now = timezone.now()
+    runs.reap_expired_leases(now)
+    runs.requeue_stale(now)
+    schedules.enqueue_due(now)
+
+
+@db_periodic_task(crontab(minute="*"))
+def tick() -> None:
+    tick_now()

@@ -1,0 +1,229 @@
+"""The runner: connection shapes in order through the instance client, against a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from werkzeug import Request, Response
+
+from flows import runner, runs
+from flows.models import FlowRun, RunStatus, RunTrigger, ShapeStatus
+from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
+
+ORDERS = [{"id": 1, "total": "9.99"}, {"id": 2, "total": "20.00"}, {"id": 3, "total": "5.00"}]
+
+
+@pytest.fixture
+def instance(company, make_connector, make_instance, httpserver):
+    return make_instance(shop_connector(make_connector, company, httpserver.url_for("/api")), "Shop - UK", {"api_token": API_TOKEN})
+
+
+@pytest.fixture
+def flow(company, instance):
+    return receive_then_send_flow(company, instance)
+
+
+def sent_items(httpserver) -> list:
+    return [json.loads(request.data) for request, _ in httpserver.log if request.path == "/api/imports"]
+
+
+def test_a_run_receives_the_records_and_sends_each_one_as_json(flow, httpserver, admin_user):
+    httpserver.expect_request("/api/orders", method="GET").respond_with_json({"meta": {"count": 3}, "orders": ORDERS})
+    httpserver.expect_request("/api/imports", method="POST").respond_with_json({"accepted": True}, status=201)
+
+    run = runs.queue_run(flow, RunTrigger.MANUAL, user=admin_user)
+    assert run.status == RunStatus.QUEUED and run.reference_time == run.queued_at
+    run = runner.execute(run.pk)
+
+    assert run.status == RunStatus.SUCCESS and run.failure_reason == ""
+    assert run.started_at <= run.finished_at and run.lease_expires_at is None
+    assert sent_items(httpserver) == ORDERS
+    assert all(request.headers["Authorization"] == f"Bearer {API_TOKEN}" for request, _ in httpserver.log)
+    receive, send = run.shape_runs.all()
+    assert (receive.shape_name, receive.status, receive.items_in, receive.items_out, receive.pages, receive.requests) == (
+        "Shop - UK → List orders", ShapeStatus.SUCCESS, 0, 3, 1, 1,
+    )
+    assert (send.shape_name, send.status, send.items_in, send.items_out, send.requests) == (
+        "Shop - UK → Import order", ShapeStatus.SUCCESS, 3, 3, 3,
+    )
+    assert send.errors == [] and send.failed_exchanges == []
+
+
+def test_a_top_level_list_is_the_payload(flow, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json(ORDERS[:2])
+    httpserver.expect_request("/api/imports").respond_with_json({})
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert run.status == RunStatus.SUCCESS
+    assert sent_items(httpserver) == ORDERS[:2]
+
+
+def test_a_refused_receive_fails_the_run_naming_the_shape_and_keeps_the_redacted_exchange(flow, httpserver):
+    # The API echoes the token back: it must not be stored.
+    httpserver.expect_request("/api/orders").respond_with_json(
+        {"message": f"token {API_TOKEN} is not allowed here"}, status=403
+    )
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason.startswith("Shape 1 (Shop - UK → List orders): The API answered 403 Forbidden.")
+    assert API_TOKEN not in run.failure_reason
+    (receive,) = run.shape_runs.all()  # the send shape never started
+    assert receive.status == ShapeStatus.FAILED
+    (exchange,) = receive.failed_exchanges
+    assert exchange["response_status"] == 403 and exchange["request_url"].endswith("/api/orders")
+    stored = json.dumps([receive.failed_exchanges, receive.errors, run.failure_reason])
+    assert API_TOKEN not in stored and "[redacted]" in stored
+    assert sent_items(httpserver) == []
+
+
+def test_items_the_api_refuses_make_a_partial_success(flow, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+
+    def import_order(request: Request) -> Response:
+        item = json.loads(request.data)
+        if item["id"] == 2:
+            return Response(json.dumps({"message": "total is invalid"}), status=409, content_type="application/json")
+        return Response(json.dumps({"imported": item["id"]}), status=201, content_type="application/json")
+
+    httpserver.expect_request("/api/imports", method="POST").respond_with_handler(import_order)
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+
+    assert run.status == RunStatus.PARTIAL_SUCCESS
+    send = run.shape_runs.get(position=1)
+    assert (send.status, send.items_in, send.items_out, send.requests) == (ShapeStatus.PARTIAL_SUCCESS, 3, 2, 3)
+    assert send.errors == ['Item 2: The API answered 409 Conflict. The API said: "total is invalid".']
+    assert [e["request_body"] for e in send.failed_exchanges] == [json.dumps(ORDERS[1])]
+
+
+def test_when_every_item_is_refused_the_run_fails(flow, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    httpserver.expect_request("/api/imports").respond_with_json({"message": "down"}, status=503)
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason.startswith("Shape 2 (Shop - UK → Import order): none of the 3 item(s) was accepted.")
+
+
+def test_nothing_to_send_is_a_warning(flow, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": []})
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert run.status == RunStatus.SUCCESS
+    assert run.warnings == ["Shape 2 (Shop - UK → Import order): Nothing to send: no items came from the previous shape."]
+    assert sent_items(httpserver) == []
+
+
+def test_a_shape_whose_endpoint_was_removed_fails_the_run_before_any_request(flow, httpserver):
+    shape = flow.shapes.get(position=1)
+    shape.endpoint, shape.missing_endpoint = None, "Import order (POST /imports)"
+    shape.save()
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert run.status == RunStatus.FAILED
+    assert run.failure_reason == (
+        "Shape 2 (Shop - UK → missing endpoint Import order (POST /imports)): its endpoint was removed by a "
+        "connector update. Choose another endpoint for this shape."
+    )
+    assert httpserver.log == [] and not run.shape_runs.exists()
+
+
+def test_a_flow_without_shapes_fails_at_once(company, httpserver):
+    from flows.models import ProcessFlow
+
+    run = runner.execute(runs.queue_run(ProcessFlow.objects.create(company=company, name="Empty"), RunTrigger.MANUAL).pk)
+    assert (run.status, run.failure_reason) == (RunStatus.FAILED, "The flow has no connection shapes.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_request_stops_the_run_before_its_next_request(flow, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    run = runs.queue_run(flow, RunTrigger.MANUAL)
+
+    def import_order(request: Request) -> Response:
+        runs.request_stop(run)  # a user presses stop while the first item is in flight
+        connection.close()  # this server thread's own connection
+        return Response("{}", status=201, content_type="application/json")
+
+    httpserver.expect_request("/api/imports").respond_with_handler(import_order)
+    run = runner.execute(run.pk)
+    assert (run.status, run.failure_reason) == (RunStatus.STOPPED, "Stopped by a user.")
+    assert len(sent_items(httpserver)) == 1
+    assert run.shape_runs.get(position=1).status == ShapeStatus.STOPPED
+
+
+def test_stopping_a_queued_run_means_it_never_starts(flow, httpserver):
+    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    assert runs.request_stop(run) == "stopped"
+    assert runner.execute(run.pk) is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.STOPPED and run.started_at is None and httpserver.log == []
+    assert runs.request_stop(run) is None
+
+
+def test_a_run_is_claimed_once(flow):
+    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    assert runner.claim(run.pk, "worker-a") is True
+    assert runner.claim(run.pk, "worker-b") is False
+    run.refresh_from_db()
+    assert (run.status, run.lease_owner) == (RunStatus.RUNNING, "worker-a")
+
+
+def test_a_run_whose_lease_expired_is_failed_as_worker_lost(flow):
+    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    runner.claim(run.pk, "worker-a")
+    now = timezone.now()
+    assert runs.reap_expired_leases(now) == 0  # the lease is still valid
+    assert runs.reap_expired_leases(now + runner.lease_duration() + timedelta(seconds=1)) == 1
+    run.refresh_from_db()
+    assert (run.status, run.failure_reason) == (RunStatus.FAILED, runs.WORKER_LOST)
+    # The worker that lost its lease writes nothing more.
+    assert runner.renew_lease(run.pk, "worker-a") is False
+
+
+def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user):
+    httpserver.expect_request("/api/orders").respond_with_json({"message": "down"}, status=500)
+    first = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL, now=timezone.now() - timedelta(hours=2)).pk)
+    assert first.status == RunStatus.FAILED
+    retry = runs.retry_run(first, admin_user)
+    assert (retry.trigger, retry.retry_of, retry.reference_time) == (RunTrigger.RETRY, first, first.reference_time)
+    assert retry.queued_at > first.queued_at
+    assert retry.trigger_text == f"retry of run {first.pk}"
+    assert runs.retry_run(FlowRun.objects.create(
+        company=flow.company, flow=flow, trigger=RunTrigger.MANUAL, queued_at=timezone.now(), reference_time=timezone.now()
+    )) is None  # a queued run is not retried
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_keeps_the_lease_of_a_request_that_outlasts_it(flow, httpserver, settings):
+    settings.FLOW_RUN_LEASE_SECONDS = 0.6
+    reaped = []
+
+    def slow_orders(request: Request) -> Response:
+        time.sleep(1.5)  # more than twice the lease: only the heartbeat keeps it alive
+        reaped.append(runs.reap_expired_leases())
+        connection.close()
+        return Response(json.dumps({"orders": []}), content_type="application/json")
+
+    httpserver.expect_request("/api/orders").respond_with_handler(slow_orders)
+    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert reaped == [0]
+    assert run.status == RunStatus.SUCCESS
+
+
+def test_queued_runs_whose_task_was_lost_are_handed_to_the_queue_again(flow, django_capture_on_commit_callbacks):
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.flush()
+    now = timezone.now()
+    lost = runs.queue_run(flow, RunTrigger.MANUAL, now=now - runs.REQUEUE_AFTER - timedelta(seconds=1))
+    fresh = runs.queue_run(flow, RunTrigger.MANUAL, now=now)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs.requeue_stale(now) == 1
+    assert [task.args for task in HUEY.pending()] == [(lost.pk,)]
+    lost.refresh_from_db()
+    assert lost.enqueued_at >= now and fresh.enqueued_at is None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs.requeue_stale(now + timedelta(seconds=1)) == 0  # just handed over
+    HUEY.flush()

@@ -149,6 +149,7 @@ class CredentialsForm(forms.Form):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.auth_method = auth_method
         self.variables = credential_variables(connector, auth_method)
         self.stored_secrets = stored_secrets or {}
         stored_values = stored_values or {}

@@ -195,10 +195,18 @@ OUTBOUND_KEEP_ALIVE = env_bool("OUTBOUND_KEEP_ALIVE", default=True)
 # How long a request may wait for its instance's rate limit window to reopen.
 OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAIT", "10"))
 
-# Base URL the Sandbox connector's instances call by default.
+# Base URL the Sandbox connector's instances call by default: the address the
+# dashboard is served on (`PORT=8080 make run` serves and calls port 8080).
 SANDBOX_BASE_URL = os.environ.get(
     "SANDBOX_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sandbox/api"
 )
+# How long the Sandbox's OAuth 2 access tokens (authorisation code grant) live,
+# short so that refreshing can be seen in the demo.
+SANDBOX_ACCESS_TOKEN_LIFETIME = int(os.environ.get("SANDBOX_ACCESS_TOKEN_LIFETIME", "120"))
+
+# The one OAuth 2 redirect URI of this deployment (register it with every provider).
+# Empty: the callback on the host the dashboard is served on.
+OAUTH_REDIRECT_URI = os.environ.get("OAUTH_REDIRECT_URI", "")
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)

@@ -36,3 +36,14 @@ document.addEventListener("input", function (event) {
     row.hidden = Boolean(query) && row.dataset.op.indexOf(query) < 0;
   });
 });
+// <button data-copy-field="ID">: copies that field's value to the clipboard.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-copy-field]");
+  if (!button) return;
+  var field = document.getElementById(button.dataset.copyField);
+  if (!field) return;
+  field.select();
+  if (navigator.clipboard) navigator.clipboard.writeText(field.value).catch(function () { document.execCommand("copy"); });
+  else document.execCommand("copy");
+  button.setAttribute("title", "Copied");
+});

@@ -301,7 +301,7 @@ def _refresh(client: InstanceClient, locked: Instance, stored: dict[str, str]) -
     body = _web_client(client.values.get("client_id", "")).prepare_refresh_body(refresh_token=refresh_token)
     token, exchange, problem = token_request(client, dict(parse_qsl(body)))
     if token is None:
-        reason = f"{REFRESH_FAILED} ({problem.rstrip('.')}). Reconnect the instance."[:300]
+        reason = f"{REFRESH_FAILED}: {problem} Reconnect the instance."[:300]
         Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason)
         locked.reauth_reason = reason
         record(client, exchange, ok=False, message=reason, instance=locked)

@@ -324,15 +324,28 @@ def _refresh(client: InstanceClient, locked: Instance, stored: dict[str, str]) -
 # --- OAuth 1.0a -----------------------------------------------------------------
 
 
-def oauth1_client(values: dict[str, str]) -> oauth1.Client:
-    """An oauthlib OAuth 1 client from the auth method's variables."""
+class _OAuth1Client(oauth1.Client):
+    """oauthlib's client; `send_version=False` leaves out the optional oauth_version (RFC 5849 section 3.1),
+    as the RFC's own examples do."""
+
+    def __init__(self, *args, send_version: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.send_version = send_version
+
+    def get_oauth_params(self, request) -> list[tuple[str, str]]:
+        params = super().get_oauth_params(request)
+        return params if self.send_version else [p for p in params if p[0] != "oauth_version"]
+
+
+def oauth1_client(values: dict[str, str], **fixed) -> oauth1.Client:
+    """An oauthlib OAuth 1 client from the auth method's variables (`fixed`: nonce/timestamp, for test vectors)."""
     method = (values.get("signature_method") or "HMAC-SHA256").upper()
     if method not in OAUTH1_SIGNATURE_METHODS:
         raise ClientError(f'signature method "{method}" is not supported (use HMAC-SHA1 or HMAC-SHA256)')
     if not values.get("consumer_key"):
         raise ClientError('no value for "consumer_key"')
     placement = (values.get("signature_placement") or "header").lower()
-    return oauth1.Client(
+    return _OAuth1Client(
         values["consumer_key"],
         client_secret=values.get("consumer_secret", ""),
         resource_owner_key=values.get("token_id") or None,
@@ -340,18 +353,19 @@ def oauth1_client(values: dict[str, str]) -> oauth1.Client:
         signature_method=OAUTH1_SIGNATURE_METHODS[method],
         signature_type=oauth1.SIGNATURE_TYPE_QUERY if placement == "query" else oauth1.SIGNATURE_TYPE_AUTH_HEADER,
         realm=values.get("realm") or None,
+        **fixed,
     )
 
 
 def sign_oauth1(
-    values: dict[str, str], method: str, url: str, headers: dict[str, str], form_body: str | None = None
+    values: dict[str, str], method: str, url: str, headers: dict[str, str], form_body: str | None = None, **fixed
 ) -> tuple[str, dict[str, str]]:
     """(url, headers) of a request signed with OAuth 1.0a.
 
     `url` carries the query parameters; a form-encoded body is part of the
     signature (RFC 5849 section 3.4.1.3), other bodies are not.
     """
-    client = oauth1_client(values)
+    client = oauth1_client(values, **fixed)
     sign_headers = dict(headers)
     if form_body is not None:
         sign_headers["Content-Type"] = "application/x-www-form-urlencoded"

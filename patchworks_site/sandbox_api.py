@@ -128,7 +128,7 @@ def _oauth1_signed(request: HttpRequest) -> bool:
     except ValueError:
         return False
     oauth_request = OAuthRequest(request.build_absolute_uri(), request.method, body=body or None, headers=headers)
-    oauth_request.params = [p for p in params if p[0] != "realm"]
+    oauth_request.params = [p for p in params if p[0] not in ("realm", "oauth_signature")]
     oauth_request.signature = oauth.get("oauth_signature", "")
     verify = {"HMAC-SHA1": oauth1_signature.verify_hmac_sha1, "HMAC-SHA256": oauth1_signature.verify_hmac_sha256}.get(
         oauth.get("oauth_signature_method", "")

@@ -32,6 +32,7 @@ from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
 from instances import destinations, limits, redaction, ssrf, transport
 from instances.redaction import is_sensitive
+from patchworks_site import sandbox_api
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
@@ -304,7 +305,11 @@ class InstanceClient:
         ]
 
     def _merged_values(self, values: dict[str, str]) -> dict[str, str]:
-        merged = {v.key: v.default for v in self._variables() if v.default}
+        # The Sandbox's catalog address stands for wherever the dashboard is served.
+        merged = {
+            v.key: settings.SANDBOX_BASE_URL if v.default == sandbox_api.CATALOG_ADDRESS else v.default
+            for v in self._variables() if v.default
+        }
         merged.update({k: v for k, v in values.items() if v not in (None, "")})
         merged.update(self.secrets)
         return merged

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
 from instances.models import ConnectionPool, Instance
+from patchworks_site import sandbox_api
 
 NAME_HELP = (
     "This is what your users see when they choose an instance for a connection shape. "
@@ -132,6 +133,13 @@ def credential_variables(connector: Connector, auth_method: AuthMethod) -> list[
     ]
 
 
+def _default(variable: Variable, sandbox_address: str | None) -> str:
+    """A variable's default; the Sandbox's catalog address becomes the address it is served on."""
+    if sandbox_address and variable.default == sandbox_api.CATALOG_ADDRESS:
+        return sandbox_address
+    return variable.default
+
+
 class CredentialsForm(forms.Form):
     """One field per variable. Secret fields never render their value back.
 
@@ -146,6 +154,7 @@ class CredentialsForm(forms.Form):
         auth_method: AuthMethod,
         stored_values: dict[str, str] | None = None,
         stored_secrets: dict[str, str] | None = None,
+        sandbox_address: str | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -160,7 +169,7 @@ class CredentialsForm(forms.Form):
                 max_length=1024,
                 required=variable.required and not has_stored_secret,
                 strip=not variable.secret,
-                initial=None if variable.secret else stored_values.get(variable.key, variable.default),
+                initial=None if variable.secret else stored_values.get(variable.key, _default(variable, sandbox_address)),
                 help_text=f"Sent as {variable.alias}." if variable.alias else "",
                 widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
                 if variable.secret

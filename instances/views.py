@@ -26,7 +26,7 @@ from instances.forms import (
 )
 from instances.destinations import describe
 from instances.models import CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
-from patchworks_site import audit
+from patchworks_site import audit, sandbox_api
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -100,7 +100,7 @@ def _chosen_method(connector: Connector, state: dict):
     return next((m for m in methods if m.pk == state.get("auth_method")), None)
 
 
-def _wizard_forms(connector: Connector, step: str, state: dict, data=None):
+def _wizard_forms(connector: Connector, step: str, state: dict, data=None, request: HttpRequest | None = None):
     if step == "name":
         return NameForm(data, connector=connector, initial={"name": state.get("name", "")})
     if step == "settings":
@@ -109,7 +109,10 @@ def _wizard_forms(connector: Connector, step: str, state: dict, data=None):
     if step == "auth":
         return AuthMethodForm(data, connector=connector, initial={"auth_method": state.get("auth_method")})
     method = _chosen_method(connector, state)
-    return CredentialsForm(data, connector=connector, auth_method=method, stored_values=state.get("values", {}))
+    return CredentialsForm(
+        data, connector=connector, auth_method=method, stored_values=state.get("values", {}),
+        sandbox_address=sandbox_api.default_address(request),
+    )
 
 
 def _first_missing_step(connector: Connector, state: dict) -> str | None:
@@ -167,15 +170,15 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
         state = _load_state(source.get("state", ""), connector)
     except WizardStateError as exc:
         state = {"connector": connector.pk}
-        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state), error=str(exc), status=400 if request.method == "POST" else 200)
+        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state, request=request), error=str(exc), status=400 if request.method == "POST" else 200)
     missing = _first_missing_step(connector, state)
     if missing and steps.index(missing) < steps.index(step):
         step = missing
 
     if request.method != "POST":
-        return _render_wizard(request, connector, step, state, _wizard_forms(connector, step, state))
+        return _render_wizard(request, connector, step, state, _wizard_forms(connector, step, state, request=request))
 
-    form = _wizard_forms(connector, step, state, request.POST)
+    form = _wizard_forms(connector, step, state, request.POST, request=request)
     if not form.is_valid():
         return _render_wizard(request, connector, step, state, form, status=422)
     if step == "name":
@@ -190,7 +193,7 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
     next_url = _step_url(connector, next_step, state)
     if not request.htmx:
         return redirect(next_url)  # post/redirect/get: refresh and back never re-submit
-    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state), push_url=next_url)
+    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state, request=request), push_url=next_url)
 
 
 def _earlier_steps(connector: Connector, state: dict) -> tuple[NameForm, SettingsForm]:

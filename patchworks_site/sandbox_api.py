@@ -85,6 +85,18 @@ PRODUCTS = [
 CUSTOMERS = [{"id": 1, "name": "Ada Lovelace"}, {"id": 2, "name": "Grace Hopper"}]
 
 
+# The Sandbox address its catalog manifests give as the default; instances use
+# the address the dashboard is actually served on instead (see default_address).
+CATALOG_ADDRESS = "http://127.0.0.1:8000/sandbox/api"
+
+
+def default_address(request: HttpRequest | None = None) -> str:
+    """Where the Sandbox API is reached: SANDBOX_BASE_URL (it follows PORT), else this request's host."""
+    if request is not None and not settings.SANDBOX_BASE_URL_CONFIGURED:
+        return request.build_absolute_uri("/sandbox/api")
+    return settings.SANDBOX_BASE_URL
+
+
 def _error(status: int, error: str, description: str) -> JsonResponse:
     response = JsonResponse({"error": error, "error_description": description}, status=status)
     if status == 401:

@@ -200,6 +200,8 @@ OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAI
 SANDBOX_BASE_URL = os.environ.get(
     "SANDBOX_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sandbox/api"
 )
+# Neither given: a new instance's Sandbox address is the host its wizard was opened on.
+SANDBOX_BASE_URL_CONFIGURED = "SANDBOX_BASE_URL" in os.environ or "PORT" in os.environ
 # How long the Sandbox's OAuth 2 access tokens (authorisation code grant) live,
 # short so that refreshing can be seen in the demo.
 SANDBOX_ACCESS_TOKEN_LIFETIME = int(os.environ.get("SANDBOX_ACCESS_TOKEN_LIFETIME", "120"))

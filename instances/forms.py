@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from connectors.manifest import MAX_RATE_LIMIT, date_format_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
-from instances.models import ConnectionPool, Instance
+from instances.models import CheckSchedule, ConnectionPool, Instance
 from patchworks_site import sandbox_api
 
 NAME_HELP = (
@@ -319,3 +319,11 @@ class ConnectionPoolForm(forms.ModelForm):
                     f"Assign {'it' if len(using) == 1 else 'them'} to another pool (or none) in the instance settings first.",
                 )
         return cleaned
+
+
+class CheckScheduleForm(forms.ModelForm):
+    class Meta:
+        model = CheckSchedule
+        fields = ["interval_minutes"]
+        labels = {"interval_minutes": "Re-check every instance's credentials"}
+        help_texts = {"interval_minutes": "A change of authentication status is written to the audit log."}

@@ -223,8 +223,16 @@ class CheckSchedule(models.Model):
     """How often a company's instances have their stored credentials re-checked."""
 
     company = models.OneToOneField(Company, on_delete=models.CASCADE, related_name="check_schedule")
+    INTERVALS = [
+        (0, "never (only when someone clicks check now)"),
+        (15, "every 15 minutes"),
+        (60, "every hour"),
+        (6 * 60, "every 6 hours"),
+        (24 * 60, "every day"),
+        (7 * 24 * 60, "every week"),
+    ]
     interval_minutes = models.PositiveIntegerField(
-        default=24 * 60, help_text="Re-check every instance's credentials this often (0: never)."
+        default=24 * 60, choices=INTERVALS, help_text="Re-check every instance's credentials this often (0: never)."
     )
 
     def __str__(self) -> str:

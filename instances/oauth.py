@@ -28,7 +28,7 @@ from oauthlib.common import add_params_to_uri
 from oauthlib.oauth2 import WebApplicationClient
 
 from connectors.models import AuthMethod, AuthType
-from instances import redaction
+from instances import checks, redaction
 from instances.client import (
     RECORDED_BODY_CHARS,
     RECORDED_HEADER_CHARS,
@@ -294,6 +294,7 @@ def _refresh(client: InstanceClient, locked: Instance, stored: dict[str, str]) -
     if not refresh_token:
         reason = f"{REFRESH_FAILED}: the provider gave no refresh token. Connect again."
         Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason[:300])
+        checks.note_status_change(locked, checks.status_text(locked.last_check_ok), checks.status_text(None, reason), reason)
         locked.reauth_reason = reason[:300]
         _adopt(client, locked, stored)
         return None, _refused(client, reason)
@@ -303,6 +304,7 @@ def _refresh(client: InstanceClient, locked: Instance, stored: dict[str, str]) -
     if token is None:
         reason = f"{REFRESH_FAILED}: {problem} Reconnect the instance."[:300]
         Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason)
+        checks.note_status_change(locked, checks.status_text(locked.last_check_ok), checks.status_text(None, reason), reason)
         locked.reauth_reason = reason
         record(client, exchange, ok=False, message=reason, instance=locked)
         _adopt(client, locked, stored)

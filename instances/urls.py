@@ -7,6 +7,7 @@ urlpatterns = [
     path("new/<int:connector_pk>/", views.new, name="new"),
     path("date-preview/", views.date_preview, name="date_preview"),
     path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
+    path("check-schedule/", views.check_schedule, name="check_schedule"),
     path("<int:pk>/", views.settings_page, name="settings"),
     path("<int:pk>/check/", views.check_now, name="check"),
     path("<int:pk>/remove/", views.remove, name="remove"),

@@ -16,16 +16,17 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances import checks, oauth
+from instances import checks, oauth, rechecks
 from instances.forms import (
     AuthMethodForm,
+    CheckScheduleForm,
     CredentialsForm,
     DetailsForm,
     NameForm,
     SettingsForm,
 )
 from instances.destinations import describe
-from instances.models import CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
+from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
 from patchworks_site import audit, sandbox_api
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -579,8 +580,24 @@ def check_now(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, "can_manage_instances")
     company, instance = _get_instance_for_user(request, pk)
     result, _ = checks.recheck(instance, user=request.user)
-    (messages.success if result.ok else messages.error)(request, result.message)
+    (messages.success if result.ok else messages.error)(request, f"{instance.name}: {result.message}")
+    if request.POST.get("next") == "manage":
+        return _redirect(request, _manage_url(instance))
     return _redirect(request, reverse("instances:settings", args=[instance.pk]) + "?tab=response")
+
+
+def check_schedule(request: HttpRequest) -> HttpResponse:
+    """How often the company's instances are re-checked (Administrators)."""
+    company = require(request, "is_company_administrator")
+    schedule, _ = CheckSchedule.objects.get_or_create(
+        company=company, defaults={"interval_minutes": rechecks.DEFAULT_INTERVAL_MINUTES}
+    )
+    form = CheckScheduleForm(request.POST or None, instance=schedule)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Credentials are now re-checked {form.instance.get_interval_minutes_display()}.")
+        return redirect("connectors:manage")
+    return render(request, "instances/check_schedule.html", {"form": form}, status=422 if form.errors else 200)
 
 
 @require_POST

@@ -160,12 +160,11 @@ def claim(user, state: str) -> OAuthAuthorization:
 
 def provider_error(pending: OAuthAuthorization, error: str, description: str) -> str:
     """The message for an error the provider sent back to the callback."""
-    provider = urlsplit(pending.auth_method.authorize_url).hostname or pending.connector.name
     client = InstanceClient(pending.connector, pending.auth_method, pending.values, pending.get_secrets())
     if error == "access_denied":
         return f"Access was not allowed at {pending.connector.name}, so nothing was saved. Use Connect again to retry."
     detail = client.redact((description or error)[:200])
-    return f'{pending.connector.name} ({provider}) reported an error: "{detail}". Nothing was saved.'
+    return f'{pending.connector.name} reported an error: "{detail}". Nothing was saved.'
 
 
 def token_request(client: InstanceClient, data: dict[str, str]) -> tuple[dict | None, Exchange, str]:

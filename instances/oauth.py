@@ -62,18 +62,13 @@ class OAuthError(Exception):
 # --- the redirect URI ---------------------------------------------------------
 
 
-def redirect_uri(request=None) -> str:
+def redirect_uri(request) -> str:
     """The one callback address of this deployment, to be registered with every provider.
 
     OAUTH_REDIRECT_URI when set (production: the public https address); otherwise
     the callback on the host the dashboard is being served on.
     """
-    if settings.OAUTH_REDIRECT_URI:
-        return settings.OAUTH_REDIRECT_URI
-    path = reverse("instances:oauth_callback")
-    if request is not None:
-        return request.build_absolute_uri(path)
-    return settings.SANDBOX_BASE_URL.split("/sandbox/")[0] + path
+    return settings.OAUTH_REDIRECT_URI or request.build_absolute_uri(reverse("instances:oauth_callback"))
 
 
 # --- Connect: to the provider's authorise page ------------------------------------

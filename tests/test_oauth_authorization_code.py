@@ -222,3 +222,18 @@ def test_a_failing_test_request_after_a_good_token_saves_nothing(admin_client, p
     [message] = shown_messages(response)
     assert message.startswith("Connected, but the test request failed: The credentials were refused: 403 Forbidden.")
     assert not Instance.objects.exists()
+
+
+def test_a_configured_redirect_uri_is_the_one_shown_and_sent(admin_client, sandbox, settings):
+    settings.OAUTH_REDIRECT_URI = "https://dashboard.example.com/instances/oauth/callback/"
+    connector, method, base = sandbox
+    from tests.wizard_helpers import settings_data, state_from
+
+    url = f"/instances/new/{connector.pk}/"
+    response = admin_client.post(url, {"step": "name", "state": "", "name": "Main"})
+    response = admin_client.post(url, {"step": "settings", "state": state_from(response), **settings_data()})
+    response = admin_client.post(url, {"step": "auth", "state": state_from(response), "auth_method": method.pk})
+    page = admin_client.get(response["Location"]).content.decode()
+    assert 'value="https://dashboard.example.com/instances/oauth/callback/"' in page and 'data-copy-field="oauth-redirect-uri"' in page
+    authorize = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "x-secret"}, auth_method=method, name="Other")
+    assert query(authorize)["redirect_uri"] == settings.OAUTH_REDIRECT_URI

@@ -83,3 +83,37 @@ def test_a_new_user_connects_a_sandbox_instance_and_sees_its_token_refreshed(pag
     history = page.get_by_test_id("check-history")
     expect(history).to_contain_text("Access token refreshed.")
     assert first_token not in page.content()
+
+
+def test_a_failed_refresh_shows_re_authentication_needed_and_reconnect_connects_again(page, log_in, live_server, sandbox):
+    log_in("newcomer")
+    start_wizard(page)
+    page.get_by_label(re.compile(r"^\s*Client secret")).fill("sandbox-app-secret")
+    page.get_by_role("button", name="Connect").click()
+    page.get_by_label("Sandbox username").fill("sandbox")
+    page.get_by_label("Sandbox password").fill("sandbox-secret")
+    page.get_by_role("button", name="Allow access").click()
+    page.wait_for_url("**/connectors/?highlight=instance-*")
+    instance = Instance.objects.get(name="Sandbox - App")
+    # The provider no longer honours the refresh token (revoked at its end).
+    instance.set_secrets({**instance.get_secrets(), "refresh_token": "revoked-at-the-provider"})
+    Instance.objects.filter(pk=instance.pk).update(secrets_ciphertext=instance.secrets_ciphertext)
+
+    time.sleep(TOKEN_LIFETIME)
+    row = page.get_by_test_id("instance").filter(has_text="Sandbox - App")
+    row.get_by_test_id("check-now").click()
+    page.wait_for_url("**/connectors/?highlight=instance-*")
+    expect(page.get_by_role("alert").first).to_contain_text("Re-authentication needed: the access token could not be refreshed")
+    expect(row.get_by_test_id("auth-status")).to_have_text("Re-authentication needed")
+
+    row.get_by_test_id("reconnect-link").click()
+    expect(page.get_by_test_id("reauth-needed")).to_contain_text("Reconnect on the authentication tab.")
+    page.get_by_test_id("reconnect").click()  # the stored client secret is used: nothing to type
+    page.get_by_label("Sandbox username").fill("sandbox")
+    page.get_by_label("Sandbox password").fill("sandbox-secret")
+    page.get_by_role("button", name="Allow access").click()
+    page.wait_for_url(f"**/instances/{instance.pk}/")
+    expect(page.get_by_role("alert").first).to_contain_text("is connected again")
+    expect(page.get_by_test_id("auth-status")).to_have_text("Authenticated")
+    instance.refresh_from_db()
+    assert instance.reauth_reason == "" and instance.get_secrets()["refresh_token"] != "revoked-at-the-provider"

@@ -134,3 +134,19 @@ def test_requests_on_a_kept_alive_connection_keep_the_host_name_in_their_host_he
     for _ in range(3):
         assert client.request("GET", "/me").response_status == 200
     assert [r.headers["Host"] for r, _ in httpserver.log] == [urlsplit(base).netloc] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_oauth1_sandbox_instance_is_added_through_the_wizard_only_with_valid_credentials(admin_client, sandbox):
+    from instances.models import Instance
+    from tests.wizard_helpers import run_wizard
+
+    connector, method, base = sandbox
+    typed = {"base_url": base, **SANDBOX_KEYS, **SANDBOX_SECRETS}
+    refused = run_wizard(admin_client, connector, auth_method=method, credentials={**typed, "token_secret": "wrong"})
+    assert refused.status_code == 422 and "The credentials were refused: 401 Unauthorized." in refused.content.decode()
+    assert not Instance.objects.exists()
+    response = run_wizard(admin_client, connector, name="Sandbox - OAuth 1", auth_method=method, credentials=typed)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    instance = Instance.objects.get()
+    assert instance.last_check_ok is True and instance.get_secrets() == SANDBOX_SECRETS

@@ -463,7 +463,10 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
                 connector=connector, auth_method=method, stored_values=instance.values,
                 stored_secrets=stored_secrets if method.pk == instance.auth_method_id else {},
             )
-            return render(request, "instances/settings.html#credential-fields", {"credentials": credentials})
+            return render(request, "instances/settings.html#credential-fields", {
+                "credentials": credentials, "instance": instance, "connector": connector,
+                "redirect_uri": oauth.redirect_uri(request),
+            })
         context = _settings_context(
             instance,
             details=_details_form(instance),

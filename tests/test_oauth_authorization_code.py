@@ -237,3 +237,13 @@ def test_a_configured_redirect_uri_is_the_one_shown_and_sent(admin_client, sandb
     assert 'value="https://dashboard.example.com/instances/oauth/callback/"' in page and 'data-copy-field="oauth-redirect-uri"' in page
     authorize = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "x-secret"}, auth_method=method, name="Other")
     assert query(authorize)["redirect_uri"] == settings.OAUTH_REDIRECT_URI
+
+
+def test_choosing_the_authorisation_code_method_on_the_authentication_tab_shows_connect(admin_client, sandbox, make_instance):
+    connector, method, base = sandbox
+    instance = make_instance(connector, auth_method=connector.auth_methods.get(key="token"), secrets={"api_token": "sandbox-token"})
+    page = admin_client.get(f"/instances/{instance.pk}/", {"auth_method": method.pk}, headers={"HX-Request": "true"}).content.decode()
+    assert 'data-testid="redirect-uri"' in page and "http://testserver/instances/oauth/callback/" in page
+    assert 'data-testid="reconnect"' in page and "Connect</button>" in page
+    token_page = admin_client.get(f"/instances/{instance.pk}/").content.decode()
+    assert 'data-testid="redirect-uri"' not in token_page

@@ -93,7 +93,7 @@ def start(
     client_id = client.values.get("client_id", "")
     if not client_id:
         raise OAuthError('Enter the client ID first: it is sent to the provider with "Connect".')
-    OAuthAuthorization.objects.filter(created_at__lt=timezone.now() - PENDING_MAX_AGE).delete()
+    forget_expired()
     oauth = _web_client(client_id)
     verifier = oauth.create_code_verifier(64)
     challenge = oauth.create_code_challenge(verifier, "S256")
@@ -124,6 +124,11 @@ def start(
     if auth_method.scope:
         params.insert(3, ("scope", auth_method.scope))
     return pending, add_params_to_uri(authorize_url, params)
+
+
+def forget_expired() -> int:
+    """Delete Connect steps past their age (abandoned ones still hold an encrypted client secret)."""
+    return OAuthAuthorization.objects.filter(created_at__lt=timezone.now() - PENDING_MAX_AGE).delete()[0]
 
 
 class CallbackRefused(OAuthError):

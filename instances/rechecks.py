@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from instances import checks
+from instances import checks, oauth
 from instances.models import CheckSchedule, Instance
 from patchworks_site import audit
 from patchworks_site.models import Company
@@ -55,6 +55,7 @@ class Rechecked:
 def run_due_checks(now: datetime | None = None) -> list[Rechecked]:
     """Check every due instance once; the results (also recorded on each instance)."""
     results = []
+    oauth.forget_expired()
     with audit.acting_as(None):  # the audit log shows these as done by the system
         for instance in due_instances(now):
             result, _ = checks.recheck(instance)

@@ -42,8 +42,9 @@ from django.contrib.auth.decorators import login_not_required
 from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port, validate_host
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.csrf import csrf_exempt
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
@@ -207,6 +208,21 @@ def _redirect_with(redirect_uri: str, params: dict[str, str]) -> HttpResponse:
     return redirect(redirect_uri + separator + urlencode(params))
 
 
+def _registered(redirect_uri: str) -> bool:
+    """The Sandbox's "registered" redirect URIs: the dashboard's callback on one of its allowed hosts.
+
+    Anything else would make the consent page an open redirect on the dashboard's origin.
+    """
+    if settings.OAUTH_REDIRECT_URI and redirect_uri == settings.OAUTH_REDIRECT_URI:
+        return True
+    parts = urlsplit(redirect_uri)
+    domain, _ = split_domain_port(parts.netloc)
+    return (
+        parts.scheme in ("http", "https") and parts.path == reverse("instances:oauth_callback")
+        and not parts.query and bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    )
+
+
 @login_not_required
 def oauth_authorize(request: HttpRequest) -> HttpResponse:
     """The Sandbox's consent page: log in as its demo account, then allow or deny."""
@@ -218,8 +234,11 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
     # Errors about the client or the redirect URI are shown here, never sent to an unchecked address.
     if not _same(params["client_id"], APP_CLIENT_ID):
         return render(request, "sandbox/authorize.html", {"fatal": "Unknown client_id: this app is not registered with the Sandbox."}, status=400)
-    if urlsplit(redirect_uri).scheme not in ("http", "https") or not urlsplit(redirect_uri).hostname:
-        return render(request, "sandbox/authorize.html", {"fatal": "The redirect_uri is missing or not an http(s) address."}, status=400)
+    if not _registered(redirect_uri):
+        return render(request, "sandbox/authorize.html", {
+            "fatal": "The redirect_uri is not registered with the Sandbox: it accepts this dashboard's "
+                     "OAuth callback (/instances/oauth/callback/ on one of its hosts) only.",
+        }, status=400)
     if params["response_type"] != "code":
         return _redirect_with(redirect_uri, {"error": "unsupported_response_type", "state": params["state"]})
     if params["code_challenge"] and params["code_challenge_method"] != "S256":

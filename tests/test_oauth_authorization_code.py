@@ -247,3 +247,31 @@ def test_choosing_the_authorisation_code_method_on_the_authentication_tab_shows_
     assert 'data-testid="reconnect"' in page and "Connect</button>" in page
     token_page = admin_client.get(f"/instances/{instance.pk}/").content.decode()
     assert 'data-testid="redirect-uri"' not in token_page
+
+
+def test_the_sandbox_sends_codes_only_to_the_dashboards_own_callback(client):
+    base = {"response_type": "code", "client_id": "sandbox-app", "state": "s"}
+    for foreign in ("https://evil.example/instances/oauth/callback/", "http://testserver/connectors/", "javascript:alert(1)"):
+        response = client.get("/sandbox/api/oauth/authorize", {**base, "redirect_uri": foreign})
+        assert response.status_code == 400 and "is not registered with the Sandbox" in response.content.decode()
+    response = client.post("/sandbox/api/oauth/authorize", {
+        **base, "redirect_uri": "https://evil.example/instances/oauth/callback/", "username": "sandbox",
+        "password": "sandbox-secret", "decision": "allow",
+    })
+    assert response.status_code == 400 and "Location" not in response
+
+
+def test_abandoned_connect_steps_are_forgotten_by_the_scheduled_re_check(admin_client, sandbox):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from instances import rechecks
+
+    connector, method, base = sandbox
+    connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    rechecks.run_due_checks()
+    assert OAuthAuthorization.objects.count() == 1  # still within its 15 minutes
+    OAuthAuthorization.objects.update(created_at=timezone.now() - timedelta(minutes=16))
+    rechecks.run_due_checks()
+    assert not OAuthAuthorization.objects.exists()

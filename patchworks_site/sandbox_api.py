@@ -45,6 +45,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
@@ -223,6 +224,19 @@ def _registered(redirect_uri: str) -> bool:
     )
 
 
+def _consent_page(request: HttpRequest, context: dict, redirect_uri: str, status: int = 200) -> HttpResponse:
+    """The consent form, allowed to end in a redirect to the (registered) redirect URI.
+
+    Browsers apply form-action to where a form submission redirects too; the
+    callback may be on another of the dashboard's hosts (localhost vs 127.0.0.1),
+    so that one origin is added to this page's form-action, nothing else.
+    """
+    response = render(request, "sandbox/authorize.html", context, status=status)
+    parts = urlsplit(redirect_uri)
+    response._csp_config = {**settings.SECURE_CSP, "form-action": [CSP.SELF, f"{parts.scheme}://{parts.netloc}"]}
+    return response
+
+
 @login_not_required
 def oauth_authorize(request: HttpRequest) -> HttpResponse:
     """The Sandbox's consent page: log in as its demo account, then allow or deny."""
@@ -245,12 +259,12 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
         return _redirect_with(redirect_uri, {"error": "invalid_request", "error_description": "Use PKCE with S256.", "state": params["state"]})
     context = {"params": params, "scopes": params["scope"].split()}
     if request.method != "POST":
-        return render(request, "sandbox/authorize.html", context)
+        return _consent_page(request, context, redirect_uri)
     if request.POST.get("decision") == "deny":
         return _redirect_with(redirect_uri, {"error": "access_denied", "error_description": "The user denied access.", "state": params["state"]})
     if not (_same(request.POST.get("username", ""), DEMO_ACCOUNT[0]) and _same(request.POST.get("password", ""), DEMO_ACCOUNT[1])):
         context["login_error"] = "Wrong username or password for the Sandbox's demo account."
-        return render(request, "sandbox/authorize.html", context, status=401)
+        return _consent_page(request, context, redirect_uri, status=401)
     code = signing.dumps({
         "client": params["client_id"], "redirect_uri": redirect_uri, "scope": params["scope"],
         "challenge": params["code_challenge"], "nonce": secrets.token_urlsafe(12),

@@ -275,3 +275,14 @@ def test_abandoned_connect_steps_are_forgotten_by_the_scheduled_re_check(admin_c
     OAuthAuthorization.objects.update(created_at=timezone.now() - timedelta(minutes=16))
     rechecks.run_due_checks()
     assert not OAuthAuthorization.objects.exists()
+
+
+def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client):
+    response = client.get("/sandbox/api/oauth/authorize", {
+        "response_type": "code", "client_id": "sandbox-app", "state": "s",
+        "redirect_uri": "http://localhost:8093/instances/oauth/callback/",
+    })
+    policy = response["Content-Security-Policy"]
+    assert "form-action 'self' http://localhost:8093;" in policy or policy.endswith("form-action 'self' http://localhost:8093")
+    assert "script-src 'self'" in policy
+    assert "form-action 'self';" in client.get("/login/")["Content-Security-Policy"] + ";"

@@ -7,6 +7,7 @@ from instances import redaction
 from instances.client import RECORDED_BODY_CHARS, RECORDED_HEADER_CHARS, CheckResult, InstanceClient, storable
 from instances.models import CredentialCheck, Instance
 from instances.redaction import redact_exchange
+from patchworks_site import audit
 
 
 def check_and_record(
@@ -51,11 +52,29 @@ def check_and_record(
     return result, check
 
 
+def status_text(ok: bool | None, reauth_reason: str = "") -> str:
+    """The authentication status as the manage connectors page words it."""
+    if reauth_reason:
+        return "Re-authentication needed"
+    return {None: "Not checked", True: "Authenticated", False: "Failed"}[ok]
+
+
+def note_status_change(instance: Instance, before: str, after: str, why: str = "") -> None:
+    """A change of authentication status goes to the audit log (not the first check of a new instance)."""
+    if before != after and before != "Not checked":
+        audit.record_note(instance, "instance", {
+            "authentication status": f"{before} → {after}" + (f": {why}" if why and after != "Authenticated" else ""),
+        })
+
+
 def note_check(instance: Instance, check: CredentialCheck) -> None:
     """Remember the latest check on the instance (shown on the manage connectors page)."""
     if check.instance_id != instance.pk:
         check.instance = instance
         check.save(update_fields=["instance"])
+    previous = Instance.objects.filter(pk=instance.pk).values("last_check_ok", "reauth_reason").first() or {}
+    reauth = previous.get("reauth_reason", "")
+    note_status_change(instance, status_text(previous.get("last_check_ok"), reauth), status_text(check.ok, reauth), check.message)
     Instance.objects.filter(pk=instance.pk).update(
         last_checked_at=check.created_at, last_check_ok=check.ok, last_check_message=check.message[:300]
     )

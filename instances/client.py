@@ -33,6 +33,7 @@ from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
 from instances import destinations, limits, redaction, ssrf, transport
 from instances.redaction import is_sensitive
+from patchworks_site import sandbox_api
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
@@ -311,7 +312,11 @@ class InstanceClient:
         ]
 
     def _merged_values(self, values: dict[str, str]) -> dict[str, str]:
-        merged = {v.key: v.default for v in self._variables() if v.default}
+        # The Sandbox's catalog address stands for wherever the dashboard is served.
+        merged = {
+            v.key: settings.SANDBOX_BASE_URL if v.default == sandbox_api.CATALOG_ADDRESS else v.default
+            for v in self._variables() if v.default
+        }
         merged.update({k: v for k, v in values.items() if v not in (None, "")})
         merged.update(self.secrets)
         return merged
@@ -400,7 +405,10 @@ class InstanceClient:
             ):
                 headers["Authorization"] = f"Bearer {bearer}"
         elif method.type == AuthType.OAUTH1:
-            raise ClientError("OAuth 1 requests are not supported yet")
+            # Signed in request(), once the URL and body are final (instances/oauth.py).
+            for key in ("consumer_key", "consumer_secret"):
+                if not values.get(key):
+                    raise ClientError(f'no value for "{key}"')
         return headers, params, body
 
     # --- sending -----------------------------------------------------------
@@ -610,7 +618,28 @@ class InstanceClient:
     # --- the credential check ------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs) -> Exchange:
-        """An authenticated request to `path` of the connector's API."""
+        """An authenticated request to `path` of the connector's API.
+
+        With a stored OAuth 2 authorisation code token, a 401 refreshes the
+        token (single-flight, see instances/oauth.py) and sends once more.
+        """
+        exchange = self._request(method, path, dict(kwargs))
+        # --- OAuth 2 authorisation code: refresh once on a 401 ---
+        if exchange.response_status == 401 and self._refreshes_tokens():
+            from instances import oauth
+
+            _, failed = oauth.access_token(self, rejected=self.secrets.get("access_token"))
+            exchange = failed if failed is not None else self._request(method, path, dict(kwargs))
+        # --- end OAuth 2 ---
+        return exchange
+
+    def _refreshes_tokens(self) -> bool:
+        return (
+            self.instance is not None and self.instance.pk is not None
+            and self.auth_method.type == AuthType.OAUTH2_AUTHORIZATION_CODE and bool(self.secrets.get("refresh_token"))
+        )
+
+    def _request(self, method: str, path: str, kwargs: dict) -> Exchange:
         unapproved = self._unapproved()
         if unapproved:
             return self._refused(method, path, unapproved)
@@ -619,6 +648,17 @@ class InstanceClient:
             token, failed = self.fetch_token()
             if failed is not None:
                 return failed
+        # --- OAuth 2 authorisation code: a fresh access token ---
+        elif self.auth_method.type == AuthType.OAUTH2_AUTHORIZATION_CODE and self.instance is not None:
+            from instances import oauth
+
+            if self.instance.reauth_reason:
+                return self._refused_reauth(method, path, self.instance.reauth_reason)
+            if self._refreshes_tokens():
+                token, failed = oauth.access_token(self)
+                if failed is not None:
+                    return failed
+        # --- end OAuth 2 ---
         headers, params, body = self._auth_parts(token)
         headers.update(kwargs.pop("headers", {}) or {})
         params.update(kwargs.pop("params", {}) or {})
@@ -628,6 +668,8 @@ class InstanceClient:
         unapproved = self._unapproved(url)
         if unapproved:
             return self._refused(method, url, unapproved)
+        if self.auth_method.type == AuthType.OAUTH1:
+            url, headers, params, kwargs = self._signed_oauth1(method, url, headers, params, kwargs)
         if self.instance is None:
             return self.send(method, url, headers=headers, params=params, **kwargs)
         return self._send_within_limits(method, url, headers=headers, params=params, **kwargs)
@@ -669,6 +711,31 @@ class InstanceClient:
             )
         exchange.rate_limit_note = " ".join(notes)[:300]
         return exchange
+
+    def _refused_reauth(self, method: str, url: str, reason: str) -> Exchange:
+        exchange = Exchange(request_method=method, request_url=url, request_headers={})
+        exchange.error = reason
+        return exchange
+
+    def _signed_oauth1(
+        self, method: str, url: str, headers: dict[str, str], params: dict[str, str], kwargs: dict
+    ) -> tuple[str, dict[str, str], dict[str, str], dict]:
+        """The request signed with OAuth 1.0a: query parameters (and a form body) are signed too."""
+        from instances import oauth
+
+        if params:
+            url = url + ("&" if urlsplit(url).query else "?") + urlencode(params)
+        form_body = None
+        if isinstance(kwargs.get("data"), dict):
+            form_body = urlencode(kwargs["data"])
+            kwargs = {**kwargs, "data": form_body}
+            headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        try:
+            url, headers = oauth.sign_oauth1(self.values, method, url, headers, form_body)
+        except ValueError as exc:
+            raise ClientError(f"the request could not be signed ({exc})") from None
+        self._obtained(*(v for k, v in self.values.items() if k in ("consumer_secret", "token_secret")))
+        return url, headers, {}, kwargs
 
     def check_credentials(self) -> CheckResult:
         """Run the auth method's test request; ok when the status is one it expects."""

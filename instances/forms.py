@@ -7,7 +7,8 @@ from django.db.models import QuerySet
 
 from connectors.manifest import MAX_RATE_LIMIT, PLACEHOLDER_RE, date_format_error, header_value_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
-from instances.models import ConnectionPool, Instance
+from instances.models import CheckSchedule, ConnectionPool, Instance
+from patchworks_site import sandbox_api
 from patchworks_site.params import object_id
 
 NAME_HELP = (
@@ -133,6 +134,13 @@ def credential_variables(connector: Connector, auth_method: AuthMethod) -> list[
     ]
 
 
+def _default(variable: Variable, sandbox_address: str | None) -> str:
+    """A variable's default; the Sandbox's catalog address becomes the address it is served on."""
+    if sandbox_address and variable.default == sandbox_api.CATALOG_ADDRESS:
+        return sandbox_address
+    return variable.default
+
+
 class CredentialsForm(forms.Form):
     """One field per variable. Secret fields never render their value back.
 
@@ -147,9 +155,11 @@ class CredentialsForm(forms.Form):
         auth_method: AuthMethod,
         stored_values: dict[str, str] | None = None,
         stored_secrets: dict[str, str] | None = None,
+        sandbox_address: str | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.auth_method = auth_method
         self.variables = credential_variables(connector, auth_method)
         # Values that end up in a request header must be sendable as one.
         self.header_keys = {key for value in auth_method.headers.values() for key in PLACEHOLDER_RE.findall(value)}
@@ -162,7 +172,7 @@ class CredentialsForm(forms.Form):
                 max_length=1024,
                 required=variable.required and not has_stored_secret,
                 strip=not variable.secret,
-                initial=None if variable.secret else stored_values.get(variable.key, variable.default),
+                initial=None if variable.secret else stored_values.get(variable.key, _default(variable, sandbox_address)),
                 help_text=f"Sent as {variable.alias}." if variable.alias else "",
                 widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
                 if variable.secret
@@ -369,3 +379,11 @@ class ConnectionPoolForm(forms.ModelForm):
                     f"Assign {'it' if len(using) == 1 else 'them'} to another pool (or none) in the instance settings first.",
                 )
         return cleaned
+
+
+class CheckScheduleForm(forms.ModelForm):
+    class Meta:
+        model = CheckSchedule
+        fields = ["interval_minutes"]
+        labels = {"interval_minutes": "Re-check every instance's credentials"}
+        help_texts = {"interval_minutes": "A change of authentication status is written to the audit log."}

@@ -85,6 +85,9 @@ class Instance(models.Model):
     reauth_reason = models.CharField(
         max_length=300, blank=True, help_text="Why the credentials must be entered again (empty when they need not)."
     )
+    # OAuth 2 authorisation code: when the stored access token is to be refreshed
+    # (its expiry less a safety margin); null when it does not expire or there is none.
+    token_refresh_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(
@@ -231,3 +234,64 @@ class CredentialCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{'OK' if self.ok else 'Failed'}: {self.request_method} {self.request_url}"
+
+
+class CheckSchedule(models.Model):
+    """How often a company's instances have their stored credentials re-checked."""
+
+    company = models.OneToOneField(Company, on_delete=models.CASCADE, related_name="check_schedule")
+    INTERVALS = [
+        (0, "never (only when someone clicks check now)"),
+        (15, "every 15 minutes"),
+        (60, "every hour"),
+        (6 * 60, "every 6 hours"),
+        (24 * 60, "every day"),
+        (7 * 24 * 60, "every week"),
+    ]
+    interval_minutes = models.PositiveIntegerField(
+        default=24 * 60, choices=INTERVALS, help_text="Re-check every instance's credentials this often (0: never)."
+    )
+
+    def __str__(self) -> str:
+        return f"every {self.interval_minutes} minutes"
+
+
+class OAuthAuthorizationQuerySet(models.QuerySet):
+    def for_user(self, user) -> OAuthAuthorizationQuerySet:
+        return self.filter(company_id=user.company_id, user=user)
+
+
+class OAuthAuthorization(models.Model):
+    """One Connect step in progress: the browser was sent to the provider's authorise page.
+
+    The random `state` ties the callback to the user, company and wizard (or
+    instance) that started it, and is used once. The client secret the user
+    typed and the PKCE verifier are kept encrypted until the callback.
+    """
+
+    state = models.CharField(max_length=64, unique=True)
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="+")
+    auth_method = models.ForeignKey(AuthMethod, on_delete=models.CASCADE, related_name="+")
+    # Set when an existing instance is (re)connected; null for the new instance wizard.
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    wizard_state = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Instance details to save with the tokens.")
+    values = models.JSONField(default=dict, blank=True)
+    secrets_ciphertext = models.TextField(blank=True)
+    redirect_uri = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OAuthAuthorizationQuerySet.as_manager()
+
+    @property
+    def _aad(self) -> str:
+        return f"company:{self.company_id}:oauth-authorization:{self.state}"
+
+    def get_secrets(self) -> dict[str, str]:
+        return crypto.decrypt(self.secrets_ciphertext, self._aad) if self.secrets_ciphertext else {}
+
+    def set_secrets(self, values: dict[str, str]) -> None:
+        self.secrets_ciphertext = crypto.encrypt(values, self._aad) if values else ""

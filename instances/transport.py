@@ -156,8 +156,13 @@ class _PinnedHTTPConnection(HTTPConnection):
     pinned_ip = ""
 
     def _new_conn(self) -> socket.socket:
-        self._dns_host = self.pinned_ip
-        sock = super()._new_conn()
+        # urllib3's `host` (the Host header of later requests on this connection) reads
+        # _dns_host: dial the pinned IP, then put the host name back.
+        host, self._dns_host = self._dns_host, self.pinned_ip
+        try:
+            sock = super()._new_conn()
+        finally:
+            self._dns_host = host
         _claim(self, sock, reused=False)
         return sock
 
@@ -171,8 +176,13 @@ class _PinnedHTTPSConnection(HTTPSConnection):
     pinned_ip = ""
 
     def _new_conn(self) -> socket.socket:
-        self._dns_host = self.pinned_ip
-        sock = super()._new_conn()
+        # urllib3's `host` (the Host header of later requests on this connection) reads
+        # _dns_host: dial the pinned IP, then put the host name back.
+        host, self._dns_host = self._dns_host, self.pinned_ip
+        try:
+            sock = super()._new_conn()
+        finally:
+            self._dns_host = host
         _claim(self, sock, reused=False)
         return sock
 

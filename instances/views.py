@@ -17,17 +17,18 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances import checks
+from instances import checks, oauth, rechecks
 from instances.forms import (
     AuthMethodForm,
+    CheckScheduleForm,
     CredentialsForm,
     DetailsForm,
     NameForm,
     SettingsForm,
 )
 from instances.destinations import describe
-from instances.models import CredentialCheck, Instance, destination_changed_message
-from patchworks_site import audit, params
+from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
+from patchworks_site import audit, params, sandbox_api
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -103,7 +104,7 @@ def _chosen_method(connector: Connector, state: dict):
     return next((m for m in methods if m.pk == state.get("auth_method")), None)
 
 
-def _wizard_forms(connector: Connector, step: str, state: dict, data=None):
+def _wizard_forms(connector: Connector, step: str, state: dict, data=None, request: HttpRequest | None = None):
     if step == "name":
         return NameForm(data, connector=connector, initial={"name": state.get("name", "")})
     if step == "settings":
@@ -112,7 +113,10 @@ def _wizard_forms(connector: Connector, step: str, state: dict, data=None):
     if step == "auth":
         return AuthMethodForm(data, connector=connector, initial={"auth_method": state.get("auth_method")})
     method = _chosen_method(connector, state)
-    return CredentialsForm(data, connector=connector, auth_method=method, stored_values=state.get("values", {}))
+    return CredentialsForm(
+        data, connector=connector, auth_method=method, stored_values=state.get("values", {}),
+        sandbox_address=sandbox_api.default_address(request),
+    )
 
 
 def _first_missing_step(connector: Connector, state: dict) -> str | None:
@@ -143,6 +147,7 @@ def _render_wizard(request, connector, step, state, form, *, check=None, error="
         "error": error,
         "time_zones": _time_zones() if step == "settings" else [],
         "action_url": reverse("instances:new", args=[connector.pk]),
+        "redirect_uri": oauth.redirect_uri(request),
     }
     template = "instances/new.html#wizard" if request.htmx else "instances/new.html"
     response = render(request, template, context, status=status)
@@ -169,15 +174,15 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
         state = _load_state(source.get("state", ""), connector)
     except WizardStateError as exc:
         state = {"connector": connector.pk}
-        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state), error=str(exc), status=400 if request.method == "POST" else 200)
+        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state, request=request), error=str(exc), status=400 if request.method == "POST" else 200)
     missing = _first_missing_step(connector, state)
     if missing and steps.index(missing) < steps.index(step):
         step = missing
 
     if request.method != "POST":
-        return _render_wizard(request, connector, step, state, _wizard_forms(connector, step, state))
+        return _render_wizard(request, connector, step, state, _wizard_forms(connector, step, state, request=request))
 
-    form = _wizard_forms(connector, step, state, request.POST)
+    form = _wizard_forms(connector, step, state, request.POST, request=request)
     if not form.is_valid():
         return _render_wizard(request, connector, step, state, form, status=422)
     if step == "name":
@@ -192,23 +197,39 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
     next_url = _step_url(connector, next_step, state)
     if not request.htmx:
         return redirect(next_url)  # post/redirect/get: refresh and back never re-submit
-    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state), push_url=next_url)
+    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state, request=request), push_url=next_url)
 
 
-def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form: CredentialsForm) -> HttpResponse:
-    method = _chosen_method(connector, state)
-    values, secrets = form.split()
-    # Whatever the signed state says, re-validate it against the database now.
+def _earlier_steps(connector: Connector, state: dict) -> tuple[NameForm, SettingsForm]:
+    """The name and settings steps re-validated against the database (whatever the signed state says)."""
     name_form = NameForm({"name": state["name"]}, connector=connector)
     settings_form = SettingsForm(
         {k: ("" if v is None else v) for k, v in state["settings"].items()}, connector=connector
     )
+    name_form.is_valid()
+    settings_form.is_valid()
+    return name_form, settings_form
+
+
+def _changed_step_response(request, connector, state, name_form, settings_form) -> HttpResponse | None:
     for step, earlier in (("name", name_form), ("settings", settings_form)):
         if not earlier.is_valid():
             return _render_wizard(
                 request, connector, step, state, earlier, status=422,
                 error="Something changed since you filled in this step; please check it again.",
             )
+    return None
+
+
+def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form: CredentialsForm) -> HttpResponse:
+    method = _chosen_method(connector, state)
+    values, secrets = form.split()
+    name_form, settings_form = _earlier_steps(connector, state)
+    changed = _changed_step_response(request, connector, state, name_form, settings_form)
+    if changed is not None:
+        return changed
+    if oauth.is_authorization_code(method):
+        return _connect(request, connector, method, values, secrets, wizard_state=state)
     result, check = checks.check_and_record(
         connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
     )
@@ -216,6 +237,18 @@ def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form
         state["values"] = values  # non-secret values only; secrets are never kept
         retry = CredentialsForm(connector=connector, auth_method=method, stored_values=values)
         return _render_wizard(request, connector, "credentials", state, retry, check=check, error=result.message, status=422)
+    instance = _create_instance(connector, method, name_form, settings_form, values, secrets, request.user)
+    try:
+        with transaction.atomic():
+            instance.save()
+            checks.note_check(instance, check)
+    except IntegrityError:
+        return _name_taken(request, connector, state, name_form)
+    messages.success(request, f'Instance "{instance.name}" is authenticated and ready to use in process flows.')
+    return _redirect(request, _manage_url(instance))
+
+
+def _create_instance(connector, method, name_form, settings_form, values, secrets, user) -> Instance:
     settings_data = settings_form.cleaned_data
     instance = Instance(
         company=connector.company,
@@ -228,21 +261,138 @@ def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form
         rate_limit_unit=settings_data["rate_limit_unit"],
         connection_pool=settings_data.get("connection_pool"),
         values=values,
-        created_by=request.user,
+        created_by=user,
     )
     instance.set_secrets(secrets)
+    return instance
+
+
+def _name_taken(request, connector, state, name_form) -> HttpResponse:
+    state.pop("name", None)
+    return _render_wizard(
+        request, connector, "name", state, NameForm({"name": name_form.cleaned_data["name"]}, connector=connector),
+        error="An instance with this name was just added by someone else. Choose another name.", status=409,
+    )
+
+
+# --- OAuth 2 authorisation code: Connect and the callback -------------------------
+
+
+def _connect(
+    request: HttpRequest, connector: Connector, method, values: dict, secrets: dict, *,
+    wizard_state: dict | None = None, instance: Instance | None = None, details: dict | None = None,
+) -> HttpResponse:
+    """Send the browser to the provider's authorise page; nothing is saved until the callback.
+
+    A navigation, not a form post to the provider: htmx is told to load the page
+    (HX-Redirect), and without JavaScript a page with a link is shown, so the
+    Content-Security-Policy's form-action 'self' holds.
+    """
+    try:
+        pending, url = oauth.start(
+            request=request, connector=connector, auth_method=method, values=values, secrets=secrets,
+            instance=instance, wizard_state={**(wizard_state or {}), "values": values}, details=details,
+        )
+    except oauth.OAuthError as exc:
+        if instance is not None:
+            messages.error(request, str(exc))
+            return _redirect(request, reverse("instances:settings", args=[instance.pk]) + "?tab=authentication")
+        state = {**(wizard_state or {}), "values": values}
+        retry = CredentialsForm(connector=connector, auth_method=method, stored_values=values)
+        return _render_wizard(request, connector, "credentials", state, retry, error=str(exc), status=422)
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return render(request, "instances/oauth_continue.html", {"connector": connector, "url": url, "method": method})
+
+
+def _resume_url(pending: OAuthAuthorization) -> str:
+    if pending.instance_id:
+        return reverse("instances:settings", args=[pending.instance_id]) + "?tab=authentication"
+    return _step_url(pending.connector, "credentials", pending.wizard_state)
+
+
+@require_GET
+def oauth_callback(request: HttpRequest) -> HttpResponse:
+    """Where providers send the browser back: exchange the code, check, and only then save."""
+    require(request, "can_manage_instances")
+    try:
+        # Scoped to the user (and so to their company): another's state is not found.
+        pending = oauth.claim(request.user, request.GET.get("state", ""))
+    except oauth.CallbackRefused as exc:
+        return render(request, "instances/oauth_error.html", {"error": str(exc)}, status=400)
+    except oauth.OAuthError as exc:
+        pending = OAuthAuthorization.objects.for_user(request.user).get(state=request.GET["state"])
+        messages.error(request, str(exc))
+        return redirect(_resume_url(pending))
+    if request.GET.get("error") or not request.GET.get("code"):
+        error = request.GET.get("error", "")
+        message = (
+            oauth.provider_error(pending, error, request.GET.get("error_description", ""))
+            if error else "The provider sent no authorisation code back. Nothing was saved; use Connect again."
+        )
+        messages.error(request, message)
+        return redirect(_resume_url(pending))
+    try:
+        secrets, refresh_due = oauth.exchange_code(pending, request.GET["code"], user=request.user)
+    except oauth.OAuthError as exc:
+        messages.error(request, str(exc))
+        return redirect(_resume_url(pending))
+    finally:
+        pending.set_secrets({})
+        OAuthAuthorization.objects.filter(pk=pending.pk).update(secrets_ciphertext="")
+    connector, method, values = pending.connector, pending.auth_method, pending.values
+    result, check = checks.check_and_record(
+        connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
+    )
+    if not result.ok:
+        messages.error(request, f"Connected, but the test request failed: {result.message} Nothing was saved.")
+        return redirect(_resume_url(pending))
+    if pending.instance_id:
+        return _reconnected(request, pending, secrets, refresh_due, check)
+    state = pending.wizard_state
+    name_form, settings_form = _earlier_steps(connector, state)
+    if not (name_form.is_valid() and settings_form.is_valid()):
+        messages.error(request, "Something changed since you filled in the wizard; please check it again. Nothing was saved.")
+        return redirect(_step_url(connector, "name", state))
+    instance = _create_instance(connector, method, name_form, settings_form, values, secrets, request.user)
+    instance.token_refresh_due_at = refresh_due
     try:
         with transaction.atomic():
             instance.save()
             checks.note_check(instance, check)
     except IntegrityError:
         state.pop("name", None)
-        return _render_wizard(
-            request, connector, "name", state, NameForm({"name": name_form.cleaned_data["name"]}, connector=connector),
-            error="An instance with this name was just added by someone else. Choose another name.", status=409,
-        )
-    messages.success(request, f'Instance "{instance.name}" is authenticated and ready to use in process flows.')
-    return _redirect(request, _manage_url(instance))
+        messages.error(request, "An instance with this name was just added by someone else. Choose another name.")
+        return redirect(_step_url(connector, "name", state))
+    messages.success(request, f'Instance "{instance.name}" is connected, authenticated and ready to use in process flows.')
+    return redirect(_manage_url(instance))
+
+
+def _reconnected(request, pending: OAuthAuthorization, secrets: dict, refresh_due, check) -> HttpResponse:
+    """Save the new tokens (and the details posted with Connect) on the existing instance."""
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().get(pk=pending.instance_id, company=pending.company)
+        auth_fields = {v.key for v in CredentialsForm(connector=instance.connector, auth_method=pending.auth_method).variables}
+        for name, value in (pending.details or {}).items():
+            if name == "connection_pool":
+                instance.connection_pool_id = value
+            elif name in ("name", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit"):
+                setattr(instance, name, value)
+        instance.auth_method = pending.auth_method
+        instance.values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **pending.values}
+        instance.set_secrets(secrets)
+        instance.credentials_approved_for = instance.current_destinations()
+        instance.reauth_reason = ""
+        instance.token_refresh_due_at = refresh_due
+        try:
+            with transaction.atomic():
+                instance.save()
+        except IntegrityError:
+            messages.error(request, "Another instance of this connector has just taken that name. Nothing was saved.")
+            return redirect(_resume_url(pending))
+        checks.note_check(instance, check)
+    messages.success(request, f'Instance "{instance.name}" is connected again; the new credentials were checked and are valid.')
+    return redirect(reverse("instances:settings", args=[instance.pk]))
 
 
 @require_GET
@@ -315,7 +465,10 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
                 connector=connector, auth_method=method, stored_values=instance.values,
                 stored_secrets=stored_secrets if method.pk == instance.auth_method_id else {},
             )
-            return render(request, "instances/settings.html#credential-fields", {"credentials": credentials})
+            return render(request, "instances/settings.html#credential-fields", {
+                "credentials": credentials, "instance": instance, "connector": connector,
+                "redirect_uri": oauth.redirect_uri(request),
+            })
         context = _settings_context(
             instance,
             details=_details_form(instance),
@@ -325,7 +478,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
             ),
             tab=tab,
         )
-        return render(request, "instances/settings.html", context)
+        return render(request, "instances/settings.html", {**context, "redirect_uri": oauth.redirect_uri(request)})
 
     require(request, "can_manage_instances")
     details = _details_form(instance, request.POST)
@@ -342,12 +495,13 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
         tab = "details" if details.errors else "authentication"
         context = _settings_context(instance, details=details, auth_form=auth_form, credentials=credentials, tab=tab,
                                     error="Please correct the highlighted fields. Nothing was saved.")
-        return render(request, "instances/settings.html", context, status=422)
+        return render(request, "instances/settings.html", {**context, "redirect_uri": oauth.redirect_uri(request)}, status=422)
 
     values, secrets = credentials.split()
     auth_fields = {v.key for v in credentials.variables}
     old_values = {k: v for k, v in instance.values.items() if k in auth_fields}
     auth_changed = not same_method or values != old_values or credentials.secrets_entered()
+    connecting = oauth.is_authorization_code(method) and (auth_changed or "connect" in request.POST)
     new_values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **values}
     new_destinations = instance.current_destinations(new_values, method)
     check = None
@@ -369,7 +523,15 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
                     error=f"{destination_changed_message(unapproved)} Nothing was saved.",
                     new_destinations=unapproved,
                 )
-                return render(request, "instances/settings.html", context, status=422)
+                return render(request, "instances/settings.html", {**context, "redirect_uri": oauth.redirect_uri(request)}, status=422)
+    if connecting:
+        # Nothing is saved now: the details go with the Connect step and are saved
+        # with the tokens once the provider's answer has been checked.
+        data = details.cleaned_data
+        saved_details = {k: data[k] for k in ("name", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit")}
+        saved_details["connection_pool"] = data["connection_pool"].pk if data.get("connection_pool") else None
+        return _connect(request, connector, method, values, secrets, instance=instance, details=saved_details)
+    if auth_changed:
         result, check = checks.check_and_record(
             connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
         )
@@ -382,7 +544,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
                 tab="authentication", check=check,
                 error=f"Only valid credentials can be saved. {result.message} Nothing was saved.",
             )
-            return render(request, "instances/settings.html", context, status=422)
+            return render(request, "instances/settings.html", {**context, "redirect_uri": oauth.redirect_uri(request)}, status=422)
 
     data = details.cleaned_data
     instance.name = data["name"]
@@ -411,7 +573,7 @@ def settings_page(request: HttpRequest, pk: int) -> HttpResponse:
     except IntegrityError:
         context = _settings_context(instance, details=details, auth_form=auth_form, credentials=credentials,
                                     error="Another instance of this connector has just taken that name. Nothing was saved.")
-        return render(request, "instances/settings.html", context, status=409)
+        return render(request, "instances/settings.html", {**context, "redirect_uri": oauth.redirect_uri(request)}, status=409)
     messages.success(
         request,
         "Instance details saved." + (" The new credentials were checked and are valid." if auth_changed else ""),
@@ -425,8 +587,24 @@ def check_now(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, "can_manage_instances")
     company, instance = _get_instance_for_user(request, pk)
     result, _ = checks.recheck(instance, user=request.user)
-    (messages.success if result.ok else messages.error)(request, result.message)
+    (messages.success if result.ok else messages.error)(request, f"{instance.name}: {result.message}")
+    if request.POST.get("next") == "manage":
+        return _redirect(request, _manage_url(instance))
     return _redirect(request, reverse("instances:settings", args=[instance.pk]) + "?tab=response")
+
+
+def check_schedule(request: HttpRequest) -> HttpResponse:
+    """How often the company's instances are re-checked (Administrators)."""
+    company = require(request, "is_company_administrator")
+    schedule, _ = CheckSchedule.objects.get_or_create(
+        company=company, defaults={"interval_minutes": rechecks.DEFAULT_INTERVAL_MINUTES}
+    )
+    form = CheckScheduleForm(request.POST or None, instance=schedule)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Credentials are now re-checked {form.instance.get_interval_minutes_display()}.")
+        return redirect("connectors:manage")
+    return render(request, "instances/check_schedule.html", {"form": form}, status=422 if form.errors else 200)
 
 
 @require_POST

@@ -9,22 +9,46 @@ HTTP. It accepts exactly:
   ``sandbox-client-secret`` at ``POST /sandbox/api/oauth/token`` (HTTP basic or
   form fields), giving a bearer token valid for one hour.
 
-Anything else gets 401 with a JSON error body.
+- OAuth 2 authorisation code: client id ``sandbox-app`` / secret
+  ``sandbox-app-secret``. ``GET /sandbox/api/oauth/authorize`` is the consent page
+  (log in as the Sandbox's demo account ``sandbox`` / ``sandbox-secret``, then
+  allow or deny); ``POST /sandbox/api/oauth/token`` trades the code (single use,
+  PKCE S256 when a challenge was sent) for a short-lived access token
+  (SANDBOX_ACCESS_TOKEN_LIFETIME seconds) and a refresh token that rotates: each
+  refresh token works once, and using a spent one revokes the whole chain.
+- OAuth 1.0a (HMAC-SHA1 or HMAC-SHA256, in the Authorization header or the
+  query string): consumer key ``sandbox-consumer`` / secret
+  ``sandbox-consumer-secret``, token ``sandbox-token-id`` / secret
+  ``sandbox-token-secret``; timestamps within 5 minutes, nonces used once.
+
+Anything else gets 401 with a JSON error body. The Sandbox keeps its codes,
+nonces and refresh-token chains in the cache (Redis when configured).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
+import secrets
+import time
 from typing import Callable
+from urllib.parse import urlencode, urlsplit
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core import signing
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.http.request import split_domain_port, validate_host
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
 
 BASIC_USERNAME = "sandbox"
 BASIC_PASSWORD = "sandbox-secret"
@@ -33,6 +57,18 @@ CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-client-secret"
 TOKEN_LIFETIME = 3600
 _SIGNING_SALT = "sandbox-oauth-token"
+APP_CLIENT_ID = "sandbox-app"
+APP_CLIENT_SECRET = "sandbox-app-secret"
+DEMO_ACCOUNT = (BASIC_USERNAME, BASIC_PASSWORD)  # who logs in on the consent page
+CODE_LIFETIME = 120
+_CODE_SALT = "sandbox-oauth-code"
+_ACCESS_SALT = "sandbox-oauth-access"
+_REFRESH_SALT = "sandbox-oauth-refresh"
+OAUTH1_CONSUMER_KEY = "sandbox-consumer"
+OAUTH1_CONSUMER_SECRET = "sandbox-consumer-secret"
+OAUTH1_TOKEN = "sandbox-token-id"
+OAUTH1_TOKEN_SECRET = "sandbox-token-secret"
+OAUTH1_MAX_CLOCK_SKEW = 300
 
 ORDERS = [
     {"id": 1001 + i, "customer": name, "total": total, "currency": "GBP", "status": status}
@@ -49,6 +85,18 @@ PRODUCTS = [
     {"sku": "PW-MUG-002", "name": "Patchworks mug", "price": "9.50", "stock": 7},
 ]
 CUSTOMERS = [{"id": 1, "name": "Ada Lovelace"}, {"id": 2, "name": "Grace Hopper"}]
+
+
+# The Sandbox address its catalog manifests give as the default; instances use
+# the address the dashboard is actually served on instead (see default_address).
+CATALOG_ADDRESS = "http://127.0.0.1:8000/sandbox/api"
+
+
+def default_address(request: HttpRequest | None = None) -> str:
+    """Where the Sandbox API is reached: SANDBOX_BASE_URL (it follows PORT), else this request's host."""
+    if request is not None and not settings.SANDBOX_BASE_URL_CONFIGURED:
+        return request.build_absolute_uri("/sandbox/api")
+    return settings.SANDBOX_BASE_URL
 
 
 def _error(status: int, error: str, description: str) -> JsonResponse:
@@ -73,9 +121,43 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
+def _oauth1_signed(request: HttpRequest) -> bool:
+    """Whether the request carries a valid OAuth 1.0a signature of the Sandbox's one key set."""
+    header = request.headers.get("Authorization", "")
+    headers = {"Authorization": header} if header.lower().startswith("oauth ") else {}
+    body = request.body.decode("utf-8", errors="replace") if request.content_type == "application/x-www-form-urlencoded" else ""
+    try:
+        params = oauth1_signature.collect_parameters(
+            uri_query=request.META.get("QUERY_STRING", ""), body=body, headers=headers, exclude_oauth_signature=False,
+        )
+    except ValueError:
+        return False
+    oauth = dict(p for p in params if p[0].startswith("oauth_"))
+    if not (_same(oauth.get("oauth_consumer_key", ""), OAUTH1_CONSUMER_KEY)
+            and _same(oauth.get("oauth_token", ""), OAUTH1_TOKEN)):
+        return False
+    try:
+        if abs(time.time() - int(oauth.get("oauth_timestamp", "0"))) > OAUTH1_MAX_CLOCK_SKEW:
+            return False
+    except ValueError:
+        return False
+    oauth_request = OAuthRequest(request.build_absolute_uri(), request.method, body=body or None, headers=headers)
+    oauth_request.params = [p for p in params if p[0] not in ("realm", "oauth_signature")]
+    oauth_request.signature = oauth.get("oauth_signature", "")
+    verify = {"HMAC-SHA1": oauth1_signature.verify_hmac_sha1, "HMAC-SHA256": oauth1_signature.verify_hmac_sha256}.get(
+        oauth.get("oauth_signature_method", "")
+    )
+    if verify is None or not verify(oauth_request, OAUTH1_CONSUMER_SECRET, OAUTH1_TOKEN_SECRET):
+        return False
+    # A nonce is used once (per timestamp): a replayed request is refused.
+    return cache.add(f"sandbox:oauth1-nonce:{oauth.get('oauth_timestamp')}:{oauth.get('oauth_nonce')}", 1, OAUTH1_MAX_CLOCK_SKEW * 2)
+
+
 def authenticated_by(request: HttpRequest) -> str | None:
     """Which auth method the request authenticated with, or None."""
     header = request.headers.get("Authorization", "")
+    if header.lower().startswith("oauth ") or "oauth_signature=" in request.META.get("QUERY_STRING", ""):
+        return "oauth1" if _oauth1_signed(request) else None
     basic = _basic_credentials(header)
     if basic is not None:
         return "basic" if _same(basic[0], BASIC_USERNAME) and _same(basic[1], BASIC_PASSWORD) else None
@@ -89,8 +171,14 @@ def authenticated_by(request: HttpRequest) -> str | None:
         try:
             signing.loads(token, salt=_SIGNING_SALT, max_age=TOKEN_LIFETIME)
         except signing.BadSignature:
+            pass
+        else:
+            return "oauth2_client_credentials"
+        try:
+            signing.loads(token, salt=_ACCESS_SALT, max_age=settings.SANDBOX_ACCESS_TOKEN_LIFETIME)
+        except signing.BadSignature:
             return None
-        return "oauth2_client_credentials"
+        return "oauth2_authorization_code"
     return None
 
 
@@ -113,13 +201,138 @@ def sandbox_view(methods: tuple[str, ...]) -> Callable:
     return decorator
 
 
+# --- OAuth 2 authorisation code: the consent page and the grants ------------------
+
+
+def _redirect_with(redirect_uri: str, params: dict[str, str]) -> HttpResponse:
+    separator = "&" if urlsplit(redirect_uri).query else "?"
+    return redirect(redirect_uri + separator + urlencode(params))
+
+
+def _registered(redirect_uri: str) -> bool:
+    """The Sandbox's "registered" redirect URIs: the dashboard's callback on one of its allowed hosts.
+
+    Anything else would make the consent page an open redirect on the dashboard's origin.
+    """
+    if settings.OAUTH_REDIRECT_URI and redirect_uri == settings.OAUTH_REDIRECT_URI:
+        return True
+    parts = urlsplit(redirect_uri)
+    domain, _ = split_domain_port(parts.netloc)
+    return (
+        parts.scheme in ("http", "https") and parts.path == reverse("instances:oauth_callback")
+        and not parts.query and bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    )
+
+
+def _consent_page(request: HttpRequest, context: dict, redirect_uri: str, status: int = 200) -> HttpResponse:
+    """The consent form, allowed to end in a redirect to the (registered) redirect URI.
+
+    Browsers apply form-action to where a form submission redirects too; the
+    callback may be on another of the dashboard's hosts (localhost vs 127.0.0.1),
+    so that one origin is added to this page's form-action, nothing else.
+    """
+    response = render(request, "sandbox/authorize.html", context, status=status)
+    parts = urlsplit(redirect_uri)
+    response._csp_config = {**settings.SECURE_CSP, "form-action": [CSP.SELF, f"{parts.scheme}://{parts.netloc}"]}
+    return response
+
+
+@login_not_required
+def oauth_authorize(request: HttpRequest) -> HttpResponse:
+    """The Sandbox's consent page: log in as its demo account, then allow or deny."""
+    source = request.POST if request.method == "POST" else request.GET
+    params = {k: source.get(k, "") for k in (
+        "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method",
+    )}
+    redirect_uri = params["redirect_uri"]
+    # Errors about the client or the redirect URI are shown here, never sent to an unchecked address.
+    if not _same(params["client_id"], APP_CLIENT_ID):
+        return render(request, "sandbox/authorize.html", {"fatal": "Unknown client_id: this app is not registered with the Sandbox."}, status=400)
+    if not _registered(redirect_uri):
+        return render(request, "sandbox/authorize.html", {
+            "fatal": "The redirect_uri is not registered with the Sandbox: it accepts this dashboard's "
+                     "OAuth callback (/instances/oauth/callback/ on one of its hosts) only.",
+        }, status=400)
+    if params["response_type"] != "code":
+        return _redirect_with(redirect_uri, {"error": "unsupported_response_type", "state": params["state"]})
+    if params["code_challenge"] and params["code_challenge_method"] != "S256":
+        return _redirect_with(redirect_uri, {"error": "invalid_request", "error_description": "Use PKCE with S256.", "state": params["state"]})
+    context = {"params": params, "scopes": params["scope"].split()}
+    if request.method != "POST":
+        return _consent_page(request, context, redirect_uri)
+    if request.POST.get("decision") == "deny":
+        return _redirect_with(redirect_uri, {"error": "access_denied", "error_description": "The user denied access.", "state": params["state"]})
+    if not (_same(request.POST.get("username", ""), DEMO_ACCOUNT[0]) and _same(request.POST.get("password", ""), DEMO_ACCOUNT[1])):
+        context["login_error"] = "Wrong username or password for the Sandbox's demo account."
+        return _consent_page(request, context, redirect_uri, status=401)
+    code = signing.dumps({
+        "client": params["client_id"], "redirect_uri": redirect_uri, "scope": params["scope"],
+        "challenge": params["code_challenge"], "nonce": secrets.token_urlsafe(12),
+    }, salt=_CODE_SALT)
+    return _redirect_with(redirect_uri, {"code": code, "state": params["state"]})
+
+
+def _issue_tokens(client_id: str, scope: str, chain: str) -> JsonResponse:
+    """A short-lived access token and the next refresh token of `chain` (the previous one is spent)."""
+    jti = secrets.token_urlsafe(12)
+    cache.set(f"sandbox:refresh-chain:{chain}", jti, timeout=None)
+    lifetime = settings.SANDBOX_ACCESS_TOKEN_LIFETIME
+    access = signing.dumps({"client": client_id, "scope": scope, "n": secrets.token_urlsafe(6)}, salt=_ACCESS_SALT)
+    refresh = signing.dumps({"client": client_id, "scope": scope, "chain": chain, "jti": jti}, salt=_REFRESH_SALT)
+    return JsonResponse({
+        "access_token": access, "token_type": "Bearer", "expires_in": lifetime, "refresh_token": refresh, "scope": scope,
+    })
+
+
+def _authorization_code_grant(request: HttpRequest, client_id: str) -> HttpResponse:
+    try:
+        code = signing.loads(request.POST.get("code", ""), salt=_CODE_SALT, max_age=CODE_LIFETIME)
+    except signing.BadSignature:
+        return _error(400, "invalid_grant", "The authorisation code is invalid or expired.")
+    if not cache.add(f"sandbox:code-used:{code['nonce']}", 1, CODE_LIFETIME * 2):
+        return _error(400, "invalid_grant", "The authorisation code was already used.")
+    if code["client"] != client_id or code["redirect_uri"] != request.POST.get("redirect_uri", ""):
+        return _error(400, "invalid_grant", "The code was issued to another client or redirect_uri.")
+    if code["challenge"]:
+        verifier = request.POST.get("code_verifier", "")
+        expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if not verifier or not _same(expected, code["challenge"]):
+            return _error(400, "invalid_grant", "The PKCE code_verifier does not match the code_challenge.")
+    return _issue_tokens(client_id, code["scope"], secrets.token_urlsafe(12))
+
+
+def _refresh_token_grant(request: HttpRequest, client_id: str) -> HttpResponse:
+    try:
+        token = signing.loads(request.POST.get("refresh_token", ""), salt=_REFRESH_SALT)
+    except signing.BadSignature:
+        return _error(400, "invalid_grant", "The refresh token is invalid.")
+    if token["client"] != client_id:
+        return _error(400, "invalid_grant", "The refresh token was issued to another client.")
+    key = f"sandbox:refresh-chain:{token['chain']}"
+    current = cache.get(key)
+    # A chain unknown to the cache (e.g. after a restart with the in-memory cache) starts from the token shown.
+    if current is not None and current != token["jti"]:
+        cache.set(key, "revoked", timeout=None)  # a spent refresh token came back: revoke the chain
+        return _error(400, "invalid_grant", "The refresh token was already used; the grant is revoked.")
+    return _issue_tokens(client_id, token["scope"], token["chain"])
+
+
 @csrf_exempt
 @login_not_required
 def oauth_token(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _error(405, "method_not_allowed", "Use POST.")
-    if request.POST.get("grant_type") != "client_credentials":
-        return _error(400, "unsupported_grant_type", "Only client_credentials is supported.")
+    grant_type = request.POST.get("grant_type")
+    if grant_type in ("authorization_code", "refresh_token"):
+        basic = _basic_credentials(request.headers.get("Authorization", ""))
+        client_id, client_secret = basic or (request.POST.get("client_id", ""), request.POST.get("client_secret", ""))
+        if not (_same(client_id, APP_CLIENT_ID) and _same(client_secret, APP_CLIENT_SECRET)):
+            return _error(401, "invalid_client", "Unknown client id or wrong client secret.")
+        if grant_type == "authorization_code":
+            return _authorization_code_grant(request, client_id)
+        return _refresh_token_grant(request, client_id)
+    if grant_type != "client_credentials":
+        return _error(400, "unsupported_grant_type", "Use client_credentials, authorization_code or refresh_token.")
     basic = _basic_credentials(request.headers.get("Authorization", ""))
     client_id, client_secret = basic or (request.POST.get("client_id", ""), request.POST.get("client_secret", ""))
     if not (_same(client_id, CLIENT_ID) and _same(client_secret, CLIENT_SECRET)):
@@ -175,6 +388,7 @@ def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 urlpatterns = [
     path("oauth/token", oauth_token, name="sandbox-oauth-token"),
+    path("oauth/authorize", oauth_authorize, name="sandbox-oauth-authorize"),
     path("me", me, name="sandbox-me"),
     path("orders", orders, name="sandbox-orders"),
     path("products", products, name="sandbox-products"),

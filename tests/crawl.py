@@ -342,6 +342,7 @@ class Fill:
     post_only: bool = False  # GET answers 405 before any lookup
     csrf_exempt: bool = False  # machine-to-machine endpoints (the Sandbox API)
     logs_out: bool = False  # the client must log in again after a POST
+    also: frozenset[int] = frozenset()  # further right answers (e.g. 400 for a callback without its parameters)
 
 
 def _of(other_only: Callable[[World], dict]) -> Callable[[World, World], list[dict]]:
@@ -382,6 +383,8 @@ ROUTES: dict[str, Fill] = {
         OBJECT, lambda own, w: [{"connector_pk": w.connector.pk}, {"connector_pk": w.prebuilt.pk}]
     ),
     "instances/date-preview/": Fill(COMPANY),
+    "instances/oauth/callback/": Fill(COMPANY, also=frozenset({400})),
+    "instances/check-schedule/": Fill(COMPANY),
     "instances/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk})),
     "instances/<int:pk>/check/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk}), post_only=True),
     "instances/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk}), post_only=True),
@@ -419,6 +422,7 @@ ROUTES: dict[str, Fill] = {
     "marketplace/<slug:slug>/install/": Fill(GLOBAL, lambda own, w: [{"slug": w.listing.slug}], post_only=True),
     # the Sandbox API: public, machine-to-machine, CSRF-exempt
     "sandbox/api/oauth/token": Fill(PUBLIC, csrf_exempt=True),
+    "sandbox/api/oauth/authorize": Fill(PUBLIC),
     "sandbox/api/me": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/orders": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/products": Fill(PUBLIC, csrf_exempt=True),

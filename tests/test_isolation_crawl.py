@@ -86,7 +86,7 @@ def _expected_statuses(role: str, fill: crawl.Fill, method: str) -> set[int]:
         # Administrators may do everything: only "not found" is right for them.
         return {404, 405} if role == Role.ADMINISTRATOR else {403, 404, 405}
     if fill.kind in (COMPANY, GLOBAL):
-        return {200, 302, 403, 405, 422}
+        return {200, 302, 403, 405, 422} | fill.also
     raise AssertionError(f"unknown kind {fill.kind}")
 
 

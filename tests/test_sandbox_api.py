@@ -50,3 +50,36 @@ def test_a_wrong_client_secret_is_refused(api):
 def test_unknown_paths_need_credentials_too(api):
     assert api.get("/sandbox/api/secret-admin").status_code == 401
     assert api.get("/sandbox/api/secret-admin", headers={"X-Api-Key": "sandbox-token"}).status_code == 404
+
+
+def credentials_step(client, connector, method) -> str:
+    """The credentials step of the wizard as first shown (GET), its HTML."""
+    from tests.wizard_helpers import settings_data, state_from
+
+    url = f"/instances/new/{connector.pk}/"
+    response = client.post(url, {"step": "name", "state": "", "name": "Main"})
+    response = client.post(url, {"step": "settings", "state": state_from(response), **settings_data()})
+    response = client.post(url, {"step": "auth", "state": state_from(response), "auth_method": method.pk})
+    return client.get(response["Location"]).content.decode()
+
+
+def test_a_new_sandbox_instance_defaults_to_the_address_the_dashboard_is_served_on(admin_client, company, sandbox_listing, install, settings):
+    # `manage.py runserver 8080` without PORT or SANDBOX_BASE_URL: the wizard's own host.
+    settings.SANDBOX_BASE_URL_CONFIGURED = False
+    connector = install(sandbox_listing, company)
+    page = credentials_step(admin_client, connector, connector.auth_methods.get(key="token"))
+    assert 'value="http://testserver/sandbox/api"' in page and "127.0.0.1:8000" not in page
+
+
+def test_with_port_set_the_sandbox_address_follows_it(admin_client, company, sandbox_listing, install, settings):
+    # `PORT=8080 make run`: settings derive SANDBOX_BASE_URL from PORT.
+    settings.SANDBOX_BASE_URL_CONFIGURED = True
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8080/sandbox/api"
+    connector = install(sandbox_listing, company)
+    page = credentials_step(admin_client, connector, connector.auth_methods.get(key="token"))
+    assert 'value="http://127.0.0.1:8080/sandbox/api"' in page
+    # An instance that never had the variable set calls the same address.
+    from instances.client import InstanceClient
+
+    client = InstanceClient(connector, connector.auth_methods.get(key="token"), {}, {"api_token": "sandbox-token"})
+    assert client.url_for("/me") == "http://127.0.0.1:8080/sandbox/api/me"

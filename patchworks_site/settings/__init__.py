@@ -250,10 +250,20 @@ CONNECTION_POOL_LEASE_SECONDS = float(os.environ.get("CONNECTION_POOL_LEASE_SECO
 # How often a request answered 429 is retried (after the API's Retry-After).
 OUTBOUND_429_RETRIES = int(os.environ.get("OUTBOUND_429_RETRIES", "2"))
 
-# Base URL the Sandbox connector's instances call by default.
+# Base URL the Sandbox connector's instances call by default: the address the
+# dashboard is served on (`PORT=8080 make run` serves and calls port 8080).
 SANDBOX_BASE_URL = os.environ.get(
     "SANDBOX_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sandbox/api"
 )
+# Neither given: a new instance's Sandbox address is the host its wizard was opened on.
+SANDBOX_BASE_URL_CONFIGURED = "SANDBOX_BASE_URL" in os.environ or "PORT" in os.environ
+# How long the Sandbox's OAuth 2 access tokens (authorisation code grant) live,
+# short so that refreshing can be seen in the demo.
+SANDBOX_ACCESS_TOKEN_LIFETIME = int(os.environ.get("SANDBOX_ACCESS_TOKEN_LIFETIME", "120"))
+
+# The one OAuth 2 redirect URI of this deployment (register it with every provider).
+# Empty: the callback on the host the dashboard is served on.
+OAUTH_REDIRECT_URI = os.environ.get("OAUTH_REDIRECT_URI", "")
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)

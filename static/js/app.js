@@ -48,3 +48,14 @@ document.addEventListener("htmx:afterRequest", function (event) {
     form.querySelectorAll("button[type=submit]").forEach(function (button) { button.disabled = true; });
   }, 0);
 });
+// <button data-copy-field="ID">: copies that field's value to the clipboard.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-copy-field]");
+  if (!button) return;
+  var field = document.getElementById(button.dataset.copyField);
+  if (!field) return;
+  field.select();
+  if (navigator.clipboard) navigator.clipboard.writeText(field.value).catch(function () { document.execCommand("copy"); });
+  else document.execCommand("copy");
+  button.setAttribute("title", "Copied");
+});

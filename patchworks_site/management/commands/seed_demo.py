@@ -9,13 +9,51 @@ with a known password.
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler, get_internal_wsgi_application
 from django.db import transaction
 
 from patchworks_site import audit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@contextmanager
+def serving_sandbox(base_url: str) -> Iterator[None]:
+    """The Sandbox API answering at `base_url` while the demo instances are checked.
+
+    `make run` seeds before it serves, so nothing listens yet: the dashboard is
+    served on that address for the duration. When something already listens
+    there (the dashboard itself), it is used as it is.
+    """
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            yield
+            return
+    except OSError:
+        pass
+    server = ThreadedWSGIServer((host, port), _QuietHandler, allow_reuse_address=True)
+    server.set_app(get_internal_wsgi_application())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 class Command(BaseCommand):
@@ -31,9 +69,26 @@ class Command(BaseCommand):
             catalog.load_catalog()
         with transaction.atomic(), ExitStack() as scope:
             self._seed(scope)
+        self._check_demo_instances()
         self.stdout.write(
             self.style.SUCCESS("Demo data ready. Log in as demo / demo (Administrator of Acme Retail).")
         )
+
+    def _check_demo_instances(self) -> None:
+        """Check every demo instance not checked yet, so statuses are real from the start."""
+        from instances import checks
+        from instances.models import Instance
+
+        unchecked = list(Instance.objects.filter(last_checked_at__isnull=True).select_related("connector", "auth_method"))
+        if not unchecked:
+            return
+        try:
+            with serving_sandbox(settings.SANDBOX_BASE_URL):
+                for instance in unchecked:
+                    result, _ = checks.recheck(instance)
+                    self.stdout.write(f"Checked {instance.name}: {result.message}")
+        except OSError as exc:
+            self.stdout.write(self.style.WARNING(f"The demo instances were not checked (the Sandbox could not be served: {exc})."))
 
     def _seed(self, scope: ExitStack) -> None:
         from connectors import editing

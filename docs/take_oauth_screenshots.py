@@ -43,7 +43,7 @@ def main() -> None:
         page.get_by_label("Name").fill("Sandbox - App")
         page.get_by_role("button", name="next step").click()
         page.get_by_role("button", name="next step").click()
-        page.get_by_label("OAuth 2 (Sandbox app)").check()
+        page.get_by_label("OAuth 2 authorisation code (Sandbox app)").check()
         page.get_by_role("button", name="next step").click()
         page.get_by_label(re.compile(r"^\s*Client secret")).fill("sandbox-app-secret")
         page.screenshot(path=OUT / "wizard-oauth-connect.png", full_page=True)

@@ -36,7 +36,7 @@ def start_wizard(page) -> None:
     page.get_by_label("Name").fill("Sandbox - App")
     page.get_by_role("button", name="next step").click()
     page.get_by_role("button", name="next step").click()
-    page.get_by_label("OAuth 2 (Sandbox app)").check()
+    page.get_by_label("OAuth 2 authorisation code (Sandbox app)").check()
     page.get_by_role("button", name="next step").click()
 
 

@@ -8,9 +8,16 @@ import pytest
 
 from connectors.models import Connector
 from flows.models import ConnectionShape, ProcessFlow
+from marketplace import catalog
 from marketplace.models import Installation
 from patchworks_site.models import Role
 from tests.test_connector_updates import modify
+
+# The Sandbox's newest catalog version: what "install alongside" and "update available" offer.
+LATEST = max(
+    (entry.manifest["version"] for entry in catalog.iter_catalog() if entry.slug == "sandbox"),
+    key=lambda version: tuple(int(part) for part in version.split(".")),
+)
 
 
 @pytest.fixture
@@ -24,10 +31,10 @@ def old_sandbox(company, sandbox_listing, install):
 def test_a_copy_installed_alongside_is_named_with_its_version_and_is_not_modified(admin_client, admin_user, old_sandbox):
     modify(old_sandbox, admin_user)
     page = admin_client.get(f"/marketplace/updates/{old_sandbox.pk}/").content.decode()
-    assert "It is named <strong>Sandbox (1.1.0)</strong>" in page
+    assert f"It is named <strong>Sandbox ({LATEST})</strong>" in page
     admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "alongside"})
-    copy = Connector.objects.get(company=old_sandbox.company, version="1.1.0")
-    assert copy.name == "Sandbox (1.1.0)"
+    copy = Connector.objects.get(company=old_sandbox.company, version=LATEST)
+    assert copy.name == f"Sandbox ({LATEST})"
     assert copy.installation.is_modified is False
     assert copy.installation.update_available is False
 
@@ -35,12 +42,12 @@ def test_a_copy_installed_alongside_is_named_with_its_version_and_is_not_modifie
 def test_the_old_connector_links_to_the_copy_instead_of_offering_the_update_again(admin_client, admin_user, old_sandbox):
     modify(old_sandbox, admin_user)
     admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "alongside"})
-    copy = Connector.objects.get(company=old_sandbox.company, version="1.1.0")
+    copy = Connector.objects.get(company=old_sandbox.company, version=LATEST)
     manage = admin_client.get("/connectors/").content.decode()
     assert 'data-testid="update-available"' not in manage
     note = re.search(r'data-testid="alongside-note">(.*?)</span>', manage, re.S).group(1)
-    assert "version 1.1.0 is installed alongside as" in note
-    assert f'href="/connectors/{copy.pk}/">Sandbox (1.1.0)</a>' in note
+    assert f"version {LATEST} is installed alongside as" in note
+    assert f'href="/connectors/{copy.pk}/">Sandbox ({LATEST})</a>' in note
     detail = admin_client.get(f"/connectors/{old_sandbox.pk}/").content.decode()
     assert "A newer copy is installed alongside" in detail and f'href="/connectors/{copy.pk}/"' in detail
 
@@ -50,10 +57,10 @@ def test_the_same_version_cannot_be_installed_alongside_twice(admin_client, admi
     admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "alongside"})
     page = admin_client.get(f"/marketplace/updates/{old_sandbox.pk}/").content.decode()
     assert 'value="alongside"' not in page
-    assert "Version 1.1.0 is already installed alongside" in page and 'value="overwrite"' in page
+    assert f"Version {LATEST} is already installed alongside" in page and 'value="overwrite"' in page
     response = admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "alongside"})
     assert response.status_code == 422
-    assert "already installed alongside as Sandbox (1.1.0)" in response.content.decode()
+    assert f"already installed alongside as Sandbox ({LATEST})" in response.content.decode()
     assert Connector.objects.filter(company=old_sandbox.company).count() == 2
 
 
@@ -62,7 +69,7 @@ def test_overwriting_keeps_the_connectors_name(admin_client, admin_user, old_san
     Connector.objects.filter(pk=old_sandbox.pk).update(name="Sandbox (EU)")
     admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "overwrite"})
     old_sandbox.refresh_from_db()
-    assert (old_sandbox.name, old_sandbox.version) == ("Sandbox (EU)", "1.1.0")
+    assert (old_sandbox.name, old_sandbox.version) == ("Sandbox (EU)", LATEST)
     assert Installation.objects.get(connector=old_sandbox).is_modified is False
 
 
@@ -76,7 +83,7 @@ def test_roles_that_cannot_update_see_update_available_as_information_with_who_a
     client = client_for(make_user(company, role))
     manage = client.get("/connectors/").content.decode()
     hint = re.search(r'data-testid="update-available">(.*?)</span>', manage, re.S).group(1)
-    assert "update available: version 1.1.0" in hint
+    assert f"update available: version {LATEST}" in hint
     assert "an Administrator or Manager applies updates" in hint
     assert f"/marketplace/updates/{old_sandbox.pk}/" not in manage
     detail = client.get(f"/connectors/{old_sandbox.pk}/").content.decode()

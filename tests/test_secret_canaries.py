@@ -243,6 +243,8 @@ AUTH = {
     "oauth2_cc": (["client_secret"], {"client_id": "echo-client"}),
     "oauth2_code": (["access_token", "refresh_token"], {}),
 }
+# Methods whose credentials are obtained by the Connect step (no form takes them).
+CONNECTED = ["oauth2_code"]
 
 
 @dataclass
@@ -285,6 +287,8 @@ def _exercise(client: Client, world: crawl.World, api: EchoApi, observed: Observ
     instances = []
     for method_key in AUTH:
         method = connector.auth_methods.get(key=method_key)
+        if method_key in CONNECTED:
+            continue  # its credentials come from the Connect step, not from a form: stored below
         name = f"{MARKER} {method_key}"
         for refusal in REFUSALS:
             api.mode = refusal
@@ -329,6 +333,21 @@ def _exercise(client: Client, world: crawl.World, api: EchoApi, observed: Observ
             observed.response(f"check now {method_key} ({mode}) result page", client.get(response["Location"]))
         instance.refresh_from_db()
         assert instance.last_check_ok is True
+
+    # OAuth 2 authorisation code: the Connect callback stores the tokens; stored here as it
+    # would, then checked (a refused token is refreshed once through the echoing token endpoint).
+    for method_key in CONNECTED:
+        method = connector.auth_methods.get(key=method_key)
+        instance = Instance.with_connector_defaults(connector, name=f"{MARKER} {method_key}", auth_method=method)
+        instance.set_secrets(_credentials(method_key, api.canaries, "connected"))
+        instance.save()
+        instances.append(instance)
+        for mode in [*REFUSALS, "accept"]:
+            api.mode = mode
+            response = client.post(f"/instances/{instance.pk}/check/")
+            assert response.status_code == 302
+            observed.response(f"check now {method_key} ({mode})", response)
+            observed.response(f"check now {method_key} ({mode}) result page", client.get(response["Location"]))
 
     # OAuth 1 credentials can be stored (not checked yet): stored directly.
     oauth1 = connector.auth_methods.get(key="oauth1")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.utils import timezone
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.contrib.djhuey import db_periodic_task, db_task, lock_task
 
 from flows import runner, runs, schedules
+from instances import rechecks
 
 
 @db_task()
@@ -28,3 +29,13 @@ def tick_now() -> None:
 @db_periodic_task(crontab(minute="*"))
 def tick() -> None:
     tick_now()
+
+
+@db_periodic_task(crontab(minute="*/5"))
+@lock_task("recheck-credentials")
+def recheck_credentials() -> None:
+    """Re-check stored credentials whose company's re-check interval has passed.
+
+    Locked: a long round of checks is never run twice at once by two workers.
+    """
+    rechecks.run_due_checks()

@@ -1,8 +1,8 @@
 """Scheduled re-checks of stored credentials, at each company's interval.
 
-`run_due_checks()` is a plain function so that a task engine can call it on a
-schedule; until one runs in this project, `manage.py recheck_instances` does
-(from cron, or `--every SECONDS` in the foreground).
+`run_due_checks()` is a plain function: the task workers call it every five
+minutes (flows/tasks.py: recheck_credentials), and `manage.py recheck_instances`
+runs it by hand (or `--every SECONDS` in the foreground).
 """
 
 from __future__ import annotations

@@ -53,6 +53,20 @@ def test_the_command_re_checks_due_instances_and_records_each_check(api, make_in
     assert not recent.checks.exists()
 
 
+def test_the_task_workers_re_check_due_instances_every_five_minutes(api, make_instance, httpserver):
+    from flows import tasks
+
+    httpserver.expect_request("/me").respond_with_json({"id": 1})
+    due = checked(make_instance(api, "Due"), 2 * 24 * 60)
+    assert tasks.recheck_credentials.task_class().validate_datetime(timezone.now().replace(minute=10)) is True
+    assert tasks.recheck_credentials.task_class().validate_datetime(timezone.now().replace(minute=11)) is False
+
+    tasks.recheck_credentials.call_local()
+
+    due.refresh_from_db()
+    assert due.last_checked_at > timezone.now() - timedelta(minutes=1) and due.checks.get().ok
+
+
 def test_a_status_change_is_written_to_the_audit_log(api, make_instance, httpserver):
     httpserver.expect_request("/me").respond_with_json({"message": "token revoked"}, status=401)
     instance = checked(make_instance(api, "Main"), 2 * 24 * 60, ok=True)

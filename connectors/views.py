@@ -58,7 +58,7 @@ def manage(request: HttpRequest) -> HttpResponse:
         # whether a prebuilt connector is modified.
         .prefetch_related("variables", "auth_methods", "endpoints", Prefetch("instances", queryset=instances))
     )
-    page = Paginator(connectors, PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "query": query,
@@ -97,7 +97,7 @@ def history(request: HttpRequest, pk: int) -> HttpResponse:
     """
     company = company_of(request)
     connector = get_object_or_404(Connector.objects.for_company(company), pk=pk)
-    page = Paginator(_changes(connector), HISTORY_PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(_changes(connector), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     opened = None
     if page.number == 1 and page.object_list and page.object_list[0].has_before:
         newest = connector.changes.get(pk=page.object_list[0].pk)

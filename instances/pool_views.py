@@ -44,7 +44,7 @@ def pool_list(request: HttpRequest) -> HttpResponse:
         .order_by("name", "pk")
         .prefetch_related("connectors")
     )
-    page = Paginator(pools, PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(pools, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "query": query,

@@ -393,3 +393,13 @@ def test_the_item_diff_shows_what_changed_in_an_item(manifest):
     assert ("@", "endpoints: list_orders changed") in lines
     assert ("-", "  path: /orders") in lines and ("+", "  path: /orders/open") in lines
     assert ("+", "base_url: https://api.example.org") in lines
+
+
+def test_catalog_files_are_read_with_the_same_limits(tmp_path):
+    from marketplace.catalog import read_entry
+
+    path = tmp_path / "1.0.0.yaml"
+    path.write_text(BILLION_LAUGHS, encoding="utf-8")
+    with pytest.raises(manifests.ManifestError) as exc:
+        read_entry(path, "bomb")
+    assert exc.value.errors == ["1.0.0.yaml: not valid YAML at line 2, column 8 (aliases are not allowed in a manifest)"]

@@ -243,7 +243,7 @@ def test_an_openapi_document_nested_50000_deep_is_refused_quickly(admin_client, 
 def test_a_billion_laughs_openapi_document_is_refused_quickly(admin_client):
     response, seconds = timed(lambda: import_openapi(admin_client, "openapi: 3.0.0\n" + BILLION_LAUGHS))
     assert response.status_code == 422
-    assert "it has more than 2,000,000 values (aliases counted where they are used)" in response.content.decode()
+    assert "it has more than 500,000 values (aliases counted where they are used)" in response.content.decode()
     assert seconds < 2
 
 

@@ -77,8 +77,7 @@ class Deadline:
 
 
 def _text_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-    digits = sum(ch.isdigit() for ch in node.value)
-    if digits > MAX_INT_DIGITS:
+    if len(node.value) > MAX_INT_DIGITS and sum(ch.isdigit() for ch in node.value) > MAX_INT_DIGITS:
         return node.value  # a number nobody means; the schema reports it by path
     return yaml.SafeLoader.construct_yaml_int(loader, node)
 

@@ -45,7 +45,7 @@ def pool_list(request: HttpRequest) -> HttpResponse:
         .order_by("name", "pk")
         .prefetch_related("connectors", "instances__connector")
     )
-    page = Paginator(pools, PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(pools, PAGE_SIZE).get_page(request.GET.get("page"))
     for pool in page:
         pool.live = _live_use(pool)
     context = {

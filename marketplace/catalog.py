@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from django.db import transaction
 
 from connectors import editing
@@ -37,9 +36,10 @@ def version_key(version: str) -> tuple:
 def read_entry(path: Path, slug: str | None = None) -> CatalogEntry:
     """Read one catalog file; ManifestError names the file and the path inside it."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise manifests.ManifestError([f"{path.name}: not valid YAML ({exc})"]) from exc
+        # The one manifest reader: the same size, nesting and alias limits as an upload.
+        data = manifests.parse(path.read_text(encoding="utf-8"))
+    except manifests.ManifestError as exc:
+        raise manifests.ManifestError([f"{path.name}: {e.removeprefix('manifest: ')}" for e in exc.errors]) from exc
     if not isinstance(data, dict):
         raise manifests.ManifestError([f"{path.name}: must be a mapping"])
     changelog = data.pop("changelog", "") or ""

@@ -33,7 +33,7 @@ def browse(request: HttpRequest) -> HttpResponse:
     query = params.search_query(request)
     system_type = params.choice(request.GET, "system_type", SystemType.values)
     listings = Listing.objects.search(query, system_type).select_related("latest_version")
-    page = Paginator(listings, PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(listings, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "query": query,

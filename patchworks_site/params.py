@@ -47,8 +47,3 @@ def object_id(value: str | None) -> int | None:
 def id_param(params: QueryDict, name: str) -> int | None:
     return object_id(params.get(name))
 
-
-def page_number(request: HttpRequest) -> int:
-    """`?page=` for Paginator.get_page: junk, zero or a number too long to mean anything is page 1."""
-    value = request.GET.get("page", "")
-    return int(value) if re.fullmatch(r"[0-9]{1,9}", value) and int(value) > 0 else 1

@@ -20,7 +20,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     query = params.search_query(request)
     action = params.choice(request.GET, "action", AuditAction.values)
     entries = AuditEntry.objects.for_company(company).search(query, action).select_related("user")
-    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(params.page_number(request))
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     for entry in page:
         entry.rows = audit.change_rows(entry)
     context = {

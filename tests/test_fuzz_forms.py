@@ -85,8 +85,10 @@ def expect_success_or_error(response, before: dict[str, int], *, changed=None) -
 def report_examples(request):
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter and RUN:
-        reporter.write_line(f"fuzz: {sum(RUN.values())} examples over {len(RUN)} forms, uploads and pages")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter and capture and RUN:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nfuzz: {sum(RUN.values())} examples over {len(RUN)} forms, uploads and pages")
 
 
 # --- fixtures -------------------------------------------------------------------------------

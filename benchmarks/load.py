@@ -147,7 +147,7 @@ if __name__ == "__main__":
             "STATIC_ROOT": static_root, "DATABASE_URL": database_url, "LOG_LEVEL": "ERROR",
             "DJANGO_SETTINGS_MODULE": "patchworks_site.settings", "CREDENTIAL_KEY_FILE": "/nonexistent/credential-keys",
         })
-        os.environ.setdefault("SECRET_KEY", "load-test-only-" + os.urandom(16).hex())
+        os.environ.setdefault("SECRET_KEY", "load-test-only-" + os.urandom(32).hex())
         os.environ.setdefault("CREDENTIAL_KEYS", bench.TEST_CREDENTIAL_KEYS)
         import django
 

@@ -181,7 +181,7 @@ class ThrowawayDatabase:
 def setup_django(database_url: str, static_root: str) -> None:
     # DEBUG off, as in production; only what the test client cannot do is relaxed.
     os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + os.urandom(16).hex())
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-" + os.urandom(32).hex())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "patchworks_site.settings")
     os.environ.setdefault("CREDENTIAL_KEYS", TEST_CREDENTIAL_KEYS)
     os.environ.setdefault("CREDENTIAL_KEY_FILE", "/nonexistent/credential-keys")

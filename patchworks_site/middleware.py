@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.utils.cache import add_never_cache_headers
 
 
@@ -24,3 +26,27 @@ class PrivatePagesMiddleware:
         if user is not None and user.is_authenticated and "Cache-Control" not in response:
             add_never_cache_headers(response)  # no-cache, no-store, must-revalidate, private
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a request body larger than MAX_REQUEST_BYTES before anything reads it.
+
+    Django spools file uploads of any size to disk before a form can look at
+    them; the largest thing the dashboard accepts is an 8 MB OpenAPI document.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse("The request's Content-Length is not a number.", status=400, content_type="text/plain")
+        limit = settings.MAX_REQUEST_BYTES
+        if length > limit:
+            return HttpResponse(
+                f"The request is larger than {filesizeformat(limit)}, more than any upload the dashboard accepts.",
+                status=413, content_type="text/plain; charset=utf-8",
+            )
+        return self.get_response(request)

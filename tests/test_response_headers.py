@@ -58,3 +58,16 @@ def test_templates_have_no_inline_scripts_or_event_handlers():
         for match in re.finditer(r"<script(?![^>]*\bsrc=)[^>]*>|\son[a-z]+\s*=\s*[\"']|javascript:", text):
             offenders.append(f"{path.name}: {match.group(0)}")
     assert offenders == []
+
+
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read(admin_client, settings):
+    from connectors.models import Connector
+
+    settings.MAX_REQUEST_BYTES = 64 * 1024
+    body = b"x" * (64 * 1024 + 1)
+    response = admin_client.post("/connectors/import/openapi/", data=body, content_type="application/octet-stream")
+    assert response.status_code == 413
+    assert "larger than" in response.content.decode()
+    assert not Connector.objects.exists()
+    small = admin_client.post("/connectors/import/openapi/", data=b"x" * 100, content_type="application/octet-stream")
+    assert small.status_code != 413

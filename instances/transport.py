@@ -152,7 +152,9 @@ def _claim(connection: HTTPConnection, sock: socket.socket, *, reused: bool) -> 
 # --- pinned connections ------------------------------------------------------------
 
 
-class _PinnedHTTPConnection(HTTPConnection):
+class _Pinned:
+    """Mixed into urllib3's connection classes: dial the pinned IP, and note reuse."""
+
     pinned_ip = ""
 
     def _new_conn(self) -> socket.socket:
@@ -166,30 +168,18 @@ class _PinnedHTTPConnection(HTTPConnection):
         _claim(self, sock, reused=False)
         return sock
 
-    def request(self, *args, **kwargs) -> None:  # type: ignore[override]
+    def request(self, *args, **kwargs) -> None:
         if self.sock is not None:
             _claim(self, self.sock, reused=True)
         super().request(*args, **kwargs)
 
 
-class _PinnedHTTPSConnection(HTTPSConnection):
-    pinned_ip = ""
+class _PinnedHTTPConnection(_Pinned, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        # urllib3's `host` (the Host header of later requests on this connection) reads
-        # _dns_host: dial the pinned IP, then put the host name back.
-        host, self._dns_host = self._dns_host, self.pinned_ip
-        try:
-            sock = super()._new_conn()
-        finally:
-            self._dns_host = host
-        _claim(self, sock, reused=False)
-        return sock
 
-    def request(self, *args, **kwargs) -> None:  # type: ignore[override]
-        if self.sock is not None:
-            _claim(self, self.sock, reused=True)
-        super().request(*args, **kwargs)
+class _PinnedHTTPSConnection(_Pinned, HTTPSConnection):
+    pass
 
 
 def _pinned_pool_classes(ip: str) -> dict[str, type]:

@@ -262,7 +262,6 @@ def main() -> None:
     print(f"rate limit benchmark: {os.cpu_count()} CPUs, margin {limits.settings.RATE_LIMIT_MARGIN_SECONDS * 1000:g} ms per window")
     for backend in backends:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        window = 1 + limits.settings.RATE_LIMIT_MARGIN_SECONDS
         print(f"\n[{backend}]")
         until = time.monotonic() + args.seconds
         common = (backend, prefix, path, server.url)

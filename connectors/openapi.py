@@ -15,7 +15,6 @@ user has to act on it).
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
 from instances import redaction
-from instances.client import RECORDED_BODY_CHARS, RECORDED_HEADER_CHARS, CheckResult, InstanceClient, storable
+from instances.client import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
-from instances.redaction import redact_exchange
 from patchworks_site import audit
 
 
@@ -30,10 +29,7 @@ def check_and_record(
         approved_destinations=approved_destinations,
     )
     result = client.check_credentials()
-    record = storable(redact_exchange(
-        {**result.exchange.as_record(), "message": result.message}, client.secret_values,
-        body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
-    ))
+    record = client.record_of(result.exchange, result.message)
     # What the user is shown is what was stored: redacted (client.check_credentials
     # already redacts; this also covers tokens obtained during the check).
     result.message = record["message"]

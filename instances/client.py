@@ -330,6 +330,13 @@ class InstanceClient:
             if isinstance(token, str) and token and token not in self.obtained_secrets:
                 self.obtained_secrets.append(token)
 
+    def record_of(self, exchange: Exchange, message: str = "") -> dict:
+        """`exchange` as it may be stored: redacted whole with every secret of this client, then cut and made storable."""
+        return storable(redaction.redact_exchange(
+            {**exchange.as_record(), "message": message}, self.secret_values,
+            body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
+        ))
+
     def redact(self, text: str, *, limit: int | None = None) -> str:
         """`text` (derived from a third party's answer) with every secret of this client redacted."""
         variants = redaction.secret_variants(self.secret_values)

@@ -30,15 +30,12 @@ from oauthlib.oauth2 import WebApplicationClient
 from connectors.models import AuthMethod, AuthType
 from instances import checks, redaction
 from instances.client import (
-    RECORDED_BODY_CHARS,
-    RECORDED_HEADER_CHARS,
     ClientError,
     Exchange,
     InstanceClient,
     _message_from_body,
     _status_text,
     render,
-    storable,
 )
 from instances.models import CredentialCheck, Instance, OAuthAuthorization
 
@@ -210,10 +207,7 @@ def refresh_due_at(token: dict) -> object:
 
 def record(client: InstanceClient, exchange: Exchange, *, ok: bool, message: str, instance=None, user=None) -> CredentialCheck:
     """Store an exchange (a token request) redacted, like a credential check."""
-    record = storable(redaction.redact_exchange(
-        {**exchange.as_record(), "message": message}, client.secret_values,
-        body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
-    ))
+    record = client.record_of(exchange, message)
     return CredentialCheck.objects.create(
         company=client.connector.company,
         connector=client.connector,

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from connectors.models import Direction
 from flows.models import ConnectionShape, FlowRunShape
 from flows.shapes import ShapeFailed
-from instances.client import RECORDED_BODY_CHARS, ClientError, Exchange, InstanceClient, _message_from_body, _status_text
-from instances.redaction import redact_exchange
+from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
 # Per shape, at most this many error messages and failed exchanges are stored.
 MAX_RECORDED_FAILURES = 20
@@ -63,7 +62,7 @@ def _failure(client: InstanceClient, exchange: Exchange, record: FlowRunShape) -
     message = client.redact(message, limit=MESSAGE_CHARS)
     if len(record.failed_exchanges) < MAX_RECORDED_FAILURES:
         record.failed_exchanges.append(
-            redact_exchange({**exchange.as_record(), "message": message}, client.secret_values, body_limit=RECORDED_BODY_CHARS)
+            client.record_of(exchange, message)
         )
     return message
 

@@ -348,10 +348,8 @@ class InstanceClient:
 
     def destinations(self) -> list[str]:
         """The origins the credentials are sent to: base URL, token and authorise URLs, rendered."""
-        secret_keys = {v.key for v in self._variables() if v.secret} | set(self.secrets)
-        public = {k: v for k, v in self.values.items() if k not in secret_keys}
-        method = self.auth_method
-        return destinations.destinations([self.connector.base_url, method.token_url, method.authorize_url], public)
+        public = {k: v for k, v in self.values.items() if k not in self.secrets}
+        return destinations.for_method(self.connector, self.auth_method, public)
 
     def _unapproved(self, url: str | None = None) -> list[str]:
         if self.approved_destinations is None or not self.secrets:

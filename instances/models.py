@@ -129,10 +129,7 @@ class Instance(models.Model):
 
     def current_destinations(self, values: dict[str, str] | None = None, auth_method: AuthMethod | None = None) -> list[str]:
         """Where requests with this instance's credentials go now (or with other `values` / method)."""
-        from instances.client import InstanceClient  # the client builds URLs; it does not import models
-
-        client = InstanceClient(self.connector, auth_method or self.auth_method, self.values if values is None else values, {})
-        return client.destinations()
+        return destinations.for_method(self.connector, auth_method or self.auth_method, self.values if values is None else values)
 
     def unapproved_destinations(self, values: dict[str, str] | None = None, auth_method: AuthMethod | None = None) -> list[str]:
         """Origins the stored secrets would now go to but were not entered for (empty without secrets)."""

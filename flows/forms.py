@@ -97,6 +97,8 @@ class RunLogFilterForm(forms.Form):
     def __init__(self, *args, company: Company, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["flow"].queryset = ProcessFlow.objects.for_company(company)
+        for field in self.fields.values():
+            field.widget.attrs["class"] = "form-select form-select-sm"
 
     def filter(self, runs):
         """`runs` narrowed by the valid filters (an invalid value is ignored, not an error page)."""

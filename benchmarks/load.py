@@ -164,7 +164,7 @@ if __name__ == "__main__":
         from django.test import Client
 
         from connectors.models import Connector
-        from flows.models import ConnectionShape, ProcessFlow
+        from flows.models import Shape, ProcessFlow
         from instances.models import Instance
         from marketplace import catalog
         from patchworks_site.models import Role, User
@@ -191,7 +191,7 @@ if __name__ == "__main__":
             flow = ProcessFlow.objects.create(company=company, name=f"Flow {n:02d}", enabled=n % 2 == 0)
             for position, pk in enumerate(instances[n * 3:n * 3 + 3]):
                 instance = Instance.objects.select_related("connector").get(pk=pk)
-                ConnectionShape.objects.create(flow=flow, position=position, instance=instance,
+                Shape.objects.create(flow=flow, position=position, instance=instance,
                                                endpoint=instance.connector.endpoints.first())
         # The wizard's step URLs carry a signed state: walk steps 1-2 once to get them.
         sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()

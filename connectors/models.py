@@ -214,6 +214,20 @@ class AuthMethod(models.Model):
         return f"{self.name} ({type_label})"
 
 
+class BodyEncoding(models.TextChoices):
+    JSON = "json", "JSON"
+    FORM = "form", "Form (URL-encoded)"
+
+
+class PaginationStyle(models.TextChoices):
+    NONE = "none", "None (one request)"
+    NEXT_URL = "next_url", "Next page URL in the response"
+    LINK_HEADER = "link_header", "Link header"
+    PAGE_NUMBER = "page_number", "Page number parameter"
+    LIMIT_OFFSET = "limit_offset", "Limit and offset"
+    CURSOR = "cursor", "Next page token / cursor"
+
+
 class Endpoint(models.Model):
     connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="endpoints")
     key = models.CharField(max_length=64)
@@ -222,7 +236,19 @@ class Endpoint(models.Model):
     direction = models.CharField(max_length=10, choices=Direction.choices)
     method = models.CharField(max_length=10, choices=HttpMethod.choices)
     path = models.CharField(max_length=500)
+    # Fixed query parameters sent on every request (name -> value, {{variables}} allowed).
     parameters = models.JSONField(default=dict, blank=True)
+    # Declared parameters: a list of {"name", "location" (query | header | body),
+    # "required", "default", "label"}; the optional ones are settings of the
+    # connection shapes that use the endpoint (see connectors/manifest.py ENDPOINT).
+    request_parameters = models.JSONField(default=list, blank=True)
+    body_encoding = models.CharField(max_length=10, choices=BodyEncoding.choices, default=BodyEncoding.JSON)
+    # Where the records are in a response, as a dotted path ("orders", "data.items");
+    # empty: a top-level list, or the first list value of an object.
+    records_path = models.CharField(max_length=200, blank=True)
+    # {"style": none | next_url | link_header | page_number | limit_offset | cursor, ...}
+    # with the keys of manifest.PAGINATION, normalised (every key present).
+    pagination = models.JSONField(default=dict, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -1,10 +1,10 @@
 from django.contrib import admin
 
-from flows.models import ConnectionShape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow
+from flows.models import Shape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow
 
 
 class ConnectionShapeInline(admin.TabularInline):
-    model = ConnectionShape
+    model = Shape
     extra = 0
     raw_id_fields = ["instance", "endpoint"]
 

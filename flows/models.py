@@ -31,30 +31,59 @@ class ProcessFlow(models.Model):
         return self.name
 
 
-class ConnectionShape(models.Model):
+class ShapeKind(models.TextChoices):
+    CONNECTION = "connection", "connection"
+    FILTER = "filter", "filter"
+    MAP = "map", "map"
+
+
+class Shape(models.Model):
+    """One step of a process flow, run in `position` order.
+
+    A *connection* shape uses an instance and one endpoint of its connector; a
+    *filter* or *map* shape has no instance and works on the items the previous
+    shape passed on. What each kind is configured with lives in `config`
+    (see flows/shapes/<kind>.py for its keys): for a connection shape timeout,
+    retries, allow_unsuccessful, send_as and the optional endpoint parameters;
+    for a filter its match mode and rules; for a map its output fields.
+    """
+
     flow = models.ForeignKey(ProcessFlow, on_delete=models.CASCADE, related_name="shapes")
     position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=20, choices=ShapeKind.choices, default=ShapeKind.CONNECTION)
     # PROTECT: an instance or endpoint in use cannot be deleted, even by a
     # concurrent request; the database refuses and the UI explains.
-    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="connection_shapes")
+    # Null for filter and map shapes.
+    instance = models.ForeignKey(
+        Instance, on_delete=models.PROTECT, related_name="connection_shapes", null=True, blank=True
+    )
     # Null only when a connector update removed the endpoint: the shape is then
     # flagged (missing_endpoint says what it was) instead of silently breaking.
     endpoint = models.ForeignKey(
         Endpoint, on_delete=models.PROTECT, related_name="connection_shapes", null=True, blank=True
     )
     missing_endpoint = models.CharField(max_length=300, blank=True)
+    config = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["position", "id"]
 
     def __str__(self) -> str:
+        if self.kind != ShapeKind.CONNECTION:
+            return f"{self.flow}: {self.kind}"
         return f"{self.flow}: {self.instance} → {self.endpoint.name if self.endpoint else self.missing_endpoint}"
 
     @property
+    def is_connection(self) -> bool:
+        return self.kind == ShapeKind.CONNECTION
+
+    @property
     def needs_attention(self) -> bool:
-        return self.endpoint_id is None
+        return self.is_connection and self.endpoint_id is None
 
     def clean(self) -> None:
+        if self.is_connection and not self.instance_id:
+            raise ValidationError({"instance": "Choose an instance."})
         if self.instance_id and self.endpoint_id and self.endpoint.connector_id != self.instance.connector_id:
             raise ValidationError({"endpoint": "Choose an endpoint of the instance's connector."})
         if self.instance_id and self.flow_id and self.instance.company_id != self.flow.company_id:
@@ -165,7 +194,7 @@ class FlowRunShape(models.Model):
 
     run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="shape_runs")
     position = models.PositiveIntegerField()
-    shape = models.ForeignKey(ConnectionShape, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    shape = models.ForeignKey(Shape, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     # What the shape was when it ran (the shape may be edited or removed later).
     shape_name = models.CharField(max_length=400)
     status = models.CharField(max_length=20, choices=ShapeStatus.choices, default=ShapeStatus.RUNNING)
@@ -182,6 +211,9 @@ class FlowRunShape(models.Model):
     errors = models.JSONField(default=list, blank=True)
     # Redacted request/response records (client.Exchange.as_record) of the failed requests.
     failed_exchanges = models.JSONField(default=list, blank=True)
+    # A few items in and out (redacted), kept for the company's payload retention
+    # (Company.payload_retention_hours); null once cleared.
+    payload_sample = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["position", "id"]

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from flows.models import ConnectionShape, FlowRun, FlowRunShape, RunStatus, ShapeStatus
+from flows.models import Shape, FlowRun, FlowRunShape, RunStatus, ShapeStatus
 from flows.shapes import ShapeFailed, connection as connection_shape
 
 logger = logging.getLogger(__name__)
@@ -126,16 +126,16 @@ def execute(run_pk: int) -> FlowRun | None:
     return run
 
 
-def shape_name(shape: ConnectionShape) -> str:
+def shape_name(shape: Shape) -> str:
     target = shape.endpoint.name if shape.endpoint_id else f"missing endpoint {shape.missing_endpoint}".strip()
     return f"{shape.instance.name} → {target}"
 
 
-def shape_label(position: int, shape: ConnectionShape) -> str:
+def shape_label(position: int, shape: Shape) -> str:
     return f"Shape {position + 1} ({shape_name(shape)})"
 
 
-def validate(run: FlowRun, shapes: list[ConnectionShape]) -> list[str]:
+def validate(run: FlowRun, shapes: list[Shape]) -> list[str]:
     """Why the flow cannot run, found before any request is made."""
     if not shapes:
         return ["The flow has no connection shapes."]

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from flows import runs, schedules
 from flows.forms import ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
-from flows.models import ConnectionShape, FlowRun, ProcessFlow, RunTrigger
+from flows.models import Shape, FlowRun, ProcessFlow, RunTrigger
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -59,7 +59,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
             try:
                 with transaction.atomic():
                     last = flow.shapes.aggregate(m=Max("position"))["m"]
-                    ConnectionShape.objects.create(
+                    Shape.objects.create(
                         flow=flow, instance=instance, endpoint=endpoint, position=(last + 1) if last is not None else 0
                     )
             except IntegrityError:

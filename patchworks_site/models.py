@@ -9,6 +9,9 @@ from django.db import models
 class Company(models.Model):
     name = models.CharField(max_length=120, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # How long flow run logs, and the payload samples within them, are kept.
+    run_log_retention_days = models.PositiveIntegerField(default=7)
+    payload_retention_hours = models.PositiveIntegerField(default=72)
 
     class Meta:
         ordering = ["name"]

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
-from flows.models import ConnectionShape, FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
+from flows.models import Shape, FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
 from flows.schedules import create_schedule
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from marketplace import catalog
@@ -117,7 +117,7 @@ class World:
     check: CredentialCheck
     pool: ConnectionPool
     flow: ProcessFlow
-    shape: ConnectionShape
+    shape: Shape
     installation: Installation
     change: ConnectorChange
     audit_entry: AuditEntry
@@ -283,7 +283,7 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
         response_body=f'{{"error": "{marker} response body"}}',
     )
     flow = ProcessFlow.objects.create(company=company, name=f"{marker} flow")
-    shape = ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
+    shape = Shape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
     now = timezone.now()
     schedule = create_schedule(flow, "hourly", now=now, minute=5)
     # Made directly (not queued): a failed run, so stop and retry have something to act on.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.models import Connector
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 
 API_TOKEN = "tok-S3cr3t-value-9876"
 
@@ -25,7 +25,7 @@ def shop_connector(make_connector, company, base_url: str) -> Connector:
 def receive_then_send_flow(company, instance, *, name: str = "Orders to ERP", enabled: bool = True) -> ProcessFlow:
     flow = ProcessFlow.objects.create(company=company, name=name, enabled=enabled)
     for position, key in enumerate(("list_orders", "import_order")):
-        ConnectionShape.objects.create(
+        Shape.objects.create(
             flow=flow, instance=instance, endpoint=instance.connector.endpoints.get(key=key), position=position
         )
     return flow

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from connectors.models import Connector
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
@@ -79,7 +79,7 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     instance.last_check_ok = True
     instance.save()
     flow = ProcessFlow.objects.create(company=operator, name="Orders sync", enabled=True)
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=sandbox.endpoints.get(key="list_orders"))
+    Shape.objects.create(flow=flow, instance=instance, endpoint=sandbox.endpoints.get(key="list_orders"))
 
     log_in("builder")
     page.get_by_role("link", name="Settings for connector Sandbox").click()
@@ -104,7 +104,7 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     expect(card.get_by_test_id("update-available")).to_have_count(0)
     sandbox.refresh_from_db()
     assert sandbox.version == "1.2.0" and not sandbox.endpoints.filter(key="list_refunds").exists()
-    assert ConnectionShape.objects.get().instance == instance
+    assert Shape.objects.get().instance == instance
 
 
 def test_installing_an_update_alongside_shows_two_connectors(page, log_in, operator):

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
@@ -106,7 +106,7 @@ def test_removing_an_instance_by_typing_confirm_and_being_stopped_while_a_flow_u
     page.wait_for_url("**/connectors/?highlight=*")
     instance = Instance.objects.get()
     flow = ProcessFlow.objects.create(company=instance.company, name="Nightly orders", enabled=False)
-    shape = ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=sandbox.endpoints.get(key="list_orders"))
+    shape = Shape.objects.create(flow=flow, instance=instance, endpoint=sandbox.endpoints.get(key="list_orders"))
 
     page.get_by_role("link", name="Settings for instance Sandbox - UK").click()  # step 3
     page.get_by_test_id("trash").click()  # step 3: the trash icon
@@ -118,7 +118,7 @@ def test_removing_an_instance_by_typing_confirm_and_being_stopped_while_a_flow_u
 
     dialog.get_by_role("link", name="Nightly orders").click()
     page.get_by_role("button", name="Remove connection shape Sandbox - UK → List orders").click()
-    assert not ConnectionShape.objects.filter(pk=shape.pk).exists()
+    assert not Shape.objects.filter(pk=shape.pk).exists()
 
     page.goto(f"/instances/{instance.pk}/")
     page.get_by_test_id("trash").click()

@@ -1,6 +1,6 @@
 import pytest
 
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 
 
 @pytest.fixture
@@ -8,7 +8,7 @@ def globex_objects(other_company, make_connector, make_instance):
     connector = make_connector(other_company, name="Globex Secret API")
     instance = make_instance(connector, name="Globex live")
     flow = ProcessFlow.objects.create(company=other_company, name="Globex flow")
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
+    Shape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
     return connector, instance, flow
 
 

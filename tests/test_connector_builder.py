@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import Instance
 from patchworks_site.models import Role
 from tests.wizard_helpers import run_wizard
@@ -127,7 +127,7 @@ def test_an_endpoint_used_by_a_flow_cannot_be_removed_in_the_builder(admin_clien
     connector = make_connector(company)
     instance = make_instance(connector)
     flow = ProcessFlow.objects.create(company=company, name="Orders")
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.get())
+    Shape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.get())
     response = admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {"action": "delete", "key": "list_orders"}, follow=True)
     assert "Nothing was saved: it is still in use by" in response.content.decode()
     assert connector.endpoints.filter(key="list_orders").exists()

@@ -5,7 +5,7 @@ import pytest
 from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
@@ -25,7 +25,7 @@ def in_use(old_sandbox, make_instance):
         secrets={"api_token": "sandbox-token"}, values={"base_url": "http://127.0.0.1:1/sandbox/api"},
     )
     flow = ProcessFlow.objects.create(company=old_sandbox.company, name="Orders sync", enabled=True)
-    shape = ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=old_sandbox.endpoints.get(key="list_orders"))
+    shape = Shape.objects.create(flow=flow, instance=instance, endpoint=old_sandbox.endpoints.get(key="list_orders"))
     return instance, flow, shape
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from patchworks_site.models import Role
 
 
@@ -19,7 +19,7 @@ def test_create_a_flow_add_and_remove_shapes_and_enable_it(admin_client, company
     page = admin_client.get(f"/flows/{flow.pk}/").content.decode()
     assert "Shop - UK — Shop API" in page and "List orders" in page
     admin_client.post(f"/flows/{flow.pk}/", {"target": f"{instance.pk}:{endpoint.pk}"})
-    shape = ConnectionShape.objects.get(flow=flow)
+    shape = Shape.objects.get(flow=flow)
     assert (shape.instance, shape.endpoint) == (instance, endpoint)
 
     admin_client.post(f"/flows/{flow.pk}/toggle/", {"enabled": "1"})
@@ -27,7 +27,7 @@ def test_create_a_flow_add_and_remove_shapes_and_enable_it(admin_client, company
     assert flow.enabled is True
 
     admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/remove/")
-    assert not ConnectionShape.objects.exists()
+    assert not Shape.objects.exists()
 
 
 def test_an_endpoint_of_another_connector_or_company_is_refused(admin_client, company, other_company, instance, make_connector, make_instance):
@@ -38,7 +38,7 @@ def test_an_endpoint_of_another_connector_or_company_is_refused(admin_client, co
         response = admin_client.post(f"/flows/{flow.pk}/", {"target": target})
         assert response.status_code == 422
         assert "Choose an endpoint of one of your instances." in response.content.decode()
-    assert not ConnectionShape.objects.exists()
+    assert not Shape.objects.exists()
 
 
 def test_an_empty_flow_name_is_refused(admin_client):

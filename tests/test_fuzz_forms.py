@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from connectors import manifest as manifests
 from connectors.models import AuthMethod, Connector, ConnectorChange, Endpoint, Variable
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import ConnectionPool, Instance
 from patchworks_site.models import AuditEntry
 from tests.manifest_parts import basic_method
@@ -38,7 +38,7 @@ FUZZ = settings(
 )
 RUN = Counter()  # examples run per test, reported at the end of the module
 MODELS = (Connector, Variable, AuthMethod, Endpoint, ConnectorChange, Instance, ConnectionPool, ProcessFlow,
-          ConnectionShape, AuditEntry)
+          Shape, AuditEntry)
 ERROR_MARKERS = ("is-invalid", "invalid-feedback", "alert-danger", "errorlist", 'data-testid="import-errors"')
 
 # --- strategies -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import time
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import Instance
 
 
@@ -30,7 +30,7 @@ def test_an_instance_used_in_flows_is_not_removed_and_the_flows_are_listed(admin
     endpoint = instance.connector.endpoints.first()
     for name, enabled in (("Orders to ERP", True), ("Old sync", False)):
         flow = ProcessFlow.objects.create(company=instance.company, name=name, enabled=enabled)
-        ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=endpoint)
+        Shape.objects.create(flow=flow, instance=instance, endpoint=endpoint)
     response = admin_client.post(f"/instances/{instance.pk}/remove/", {"confirm": "confirm"}, headers={"HX-Request": "true"})
     body = response.content.decode()
     assert response.status_code == 409
@@ -42,7 +42,7 @@ def test_an_instance_used_in_flows_is_not_removed_and_the_flows_are_listed(admin
 
 def test_without_javascript_the_refusal_comes_back_as_a_message(admin_client, instance):
     flow = ProcessFlow.objects.create(company=instance.company, name="Orders")
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=instance.connector.endpoints.first())
+    Shape.objects.create(flow=flow, instance=instance, endpoint=instance.connector.endpoints.first())
     response = admin_client.post(f"/instances/{instance.pk}/remove/", {"confirm": "confirm"}, follow=True)
     assert "This instance is used in process flows." in response.content.decode()
     assert Instance.objects.filter(pk=instance.pk).exists()
@@ -72,7 +72,7 @@ def test_a_flow_added_concurrently_cannot_be_orphaned(client_for, admin_user, co
     def add_shape_slowly() -> None:
         try:
             with transaction.atomic():
-                ConnectionShape.objects.create(flow=flow, instance_id=pk, endpoint=endpoint)
+                Shape.objects.create(flow=flow, instance_id=pk, endpoint=endpoint)
                 shape_inserted.set()
                 time.sleep(1.0)  # the removal runs while this insert is not yet committed
         except IntegrityError as exc:
@@ -87,7 +87,7 @@ def test_a_flow_added_concurrently_cannot_be_orphaned(client_for, admin_user, co
     thread.join()
 
     instance_exists = Instance.objects.filter(pk=pk).exists()
-    shape_exists = ConnectionShape.objects.filter(flow=flow).exists()
+    shape_exists = Shape.objects.filter(flow=flow).exists()
     assert instance_exists == shape_exists  # never a shape pointing at a removed instance
     if instance_exists:
         assert response.status_code == 409 and "Racing flow" in response.content.decode()

@@ -165,9 +165,9 @@ def test_read_only_users_can_view_but_not_save(make_user, company, client_for, i
 
 
 def test_a_flow_using_the_instance_picks_up_changes(admin_client, instance, connector):
-    from flows.models import ConnectionShape, ProcessFlow
+    from flows.models import Shape, ProcessFlow
 
     flow = ProcessFlow.objects.create(company=instance.company, name="Orders", enabled=True)
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
+    Shape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())
     admin_client.post(f"/instances/{instance.pk}/", form_data(instance, name="Shop API - Renamed"))
     assert "Shop API - Renamed" in admin_client.get(f"/flows/{flow.pk}/").content.decode()

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from connectors.models import Connector
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from patchworks_site.models import AuditEntry, Role
 from tests import crawl
@@ -55,7 +55,7 @@ def _snapshot(world: crawl.World) -> dict:
         "pools": sorted(ConnectionPool.objects.filter(company=company).values_list("pk", "name", "limit")),
         "pool_connectors": sorted(ConnectionPool.connectors.through.objects.filter(connectionpool__company=company).values_list("pk", flat=True)),
         "flows": sorted(ProcessFlow.objects.filter(company=company).values_list("pk", "name", "enabled")),
-        "shapes": sorted(ConnectionShape.objects.filter(flow__company=company).values_list("pk", "instance_id", "endpoint_id")),
+        "shapes": sorted(Shape.objects.filter(flow__company=company).values_list("pk", "instance_id", "endpoint_id")),
         "checks": CredentialCheck.objects.filter(company=company).count(),
         "audit": AuditEntry.objects.filter(company=company).count(),
         "users": sorted(company.users.values_list("pk", "username", "password", "role", "is_staff")),
@@ -162,7 +162,7 @@ def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
 
     response = client.post(f"/flows/{own.flow.pk}/", {**token, "instance": other.instance.pk, "endpoint": other.connector.endpoints.first().pk})
     assert response.status_code in (200, 422)
-    assert not ConnectionShape.objects.filter(flow=own.flow, instance=other.instance).exists()
+    assert not Shape.objects.filter(flow=own.flow, instance=other.instance).exists()
 
     response = client.post("/instances/pools/new/", {**token, "name": "Mixed pool", "limit": "2", "timeout_seconds": "30",
                                                      "connectors": [other.connector.pk]})

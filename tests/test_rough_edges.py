@@ -7,7 +7,7 @@ import re
 import pytest
 
 from connectors.models import Connector
-from flows.models import ConnectionShape, ProcessFlow
+from flows.models import Shape, ProcessFlow
 from marketplace import catalog
 from marketplace.models import Installation
 from patchworks_site.models import Role
@@ -189,7 +189,7 @@ def test_the_wizard_names_each_authentication_method_once(admin_client, company,
 def used_instance(company, make_connector, make_instance):
     instance = make_instance(make_connector(company), "Busy shop")
     flow = ProcessFlow.objects.create(company=company, name="Orders to ERP", enabled=True)
-    ConnectionShape.objects.create(flow=flow, instance=instance, endpoint=instance.connector.endpoints.first())
+    Shape.objects.create(flow=flow, instance=instance, endpoint=instance.connector.endpoints.first())
     return instance
 
 

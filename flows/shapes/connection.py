@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from connectors.models import Direction
-from flows.models import ConnectionShape, FlowRunShape
+from flows.models import Shape, FlowRunShape
 from flows.shapes import ShapeFailed
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
@@ -20,7 +20,7 @@ MAX_RECORDED_FAILURES = 20
 MESSAGE_CHARS = 300
 
 
-def run(shape: ConnectionShape, bucket: list[list], record: FlowRunShape, checkpoint: Callable[[], None]) -> list[list]:
+def run(shape: Shape, bucket: list[list], record: FlowRunShape, checkpoint: Callable[[], None]) -> list[list]:
     """`checkpoint` is called between requests (it renews the run's lease and raises when a stop was requested)."""
     client = InstanceClient.for_instance(shape.instance)
     if shape.endpoint.direction == Direction.RECEIVE:
@@ -40,7 +40,7 @@ def records_of(data: object) -> tuple[list, str]:
     return [], "The response is not JSON; nothing was passed on."
 
 
-def _request(client: InstanceClient, shape: ConnectionShape, record: FlowRunShape, **kwargs) -> Exchange:
+def _request(client: InstanceClient, shape: Shape, record: FlowRunShape, **kwargs) -> Exchange:
     record.requests += 1
     try:
         return client.request(shape.endpoint.method, shape.endpoint.path, **kwargs)
@@ -67,7 +67,7 @@ def _failure(client: InstanceClient, exchange: Exchange, record: FlowRunShape) -
     return message
 
 
-def _receive(client: InstanceClient, shape: ConnectionShape, record: FlowRunShape) -> list[list]:
+def _receive(client: InstanceClient, shape: Shape, record: FlowRunShape) -> list[list]:
     exchange = _request(client, shape, record)
     problem = _failure(client, exchange, record)
     if problem:
@@ -82,7 +82,7 @@ def _receive(client: InstanceClient, shape: ConnectionShape, record: FlowRunShap
 
 def _send(
     client: InstanceClient,
-    shape: ConnectionShape,
+    shape: Shape,
     bucket: list[list],
     record: FlowRunShape,
     checkpoint: Callable[[], None],

@@ -94,7 +94,7 @@ class Command(BaseCommand):
         from connectors import editing
         from connectors import manifest as manifests
         from connectors.models import Connector
-        from flows.models import ConnectionShape, ProcessFlow
+        from flows.models import Shape, ProcessFlow
         from instances.models import ConnectionPool, Instance
         from marketplace import catalog
         from marketplace.models import Installation, Listing
@@ -161,7 +161,7 @@ class Command(BaseCommand):
 
         flow, _ = ProcessFlow.objects.get_or_create(company=acme, name="Sync Sandbox orders", defaults={"enabled": True})
         if not flow.shapes.exists():
-            ConnectionShape.objects.create(flow=flow, position=0, instance=uk, endpoint=sandbox.endpoints.get(key="list_orders"))
+            Shape.objects.create(flow=flow, position=0, instance=uk, endpoint=sandbox.endpoints.get(key="list_orders"))
 
         # A prebuilt connector installed at an older version and modified since.
         older = Listing.objects.filter(versions__isnull=False).exclude(slug="sandbox")

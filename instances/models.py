@@ -77,6 +77,8 @@ class Instance(models.Model):
     values = models.JSONField(default=dict, blank=True, help_text="Non-secret variable values.")
     secrets_ciphertext = models.TextField(blank=True, editable=False)
     last_checked_at = models.DateTimeField(null=True, blank=True)
+    # When a flow run last sent a request with this instance (set by the flow runner).
+    last_used_by_run_at = models.DateTimeField(null=True, blank=True)
     last_check_ok = models.BooleanField(null=True, blank=True)
     last_check_message = models.CharField(max_length=300, blank=True)
     # The origins (scheme://host:port) the stored secrets were entered for; see

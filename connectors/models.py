@@ -62,11 +62,12 @@ class Direction(models.TextChoices):
 
 
 class HttpMethod(models.TextChoices):
-    GET = "GET"
-    POST = "POST"
-    PUT = "PUT"
-    PATCH = "PATCH"
-    DELETE = "DELETE"
+    # Labelled as written everywhere else (without labels Django would show "Get").
+    GET = "GET", "GET"
+    POST = "POST", "POST"
+    PUT = "PUT", "PUT"
+    PATCH = "PATCH", "PATCH"
+    DELETE = "DELETE", "DELETE"
 
 
 class ConnectorQuerySet(models.QuerySet):

@@ -304,3 +304,15 @@ def test_without_javascript_the_flow_delete_link_opens_the_confirmation(admin_cl
     page = admin_client.get(f"/flows/{flow.pk}/?delete=1").content.decode()
     assert re.search(r'class="collapse show[^"]*"[^>]*id="delete-flow"', page)
     assert 'aria-expanded="true"' in page
+
+
+def test_the_admin_spells_http_methods_as_the_dashboard_does(company, make_user, client_for, sandbox_listing, install):
+    staff = make_user(company, Role.ADMINISTRATOR, "root")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    install(sandbox_listing, company)
+    client = client_for(staff)
+    page = client.get("/admin/connectors/endpoint/").content.decode()
+    assert "<td class=\"field-method\">GET</td>" in page
+    assert ">Get<" not in page and ">Post<" not in page
+    assert '<option value="POST">POST</option>' in client.get("/admin/connectors/endpoint/add/").content.decode()

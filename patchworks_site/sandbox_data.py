@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +36,7 @@ MAX_BODY_BYTES = 1024 * 1024
 RECEIVED_KEEP = 5_000
 DEFAULT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 MAX_HEADER_LENGTH = 64
+EARLIEST_ANCHOR = datetime(1980, 1, 1, tzinfo=UTC)
 
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Katherine", "Edsger", "Barbara", "Donald", "Margaret", "Tim", "Radia",
                "Linus", "Frances", "Dennis", "Hedy", "Ken", "Sophie"]
@@ -103,7 +105,13 @@ def anchor_from(params, now: datetime | None = None) -> datetime:
         raise InvalidInput("invalid_as_of", '"as_of" must be an ISO 8601 date and time in UTC, e.g. 2026-11-23T18:40:00Z.')
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(microsecond=0)
+    try:
+        moment = moment.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:
+        moment = EARLIEST_ANCHOR - timedelta(days=1)
+    if moment < EARLIEST_ANCHOR:  # order i must stay a representable date for every i
+        raise InvalidInput("invalid_as_of", f'"as_of" must be {EARLIEST_ANCHOR.year} or later.')
+    return moment
 
 
 def time_zone_from(headers) -> ZoneInfo:
@@ -130,16 +138,18 @@ def parse_moment(value: str, fmt: str, zone: ZoneInfo, name: str = "updated_sinc
     """`value` read with the strftime format `fmt`; a time without an offset is in `zone`."""
     try:
         moment = datetime.strptime(value, fmt)
-    except ValueError:
-        example = datetime.now(zone).strftime(fmt)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError, re.error):  # re.error: a format repeating a directive
+        try:
+            example = f" (e.g. {datetime.now(zone).strftime(fmt)})"
+        except ValueError:
+            example = ""
         raise InvalidInput(
             f"invalid_{name}",
-            f'"{name}" must be a date in the format {fmt} in the time zone {zone.key} '
-            f'(e.g. {example}); got "{value[:60]}".',
+            f'"{name}" must be a date in the format {fmt} in the time zone {zone.key}{example}; got "{value[:60]}".',
         )
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 # --- orders --------------------------------------------------------------------------------

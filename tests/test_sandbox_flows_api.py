@@ -165,9 +165,12 @@ def test_an_unknown_time_zone_or_format_is_a_400(api, headers):
     {"page": "two"}, {"page": "0"}, {"per_page": "101"}, {"per_page": "-5"}, {"count": "100001"}, {"count": "1e5"},
     {"page": "²"}, {"as_of": "yesterday"}, {"updated_since": "x\x00y"}, {"page": "1\x00"}, {"delay_ms": "10001"},
     {"delay_ms": "soon"}, {"fail_with": "200"}, {"fail_with": "600"}, {"per_page": "9" * 30},
+    {"as_of": "0001-01-01T00:00:00"}, {"as_of": "0001-01-01T00:00:00+05:00"},
+    {"updated_since": "2026-11-23T16:40:00+0000", "X-Sandbox-Date-Format": "%m %m"},
 ])
 def test_bad_parameters_are_a_clear_400(api, params):
-    response = get(api, "orders", **params)
+    headers = {k: params.pop(k) for k in list(params) if k.startswith("X-")}
+    response = get(api, "orders", headers, **params)
     assert response.status_code == 400
     body = response.json()
     assert body["error"].startswith("invalid_") and body["error_description"]
@@ -319,3 +322,37 @@ def test_delay_ms_answers_later(api):
 def test_credentials_are_checked_before_failing_on_demand(api):
     response = api.get("/sandbox/api/orders", {"fail_with": "500"})
     assert response.status_code == 401
+
+
+# --- a process flow run against the Sandbox, over real HTTP ------------------------------------------------------
+
+
+def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_server, company, sandbox_listing, install,
+                                                                        make_instance, client):
+    from flows import runner, runs
+    from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
+    from instances import transport
+
+    connector = install(sandbox_listing, company)
+    instance = make_instance(connector, "Sandbox - live", {"api_token": "sandbox-token"},
+                             auth_method=connector.auth_methods.get(key="token"),
+                             values={"base_url": f"{live_server.url}/sandbox/api"})
+    flow = ProcessFlow.objects.create(company=company, name="Sandbox round trip", enabled=True)
+    for position, key in enumerate(("list_orders", "create_order")):
+        Shape.objects.create(flow=flow, position=position, instance=instance, endpoint=connector.endpoints.get(key=key))
+
+    try:
+        run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    finally:
+        transport.adapters.clear()  # the kept-alive connections end, and the server threads holding them
+
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+    receive, send = run.shape_runs.order_by("position")
+    assert receive.items_out >= 25 and send.items_out == receive.items_out
+    stored = list(SandboxReceivedOrder.objects.order_by("id"))
+    assert len(stored) == receive.items_out
+    assert stored[0].body["number"].startswith("SB-") and "name" in stored[0].body["customer"]
+    user = User.objects.create_user(username="looker", password=None, company=company, role=Role.READ_ONLY)
+    client.force_login(user)
+    page = client.get("/sandbox/received-orders/").content.decode()
+    assert stored[0].body["number"] in page and stored[0].body["customer"]["name"] in page

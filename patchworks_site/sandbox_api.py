@@ -377,8 +377,14 @@ def me(request: HttpRequest, auth: str) -> HttpResponse:
 
 
 def _next_link(request: HttpRequest, **changes: object) -> str:
-    """This endpoint's URL with the same query and `changes` (a relative URL, resolved against the host)."""
+    """This endpoint's URL with the same query and `changes` (a relative URL, resolved against the host).
+
+    Credentials sent in the query (api_key, OAuth 1 parameters) are left out:
+    a link is no place for them, and the client authenticates every request itself.
+    """
     query = request.GET.copy()
+    for name in [n for n in query if n == "api_key" or n.startswith("oauth_")]:
+        del query[name]
     for name, value in changes.items():
         query[name] = str(value)
     return f"{request.path}?{query.urlencode()}"

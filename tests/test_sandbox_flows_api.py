@@ -189,6 +189,15 @@ def test_products_follow_next_links_to_the_end(api):
     assert len(follow(api, get(api, "products", count=1000, limit=100))) == 1000
 
 
+def test_credentials_in_the_query_stay_out_of_the_next_link(api):
+    response = api.get("/sandbox/api/products", {"api_key": "sandbox-token", "limit": "5"})
+    assert response.status_code == 200
+    link = response.json()["links"]["next"]
+    assert "sandbox-token" not in link and "api_key" not in link and "limit=5" in link
+    orders = api.get("/sandbox/api/orders", {"api_key": "sandbox-token"}).json()
+    assert "sandbox-token" not in orders["links"]["next"]
+
+
 def test_a_forged_cursor_is_a_400(api):
     response = get(api, "products", cursor="not-a-cursor")
     assert response.status_code == 400 and response.json()["error"] == "invalid_cursor"

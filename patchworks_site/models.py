@@ -103,3 +103,20 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.object_repr} {self.action}"
+
+
+class SandboxReceivedOrder(models.Model):
+    """An order the Sandbox API received (POST /sandbox/api/orders), so a flow's result can be seen.
+
+    The Sandbox is one practice API shared by the whole dashboard: these rows
+    belong to no company. Only the newest SANDBOX_RECEIVED_KEEP are kept.
+    """
+
+    received_at = models.DateTimeField(db_index=True)
+    body = models.JSONField()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Sandbox order received {self.received_at:%Y-%m-%d %H:%M:%S}"

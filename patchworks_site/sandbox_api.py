@@ -23,6 +23,21 @@ HTTP. It accepts exactly:
 
 Anything else gets 401 with a JSON error body. The Sandbox keeps its codes,
 nonces and refresh-token chains in the cache (Redis when configured).
+
+Data for process flows (records generated lazily, see sandbox_data):
+
+- ``GET /orders``: page-number pagination (``page``, ``per_page`` ≤ 100,
+  ``count`` ≤ 100,000 orders, ``as_of`` pins the list), newest ``updated_at``
+  first; ``updated_since`` is read in the zone of the ``X-Sandbox-Time-Zone``
+  header with the strftime format of ``X-Sandbox-Date-Format``, so a flow that
+  formats dates wrongly gets visibly wrong results.
+- ``GET /products``: next-link pagination (``limit``, ``count``, a cursor in ``links.next``).
+- ``POST /orders`` stores one order (a JSON object) or a batch (a list of them);
+  ``GET /orders/received`` lists what was stored, and the dashboard page
+  ``/sandbox/received-orders/`` shows it.
+- Every data endpoint takes ``delay_ms`` (0-10000: answers that much later) and
+  ``fail_with`` (400-599: answers with that status and a JSON error), for
+  demonstrations and tests.
 """
 
 from __future__ import annotations
@@ -41,14 +56,20 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core import signing
 from django.core.cache import cache
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
+
+from patchworks_site import sandbox_data as data
+from patchworks_site.models import SandboxReceivedOrder
+from patchworks_site.tenancy import company_of
 
 BASIC_USERNAME = "sandbox"
 BASIC_PASSWORD = "sandbox-secret"
@@ -70,20 +91,6 @@ OAUTH1_TOKEN = "sandbox-token-id"
 OAUTH1_TOKEN_SECRET = "sandbox-token-secret"
 OAUTH1_MAX_CLOCK_SKEW = 300
 
-ORDERS = [
-    {"id": 1001 + i, "customer": name, "total": total, "currency": "GBP", "status": status}
-    for i, (name, total, status) in enumerate(
-        [
-            ("Ada Lovelace", "120.00", "paid"),
-            ("Grace Hopper", "54.50", "shipped"),
-            ("Alan Turing", "9.99", "pending"),
-        ]
-    )
-]
-PRODUCTS = [
-    {"sku": "PW-TEE-001", "name": "Patchworks T-shirt", "price": "18.00", "stock": 42},
-    {"sku": "PW-MUG-002", "name": "Patchworks mug", "price": "9.50", "stock": 7},
-]
 CUSTOMERS = [{"id": 1, "name": "Ada Lovelace"}, {"id": 2, "name": "Grace Hopper"}]
 
 
@@ -182,8 +189,26 @@ def authenticated_by(request: HttpRequest) -> str | None:
     return None
 
 
-def sandbox_view(methods: tuple[str, ...]) -> Callable:
-    """Public, CSRF-exempt, authenticated JSON endpoint allowing `methods`."""
+def _demonstration(request: HttpRequest) -> HttpResponse | None:
+    """Honour `delay_ms` (sleep) and `fail_with` (answer with that status): slow or failing APIs on demand."""
+    delay_ms = data.integer(request.GET, "delay_ms", 0, 0, data.MAX_DELAY_MS)
+    fail_with = data.integer(request.GET, "fail_with", 0, 400, 599) if request.GET.get("fail_with") else 0
+    if delay_ms:
+        time.sleep(delay_ms / 1000)
+    if not fail_with:
+        return None
+    response = _error(fail_with, "demonstration_failure", f"The Sandbox answered {fail_with} because fail_with asked it to.")
+    if fail_with in (429, 503):
+        response["Retry-After"] = "1"
+    return response
+
+
+def sandbox_view(methods: tuple[str, ...], demonstrations: bool = True) -> Callable:
+    """Public, CSRF-exempt, authenticated JSON endpoint allowing `methods`.
+
+    Bad parameters (data.InvalidInput) are a 400 with a JSON error naming what
+    was expected. Data endpoints also take `delay_ms` and `fail_with`.
+    """
 
     def decorator(func: Callable) -> Callable:
         @csrf_exempt
@@ -194,7 +219,12 @@ def sandbox_view(methods: tuple[str, ...]) -> Callable:
             auth = authenticated_by(request)
             if auth is None:
                 return _error(401, "unauthorized", "Missing or invalid credentials.")
-            return func(request, auth, *args, **kwargs)
+            try:
+                if demonstrations and (failure := _demonstration(request)) is not None:
+                    return failure
+                return func(request, auth, *args, **kwargs)
+            except data.InvalidInput as exc:
+                return _error(400, exc.error, exc.description)
 
         return wrapper
 
@@ -341,27 +371,100 @@ def oauth_token(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME})
 
 
-@sandbox_view(("GET",))
+@sandbox_view(("GET",), demonstrations=False)
 def me(request: HttpRequest, auth: str) -> HttpResponse:
     return JsonResponse({"account": "Sandbox Retail", "authenticated_with": auth})
+
+
+def _next_link(request: HttpRequest, **changes: object) -> str:
+    """This endpoint's URL with the same query and `changes` (a relative URL, resolved against the host).
+
+    Credentials sent in the query (api_key, OAuth 1 parameters) are left out:
+    a link is no place for them, and the client authenticates every request itself.
+    """
+    query = request.GET.copy()
+    for name in [n for n in query if n == "api_key" or n.startswith("oauth_")]:
+        del query[name]
+    for name, value in changes.items():
+        query[name] = str(value)
+    return f"{request.path}?{query.urlencode()}"
 
 
 @sandbox_view(("GET", "POST"))
 def orders(request: HttpRequest, auth: str) -> HttpResponse:
     if request.method == "POST":
-        try:
-            order = json.loads(request.body or b"{}")
-        except ValueError:
-            return _error(400, "invalid_json", "The request body is not JSON.")
-        if not isinstance(order, dict):
-            return _error(400, "invalid_order", "Send one order as a JSON object.")
-        return JsonResponse({"id": 2001, "status": "pending", **order}, status=201)
-    return JsonResponse({"data": ORDERS, "count": len(ORDERS)})
+        return _receive_orders(request)
+    count = data.integer(request.GET, "count", data.DEFAULT_ORDER_COUNT, 0, data.MAX_COUNT)
+    per_page = data.integer(request.GET, "per_page", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
+    page_number = data.integer(request.GET, "page", 1, 1, data.MAX_COUNT)
+    anchor = data.anchor_from(request.GET)
+    since_text = data.text(request.GET, "updated_since", max_length=100)
+    since = None
+    if since_text:
+        zone, fmt = data.time_zone_from(request.headers), data.date_format_from(request.headers)
+        since = data.parse_moment(since_text, fmt, zone)
+    page = data.Page(page_number, per_page, data.orders_matching(count, anchor, since))
+    as_of = data.iso(anchor)
+    return JsonResponse({
+        "orders": data.order_page(page, anchor),
+        "meta": {"page": page.number, "per_page": page.size, "total": page.total, "as_of": as_of},
+        "links": {"next": _next_link(request, page=page.number + 1, per_page=per_page, as_of=as_of) if page.has_next else None},
+    })
+
+
+def _receive_orders(request: HttpRequest) -> HttpResponse:
+    """Store one order (a JSON object) or a batch (a JSON list of objects); 201 with what was stored."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > data.MAX_BODY_BYTES or len(request.body) > data.MAX_BODY_BYTES:
+        return _error(413, "too_large", f"Send at most {data.MAX_BODY_BYTES // 1024} KB of orders in one request.")
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RecursionError):
+        return _error(400, "invalid_json", "The request body is not JSON.")
+    rows = data.store_received(data.received_orders_from(body))
+    answers = [{"id": row.pk, "received_at": data.iso(row.received_at)} for row in rows]
+    return JsonResponse(answers if isinstance(body, list) else answers[0], status=201, safe=False)
+
+
+@sandbox_view(("GET",))
+def received_orders(request: HttpRequest, auth: str) -> HttpResponse:
+    """What POST /orders stored, newest first, paginated like GET /orders."""
+    per_page = data.integer(request.GET, "per_page", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
+    page_number = data.integer(request.GET, "page", 1, 1, data.MAX_COUNT)
+    page = data.Page(page_number, per_page, SandboxReceivedOrder.objects.count())
+    rows = SandboxReceivedOrder.objects.order_by("-id")[page.start:page.stop] if page.start < page.total else []
+    return JsonResponse({
+        "orders": [{"id": row.pk, "received_at": data.iso(row.received_at), "body": row.body} for row in rows],
+        "meta": {"page": page.number, "per_page": page.size, "total": page.total},
+        "links": {"next": _next_link(request, page=page.number + 1) if page.has_next else None},
+    })
 
 
 @sandbox_view(("GET",))
 def products(request: HttpRequest, auth: str) -> HttpResponse:
-    return JsonResponse({"data": PRODUCTS, "count": len(PRODUCTS)})
+    count = data.integer(request.GET, "count", data.DEFAULT_PRODUCT_COUNT, 0, data.MAX_COUNT)
+    limit = data.integer(request.GET, "limit", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
+    offset = data.offset_from(data.text(request.GET, "cursor", max_length=60))
+    stop = min(count, offset + limit)
+    following = _next_link(request, cursor=data.cursor_for(stop)) if stop < count else None
+    return JsonResponse({"products": [data.product(i) for i in range(offset, stop)], "links": {"next": following}})
+
+
+RECEIVED_PAGE_SIZE = 50
+
+
+@require_GET
+def received_orders_page(request: HttpRequest) -> HttpResponse:
+    """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result."""
+    company_of(request)  # any logged-in user of a company; the Sandbox belongs to none
+    page = Paginator(SandboxReceivedOrder.objects.order_by("-id"), RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
+    for row in page:
+        row.summary = data.summary(row.body)
+        row.pretty = json.dumps(row.body, indent=2, ensure_ascii=False)[:4000]
+    return render(request, "sandbox/received_orders.html", {"page": page, "keep": data.RECEIVED_KEEP})
 
 
 @sandbox_view(("GET",))
@@ -391,6 +494,7 @@ urlpatterns = [
     path("oauth/authorize", oauth_authorize, name="sandbox-oauth-authorize"),
     path("me", me, name="sandbox-me"),
     path("orders", orders, name="sandbox-orders"),
+    path("orders/received", received_orders, name="sandbox-received-orders-api"),
     path("products", products, name="sandbox-products"),
     path("customers", customers, name="sandbox-customers"),
     path("stock", stock, name="sandbox-stock"),

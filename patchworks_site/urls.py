@@ -15,6 +15,7 @@ urlpatterns = [
     path("marketplace/", include("marketplace.urls")),
     path("audit/", views.audit_log, name="audit_log"),
     path("sandbox/api/", include(sandbox_api.urlpatterns)),
+    path("sandbox/received-orders/", sandbox_api.received_orders_page, name="sandbox_received_orders"),
     path("admin/", admin.site.urls),
 ]
 

@@ -425,10 +425,13 @@ ROUTES: dict[str, Fill] = {
     "sandbox/api/oauth/authorize": Fill(PUBLIC),
     "sandbox/api/me": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/orders": Fill(PUBLIC, csrf_exempt=True),
+    "sandbox/api/orders/received": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/products": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/customers": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/stock": Fill(PUBLIC, csrf_exempt=True),
     "sandbox/api/<path:rest>": Fill(PUBLIC, lambda own, w: [{"rest": "unknown/resource"}], csrf_exempt=True),
+    # the page showing what the Sandbox received: shared by every company (the Sandbox belongs to none)
+    "sandbox/received-orders/": Fill(GLOBAL),
     # the Django admin's own pages
     "admin/": Fill(ADMIN),
     "admin/login/": Fill(PUBLIC),

@@ -14,12 +14,13 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from connectors.models import Connector
 from flows.models import ProcessFlow
 from instances.models import ConnectionPool, Instance
-from patchworks_site.models import Company, Role, User
+from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -196,6 +197,13 @@ def test_every_main_page_and_state_has_no_serious_or_critical_violation(a11y_pag
     audit("process flow, delete opened")
     page.goto("/audit/")
     audit("audit log")
+    page.goto("/sandbox/received-orders/")
+    audit("sandbox received orders, empty")
+    SandboxReceivedOrder.objects.create(received_at=timezone.now(), body={
+        "reference": "SB-1", "customer": "Ada Lovelace", "total": "9.99", "updated": "11/23/2026 13:40"})
+    page.goto("/sandbox/received-orders/")
+    page.get_by_text("JSON", exact=True).click()
+    audit("sandbox received orders, one opened")
 
     # A read-only user: update available as information.
     User.objects.create_user("reader", password="pw-for-tests", company=acme, role=Role.READ_ONLY)

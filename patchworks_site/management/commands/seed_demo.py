@@ -128,7 +128,7 @@ class Command(BaseCommand):
             listing_version = listing.versions.get(version=version) if version else listing.latest_version
             return catalog.install(listing_version, company, user=demo if company == acme else None)
 
-        def instance(connector, name: str, method_key: str, values: dict, secrets: dict, pool=None) -> Instance:
+        def instance(connector, name: str, method_key: str, values: dict, secrets: dict, pool=None, **fields) -> Instance:
             found = Instance.objects.filter(connector=connector, name=name).first()
             if found:
                 return found
@@ -140,6 +140,7 @@ class Command(BaseCommand):
                 connection_pool=pool,
                 values=values,
                 created_by=demo if connector.company_id == acme.id else None,
+                **fields,
             )
             obj.set_secrets(secrets)
             obj.save()
@@ -162,6 +163,8 @@ class Command(BaseCommand):
         flow, _ = ProcessFlow.objects.get_or_create(company=acme, name="Sync Sandbox orders", defaults={"enabled": True})
         if not flow.shapes.exists():
             Shape.objects.create(flow=flow, position=0, instance=uk, endpoint=sandbox.endpoints.get(key="list_orders"))
+
+        self._seed_order_sync(acme, sandbox, demo, instance)
 
         # A prebuilt connector installed at an older version and modified since.
         older = Listing.objects.filter(versions__isnull=False).exclude(slug="sandbox")
@@ -212,3 +215,72 @@ class Command(BaseCommand):
         with audit.acting_as(None):
             globex_sandbox = installed(globex, "sandbox")
             instance(globex_sandbox, "Globex sandbox", "token", dict(base), {"api_token": "sandbox-token"})
+
+    def _seed_order_sync(self, acme, sandbox, demo, instance) -> None:
+        """A flow that runs on its own: Sandbox orders of the last 24 hours, mapped, sent to a US Sandbox instance.
+
+        It needs the Sandbox version whose List orders pages and takes updated_since
+        (DEMO_FLOW_SANDBOX_VERSION or newer). Acme's own Sandbox connector stays at
+        1.0.0 (so "update available" shows); the newer version is installed alongside
+        it, as a user would. Without that version in the catalog the flow is skipped.
+        """
+        from django.utils import timezone
+
+        from flows.models import ProcessFlow, Shape, ShapeKind
+        from flows.schedules import create_schedule
+        from marketplace import catalog, updates
+        from marketplace.models import Installation
+
+        if ProcessFlow.objects.filter(company=acme, name=DEMO_FLOW_NAME).exists():
+            return
+        target = sandbox.installation.listing_version.listing.latest_version
+        if target is None or catalog.version_key(target.version) < catalog.version_key(DEMO_FLOW_SANDBOX_VERSION):
+            self.stdout.write(self.style.WARNING(
+                f"The demo flow {DEMO_FLOW_NAME!r} was skipped: it needs Sandbox {DEMO_FLOW_SANDBOX_VERSION} in the catalog."
+            ))
+            return
+        if Installation.objects.filter(connector=sandbox, listing_version=target).exists():
+            connector = sandbox
+        else:
+            connector = updates.alongside_copy(sandbox, target) or updates.install_alongside(sandbox, user=demo)
+        list_orders = connector.endpoints.filter(key="list_orders").first()
+        create_order = connector.endpoints.filter(key="create_order").first()
+        if list_orders is None or create_order is None or not connector.auth_methods.filter(key="token").exists():
+            self.stdout.write(self.style.WARNING(
+                f"The demo flow {DEMO_FLOW_NAME!r} was skipped: {connector.name} lacks List orders, Create order "
+                "or the API token method."
+            ))
+            return
+        token = ({"base_url": settings.SANDBOX_BASE_URL}, {"api_token": "sandbox-token"})
+        source = instance(connector, "Sandbox orders - London", "token", *token, time_zone="Europe/London")
+        target_instance = instance(
+            connector, "Sandbox (US)", "token", *token, time_zone="America/New_York", date_format="%m/%d/%Y %H:%M",
+        )
+        flow = ProcessFlow.objects.create(company=acme, name=DEMO_FLOW_NAME, enabled=True)
+        field = {"constant": "", "convert_date": False}
+        Shape.objects.bulk_create([
+            Shape(flow=flow, position=0, kind=ShapeKind.CONNECTION, instance=source, endpoint=list_orders, config={
+                "timeout": 30, "retries": 1, "allow_unsuccessful": False, "send_as": "item",
+                "parameters": {"updated_since": "{{since}}"},
+            }),
+            Shape(flow=flow, position=1, kind=ShapeKind.FILTER, config={
+                "match": "all",
+                "rules": [{"field": "updated_at", "comparison": "in_last", "value": "24", "unit": "hours"}],
+            }),
+            Shape(flow=flow, position=2, kind=ShapeKind.MAP, config={
+                "fields": [
+                    {"target": "reference", "source": "number", **field},
+                    {"target": "customer", "source": "customer.name", **field},
+                    {"target": "total", "source": "total", **field},
+                    {"target": "updated", "source": "updated_at", **field, "convert_date": True},
+                ],
+                "keep_unmapped": False,
+            }),
+            Shape(flow=flow, position=3, kind=ShapeKind.CONNECTION, instance=target_instance, endpoint=create_order,
+                  config={"timeout": 30, "retries": 1, "allow_unsuccessful": False, "send_as": "batch", "parameters": {}}),
+        ])
+        create_schedule(flow, "minutes", now=timezone.now(), every=15)
+
+
+DEMO_FLOW_NAME = "Sandbox orders to Sandbox (US)"
+DEMO_FLOW_SANDBOX_VERSION = "1.3.0"

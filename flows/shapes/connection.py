@@ -68,6 +68,7 @@ def settings_of(shape) -> tuple[dict, list[str]]:
             return default
         return value
 
+    timeout, retries = number("timeout", DEFAULT_TIMEOUT, 1, MAX_TIMEOUT), number("retries", 0, 0, MAX_RETRIES)
     parameters = config.get("parameters") or {}
     if not isinstance(parameters, dict):
         problems.append("parameters must be a set of name: value pairs.")
@@ -77,8 +78,8 @@ def settings_of(shape) -> tuple[dict, list[str]]:
         problems.append('send_as must be "item" or "batch".')
         send_as = "item"
     return {
-        "timeout": number("timeout", DEFAULT_TIMEOUT, 1, MAX_TIMEOUT),
-        "retries": number("retries", 0, 0, MAX_RETRIES),
+        "timeout": timeout,
+        "retries": retries,
         "allow_unsuccessful": bool(config.get("allow_unsuccessful", False)),
         "send_as": send_as,
         "parameters": {str(k): "" if v is None else str(v) for k, v in parameters.items()},
@@ -159,8 +160,7 @@ class Connection(Stage):
         endpoint, record = self.shape.endpoint, self.open()
         attempt = 0
         while True:
-            if self.sent_requests:
-                self.ctx.checkpoint()
+            self.ctx.checkpoint()
             self.sent_requests += 1
             record.requests += 1
             kwargs = {"headers": dict(self.headers), "params": params or {}, "timeout": self.config["timeout"], **body}

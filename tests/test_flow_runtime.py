@@ -490,3 +490,32 @@ def test_retention_deletes_old_runs_and_clears_old_payload_samples(company, othe
     assert set(FlowRun.objects.values_list("pk", flat=True)) == {kept.pk, recent.pk, running.pk, other.pk}
     samples = dict(FlowRunShape.objects.values_list("run_id", "payload_sample"))
     assert samples == {kept.pk: None, recent.pk: {"in": [1]}, running.pk: None, other.pk: None}
+
+
+def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, httpserver):
+    from instances import limits
+    from instances.models import ConnectionPool
+
+    pool = ConnectionPool.objects.create(company=company, name="Storefront", limit=1, timeout_seconds=10)
+    pool.connectors.add(connector)
+    instance.connection_pool = pool
+    instance.save()
+    httpserver.expect_request("/api/orders").respond_with_json([{"id": 1}])
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another request of the pool is in flight for a while
+        with limits.pool_slot(pool):
+            held.set()
+            release.wait(1.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        run = run_flow(flow_of(company, connection(instance, "list_orders")))
+    finally:
+        release.set()
+        holder.join()
+    assert run.status == RunStatus.SUCCESS
+    receive = run.shape_runs.get()
+    assert receive.pool_wait_ms >= 300 and receive.rate_limit_wait_ms < 300

@@ -13,6 +13,7 @@ from werkzeug import Request, Response
 
 from flows import retention, runner, runs
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
+from tests.raw_server import raw_server  # noqa: F401 - fixture
 from tests.flow_helpers import (
     API_TOKEN, connection, endpoint_of, filter_shape, flow_of, map_shape, shop_connector,
 )
@@ -58,13 +59,12 @@ def accept_imports(httpserver):
 
 def test_since_is_written_in_each_instance_s_zone_and_format(company, connector, make_instance, httpserver):
     """The same moment (reference time minus 24 hours) goes out as two different strings."""
-    endpoint_of(connector.endpoints.get(key="list_orders") and make_instance(connector, "probe", {"api_token": API_TOKEN}),
-                "list_orders", request_parameters=[
-                    {"name": "updated_since", "location": "query", "required": False, "default": "{{since}}",
-                     "label": "Updated since"},
-                    {"name": "X-Zone", "location": "header", "required": False, "default": "{{instance.time_zone}}",
-                     "label": "Zone"},
-                ])
+    connector.endpoints.filter(key="list_orders").update(request_parameters=[
+        {"name": "updated_since", "location": "query", "required": False, "default": "{{since}}",
+         "label": "Updated since"},
+        {"name": "X-Zone", "location": "header", "required": False, "default": "{{instance.time_zone}}",
+         "label": "Zone"},
+    ])
     london = make_instance(connector, "London", {"api_token": API_TOKEN},
                            time_zone="Europe/London", date_format="%d/%m/%Y %H:%M")
     tokyo = make_instance(connector, "Tokyo", {"api_token": API_TOKEN},
@@ -519,3 +519,43 @@ def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, h
     assert run.status == RunStatus.SUCCESS
     receive = run.shape_runs.get()
     assert receive.pool_wait_ms >= 300 and receive.rate_limit_wait_ms < 300
+
+
+def test_a_transport_error_is_retried(company, make_connector, make_instance, raw_server):
+    def script(conn) -> None:
+        conn.read_request()
+        if server.connections == 1:
+            conn.reset()  # the first attempt: the connection is reset
+            return
+        body = b'[{"id": 1}]'
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    server = raw_server(script)
+    instance = make_instance(shop_connector(make_connector, company, server.url_for("/api")), "Raw",
+                             {"api_token": API_TOKEN})
+    run = run_flow(flow_of(company, connection(instance, "list_orders", retries=1)))
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+    receive = run.shape_runs.get()
+    assert (receive.requests, receive.retries, receive.items_out) == (2, 1, 1)
+
+
+def test_a_receive_shape_after_others_starts_again_once_they_are_done(company, instance, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json([{"id": 1}, {"id": 2}])
+    accept_imports(httpserver)
+    run = run_flow(flow_of(
+        company, connection(instance, "list_orders"), connection(instance, "import_order"),
+        connection(instance, "list_orders"), connection(instance, "import_order"),
+    ))
+    assert run.status == RunStatus.SUCCESS
+    assert [r.path for r, _ in httpserver.log] == ["/api/orders", "/api/imports", "/api/imports"] * 2
+    counts = [(s.position, s.items_in, s.items_out) for s in run.shape_runs.all()]
+    # What the first send passed on is counted as the second receive's items in; it goes no further.
+    assert counts == [(0, 0, 2), (1, 2, 2), (2, 2, 2), (3, 2, 2)]
+
+
+def test_the_retention_task_runs_hourly():
+    from flows import tasks
+
+    assert tasks.clean_up_runs.task_class().validate_datetime(datetime(2026, 7, 1, 5, 17))
+    assert not tasks.clean_up_runs.task_class().validate_datetime(datetime(2026, 7, 1, 5, 18))

@@ -559,3 +559,14 @@ def test_the_retention_task_runs_hourly():
 
     assert tasks.clean_up_runs.task_class().validate_datetime(datetime(2026, 7, 1, 5, 17))
     assert not tasks.clean_up_runs.task_class().validate_datetime(datetime(2026, 7, 1, 5, 18))
+
+
+def test_an_instance_whose_date_format_cannot_write_dates_fails_validation(company, instance, httpserver):
+    instance.date_format = "%Y-%Q"
+    instance.save()
+    run = run_flow(flow_of(company, connection(instance, "list_orders")))
+    assert run.status == RunStatus.FAILED and httpserver.log == []
+    assert run.failure_reason == (
+        "Shape 1 (Shop - UK → List orders): the instance's date settings cannot write the run's dates: "
+        'unknown directive "%Q" in the date format "%Y-%Q".'
+    )

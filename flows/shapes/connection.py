@@ -29,6 +29,7 @@ from django.conf import settings
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
+from flows import dates
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
@@ -133,7 +134,11 @@ class Connection(Stage):
         if not self.receives and self.config["send_as"] == "batch" and endpoint.body_encoding == BodyEncoding.FORM:
             problems.append("a batch is sent as a JSON list, but the endpoint sends form data. Send items one by one.")
         self.client = self.ctx.clients[shape.instance_id]
-        values = {**self.client.values, **self.ctx.placeholders(shape.instance)}
+        try:
+            placeholders = self.ctx.placeholders(shape.instance)
+        except dates.DateError as exc:
+            return [*problems, f"the instance's date settings cannot write the run's dates: {exc}."]
+        values = {**self.client.values, **placeholders}
         self.query = {str(k): fill(str(v), values) for k, v in (endpoint.parameters or {}).items()}
         self.query = {k: v for k, v in self.query.items() if v != ""}
         for declared in endpoint.request_parameters or []:

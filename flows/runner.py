@@ -4,9 +4,9 @@ A worker claims the run with one conditional UPDATE (queued -> running), so a
 run is never executed twice, however many workers receive its task. While it
 runs, the worker holds a lease that a heartbeat thread renews; a worker that is
 killed stops renewing it and the scheduler tick fails the run ("worker lost").
-Shapes run in order (one module per shape kind in flows.shapes), and every
-request goes through the one instance client (SSRF guard, rate limit,
-connection pool, redaction).
+Pages stream through the shapes (one module per shape kind in flows.shapes,
+see Execution), and every request goes through the one instance client (SSRF
+guard, rate limit, connection pool, redaction).
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from flows.models import Shape, FlowRun, FlowRunShape, RunStatus, ShapeStatus
-from flows.shapes import ShapeFailed, connection as connection_shape
+from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
+from flows.shapes import Context, ShapeFailed, Stage
+from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
+from instances import redaction
+from instances.client import InstanceClient
+from instances.models import Instance
 
 logger = logging.getLogger(__name__)
 
@@ -126,34 +130,80 @@ def execute(run_pk: int) -> FlowRun | None:
     return run
 
 
-def shape_name(shape: Shape) -> str:
-    target = shape.endpoint.name if shape.endpoint_id else f"missing endpoint {shape.missing_endpoint}".strip()
-    return f"{shape.instance.name} → {target}"
+def stages_for(shapes: list[Shape], ctx: Context) -> list[Stage]:
+    """One stage per shape; filters and maps learn the instances around them (for their dates)."""
+    connections = [(i, s.instance) for i, s in enumerate(shapes) if s.kind == ShapeKind.CONNECTION and s.instance_id]
+
+    def before(position: int):
+        return next((inst for i, inst in reversed(connections) if i < position), None)
+
+    def after(position: int):
+        return next((inst for i, inst in connections if i > position), None)
+
+    stages: list[Stage] = []
+    for position, shape in enumerate(shapes):
+        if shape.kind == ShapeKind.FILTER:
+            stages.append(filter_shape.Filter(shape, position, ctx, source=before(position)))
+        elif shape.kind == ShapeKind.MAP:
+            stages.append(map_shape.Map(shape, position, ctx, source=before(position), target=after(position)))
+        else:
+            stages.append(connection_shape.Connection(shape, position, ctx))
+    return stages
 
 
-def shape_label(position: int, shape: Shape) -> str:
-    return f"Shape {position + 1} ({shape_name(shape)})"
-
-
-def validate(run: FlowRun, shapes: list[Shape]) -> list[str]:
-    """Why the flow cannot run, found before any request is made."""
-    if not shapes:
+def validate(run: FlowRun, stages: list[Stage]) -> list[str]:
+    """Why the flow cannot run, found before any request is made; each problem names its shape."""
+    if not any(stage.shape.kind == ShapeKind.CONNECTION for stage in stages):
         return ["The flow has no connection shapes."]
     problems = []
-    for position, shape in enumerate(shapes):
-        label = shape_label(position, shape)
-        if shape.instance.company_id != run.company_id:
-            problems.append(f"{label}: the instance is not one of this company's.")
-        elif shape.endpoint_id is None:
-            problems.append(
-                f"{label}: its endpoint was removed by a connector update. Choose another endpoint for this shape."
-            )
-        elif shape.endpoint.connector_id != shape.instance.connector_id:
-            problems.append(f"{label}: the endpoint does not belong to the instance's connector.")
+    for stage in stages:
+        if stage.shape.kind not in ShapeKind.values:
+            problems.append(f'{stage.label}: unknown kind of shape "{stage.shape.kind}".')
+            continue
+        problems += [f"{stage.label}: {problem}" for problem in stage.problems()]
     return problems
 
 
+def last_success(run: FlowRun):
+    """The reference time of the flow's last successful run before this one (None if none)."""
+    return (
+        FlowRun.objects.filter(flow_id=run.flow_id, status=RunStatus.SUCCESS, reference_time__lte=run.reference_time)
+        .exclude(pk=run.pk).order_by("-reference_time").values_list("reference_time", flat=True).first()
+    )
+
+
+def context_for(run: FlowRun, shapes: list[Shape], checkpoint) -> Context:
+    """The run's placeholders and one client per instance used (secrets of them all redact every text)."""
+    success = last_success(run)
+    bounds = [
+        filter_shape.earliest(shape.config, run.reference_time, success)
+        for shape in shapes if shape.kind == ShapeKind.FILTER
+    ]
+    bounds = [b for b in bounds if b is not None]
+    ctx = Context(run=run, reference_time=run.reference_time, last_success=success,
+                  since=min(bounds) if bounds else None, checkpoint=checkpoint)
+    secrets: list[str] = []
+    for shape in shapes:
+        if shape.instance_id and shape.instance_id not in ctx.clients:
+            client = InstanceClient.for_instance(shape.instance)
+            ctx.clients[shape.instance_id] = client
+            secrets += client.secret_values
+    ctx.variants = redaction.secret_variants(secrets)
+    return ctx
+
+
 class Execution:
+    """Streams pages through the shapes.
+
+    The flow is cut into segments at every receive shape: the receive shape
+    reads its pages one by one and each page goes through the shapes after it
+    (filter, map, send, ...) before the next page is requested, so each shape
+    holds at most one page. A receive shape after other shapes starts a new
+    segment once the earlier segment is done: what reaches it is counted as its
+    items in and goes no further (it fetches its own records, as it always
+    did). Shapes before the first receive shape get no items.
+    """
+
     def __init__(self, run: FlowRun, owner: str):
         self.run_obj, self.owner = run, owner
 
@@ -170,36 +220,108 @@ class Execution:
                 "instance__connector", "instance__auth_method", "instance__connection_pool", "endpoint"
             )
         )
-        problems = validate(self.run_obj, shapes)
+        if not shapes:
+            return Outcome(RunStatus.FAILED, "The flow has no connection shapes.")
+        ctx = context_for(self.run_obj, shapes, self.checkpoint)
+        stages = stages_for(shapes, ctx)
+        problems = validate(self.run_obj, stages)
         if problems:
             return Outcome(RunStatus.FAILED, " ".join(problems))
-        bucket: list[list] = []  # the payloads the previous shape passed on
-        warnings: list[str] = []
-        partial = False
-        for position, shape in enumerate(shapes):
-            label = shape_label(position, shape)
-            record = FlowRunShape.objects.create(
-                run=self.run_obj, position=position, shape=shape, shape_name=shape_name(shape),
-                started_at=timezone.now(), items_in=sum(len(p) for p in bucket),
-            )
-            try:
-                self.checkpoint()
-                bucket = connection_shape.run(shape, bucket, record, self.checkpoint)
-            except StopRequested:
-                self.finish_shape(record, ShapeStatus.STOPPED)
-                return Outcome(RunStatus.STOPPED, "Stopped by a user.", warnings)
-            except ShapeFailed as exc:
-                record.errors = (record.errors + [str(exc)])[-connection_shape.MAX_RECORDED_FAILURES:]
-                self.finish_shape(record, ShapeStatus.FAILED)
-                return Outcome(RunStatus.FAILED, f"{label}: {exc}", warnings)
-            # Errors without a failure: some items were refused, the others went on.
-            partial = partial or bool(record.errors)
-            self.finish_shape(record, ShapeStatus.PARTIAL_SUCCESS if record.errors else ShapeStatus.SUCCESS)
-            warnings += [f"{label}: {w}" for w in record.warnings]
-        return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", warnings)
+        self.stages = stages
+        try:
+            self.checkpoint()
+            for source, rest in self.segments(stages):
+                self.run_segment(source, rest)
+        except StopRequested:
+            self.close_open(ShapeStatus.STOPPED)
+            return Outcome(RunStatus.STOPPED, "Stopped by a user.", self.warnings())
+        except ShapeFailed as exc:
+            stage = getattr(exc, "stage", None)
+            if stage is not None:
+                stage.close(ShapeStatus.FAILED)
+            self.close_open(ShapeStatus.STOPPED)
+            label = stage.label if stage is not None else "The run"
+            return Outcome(RunStatus.FAILED, f"{label}: {exc}", self.warnings())
+        finally:
+            self.mark_instances_used()
+        partial = any(stage.record is not None and (stage.record.errors or stage.partial) for stage in stages)
+        return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", self.warnings())
 
     @staticmethod
-    def finish_shape(record: FlowRunShape, status: str) -> None:
-        record.status = status
-        record.finished_at = timezone.now()
-        record.save()
+    def segments(stages: list[Stage]) -> list[tuple[Stage | None, list[Stage]]]:
+        segments: list[tuple[Stage | None, list[Stage]]] = [(None, [])]
+        for stage in stages:
+            if isinstance(stage, connection_shape.Connection) and stage.receives:
+                segments.append((stage, []))
+            else:
+                segments[-1][1].append(stage)
+        return [segment for segment in segments if segment[0] is not None or segment[1]]
+
+    def run_segment(self, source: Stage | None, rest: list[Stage]) -> None:
+        self.following = self.after([stage for stage in (source, *rest) if stage is not None])
+        if source is not None:
+            source.open()
+            source.save()
+            for page in self.guarded(source, source.pages()):
+                source.save()
+                self.push(rest, 0, page)
+            self.finish(source)
+        for stage in rest:
+            self.finish(stage)
+
+    def push(self, rest: list[Stage], index: int, page: list) -> None:
+        """Hand `page` to rest[index] and every page it makes on down the line."""
+        if index >= len(rest):
+            if self.following is not None:
+                self.following.open().items_in += len(page)
+            return
+        stage = rest[index]
+        for out in self.guarded(stage, stage.process(page)):
+            stage.save()
+            self.push(rest, index + 1, out)
+        stage.save()
+
+    def after(self, rest: list[Stage]) -> Stage | None:
+        """The shape after the segment's last one (a receive shape starting the next segment)."""
+        if not rest:
+            return None
+        position = rest[-1].position + 1
+        return self.stages[position] if position < len(self.stages) else None
+
+    @staticmethod
+    def guarded(stage: Stage, pages):
+        """`pages` of `stage`, a ShapeFailed it raises tagged with the stage."""
+        try:
+            yield from pages
+        except ShapeFailed as exc:
+            if not hasattr(exc, "stage"):
+                exc.stage = stage
+            raise
+
+    def finish(self, stage: Stage) -> None:
+        try:
+            stage.finish()
+        except ShapeFailed as exc:
+            exc.stage = stage
+            raise
+        stage.close(ShapeStatus.SUCCESS)
+
+    def close_open(self, status: str) -> None:
+        for stage in self.stages:
+            if stage.record is not None and not stage.finished:
+                stage.close(status)
+
+    def warnings(self) -> list[str]:
+        return [
+            f"{stage.label}: {warning}"
+            for stage in getattr(self, "stages", [])
+            if stage.record is not None
+            for warning in stage.record.warnings
+        ]
+
+    def mark_instances_used(self) -> None:
+        """One UPDATE per connection shape that sent requests."""
+        now = timezone.now()
+        for stage in getattr(self, "stages", []):
+            if isinstance(stage, connection_shape.Connection) and stage.sent_requests:
+                Instance.objects.filter(pk=stage.shape.instance_id).update(last_used_by_run_at=now)

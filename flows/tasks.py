@@ -6,7 +6,7 @@ from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, lock_task
 
-from flows import runner, runs, schedules
+from flows import retention, runner, runs, schedules
 from instances import rechecks
 
 
@@ -39,3 +39,10 @@ def recheck_credentials() -> None:
     Locked: a long round of checks is never run twice at once by two workers.
     """
     rechecks.run_due_checks()
+
+
+@db_periodic_task(crontab(minute="17"))
+@lock_task("clean-up-runs")
+def clean_up_runs() -> None:
+    """Hourly: delete run logs and clear payload samples past their company's retention."""
+    retention.clean_up()

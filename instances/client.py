@@ -156,7 +156,8 @@ def describe_failure(exc: BaseException, deadline: transport.Deadline, url: str)
     ):
         return f"Timed out connecting to {host} after {settings.OUTBOUND_CONNECT_TIMEOUT:g} seconds."
     if found(urllib3.exceptions.ReadTimeoutError, requests.ReadTimeout, TimeoutError):
-        return f"The API did not answer within {settings.OUTBOUND_READ_TIMEOUT:g} seconds."
+        seconds = getattr(deadline, "read_timeout", None) or settings.OUTBOUND_READ_TIMEOUT
+        return f"The API did not answer within {seconds:g} seconds."
     too_long = found(http.client.LineTooLong)
     if too_long is not None:
         if "header" in str(too_long):
@@ -198,6 +199,10 @@ class Exchange:
     final_url: str = ""  # where the last hop went (not recorded: redirects may point anywhere)
     throttled_until: datetime | None = None  # the rate limit allows the request only then: reschedule it
     rate_limit_note: str = ""  # 429 answers met and retried on the way
+    # Time spent waiting for the instance's rate limit and for a slot of its
+    # connection pool before the request went (429 retries included).
+    rate_limit_wait_ms: int = 0
+    pool_wait_ms: int = 0
 
     def clean(self) -> None:
         """Make every text field storable (no NUL, no lone surrogate), headers included.
@@ -427,12 +432,15 @@ class InstanceClient:
         params: dict[str, str] | None = None,
         data: dict | str | None = None,
         json_body: object = None,
+        timeout: float | None = None,
     ) -> Exchange:
         """Send one request through the SSRF guard, following checked redirects.
 
         Never raises for what the other side does: every failure (blocked address,
         timeout, the total deadline, a broken or oversized reply) is a clear
-        sentence in `exchange.error`.
+        sentence in `exchange.error`. `timeout` (seconds) replaces the read
+        timeout and the total deadline for this request (a flow shape's setting);
+        the deadline's watchdog bounds it all the same.
         """
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate", **(headers or {})}
         if params:
@@ -453,7 +461,9 @@ class InstanceClient:
             request_body=body.decode(errors="replace") if body else "",
         )
         started = time.monotonic()
-        with transport.deadline(settings.OUTBOUND_TOTAL_TIMEOUT) as deadline:
+        read_timeout = timeout or settings.OUTBOUND_READ_TIMEOUT
+        with transport.deadline(timeout or settings.OUTBOUND_TOTAL_TIMEOUT) as deadline:
+            deadline.read_timeout = read_timeout
             try:
                 self._exchange(exchange, method, url, headers, body, deadline)
             except ssrf.BlockedDestination as exc:
@@ -536,7 +546,7 @@ class InstanceClient:
             # a little longer so that it, not they, reports the deadline.
             timeout = (
                 min(settings.OUTBOUND_CONNECT_TIMEOUT, remaining),
-                min(settings.OUTBOUND_READ_TIMEOUT, remaining + 0.5),
+                min(getattr(deadline, "read_timeout", None) or settings.OUTBOUND_READ_TIMEOUT, remaining + 0.5),
             )
             if keep_alive:
                 adapter = transport.adapters.get(parts.scheme, parts.hostname or "", port, addresses[0], addresses)
@@ -628,13 +638,31 @@ class InstanceClient:
         With a stored OAuth 2 authorisation code token, a 401 refreshes the
         token (single-flight, see instances/oauth.py) and sends once more.
         """
-        exchange = self._request(method, path, dict(kwargs))
+        return self._request_refreshing(method, path, kwargs)
+
+    def request_url(self, method: str, url: str, **kwargs) -> Exchange:
+        """Like request(), for a whole URL on the connector's API (a next page link).
+
+        The URL must be on the origin of the connector's base URL (a ClientError
+        otherwise); authentication, approved destinations, the rate limit, the
+        pool and the SSRF guard apply as for request().
+        """
+        base = render(self.connector.base_url, self.values)
+        if destinations.origin(url) != destinations.origin(base):
+            raise ClientError(
+                f"the address {destinations.origin(url) or url!r} is not on the API's origin "
+                f"({destinations.origin(base)}); it was not requested"
+            )
+        return self._request_refreshing(method, None, kwargs, url=url)
+
+    def _request_refreshing(self, method: str, path: str | None, kwargs: dict, url: str | None = None) -> Exchange:
+        exchange = self._request(method, path, dict(kwargs), url=url)
         # --- OAuth 2 authorisation code: refresh once on a 401 ---
         if exchange.response_status == 401 and self._refreshes_tokens():
             from instances import oauth
 
             _, failed = oauth.access_token(self, rejected=self.secrets.get("access_token"))
-            exchange = failed if failed is not None else self._request(method, path, dict(kwargs))
+            exchange = failed if failed is not None else self._request(method, path, dict(kwargs), url=url)
         # --- end OAuth 2 ---
         return exchange
 
@@ -644,7 +672,7 @@ class InstanceClient:
             and self.auth_method.type == AuthType.OAUTH2_AUTHORIZATION_CODE and bool(self.secrets.get("refresh_token"))
         )
 
-    def _request(self, method: str, path: str, kwargs: dict) -> Exchange:
+    def _request(self, method: str, path: str | None, kwargs: dict, url: str | None = None) -> Exchange:
         unapproved = self._unapproved()
         if unapproved:
             return self._refused(method, path, unapproved)
@@ -669,7 +697,7 @@ class InstanceClient:
         params.update(kwargs.pop("params", {}) or {})
         if body and "data" not in kwargs and "json_body" not in kwargs and method != "GET":
             kwargs["data"] = body
-        url = self.url_for(path)
+        url = url or self.url_for(path)
         unapproved = self._unapproved(url)
         if unapproved:
             return self._refused(method, url, unapproved)
@@ -690,9 +718,10 @@ class InstanceClient:
         instance = self.instance
         notes: list[str] = []
         retries = settings.OUTBOUND_429_RETRIES
+        waits = limits.Waits()
         for attempt in range(retries + 1):
             try:
-                with limits.outbound(instance):
+                with limits.outbound(instance, waits):
                     exchange = self.send(method, url, **kwargs)
             except limits.LimitTimeout as exc:
                 exchange = Exchange(request_method=method, request_url=url, request_headers=kwargs.get("headers") or {})
@@ -715,6 +744,7 @@ class InstanceClient:
                 f"Answered 429 Too Many Requests; the rate limit was paused {delay:.1f} s for every worker and the request retried."
             )
         exchange.rate_limit_note = " ".join(notes)[:300]
+        exchange.rate_limit_wait_ms, exchange.pool_wait_ms = waits.rate_ms, waits.pool_ms
         return exchange
 
     def _refused_reauth(self, method: str, url: str, reason: str) -> Exchange:

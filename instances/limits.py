@@ -810,26 +810,49 @@ def rate_limited(bucket: str, amount: int, unit: str, *, max_wait: float | None 
         ticket.complete()
 
 
+@dataclass
+class Waits:
+    """Milliseconds spent waiting before requests went: for the rate limit, and for a pool slot."""
+
+    rate_ms: int = 0
+    pool_ms: int = 0
+
+    def add(self, what: str, since: float) -> None:
+        elapsed = int((time.monotonic() - since) * 1000)
+        if what == "rate":
+            self.rate_ms += elapsed
+        else:
+            self.pool_ms += elapsed
+
+
 @contextmanager
-def outbound(instance) -> Iterator[None]:
+def outbound(instance, waits: Waits | None = None) -> Iterator[Waits]:
     """Send one request of the instance inside the block: first its rate limit, then a slot of its pool.
 
     The rate limit is waited for without a slot. Once a slot is held, the rate
     limit entry is confirmed; should that still need a wait (a 429 paused the
-    bucket meanwhile), the slot is given back for the wait.
+    bucket meanwhile), the slot is given back for the wait. The time waited for
+    each is added to `waits` (the block gets it).
     """
+    waits = waits if waits is not None else Waits()
     pool = instance.connection_pool
+    since = time.monotonic()
     with rate_limited(rate_bucket(instance), instance.rate_limit_amount, instance.rate_limit_unit) as ticket:
+        waits.add("rate", since)
         if pool is None:
-            yield
+            yield waits
             return
         while True:
+            since = time.monotonic()
             with pool_slot(pool, instance):
+                waits.add("pool", since)
                 wait = ticket.confirm()
                 if not wait:
-                    yield
+                    yield waits
                     return
+            since = time.monotonic()
             time.sleep(wait)
+            waits.add("rate", since)
 
 
 def pause_rate_limit(instance, seconds: float) -> None:

@@ -47,6 +47,7 @@ class Deadline:
         self.at = time.monotonic() + seconds
         self.expired = False
         self.reused_connection = False  # the latest request went over a kept-alive connection
+        self.read_timeout: float | None = None  # set by the client: the longest wait for the next bytes
         self._connection: HTTPConnection | None = None
         self._finished = False
 

@@ -29,3 +29,33 @@ def receive_then_send_flow(company, instance, *, name: str = "Orders to ERP", en
             flow=flow, instance=instance, endpoint=instance.connector.endpoints.get(key=key), position=position
         )
     return flow
+
+
+def endpoint_of(instance, key: str, **fields):
+    """The instance connector's endpoint `key`, with the given fields (pagination, records_path, ...) saved."""
+    endpoint = instance.connector.endpoints.get(key=key)
+    for name, value in fields.items():
+        setattr(endpoint, name, value)
+    endpoint.save()
+    return endpoint
+
+
+def flow_of(company, *steps, name: str = "Runtime flow", enabled: bool = True) -> ProcessFlow:
+    """A flow whose shapes are `steps`: dicts of Shape fields (kind, instance, endpoint, config), in order."""
+    flow = ProcessFlow.objects.create(company=company, name=name, enabled=enabled)
+    for position, step in enumerate(steps):
+        Shape.objects.create(flow=flow, position=position, **step)
+    return flow
+
+
+def connection(instance, key: str, **config) -> dict:
+    return {"kind": "connection", "instance": instance, "endpoint": instance.connector.endpoints.get(key=key),
+            "config": config}
+
+
+def filter_shape(*rules: dict, match: str = "all") -> dict:
+    return {"kind": "filter", "config": {"match": match, "rules": list(rules)}}
+
+
+def map_shape(*fields: dict, keep_unmapped: bool = False) -> dict:
+    return {"kind": "map", "config": {"fields": list(fields), "keep_unmapped": keep_unmapped}}

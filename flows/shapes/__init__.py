@@ -1,7 +1,192 @@
-"""One module per shape kind. A shape takes the bucket of payloads the previous shape passed on
-(a list of payloads, each a list of items) and returns the bucket it passes on, recording what it
-did on its FlowRunShape; it raises ShapeFailed to stop the run."""
+"""One module per shape kind, each providing a Stage class the runner streams pages through.
+
+A page is a list of items (the records of one response page, or what a shape
+made of them). The runner hands every page a stage passes on to the next stage
+before it asks for more, so at most one page per shape is held at a time. A
+stage records what it did on its FlowRunShape row (created when the stage gets
+its first page, or when it finishes without any) and raises ShapeFailed to
+stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
+
+from flows import dates
+from flows.models import FlowRun, FlowRunShape, Shape, ShapeStatus
+from instances import redaction
+
+# Per shape, at most this many error messages, warnings and failed exchanges are stored.
+MAX_RECORDED_FAILURES = 20
+MESSAGE_CHARS = 300
+SAMPLE_ITEMS = 3
+SAMPLE_BYTES = 16 * 1024
 
 
 class ShapeFailed(Exception):
     """The shape cannot go on; the message (already redacted) becomes the run's failure reason."""
+
+
+MISSING = object()
+
+
+def dig(data: object, path: str) -> object:
+    """The value at the dotted `path` of `data` (digits index lists), or MISSING."""
+    current = data
+    for part in path.split("."):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return MISSING
+    return current
+
+
+def put(data: dict, path: str, value: object) -> None:
+    """Set the dotted `path` of `data` to `value`, making the objects on the way."""
+    parts = path.split(".")
+    current = data
+    for part in parts[:-1]:
+        if not isinstance(current.get(part), dict):
+            current[part] = {}
+        current = current[part]
+    current[parts[-1]] = value
+
+
+@dataclass
+class Context:
+    """What every stage of one run shares."""
+
+    run: FlowRun
+    reference_time: datetime
+    last_success: datetime | None
+    since: datetime | None
+    checkpoint: Callable[[], None]
+    clients: dict = field(default_factory=dict)  # instance pk -> InstanceClient
+    variants: list[str] = field(default_factory=list)  # every secret of the flow's instances, as it may appear
+
+    def redact(self, text: str, *, limit: int | None = None) -> str:
+        if limit is None:
+            return redaction.scrub_text(text, self.variants)
+        return redaction.truncate(text, limit, self.variants)
+
+    def placeholders(self, instance) -> dict[str, str]:
+        """The run's placeholders, written in `instance`'s time zone with its date format."""
+
+        def moment(value: datetime | None) -> str:
+            return dates.format(value, instance.date_format, instance.time_zone) if value else ""
+
+        return {
+            "since": moment(self.since),
+            "run_time": moment(self.reference_time),
+            "last_success": moment(self.last_success),
+            "instance.time_zone": instance.time_zone,
+            "instance.date_format": instance.date_format,
+        }
+
+
+class Stage:
+    """A shape in a run: takes pages, passes pages on, keeps its counters on its FlowRunShape."""
+
+    def __init__(self, shape: Shape, position: int, ctx: Context):
+        self.shape, self.position, self.ctx = shape, position, ctx
+        self.record: FlowRunShape | None = None
+        self.partial = False  # items refused, or unsuccessful answers allowed through
+        self.finished = False
+        self.sample_in: list = []
+        self.sample_out: list = []
+        self._sampled = (0, 0)
+
+    # --- naming ------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.shape.kind
+
+    @property
+    def label(self) -> str:
+        return f"Shape {self.position + 1} ({self.name})"
+
+    # --- to implement ------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Why the shape cannot run (checked before any request)."""
+        return []
+
+    def process(self, page: list) -> Iterator[list]:
+        """The pages made of one incoming page."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """No more pages will come (may raise ShapeFailed)."""
+
+    # --- bookkeeping -------------------------------------------------------
+
+    def open(self) -> FlowRunShape:
+        if self.record is None:
+            self.record = FlowRunShape.objects.create(
+                run=self.ctx.run, position=self.position, shape=self.shape, shape_name=self.name[:400],
+                started_at=timezone.now(),
+            )
+        return self.record
+
+    def took(self, page: list) -> None:
+        self.open().items_in += len(page)
+        if len(self.sample_in) < SAMPLE_ITEMS:
+            self.sample_in += page[: SAMPLE_ITEMS - len(self.sample_in)]
+
+    def gave(self, page: list) -> None:
+        self.open().items_out += len(page)
+        if len(self.sample_out) < SAMPLE_ITEMS:
+            self.sample_out += page[: SAMPLE_ITEMS - len(self.sample_out)]
+
+    def warn(self, message: str) -> None:
+        record = self.open()
+        if len(record.warnings) < MAX_RECORDED_FAILURES:
+            record.warnings.append(self.ctx.redact(message, limit=MESSAGE_CHARS * 2))
+
+    def error(self, message: str) -> None:
+        record = self.open()
+        self.partial = True
+        if len(record.errors) < MAX_RECORDED_FAILURES:
+            record.errors.append(self.ctx.redact(message, limit=MESSAGE_CHARS * 2))
+
+    def payload_sample(self) -> dict:
+        """The first items in and out, redacted with every secret of the flow, at most SAMPLE_BYTES of JSON."""
+        sample = {"in": list(self.sample_in), "out": list(self.sample_out)}
+        while True:
+            text = self.ctx.redact(json.dumps(sample, default=str, ensure_ascii=False))
+            if len(text.encode()) <= SAMPLE_BYTES:
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return {"text": text}
+            longer = "in" if len(sample["in"]) >= len(sample["out"]) else "out"
+            if len(sample[longer]) <= 1 and len(sample["in"]) + len(sample["out"]) <= 1:
+                cut = redaction.scrub_cut(text[: SAMPLE_BYTES // 4], self.ctx.variants)
+                return {"text": cut + "\N{HORIZONTAL ELLIPSIS}"}
+            sample[longer] = sample[longer][:-1]
+
+    def save(self) -> None:
+        """Store the counters so far (the run page shows progress while the run goes on)."""
+        record = self.open()
+        sampled = (len(self.sample_in), len(self.sample_out))
+        if sampled != self._sampled:
+            record.payload_sample = self.payload_sample()
+            self._sampled = sampled
+        record.save()
+
+    def close(self, status: str) -> None:
+        record = self.open()
+        if status == ShapeStatus.SUCCESS and (record.errors or self.partial):
+            status = ShapeStatus.PARTIAL_SUCCESS
+        record.status = status
+        record.finished_at = timezone.now()
+        self.finished = True
+        self.save()

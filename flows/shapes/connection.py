@@ -1,31 +1,42 @@
 """Connection shapes: one instance and one endpoint of its connector, called through the instance client.
 
-A receive endpoint emits the records of its response as one payload; a send
-endpoint sends every incoming item as JSON and passes the responses on. Items
-the API refuses are errors of the shape (partial success); when none is
-accepted the shape fails.
+A receive endpoint is read page by page (its pagination style, see `Pages`)
+and every non-empty page is passed on before the next is requested. A send
+endpoint sends each incoming item (or each incoming page as one batch, per the
+shape's `send_as`) and passes the answers on. Items the API refuses are errors
+of the shape (partial success); when none is accepted the shape fails. With
+`allow_unsuccessful` a 4xx/5xx answer is a warning instead and the run goes on.
+
+The shape's config (see the contract in Shape's docstring):
+``timeout`` seconds per request (1-120), ``retries`` (0-2) on a transport
+error, 5xx or 429 the client gave up on, ``allow_unsuccessful``, ``send_as``
+("item" | "batch") and ``parameters`` (values for the endpoint's declared
+request parameters; ``{{since}}``, ``{{run_time}}``, ``{{last_success}}``,
+``{{instance.time_zone}}``, ``{{instance.date_format}}`` and the instance's
+variables are filled in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import urljoin
 
-from connectors.models import Direction
-from flows.models import Shape, FlowRunShape
-from flows.shapes import ShapeFailed
+from django.conf import settings
+
+from connectors.manifest import PLACEHOLDER_RE
+from connectors.models import BodyEncoding, Direction
+from flows import dates
+from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
-# Per shape, at most this many error messages and failed exchanges are stored.
-MAX_RECORDED_FAILURES = 20
-MESSAGE_CHARS = 300
-
-
-def run(shape: Shape, bucket: list[list], record: FlowRunShape, checkpoint: Callable[[], None]) -> list[list]:
-    """`checkpoint` is called between requests (it renews the run's lease and raises when a stop was requested)."""
-    client = InstanceClient.for_instance(shape.instance)
-    if shape.endpoint.direction == Direction.RECEIVE:
-        return _receive(client, shape, record)
-    return _send(client, shape, bucket, record, checkpoint)
+DEFAULT_TIMEOUT = 30
+MAX_TIMEOUT = 120
+MAX_RETRIES = 2
+LINK_NEXT_RE = re.compile(r'<\s*([^>]*)\s*>\s*;[^,]*\brel\s*=\s*"?[^",]*\bnext\b', re.IGNORECASE)
 
 
 def records_of(data: object) -> tuple[list, str]:
@@ -40,71 +51,400 @@ def records_of(data: object) -> tuple[list, str]:
     return [], "The response is not JSON; nothing was passed on."
 
 
-def _request(client: InstanceClient, shape: Shape, record: FlowRunShape, **kwargs) -> Exchange:
-    record.requests += 1
-    try:
-        return client.request(shape.endpoint.method, shape.endpoint.path, **kwargs)
-    except ClientError as exc:
-        raise ShapeFailed(client.redact(f"The request could not be built: {exc}.")) from exc
+def settings_of(shape) -> tuple[dict, list[str]]:
+    """The shape's connection settings with defaults filled in, and what is wrong with them."""
+    config = shape.config if isinstance(shape.config, dict) else {}
+    problems = []
+
+    def number(key: str, default: int, low: int, high: int) -> int:
+        value = config.get(key, default)
+        if value in (None, ""):
+            return default
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not low <= value <= high:
+            problems.append(f"{key} must be a whole number from {low} to {high}.")
+            return default
+        return value
+
+    timeout, retries = number("timeout", DEFAULT_TIMEOUT, 1, MAX_TIMEOUT), number("retries", 0, 0, MAX_RETRIES)
+    parameters = config.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        problems.append("parameters must be a set of name: value pairs.")
+        parameters = {}
+    send_as = config.get("send_as") or "item"
+    if send_as not in ("item", "batch"):
+        problems.append('send_as must be "item" or "batch".')
+        send_as = "item"
+    return {
+        "timeout": timeout,
+        "retries": retries,
+        "allow_unsuccessful": bool(config.get("allow_unsuccessful", False)),
+        "send_as": send_as,
+        "parameters": {str(k): "" if v is None else str(v) for k, v in parameters.items()},
+    }, problems
 
 
-def _failure(client: InstanceClient, exchange: Exchange, record: FlowRunShape) -> str | None:
-    """Why the request failed (redacted), keeping the redacted exchange; None when it succeeded."""
-    if not exchange.error and exchange.response_status and 200 <= exchange.response_status < 300:
-        return None
-    if exchange.error:
-        message = exchange.error
-    else:
-        message = f"The API answered {_status_text(exchange.response_status)}."
-        detail = _message_from_body(exchange)
-        if detail:
-            message += f' The API said: "{detail.rstrip(".")}".'
-    message = client.redact(message, limit=MESSAGE_CHARS)
-    if len(record.failed_exchanges) < MAX_RECORDED_FAILURES:
-        record.failed_exchanges.append(
-            client.record_of(exchange, message)
-        )
-    return message
+def fill(template: str, values: dict[str, str]) -> str:
+    """``{{placeholders}}`` replaced by their values; one without a value becomes empty text."""
+    return PLACEHOLDER_RE.sub(lambda m: str(values.get(m.group(1), "") or ""), template)
 
 
-def _receive(client: InstanceClient, shape: Shape, record: FlowRunShape) -> list[list]:
-    exchange = _request(client, shape, record)
-    problem = _failure(client, exchange, record)
-    if problem:
-        raise ShapeFailed(problem)
-    records, warning = records_of(exchange.json)
-    record.pages = 1
-    record.items_out = len(records)
-    if warning:
-        record.warnings.append(warning)
-    return [records]
+class Connection(Stage):
+    def __init__(self, shape, position: int, ctx: Context):
+        super().__init__(shape, position, ctx)
+        self.config, self.config_problems = settings_of(shape)
+        self.client: InstanceClient | None = None
+        self.query: dict[str, str] = {}
+        self.headers: dict[str, str] = {}
+        self.body: dict[str, str] = {}
+        self.sent_requests = 0
+        self.accepted = 0
+        self.sent_items = 0
+        self.last_problem = ""
+        self.item_number = 0
 
+    @property
+    def name(self) -> str:
+        shape = self.shape
+        instance = shape.instance.name if shape.instance_id else "no instance"
+        target = shape.endpoint.name if shape.endpoint_id else f"missing endpoint {shape.missing_endpoint}".strip()
+        return f"{instance} → {target}"
 
-def _send(
-    client: InstanceClient,
-    shape: Shape,
-    bucket: list[list],
-    record: FlowRunShape,
-    checkpoint: Callable[[], None],
-) -> list[list]:
-    items = [item for payload in bucket for item in payload]
-    if not items:
-        record.warnings.append("Nothing to send: no items came from the previous shape.")
-        return []
-    responses: list = []
-    last_problem = ""
-    for index, item in enumerate(items):
-        if index:
-            checkpoint()
-        exchange = _request(client, shape, record, json_body=item)
-        problem = _failure(client, exchange, record)
+    @property
+    def receives(self) -> bool:
+        return self.shape.endpoint.direction == Direction.RECEIVE
+
+    # --- before any request ----------------------------------------------------
+
+    def problems(self) -> list[str]:
+        shape, run = self.shape, self.ctx.run
+        if not shape.instance_id:
+            return ["it has no instance. Choose an instance for this shape."]
+        if shape.instance.company_id != run.company_id:
+            return ["the instance is not one of this company's."]
+        if shape.endpoint_id is None:
+            return ["its endpoint was removed by a connector update. Choose another endpoint for this shape."]
+        if shape.endpoint.connector_id != shape.instance.connector_id:
+            return ["the endpoint does not belong to the instance's connector."]
+        problems = list(self.config_problems)
+        endpoint = shape.endpoint
+        if not self.receives and self.config["send_as"] == "batch" and endpoint.body_encoding == BodyEncoding.FORM:
+            problems.append("a batch is sent as a JSON list, but the endpoint sends form data. Send items one by one.")
+        self.client = self.ctx.clients[shape.instance_id]
+        try:
+            placeholders = self.ctx.placeholders(shape.instance)
+        except dates.DateError as exc:
+            return [*problems, f"the instance's date settings cannot write the run's dates: {exc}."]
+        values = {**self.client.values, **placeholders}
+        self.query = {str(k): fill(str(v), values) for k, v in (endpoint.parameters or {}).items()}
+        self.query = {k: v for k, v in self.query.items() if v != ""}
+        for declared in endpoint.request_parameters or []:
+            name = str(declared.get("name", ""))
+            if not name:
+                continue
+            given = self.config["parameters"].get(name, "")
+            value = fill(given if given != "" else str(declared.get("default") or ""), values)
+            if value == "":
+                if declared.get("required"):
+                    problems.append(
+                        f'the required parameter "{declared.get("label") or name}" has no value. '
+                        "Set it on the shape."
+                    )
+                continue
+            target = {"header": self.headers, "body": self.body}.get(declared.get("location") or "query", self.query)
+            target[name] = value
+        return problems
+
+    # --- requests ------------------------------------------------------------
+
+    def call(self, *, url: str | None = None, params: dict | None = None, **body) -> Exchange:
+        """One request with the shape's timeout and retries; waits out a rate limit throttle (see wait_until)."""
+        endpoint, record = self.shape.endpoint, self.open()
+        attempt = 0
+        while True:
+            self.ctx.checkpoint()
+            self.sent_requests += 1
+            record.requests += 1
+            kwargs = {"headers": dict(self.headers), "params": params or {}, "timeout": self.config["timeout"], **body}
+            try:
+                if url:
+                    exchange = self.client.request_url(endpoint.method, url, **kwargs)
+                else:
+                    exchange = self.client.request(endpoint.method, endpoint.path, **kwargs)
+            except ClientError as exc:
+                record.requests -= 1
+                raise ShapeFailed(self.ctx.redact(f"The request could not be built: {exc}.")) from exc
+            record.rate_limit_wait_ms += exchange.rate_limit_wait_ms
+            record.pool_wait_ms += exchange.pool_wait_ms
+            if exchange.throttled_until is not None:
+                record.requests -= 1  # nothing was sent
+                self.wait_until(exchange.throttled_until)
+                continue
+            if attempt < self.config["retries"] and self.retryable(exchange):
+                attempt += 1
+                record.retries += 1
+                self.pause(settings.FLOW_RETRY_DELAY_SECONDS * attempt)
+                continue
+            return exchange
+
+    @staticmethod
+    def retryable(exchange: Exchange) -> bool:
+        status = exchange.response_status
+        if status is None:
+            # Transport errors; not a refused destination or credentials to enter again.
+            return bool(exchange.error) and not exchange.error.startswith(("Blocked", "Re-authentication"))
+        return status >= 500 or status == 429
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, checkpointing (lease, stop request) at least every second."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            self.ctx.checkpoint()
+
+    def wait_until(self, until: datetime) -> None:
+        """The instance's rate limit lets the request go only at `until`.
+
+        Up to FLOW_THROTTLE_MAX_WAIT_SECONDS away the run waits for it here
+        (renewing its lease and honouring a stop request); further away the
+        shape fails with a message saying when to retry.
+        """
+        seconds = (until - datetime.now(UTC)).total_seconds()
+        if seconds > settings.FLOW_THROTTLE_MAX_WAIT_SECONDS:
+            raise ShapeFailed(
+                f"The instance's rate limit allows the next request only at {until:%Y-%m-%d %H:%M:%S} UTC, "
+                f"more than {settings.FLOW_THROTTLE_MAX_WAIT_SECONDS:g} seconds away. Retry the run after that."
+            )
+        self.pause(max(seconds, 0.05))
+
+    def failure(self, exchange: Exchange) -> str | None:
+        """Why the request failed (redacted), keeping the redacted exchange; None when it succeeded."""
+        if not exchange.error and exchange.response_status and 200 <= exchange.response_status < 300:
+            return None
+        if exchange.error:
+            message = exchange.error
+        else:
+            message = f"The API answered {_status_text(exchange.response_status)}."
+            detail = _message_from_body(exchange)
+            if detail:
+                message += f' The API said: "{detail.rstrip(".")}".'
+        message = self.ctx.redact(self.client.redact(message), limit=MESSAGE_CHARS)
+        record = self.open()
+        if len(record.failed_exchanges) < MAX_RECORDED_FAILURES:
+            stored = self.client.record_of(exchange, message)
+            record.failed_exchanges.append(stored)
+        return message
+
+    def allowed(self, exchange: Exchange) -> bool:
+        """An unsuccessful status the shape lets through (a warning, the run goes on)."""
+        return self.config["allow_unsuccessful"] and exchange.response_status is not None and not exchange.error
+
+    # --- receive -------------------------------------------------------------
+
+    def pages(self) -> Iterator[list]:
+        """The endpoint's pages of records, each passed on before the next is requested."""
+        self.open()
+        yield from Pages(self).pages()
+
+    # --- send ----------------------------------------------------------------
+
+    def process(self, page: list) -> Iterator[list]:
+        self.took(page)
+        if self.config["send_as"] == "batch":
+            out = self.send_batch(page)
+        else:
+            out = [answer for item in page if (answer := self.send_item(item)) is not MISSING]
+        if out:
+            self.gave(out)
+            yield out
+
+    def body_for(self, item: object) -> dict:
+        encoding = self.shape.endpoint.body_encoding
+        if encoding == BodyEncoding.FORM:
+            if not isinstance(item, dict):
+                raise ValueError("an item sent as form data must be an object")
+            form = {str(k): v if isinstance(v, str) else _json_text(v) for k, v in item.items()}
+            return {"data": {**form, **self.body}}
+        if self.body and isinstance(item, dict):
+            item = {**item, **self.body}
+        return {"json_body": item}
+
+    def send_item(self, item: object) -> object:
+        self.item_number += 1
+        self.sent_items += 1
+        try:
+            body = self.body_for(item)
+        except ValueError as exc:
+            self.error(f"Item {self.item_number}: {exc}.")
+            self.last_problem = str(exc)
+            return MISSING
+        exchange = self.call(params=self.query, **body)
+        problem = self.failure(exchange)
         if problem:
-            last_problem = problem
-            if len(record.errors) < MAX_RECORDED_FAILURES:
-                record.errors.append(f"Item {index + 1}: {problem}")
-            continue
-        responses.append(exchange.json if exchange.json is not None else {})
-    record.items_out = len(responses)
-    if not responses:
-        raise ShapeFailed(f"none of the {len(items)} item(s) was accepted. Last error: {last_problem}")
-    return [responses]
+            self.refused(f"Item {self.item_number}", problem, exchange)
+            return MISSING
+        self.accepted += 1
+        return exchange.json if exchange.json is not None else {}
+
+    def send_batch(self, page: list) -> list:
+        self.item_number += 1
+        self.sent_items += len(page)
+        exchange = self.call(params=self.query, json_body=page)
+        problem = self.failure(exchange)
+        if problem:
+            self.refused(f"Page {self.item_number} ({len(page)} items)", problem, exchange)
+            return []
+        self.accepted += len(page)
+        data = exchange.json
+        if isinstance(data, list):
+            return data
+        return [data if data is not None else {}]
+
+    def refused(self, what: str, problem: str, exchange: Exchange) -> None:
+        self.last_problem = problem
+        if self.allowed(exchange):
+            self.partial = True
+            self.warn(f"{what}: {problem}")
+        else:
+            self.error(f"{what}: {problem}")
+
+    def finish(self) -> None:
+        record = self.open()
+        if self.receives:
+            return
+        if not record.items_in:
+            self.warn("Nothing to send: no items came from the previous shape.")
+        elif not self.accepted and not self.config["allow_unsuccessful"]:
+            raise ShapeFailed(
+                f"none of the {self.sent_items} item(s) was accepted. Last error: {self.last_problem}"
+            )
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value)
+
+
+class Pages:
+    """A receive endpoint's pages, in its pagination style.
+
+    Stops on an empty page, a missing next link/cursor, a link or cursor that
+    repeats, or the page cap (the endpoint's max_pages, else FLOW_MAX_PAGES),
+    which is a warning when more pages were there.
+    """
+
+    def __init__(self, stage: Connection):
+        self.stage = stage
+        endpoint = stage.shape.endpoint
+        self.pagination = endpoint.pagination or {}
+        self.style = self.pagination.get("style") or "none"
+        self.records_path = (endpoint.records_path or "").strip()
+        self.cap = int(self.pagination.get("max_pages") or 0) or settings.FLOW_MAX_PAGES
+
+    def option(self, key: str, default: object = "") -> object:
+        value = self.pagination.get(key)
+        return default if value in (None, "") else value
+
+    def records(self, exchange: Exchange) -> list | None:
+        """The page's records; None when the page is no page of records (stop)."""
+        stage = self.stage
+        data = exchange.json
+        if self.records_path:
+            found = dig(data, self.records_path)
+            if found is MISSING or not isinstance(found, list):
+                what = "no list" if found is MISSING else "no list but a single value"
+                raise ShapeFailed(
+                    f'The response holds {what} at the records path "{self.records_path}"; '
+                    "check the endpoint's records path."
+                )
+            return found
+        records, warning = records_of(data)
+        if warning:
+            if self.style != "none" and isinstance(data, dict):
+                # An object without records on a paginated endpoint: the end, not an item.
+                stage.warn("The response holds no list of records; the endpoint's pages end here.")
+                return None
+            stage.warn(warning)
+        return records
+
+    def resolve(self, link: str) -> str:
+        """A next page link: relative ones against the connector's base URL."""
+        return urljoin(self.stage.client.url_for("").rstrip("/") + "/", link.strip())
+
+    def next_link(self, exchange: Exchange) -> str | None:
+        if self.style == "next_url":
+            value = dig(exchange.json, str(self.option("next_url_path", "links.next")))
+            return self.resolve(value) if isinstance(value, str) and value.strip() else None
+        header = next((v for k, v in exchange.response_headers.items() if k.lower() == "link"), "")
+        match = LINK_NEXT_RE.search(header)
+        return self.resolve(match.group(1)) if match and match.group(1).strip() else None
+
+    def pages(self) -> Iterator[list]:
+        stage, record = self.stage, self.stage.record
+        style = self.style
+        page_number = int(self.option("first_page", 1))
+        offset = 0
+        limit = int(self.option("limit", 0))
+        cursor: str | None = None
+        url: str | None = None
+        seen_links: set[str] = set()
+        count = 0
+        while True:
+            params = dict(stage.query)
+            if style == "page_number":
+                params[str(self.option("page_parameter", "page"))] = str(page_number)
+            if style in ("page_number", "limit_offset") and limit:
+                params[str(self.option("limit_parameter", "limit"))] = str(limit)
+            if style == "limit_offset":
+                params[str(self.option("offset_parameter", "offset"))] = str(offset)
+            if style == "cursor" and cursor is not None:
+                params[str(self.option("cursor_parameter", "cursor"))] = cursor
+            if url:  # a next link carries its own query
+                exchange = stage.call(url=url)
+            else:
+                exchange = stage.call(params=params)
+            problem = stage.failure(exchange)
+            if problem:
+                if stage.allowed(exchange):
+                    stage.partial = True
+                    stage.warn(f"Page {count + 1}: {problem} The pages end here.")
+                    return
+                raise ShapeFailed(problem)
+            count += 1
+            record.pages += 1
+            records = self.records(exchange)
+            if not records:
+                return
+            stage.gave(records)
+            yield records
+            # What comes next.
+            if style == "none":
+                return
+            if style in ("next_url", "link_header"):
+                url = self.next_link(exchange)
+                if url is None:
+                    return
+                if url in seen_links:
+                    stage.warn("The next page link repeats an earlier one; the pages end here.")
+                    return
+                seen_links.add(url)
+            elif style == "page_number":
+                page_number += 1
+            elif style == "limit_offset":
+                offset += len(records)
+            elif style == "cursor":
+                token = dig(exchange.json, str(self.option("cursor_path", "next_cursor")))
+                if token in (MISSING, None, "") or isinstance(token, (dict, list)):
+                    return
+                if str(token) == cursor:
+                    stage.warn("The next page cursor repeats the previous one; the pages end here.")
+                    return
+                cursor = str(token)
+            if count >= self.cap:
+                stage.warn(
+                    f"Stopped after {count} pages, the most one run reads from this endpoint; "
+                    "more pages may be available."
+                )
+                return

@@ -210,6 +210,13 @@ else:
 # A running flow run holds a lease that its worker renews (heartbeat); a run
 # whose lease expired is failed as "worker lost" by the next scheduler tick.
 FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "30"))
+# The most pages one run reads from one endpoint (an endpoint's pagination.max_pages may set fewer or more).
+FLOW_MAX_PAGES = int(os.environ.get("FLOW_MAX_PAGES", "1000"))
+# A connection shape's retries wait this long times the attempt number.
+FLOW_RETRY_DELAY_SECONDS = float(os.environ.get("FLOW_RETRY_DELAY_SECONDS", "1"))
+# When an instance's rate limit allows the next request only later, a run waits
+# for it (renewing its lease) up to this long; further away it fails saying when to retry.
+FLOW_THROTTLE_MAX_WAIT_SECONDS = float(os.environ.get("FLOW_THROTTLE_MAX_WAIT_SECONDS", "300"))
 
 # --- Credentials at rest -------------------------------------------------
 # CREDENTIAL_KEYS: comma-separated "key_id:base64-32-bytes" pairs; the last is

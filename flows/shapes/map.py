@@ -1,0 +1,91 @@
+"""Map shapes: build each output item from fields of the incoming one.
+
+Config: ``{"fields": [{"target", "source", "constant", "convert_date"}], "keep_unmapped": false}``.
+Fields are applied in order: `target` is a dotted output path, `source` a
+dotted input path (a missing source leaves the target unset) or, when empty,
+`constant` is written. With `convert_date` the value is read in the source
+instance's date format and zone (nearest connection shape before the map) and
+written in the target instance's (nearest connection shape after it). An item
+whose date cannot be converted is refused (an error of the shape: partial
+success), so that no wrongly dated item is sent on. `keep_unmapped` starts
+each output item from a copy of the input item.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+from flows import dates
+from flows.shapes import MISSING, Context, Stage, dig, put
+
+
+def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
+    config = config if isinstance(config, dict) else {}
+    problems = []
+    fields = config.get("fields")
+    if not isinstance(fields, list) or not fields:
+        return [], False, ["it has no fields. Add a field or remove the shape."]
+    clean = []
+    for number, spec in enumerate(fields, start=1):
+        if not isinstance(spec, dict):
+            problems.append(f"field {number} is not a field.")
+            continue
+        target = str(spec.get("target") or "").strip()
+        source = str(spec.get("source") or "").strip()
+        if not target or any(not part for part in target.split(".")):
+            problems.append(f"field {number}: the target path is empty or has an empty part.")
+        if source and any(not part for part in source.split(".")):
+            problems.append(f"field {number}: the source path has an empty part.")
+        constant = "" if spec.get("constant") is None else str(spec.get("constant"))
+        clean.append({"target": target, "source": source, "constant": constant,
+                      "convert_date": bool(spec.get("convert_date"))})
+    return clean, bool(config.get("keep_unmapped")), problems
+
+
+class Map(Stage):
+    def __init__(self, shape, position: int, ctx: Context, source=None, target=None):
+        super().__init__(shape, position, ctx)
+        self.source, self.target = source, target  # the instances dates are read in and written for
+        self.fields, self.keep_unmapped, self.config_problems = fields_of(shape.config)
+        self.item_number = 0
+
+    def problems(self) -> list[str]:
+        problems = list(self.config_problems)
+        if any(f["convert_date"] and f["source"] for f in self.fields):
+            if self.source is None:
+                problems.append("it converts dates but no connection shape comes before it to say how they are read.")
+            if self.target is None:
+                problems.append("it converts dates but no connection shape comes after it to say how to write them.")
+        return problems
+
+    def build(self, item: object) -> dict:
+        out = copy.deepcopy(item) if self.keep_unmapped and isinstance(item, dict) else {}
+        for spec in self.fields:
+            if not spec["source"]:
+                put(out, spec["target"], spec["constant"])
+                continue
+            value = dig(item, spec["source"])
+            if value is MISSING:
+                continue
+            if spec["convert_date"] and value not in (None, ""):
+                try:
+                    moment = dates.parse(value, self.source.date_format, self.source.time_zone)
+                    value = dates.format(moment, self.target.date_format, self.target.time_zone)
+                except dates.DateError as exc:
+                    raise ValueError(f'field "{spec["source"]}": {exc}') from exc
+            put(out, spec["target"], copy.deepcopy(value))
+        return out
+
+    def process(self, page: list) -> Iterator[list]:
+        self.took(page)
+        out = []
+        for item in page:
+            self.item_number += 1
+            try:
+                out.append(self.build(item))
+            except ValueError as exc:
+                self.error(f"Item {self.item_number}: {exc}; it was not passed on.")
+        if out:
+            self.gave(out)
+            yield out

@@ -688,6 +688,9 @@ CURSOR_FIELDS = (
     "continuation_token", "continuationToken", "next_page", "cursor", "after", "next",
 )
 RECORD_LIST_NAMES = ("data", "items", "results", "records", "entries", "elements", "values")
+NOT_RECORD_LISTS = {"errors", "warnings", "links", "messages_errors"}  # lists beside the records, lower-cased
+# Response fields that hold the next page's URL (Twilio's next_page_uri, JSON:API's links.next).
+NEXT_URL_FIELDS = ("next_page_uri", "next_page_url", "nextPageUrl", "next_url", "nextLink", "next_link")
 
 
 def _schema(document: dict, value: Any, depth: int = 0) -> dict:
@@ -730,7 +733,10 @@ def _records_path(document: dict, schema: dict) -> str:
     if not schema or _is_array(document, schema):
         return ""
     properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-    arrays = [name for name, value in properties.items() if _is_array(document, value)]
+    arrays = [
+        name for name, value in properties.items()
+        if _is_array(document, value) and str(name).lower() not in NOT_RECORD_LISTS
+    ]
     if len(arrays) == 1:
         return arrays[0] if re.fullmatch(r"[A-Za-z0-9_-]+", str(arrays[0])) else ""
     named = [name for name in arrays if name in RECORD_LIST_NAMES]
@@ -779,6 +785,13 @@ def _pagination(document: dict, op: _RawOperation, response: dict) -> dict:
     """The pagination the query parameters (and response) make clear; style none otherwise."""
     query = {str(p.get("name")): p for p in op.parameters if p.get("in") == "query" and p.get("name")}
     result = dict(PAGINATION_DEFAULT)
+    next_url = _find_field(document, response, NEXT_URL_FIELDS)
+    links = _schema(document, (response.get("properties") or {}).get("links")) if response else {}
+    if not next_url and _schema(document, (links.get("properties") or {}).get("next")).get("type") == "string":
+        next_url = "links.next"
+    if next_url:
+        result.update(style="next_url", next_url_path=next_url)
+        return result
     page = next((n for n in PAGE_PARAMETERS if n in query), None)
     if page and _schema(document, query[page].get("schema")).get("type") == "string":
         page = None  # a page token (Stripe's search): a cursor, if the response says where the next one is

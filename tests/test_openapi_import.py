@@ -630,3 +630,16 @@ def test_a_manifest_from_a_small_document_round_trips_through_a_connector():
 
     assert manifest["variables"][0]["key"] == "order_id"
     assert round_trip(manifest) == manifest
+
+
+def test_a_next_page_url_in_the_response_gives_next_url_pagination_and_error_lists_are_not_records():
+    response = {"type": "object", "properties": {
+        "messages": {"type": "array", "items": {}}, "errors": {"type": "array", "items": {}},
+        "next_page_uri": {"type": "string", "nullable": True},
+    }}
+    op = _list([_query("Page"), {"name": "PageToken", "in": "query", "schema": {"type": "string"}}], response)
+    assert _set(op.pagination) == {"style": "next_url", "next_url_path": "next_page_uri"}
+    assert op.records_path == "messages"
+    json_api = {"type": "object", "properties": {
+        "data": {"type": "array"}, "links": {"type": "object", "properties": {"next": {"type": "string"}}}}}
+    assert _set(_list([], json_api).pagination) == {"style": "next_url", "next_url_path": "links.next"}

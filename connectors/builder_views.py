@@ -63,7 +63,7 @@ def is_prebuilt(connector: Connector) -> bool:
 
 
 # Manifest paths whose last part is not the name of the form field that edits it.
-FIELD_ALIASES = {"amount": "rate_limit_amount", "unit": "rate_limit_unit"}
+FIELD_ALIASES = {"amount": "rate_limit_amount", "unit": "rate_limit_unit", "style": "pagination_style"}
 
 
 def _field_for(error: str, form: forms.Form | None) -> str | None:
@@ -382,7 +382,7 @@ def _endpoints(request: HttpRequest, connector: Connector) -> HttpResponse:
     current = manifests.export(editing.fresh(connector))
     editing_key = request.GET.get("edit", "")
     existing = next((e for e in current["endpoints"] if e["key"] == editing_key), None)
-    initial = {**existing, "parameters": editing.format_pairs(existing["parameters"])} if existing else None
+    initial = EndpointForm.initial_from(existing) if existing else None
     form = EndpointForm(initial=initial)
     if request.method == "POST":
         manifest = copy.deepcopy(current)
@@ -406,7 +406,7 @@ def _endpoints(request: HttpRequest, connector: Connector) -> HttpResponse:
         form = EndpointForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
-            entry = {k: data[k] for k in ("name", "entity", "direction", "method", "path", "parameters")}
+            entry = form.as_manifest()
             if target is not None:
                 target.update(entry)
             else:

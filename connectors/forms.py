@@ -7,19 +7,28 @@ from xml.etree import ElementTree
 
 from django import forms
 
-from connectors.editing import parse_pairs
+from connectors.editing import format_pairs, parse_pairs
 from connectors.manifest import (
     MANIFEST_LIMITS,
     MAX_CONCURRENCY,
+    MAX_PAGE_SIZE,
+    MAX_PAGES,
+    MAX_PAIR_VALUE,
+    MAX_PAIRS,
     MAX_RATE_LIMIT,
+    PAGINATION_DEFAULT,
+    PAGINATION_KEYS_BY_STYLE,
+    PARAMETER_LOCATIONS,
     date_format_error,
     is_time_zone,
 )
 from connectors.models import (
     AuthType,
+    BodyEncoding,
     Colour,
     Direction,
     HttpMethod,
+    PaginationStyle,
     Protocol,
     RateLimitUnit,
     SystemType,
@@ -223,21 +232,158 @@ class AuthMethodForm(forms.Form):
         return self._clean_pairs("body")
 
 
+REQUEST_PARAMETER_RE = re.compile(
+    r'^(?P<location>\S+)\s+(?P<name>[^\s="]+)\s+(?P<need>\S+)(?:\s+"(?P<label>[^"]*)")?\s*(?:=\s*(?P<default>.*))?$'
+)
+REQUEST_PARAMETERS_HELP = (
+    'One per line: where (query, header or body), name, required or optional, an optional "label" in quotes, '
+    "then = default value. {{variables}} and {{since}}, {{run_time}}, {{last_success}}, "
+    "{{instance.time_zone}}, {{instance.date_format}} are allowed, e.g. "
+    'query updated_since optional "Updated since" = {{since}}. Optional ones are settings of each connection shape.'
+)
+
+
+def parse_request_parameters(text: str) -> list[dict]:
+    """The request parameters text of the endpoint form as manifest items; ValueError names the bad line."""
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = REQUEST_PARAMETER_RE.match(line.strip())
+        if not match:
+            raise ValueError(f'line {number}: write where, name, required or optional, then = default, e.g. query page optional = 1')
+        location, need = match["location"].lower(), match["need"].lower()
+        if location not in PARAMETER_LOCATIONS:
+            raise ValueError(f"line {number}: where is query, header or body, not {match['location'][:40]}")
+        if need not in ("required", "optional"):
+            raise ValueError(f"line {number}: say required or optional, not {match['need'][:40]}")
+        default = (match["default"] or "").strip()
+        if len(default) > MAX_PAIR_VALUE:
+            raise ValueError(f"line {number}: the default value may be at most {MAX_PAIR_VALUE} characters")
+        items.append({
+            "name": match["name"], "location": location, "required": need == "required",
+            "default": default, "label": (match["label"] or "").strip(),
+        })
+    if len(items) > MAX_PAIRS:
+        raise ValueError(f"at most {MAX_PAIRS} parameters (found {len(items)})")
+    return items
+
+
+def format_request_parameters(items: list[dict]) -> str:
+    lines = []
+    for p in items:
+        label = f' "{p["label"]}"' if p.get("label") and p["label"] != p["name"] and '"' not in p["label"] else ""
+        default = f' = {p["default"]}' if p.get("default") else ""
+        lines.append(f'{p["location"]} {p["name"]} {"required" if p["required"] else "optional"}{label}{default}')
+    return "\n".join(lines)
+
+
+# Pagination fields of the endpoint form, named as in the manifest. The
+# template shows the ones of the chosen style (all of them without JavaScript).
+PAGINATION_FIELDS = tuple(name for name in PAGINATION_DEFAULT if name != "style")
+
+
 class EndpointForm(forms.Form):
     name = forms.CharField(max_length=120)
     entity = forms.CharField(max_length=80, help_text="What it carries, e.g. Order or Product.")
     direction = forms.ChoiceField(choices=DIRECTION_CHOICES, help_text="receive: get data (usually GET); send: create or change data.")
     method = forms.ChoiceField(choices=HTTP_METHOD_CHOICES)
     path = forms.CharField(max_length=500, help_text="Relative to the base URL, e.g. /orders")
-    parameters = _pairs_field("Parameters", "One per line, name: value")
+    parameters = _pairs_field("Fixed parameters", "Sent with every request. One per line, name: value")
+    request_parameters = forms.CharField(
+        label="Request parameters", required=False, help_text=REQUEST_PARAMETERS_HELP,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "font-monospace"}),
+    )
+    body_encoding = forms.ChoiceField(
+        choices=BodyEncoding.choices, initial=BodyEncoding.JSON, required=False, help_text="How a request body is sent.",
+    )
+    records_path = forms.CharField(
+        max_length=200, required=False, label="Records path",
+        help_text="Where the records are in a response, e.g. data or data.items; blank: the response is the list, or its first list.",
+    )
+    pagination_style = forms.ChoiceField(
+        choices=PaginationStyle.choices, initial=PaginationStyle.NONE, required=False, label="Pagination",
+        help_text="How the API hands out a long list a page at a time.",
+    )
+    next_url_path = forms.CharField(
+        max_length=200, required=False, label="Next page URL path",
+        help_text="Next page URL only: where the next page's URL is in a response, e.g. links.next (relative URLs are resolved against the base URL).",
+    )
+    page_parameter = forms.CharField(max_length=200, required=False, label="Page parameter", help_text="Page number only: e.g. page")
+    first_page = forms.TypedChoiceField(
+        choices=[(1, "1"), (0, "0")], coerce=int, initial=1, required=False, empty_value=1,
+        label="First page number", help_text="Page number only.",
+    )
+    limit_parameter = forms.CharField(
+        max_length=200, required=False, label="Page size parameter", help_text="Page number or limit and offset: e.g. per_page or limit",
+    )
+    limit = forms.IntegerField(
+        min_value=0, max_value=MAX_PAGE_SIZE, required=False, label="Page size",
+        help_text="Page number or limit and offset: records asked for per page (0 or blank: not sent).",
+    )
+    offset_parameter = forms.CharField(max_length=200, required=False, label="Offset parameter", help_text="Limit and offset only: e.g. offset")
+    cursor_path = forms.CharField(
+        max_length=200, required=False, label="Next token path",
+        help_text="Token / cursor only: where the next page's token is in a response, e.g. meta.next_cursor",
+    )
+    cursor_parameter = forms.CharField(
+        max_length=200, required=False, label="Token parameter", help_text="Token / cursor only: the parameter the token is sent in, e.g. cursor",
+    )
+    max_pages = forms.IntegerField(
+        min_value=0, max_value=MAX_PAGES, required=False, label="Page cap",
+        help_text="At most this many pages per run (0 or blank: the platform's cap).",
+    )
+
+    def pagination_fields(self) -> list[tuple[forms.BoundField, str]]:
+        """Each pagination field with the styles that use it (space-separated, for the template)."""
+        return [
+            (self[name], " ".join(style for style, keys in PAGINATION_KEYS_BY_STYLE.items() if name in keys))
+            for name in PAGINATION_FIELDS
+        ]
 
     def clean_parameters(self):
-
-
         try:
             return parse_pairs(self.cleaned_data["parameters"])
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+    def clean_request_parameters(self):
+        try:
+            return parse_request_parameters(self.cleaned_data["request_parameters"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def pagination(self) -> dict:
+        """The chosen style with its own fields; the other styles' fields keep their defaults."""
+        data = self.cleaned_data
+        style = data["pagination_style"] or PaginationStyle.NONE.value
+        used = PAGINATION_KEYS_BY_STYLE.get(style, ())
+        result = {"style": style}
+        for key, default in PAGINATION_DEFAULT.items():
+            if key != "style":
+                value = data.get(key)
+                result[key] = default if key not in used or value in (None, "") else (value.strip() if isinstance(value, str) else value)
+        return result
+
+    def as_manifest(self) -> dict:
+        data = self.cleaned_data
+        return {
+            **{k: data[k] for k in ("name", "entity", "direction", "method", "path", "parameters", "request_parameters")},
+            "body_encoding": data["body_encoding"] or BodyEncoding.JSON.value,
+            "records_path": data["records_path"].strip(),
+            "pagination": self.pagination(),
+        }
+
+    @staticmethod
+    def initial_from(endpoint: dict) -> dict:
+        pagination = endpoint["pagination"]
+        return {
+            **{k: endpoint[k] for k in ("name", "entity", "direction", "method", "path", "body_encoding", "records_path")},
+            "parameters": format_pairs(endpoint["parameters"]),
+            "request_parameters": format_request_parameters(endpoint["request_parameters"]),
+            "pagination_style": pagination["style"],
+            **{k: pagination[k] for k in PAGINATION_FIELDS},
+        }
 
 
 class ManifestTextForm(forms.Form):

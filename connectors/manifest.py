@@ -27,11 +27,13 @@ from connectors import documents
 from connectors.models import (
     AuthMethod,
     AuthType,
+    BodyEncoding,
     Colour,
     Connector,
     Direction,
     Endpoint,
     HttpMethod,
+    PaginationStyle,
     Protocol,
     RateLimitUnit,
     SystemType,
@@ -53,6 +55,12 @@ MAX_PAIRS = 50  # headers, URL parameters, body parameters, endpoint parameters
 MAX_PAIR_NAME = 200
 MAX_PAIR_VALUE = 2048
 MAX_STATUS_CODES = 20
+MAX_PAGES = 100_000  # an endpoint's own page cap (0 = the platform's FLOW_MAX_PAGES)
+MAX_PAGE_SIZE = 100_000
+# Placeholders a flow run resolves in request parameter values besides the
+# connector's and the instance's variables (see flows: since, run time, last
+# successful run, and the instance's own time zone and date format).
+RUN_PLACEHOLDERS = frozenset({"since", "run_time", "last_success", "instance.time_zone", "instance.date_format"})
 MAX_ERRORS_SHOWN = 50
 # The uploaded or edited text: a manifest at every limit above stays well below these.
 MANIFEST_LIMITS = documents.Limits(
@@ -158,6 +166,16 @@ def _headers_check(headers: dict[str, str]) -> str | None:
     return None
 
 
+DOTTED_PATH_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def _dotted_path_check(value: str) -> str | None:
+    """A dotted path into a JSON response ("" allowed: the field is optional)."""
+    if value and not DOTTED_PATH_RE.match(value):
+        return "must be a dotted path of names (letters, digits, _ and -), e.g. data.items"
+    return None
+
+
 def _tz_check(value: str) -> str | None:
     return None if is_time_zone(value) else f'unknown time zone "{value}"'
 
@@ -193,6 +211,47 @@ AUTH_METHOD = {
     "test_request": Field("obj", required=True, item=TEST_REQUEST),
 }
 
+PARAMETER_LOCATIONS = ("query", "header", "body")
+
+REQUEST_PARAMETER = {
+    "name": Field("str", required=True, max_length=MAX_PAIR_NAME),
+    "location": Field("str", default="query", choices=PARAMETER_LOCATIONS),
+    "required": Field("bool", default=False),
+    "default": Field("str", default="", max_length=MAX_PAIR_VALUE),
+    "label": Field("str", default="", max_length=120),  # "" becomes the name
+}
+
+# Pagination of a receive endpoint. Which keys a style uses (the others keep
+# their defaults): PAGINATION_KEYS_BY_STYLE; checked in _check_pagination.
+PAGINATION = {
+    "style": Field("str", default=PaginationStyle.NONE.value, choices=tuple(PaginationStyle.values)),
+    "next_url_path": Field("str", default="", max_length=200, check=_dotted_path_check),
+    "page_parameter": Field("str", default="", max_length=MAX_PAIR_NAME),
+    "limit_parameter": Field("str", default="", max_length=MAX_PAIR_NAME),
+    "limit": Field("int", default=0, min_value=0, max_value=MAX_PAGE_SIZE),
+    "offset_parameter": Field("str", default="", max_length=MAX_PAIR_NAME),
+    "cursor_path": Field("str", default="", max_length=200, check=_dotted_path_check),
+    "cursor_parameter": Field("str", default="", max_length=MAX_PAIR_NAME),
+    "first_page": Field("int", default=1, min_value=0, max_value=1),
+    "max_pages": Field("int", default=0, min_value=0, max_value=MAX_PAGES),
+}
+PAGINATION_DEFAULT = {name: spec.default for name, spec in PAGINATION.items()}
+PAGINATION_KEYS_BY_STYLE = {
+    PaginationStyle.NONE: (),
+    PaginationStyle.NEXT_URL: ("next_url_path", "max_pages"),
+    PaginationStyle.LINK_HEADER: ("max_pages",),
+    PaginationStyle.PAGE_NUMBER: ("page_parameter", "limit_parameter", "limit", "first_page", "max_pages"),
+    PaginationStyle.LIMIT_OFFSET: ("limit_parameter", "limit", "offset_parameter", "max_pages"),
+    PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter", "max_pages"),
+}
+# Keys a style cannot do without: (key, what it is, example).
+PAGINATION_REQUIRED = {
+    PaginationStyle.NEXT_URL: ("next_url_path",),
+    PaginationStyle.PAGE_NUMBER: ("page_parameter",),
+    PaginationStyle.LIMIT_OFFSET: ("offset_parameter", "limit_parameter"),
+    PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter"),
+}
+
 ENDPOINT = {
     "key": Field("str", required=True, max_length=64, check=_key_check),
     "name": Field("str", required=True, max_length=120),
@@ -201,6 +260,10 @@ ENDPOINT = {
     "method": Field("str", required=True, choices=tuple(HttpMethod.values)),
     "path": Field("str", required=True, max_length=500, check=_path_check),
     "parameters": Field("dict", default={}, max_items=MAX_PAIRS),
+    "request_parameters": Field("list", default=[], item=REQUEST_PARAMETER, max_items=MAX_PAIRS),
+    "body_encoding": Field("str", default=BodyEncoding.JSON.value, choices=tuple(BodyEncoding.values)),
+    "records_path": Field("str", default="", max_length=200, check=_dotted_path_check),
+    "pagination": Field("obj", default=PAGINATION_DEFAULT, item=PAGINATION),
 }
 
 RATE_LIMIT = {
@@ -353,7 +416,7 @@ def _check_object(data: Any, schema: dict[str, Field], path: str, errors: list[s
     out: dict[str, Any] = {}
     for name, spec in schema.items():
         field_path = _join(path, name)
-        if name not in data or data[name] is None and spec.kind != "int":
+        if name not in data or data[name] is None and (spec.kind != "int" or spec.default is not None):
             if spec.required:
                 errors.append(f"{field_path}: required")
                 out[name] = None
@@ -391,6 +454,55 @@ def _placeholders(value: Any) -> set[str]:
     if isinstance(value, str):
         return set(PLACEHOLDER_RE.findall(value))
     return set()
+
+
+def _check_request_parameters(endpoint: dict, path: str, known: set[str], errors: list[str]) -> None:
+    """Declared parameters: unique per location, valid header names, known placeholders; label defaults to name."""
+    seen: set[tuple[str, str]] = set()
+    for j, parameter in enumerate(endpoint["request_parameters"] or []):
+        if not parameter or not parameter.get("name"):
+            continue
+        where = f"{path}.request_parameters[{j}]"
+        name, location = parameter["name"], parameter["location"]
+        if not parameter["label"]:
+            parameter["label"] = name[:120]
+        if (location, name.lower() if location == "header" else name) in seen:
+            errors.append(f'{where}.name: duplicate {location} parameter "{name[:60]}"')
+        seen.add((location, name.lower() if location == "header" else name))
+        if location == "header":
+            if not HEADER_NAME_RE.match(name):
+                errors.append(f'{where}.name: "{name[:60]}" is not a valid header name (letters, digits and -, no spaces)')
+            problem = header_value_error(parameter["default"])
+            if problem:
+                errors.append(f"{where}.default: {problem}")
+        if location == "body" and endpoint["method"] == HttpMethod.GET:
+            errors.append(f"{where}.location: a GET request has no body (use query or header)")
+        for unknown in sorted(_placeholders(parameter["default"]) - known):
+            errors.append(f'{where}.default: unknown variable "{{{{{unknown}}}}}"')
+
+
+def _check_pagination(endpoint: dict, path: str, errors: list[str]) -> None:
+    """The keys a pagination style needs are set, and only the ones it uses differ from their defaults."""
+    pagination = endpoint["pagination"]
+    if not pagination:
+        return
+    style = pagination["style"]
+    where = f"{path}.pagination"
+    if style != PaginationStyle.NONE and endpoint["direction"] == Direction.SEND:
+        errors.append(f"{where}.style: only receive endpoints are paginated")
+        return
+    for key in PAGINATION_REQUIRED.get(style, ()):
+        if not pagination[key]:
+            errors.append(f"{where}.{key}: required for {style} pagination")
+    if style == PaginationStyle.PAGE_NUMBER and pagination["limit"] and not pagination["limit_parameter"]:
+        errors.append(f"{where}.limit_parameter: required when a limit is set")
+    if style in (PaginationStyle.PAGE_NUMBER, PaginationStyle.LIMIT_OFFSET) and pagination["limit_parameter"] \
+            and not pagination["limit"]:
+        errors.append(f"{where}.limit: give the page size to send in {pagination['limit_parameter'][:60]}")
+    used = PAGINATION_KEYS_BY_STYLE.get(style, ())
+    for key, default in PAGINATION_DEFAULT.items():
+        if key != "style" and key not in used and pagination[key] not in (default, None):
+            errors.append(f"{where}.{key}: not used by {style} pagination (leave it out)")
 
 
 def _check_semantics(m: dict, errors: list[str], *, draft: bool = False) -> None:
@@ -436,6 +548,8 @@ def _check_semantics(m: dict, errors: list[str], *, draft: bool = False) -> None
             errors.append(f"endpoints[{i}].method: a receive endpoint uses GET (or POST for searches)")
         if direction == Direction.SEND and method == HttpMethod.GET:
             errors.append(f"endpoints[{i}].method: a send endpoint uses POST, PUT, PATCH or DELETE")
+        _check_request_parameters(endpoint, f"endpoints[{i}]", connector_keys | all_auth_keys | RUN_PLACEHOLDERS, errors)
+        _check_pagination(endpoint, f"endpoints[{i}]", errors)
     if m["auth_methods"] == [] and not draft:
         errors.append("auth_methods: at least one authentication method is required")
     if m["endpoints"] == [] and not draft:
@@ -505,6 +619,17 @@ def _variable_dict(v: Variable) -> dict:
     }
 
 
+def _request_parameter_dict(p: dict) -> dict:
+    """A stored declared parameter in the manifest's key order."""
+    return {name: p.get(name, "" if name == "label" else spec.default) for name, spec in REQUEST_PARAMETER.items()}
+
+
+def _pagination_dict(stored: dict | None) -> dict:
+    """Stored pagination in the manifest's key order; endpoints saved before pagination existed get the defaults."""
+    stored = stored or {}
+    return {name: stored.get(name, default) for name, default in PAGINATION_DEFAULT.items()}
+
+
 def export(connector: Connector) -> dict:
     """The connector as a normalised manifest (uses prefetched relations when present)."""
     variables = list(connector.variables.all())
@@ -551,6 +676,10 @@ def export(connector: Connector) -> dict:
                 "method": e.method,
                 "path": e.path,
                 "parameters": dict(e.parameters),
+                "request_parameters": [_request_parameter_dict(p) for p in e.request_parameters or []],
+                "body_encoding": e.body_encoding,
+                "records_path": e.records_path,
+                "pagination": _pagination_dict(e.pagination),
             }
             for e in connector.endpoints.all()
         ],
@@ -623,8 +752,10 @@ def apply(manifest: dict, *, connector: Connector, user=None, detach_removed_end
     endpoints = {e.key: e for e in connector.endpoints.all()}
     for position, item in enumerate(manifest["endpoints"]):
         endpoint = endpoints.pop(item["key"], None) or Endpoint(connector=connector, key=item["key"])
-        for name in ("name", "entity", "direction", "method", "path", "parameters"):
+        for name in ("name", "entity", "direction", "method", "path", "parameters", "body_encoding", "records_path"):
             setattr(endpoint, name, item[name])
+        endpoint.request_parameters = [dict(p) for p in item["request_parameters"]]
+        endpoint.pagination = dict(item["pagination"])
         endpoint.position = position
         endpoint.save()
     for stale in endpoints.values():

@@ -6,10 +6,11 @@ usable operation, and warnings about what could not be carried over) and
 `to_manifest()` builds a validated manifest from the operations the user picked.
 
 The manifest describes less than OpenAPI does, so an import is a starting
-point, not a copy: request and response schemas, optional query parameters,
-per-operation headers and security, cookie and OpenID Connect authentication
-and all servers but the first are left out (and named in `warnings` where the
-user has to act on it).
+point, not a copy: request and response schemas, per-operation security,
+cookie and OpenID Connect authentication and all servers but the first are
+left out (and named in `warnings` where the user has to act on it). Query and
+header parameters become the endpoints' request parameters; the records path,
+body encoding and pagination are filled in where the document makes them clear.
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from typing import Any
 from urllib.parse import urljoin
 
 from connectors import documents
-from connectors.manifest import KEY_RE, MAX_ENDPOINTS, PLACEHOLDER_RE, validate
+from connectors.manifest import (
+    HEADER_NAME_RE,
+    KEY_RE,
+    MAX_ENDPOINTS,
+    MAX_PAGE_SIZE,
+    MAX_PAIR_NAME,
+    MAX_PAIR_VALUE,
+    MAX_PAIRS,
+    PAGINATION_DEFAULT,
+    PLACEHOLDER_RE,
+    validate,
+)
 
 MAX_BYTES = 8 * 1024 * 1024
 # Real documents nest schemas a few dozen levels deep and use anchors rarely;
@@ -67,7 +79,11 @@ class Operation:
     method: str
     path: str  # the spec path with {param} written as {{param}}
     tag: str = ""
-    parameters: dict[str, str] = field(default_factory=dict)  # required query parameters
+    parameters: dict[str, str] = field(default_factory=dict)  # fixed query parameters (none from documents today)
+    request_parameters: list[dict] = field(default_factory=list)  # query and header parameters
+    body_encoding: str = "json"
+    records_path: str = ""
+    pagination: dict = field(default_factory=lambda: dict(PAGINATION_DEFAULT))
 
     def as_endpoint(self) -> dict:
         return {
@@ -78,6 +94,10 @@ class Operation:
             "method": self.method,
             "path": self.path,
             "parameters": dict(self.parameters),
+            "request_parameters": [dict(p) for p in self.request_parameters],
+            "body_encoding": self.body_encoding,
+            "records_path": self.records_path,
+            "pagination": dict(self.pagination),
         }
 
 
@@ -585,8 +605,8 @@ def _common_headers(
 ) -> list[tuple[str, dict]]:
     """Required header parameters (e.g. Xero's `xero-tenant-id`) shared by most operations.
 
-    The manifest has no per-endpoint headers, so these become connector
-    variables sent by every auth method; rarer ones are only reported.
+    These become one connector variable sent by every auth method (set once
+    per instance); rarer ones are request parameters of their endpoints.
     """
     counts: dict[str, int] = {}
     specs: dict[str, dict] = {}
@@ -653,6 +673,202 @@ def _direction(op: _RawOperation) -> str:
     return "send"
 
 
+# Pagination recognised from query parameter names (only when it is clear).
+PAGE_PARAMETERS = ("page", "page_number", "pageNumber")
+PAGE_SIZE_PARAMETERS = ("per_page", "page_size", "pageSize", "limit", "perPage", "size", "pagesize")
+OFFSET_PARAMETERS = ("offset",)
+LIMIT_PARAMETERS = ("limit",)
+CURSOR_PARAMETERS = (
+    "cursor", "page_token", "pageToken", "next_token", "nextToken", "continuation_token", "continuationToken",
+    "starting_after", "after", "page_cursor",
+)
+# Response fields that hold the next page's token, best first.
+CURSOR_FIELDS = (
+    "next_cursor", "nextCursor", "next_page_token", "nextPageToken", "next_token", "nextToken",
+    "continuation_token", "continuationToken", "next_page", "cursor", "after", "next",
+)
+RECORD_LIST_NAMES = ("data", "items", "results", "records", "entries", "elements", "values")
+NOT_RECORD_LISTS = {"errors", "warnings", "links", "messages_errors"}  # lists beside the records, lower-cased
+# Response fields that hold the next page's URL (Twilio's next_page_uri, JSON:API's links.next).
+NEXT_URL_FIELDS = ("next_page_uri", "next_page_url", "nextPageUrl", "next_url", "nextLink", "next_link")
+
+
+def _schema(document: dict, value: Any, depth: int = 0) -> dict:
+    """A schema with its `$ref` followed and a single allOf (or all of them) merged; {} when unusable."""
+    value = _resolve(document, value)
+    if not isinstance(value, dict):
+        return {}
+    parts = value.get("allOf") if isinstance(value.get("allOf"), list) else []
+    if not parts or depth > 5:
+        return value
+    merged: dict = {"type": value.get("type"), "properties": dict(value.get("properties") or {})}
+    for part in parts:
+        part = _schema(document, part, depth + 1)
+        if part.get("type") and not merged["type"]:
+            merged["type"] = part["type"]
+        if isinstance(part.get("properties"), dict):
+            merged["properties"].update(part["properties"])
+    return merged
+
+
+def _is_array(document: dict, schema: Any) -> bool:
+    schema = _schema(document, schema)
+    return schema.get("type") == "array" or "items" in schema and "properties" not in schema
+
+
+def _success_schema(document: dict, op: _RawOperation) -> dict:
+    """The JSON schema of the first 2xx response (200 first), or {}."""
+    responses = op.operation.get("responses") if isinstance(op.operation.get("responses"), dict) else {}
+    for code in ["200"] + sorted(str(c) for c in responses if str(c).startswith("2") and str(c) != "200"):
+        response = _resolve(document, responses.get(code) or responses.get(int(code)) if code.isdigit() else None)
+        content = response.get("content") if isinstance(response, dict) and isinstance(response.get("content"), dict) else {}
+        for media_type, media in content.items():
+            if "json" in str(media_type) and isinstance(media, dict):
+                return _schema(document, media.get("schema"))
+    return {}
+
+
+def _records_path(document: dict, schema: dict) -> str:
+    """Where the list of records is: "" for a top-level list, else an object's one array property (or an obvious one)."""
+    if not schema or _is_array(document, schema):
+        return ""
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    arrays = [
+        name for name, value in properties.items()
+        if _is_array(document, value) and str(name).lower() not in NOT_RECORD_LISTS
+    ]
+    if len(arrays) == 1:
+        return arrays[0] if re.fullmatch(r"[A-Za-z0-9_-]+", str(arrays[0])) else ""
+    named = [name for name in arrays if name in RECORD_LIST_NAMES]
+    if len(named) == 1:
+        return named[0]
+    if not arrays:
+        # {"data": {"items": [...]}}: one object property holding exactly one array.
+        nested = [
+            (name, _records_path(document, _schema(document, value)))
+            for name, value in properties.items() if name in RECORD_LIST_NAMES
+        ]
+        nested = [(name, path) for name, path in nested if path]
+        if len(nested) == 1:
+            return f"{nested[0][0]}.{nested[0][1]}"
+    return ""
+
+
+def _find_field(document: dict, schema: dict, names: tuple[str, ...], depth: int = 0) -> str:
+    """A dotted path to the first of `names` in `schema` (breadth first, three levels deep), or ""."""
+    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    for name in names:
+        if name in properties and not _is_array(document, properties[name]):
+            return name
+    if depth >= 2:
+        return ""
+    for name, value in properties.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) or _is_array(document, value):
+            continue
+        found = _find_field(document, _schema(document, value), names, depth + 1)
+        if found:
+            return f"{name}.{found}"
+    return ""
+
+
+def _page_size(parameter: dict | None) -> int:
+    """The page size to ask for: the parameter's maximum, else its default; 0 when the document says neither."""
+    schema = parameter.get("schema") if parameter and isinstance(parameter.get("schema"), dict) else {}
+    for key in ("maximum", "default"):
+        value = schema.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PAGE_SIZE:
+            return value
+    return 0
+
+
+def _pagination(document: dict, op: _RawOperation, response: dict) -> dict:
+    """The pagination the query parameters (and response) make clear; style none otherwise."""
+    query = {str(p.get("name")): p for p in op.parameters if p.get("in") == "query" and p.get("name")}
+    result = dict(PAGINATION_DEFAULT)
+    next_url = _find_field(document, response, NEXT_URL_FIELDS)
+    links = _schema(document, (response.get("properties") or {}).get("links")) if response else {}
+    if not next_url and _schema(document, (links.get("properties") or {}).get("next")).get("type") == "string":
+        next_url = "links.next"
+    if next_url:
+        result.update(style="next_url", next_url_path=next_url)
+        return result
+    page = next((n for n in PAGE_PARAMETERS if n in query), None)
+    if page and _schema(document, query[page].get("schema")).get("type") == "string":
+        page = None  # a page token (Stripe's search): a cursor, if the response says where the next one is
+    size = next((n for n in PAGE_SIZE_PARAMETERS if n in query), None)
+    offset = next((n for n in OFFSET_PARAMETERS if n in query), None)
+    cursor = next((n for n in CURSOR_PARAMETERS + PAGE_PARAMETERS if n in query and n != page), None)
+    if page and not offset and not cursor:
+        result.update(style="page_number", page_parameter=page)
+        schema = query[page].get("schema") if isinstance(query[page].get("schema"), dict) else {}
+        if schema.get("minimum") == 0 or schema.get("default") == 0:
+            result["first_page"] = 0
+        limit = _page_size(query.get(size)) if size else 0
+        if limit:
+            result.update(limit_parameter=size, limit=limit)
+        return result
+    if offset and not page and not cursor:
+        limit_name = next((n for n in LIMIT_PARAMETERS + PAGE_SIZE_PARAMETERS if n in query), None)
+        limit = _page_size(query.get(limit_name)) if limit_name else 0
+        if limit:
+            result.update(style="limit_offset", offset_parameter=offset, limit_parameter=limit_name, limit=limit)
+        return result
+    if cursor and not page and not offset:
+        path = _find_field(document, response, CURSOR_FIELDS)
+        if path:
+            result.update(style="cursor", cursor_parameter=cursor, cursor_path=path)
+    return result
+
+
+def _request_parameters(document: dict, op: _RawOperation, skip: set[str], key_for) -> list[dict]:
+    """Query and header parameters (path ones are in the path) as declared request parameters.
+
+    A required parameter gets the document's default, first enum value or
+    example, else a {{placeholder}} that becomes a connector variable; an
+    optional one only the document's default (an example is not sent unasked).
+    Parameters the client or the pagination sets are left out.
+    """
+    found: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    for p in op.parameters:
+        location, name = p.get("in"), str(p.get("name") or "")
+        if location not in ("query", "header") or not name or len(name) > MAX_PAIR_NAME or name in skip:
+            continue
+        if location == "header" and (name.lower() in IGNORED_HEADERS or not HEADER_NAME_RE.match(name)):
+            continue
+        ident = (location, name.lower() if location == "header" else name)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        schema = _schema(document, p.get("schema"))
+        enum = schema.get("enum") if isinstance(schema.get("enum"), list) else []
+        required = p.get("required") is True
+        default = _text(schema.get("default"))
+        if required and default is None:
+            default = (_text(enum[0]) if enum else None) or _text(p.get("example")) or _text(schema.get("example"))
+            if default is None:
+                default = "{{" + key_for(name) + "}}"
+        default = default or ""
+        if len(default) > MAX_PAIR_VALUE or any(ch in default for ch in "\r\n\x00") or "{{" in default and "}}" not in default:
+            default = ""
+        found.append({"name": name, "location": location, "required": required, "default": default,
+                      "label": _clip(_humanise(name), LABEL_MAX)})
+    found.sort(key=lambda item: not item["required"])  # required ones first, kept when there are too many
+    return found[:MAX_PAIRS]
+
+
+def _body_encoding(document: dict, op: _RawOperation) -> str:
+    """form when the request body is only URL-encoded form data (Stripe), else json."""
+    if op.method == "GET":
+        return "json"  # no body is sent (Stripe declares form bodies even on GETs)
+    body = _resolve(document, op.operation.get("requestBody"))
+    content = body.get("content") if isinstance(body, dict) and isinstance(body.get("content"), dict) else {}
+    types = [str(t).lower() for t in content]
+    if any("x-www-form-urlencoded" in t for t in types) and not any("json" in t for t in types):
+        return "form"
+    return "json"
+
+
 def _operation_name(op: _RawOperation) -> str:
     summary = " ".join(str(op.operation.get("summary") or "").split()).rstrip(".")
     operation_id = str(op.operation.get("operationId") or "")
@@ -688,17 +904,6 @@ def draft_from_openapi(document: dict, deadline: documents.Deadline | None = Non
         variables.append(variable)
         for _, method in auth:
             method["headers"][header] = "{{" + variable["key"] + "}}"
-    rare = sorted({
-        str(p.get("name")) for op in raw for p in op.parameters
-        if p.get("in") == "header" and p.get("required")
-        and str(p.get("name") or "").lower() not in IGNORED_HEADERS
-    } - {h for _, m in auth for h in m["headers"]})
-    if rare:
-        warnings.append(
-            "Some operations require headers the connector cannot set per endpoint: "
-            f"{', '.join(rare[:5])}{' and others' if len(rare) > 5 else ''}."
-        )
-
     # Every {param} becomes one placeholder key; reuse server variables of the same name.
     keys_for: dict[str, str] = {v["alias"]: v["key"] for v in variables if v["alias"]}
     parameter_names: dict[str, str] = {}
@@ -721,24 +926,31 @@ def draft_from_openapi(document: dict, deadline: documents.Deadline | None = Non
             key_for(name)
         if op.servers and isinstance(op.servers[0], dict) and _server_url(op.servers[0]) != _server_url(first_server):
             foreign_servers += 1
-        parameters: dict[str, str] = {}
-        for p in op.parameters:
-            if p.get("in") == "query" and p.get("required") and p.get("name"):
-                schema = p.get("schema") if isinstance(p.get("schema"), dict) else {}
-                enum = schema.get("enum") if isinstance(schema.get("enum"), list) else []
-                value = _text(schema.get("default")) or (_text(enum[0]) if enum else None)
-                parameters[str(p["name"])] = value if value is not None else "{{" + key_for(str(p["name"])) + "}}"
+        direction = _direction(op)
+        response = _success_schema(document, op)
+        pagination = _pagination(document, op, response) if direction == "receive" else dict(PAGINATION_DEFAULT)
+        managed = {pagination[k] for k in ("page_parameter", "limit_parameter", "offset_parameter", "cursor_parameter")}
+        common = {h.lower() for _, m in auth for h in m["headers"]}
+        request_parameters = [
+            p for p in _request_parameters(document, op, managed - {""}, key_for)
+            if not (p["location"] == "header" and p["name"].lower() in common)
+        ]
+        if op.method == "GET":
+            request_parameters = [p for p in request_parameters if p["location"] != "body"]
         operation_id = str(op.operation.get("operationId") or "")
         tag = _tag(op.operation)
         operations.append(Operation(
             key=_unique(slug(operation_id or f"{op.method} {op.path}", "op"), operation_keys),
             name=_operation_name(op),
             entity=_entity(op.path, tag, tags_informative),
-            direction=_direction(op),
+            direction=direction,
             method=op.method,
             path=_template(op.path, keys_for),
             tag=tag,
-            parameters=parameters,
+            request_parameters=request_parameters,
+            body_encoding=_body_encoding(document, op),
+            records_path=_records_path(document, response) if direction == "receive" else "",
+            pagination=pagination,
         ))
     if foreign_servers:
         warnings.append(
@@ -804,6 +1016,7 @@ def to_manifest(
     for method in auth_methods:
         known |= {v["key"] for v in method["variables"]}
     templates = [e["path"] for e in endpoints] + [v for e in endpoints for v in e["parameters"].values()]
+    templates += [p["default"] for e in endpoints for p in e["request_parameters"]]
     templates += [m["test_request"]["path"] for m in auth_methods]
     for template in templates:
         for key in PLACEHOLDER_RE.findall(template):

@@ -49,7 +49,13 @@ def test_building_a_custom_connector_and_adding_an_instance_to_it(page, log_in, 
     page.get_by_label("Entity").fill("Stock")
     page.get_by_label("Direction").select_option("receive")
     page.get_by_label("Method").select_option("GET")
-    page.get_by_label("Path").fill("/stock")
+    page.get_by_role("textbox", name="Path*", exact=True).fill("/stock")
+    # Only the chosen pagination style's fields show (all of them without JavaScript).
+    expect(page.get_by_label("Page parameter")).to_be_hidden()
+    page.get_by_label("Pagination").select_option("page_number")
+    expect(page.get_by_label("Page parameter")).to_be_visible()
+    expect(page.get_by_label("Next token path")).to_be_hidden()
+    page.get_by_label("Pagination").select_option("none")
     page.get_by_role("button", name="add endpoint").click()
     expect(page.get_by_test_id("ready")).to_be_visible()
     page.get_by_role("button", name="Clone endpoint List stock").click()
@@ -87,7 +93,7 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     page.get_by_role("link", name="4. endpoints").click()
     page.get_by_label("Name").fill("List refunds")
     page.get_by_label("Entity").fill("Refund")
-    page.get_by_label("Path").fill("/refunds")
+    page.get_by_role("textbox", name="Path*", exact=True).fill("/refunds")
     page.get_by_role("button", name="add endpoint").click()
     page.goto("/connectors/")
     card = page.get_by_test_id("connector").filter(has_text="Sandbox")
@@ -98,12 +104,12 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     expect(page.get_by_test_id("update-choices")).to_contain_text("Existing instances do NOT need to be re-authenticated.")
     page.get_by_label("OVERWRITE the existing connector").check()  # steps 3-4
     page.get_by_role("button", name="apply update").click()
-    expect(page.get_by_role("alert").first).to_contain_text("is now version 1.2.0")
+    expect(page.get_by_role("alert").first).to_contain_text("is now version 1.3.0")
     card = page.get_by_test_id("connector").filter(has_text="Sandbox")
     expect(card.get_by_test_id("auth-status")).to_have_text("Authenticated")
     expect(card.get_by_test_id("update-available")).to_have_count(0)
     sandbox.refresh_from_db()
-    assert sandbox.version == "1.2.0" and not sandbox.endpoints.filter(key="list_refunds").exists()
+    assert sandbox.version == "1.3.0" and not sandbox.endpoints.filter(key="list_refunds").exists()
     assert Shape.objects.get().instance == instance
 
 
@@ -121,4 +127,4 @@ def test_installing_an_update_alongside_shows_two_connectors(page, log_in, opera
     page.get_by_role("button", name="apply update").click()
     expect(page.get_by_role("alert").first).to_contain_text("re-configure the connection shapes")
     expect(page.get_by_test_id("connector").filter(has_text="Sandbox")).to_have_count(2)
-    assert sorted(Connector.objects.values_list("version", flat=True)) == ["1.0.0", "1.2.0"]
+    assert sorted(Connector.objects.values_list("version", flat=True)) == ["1.0.0", "1.3.0"]

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -111,9 +112,9 @@ def test_modifying_a_prebuilt_connector_shows_version_info_and_a_readable_histor
     connector = install(sandbox_listing, company)
     admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {"action": "save", "key": "", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": ""})
     manage = admin_client.get("/connectors/").content.decode()
-    assert "modified from version 1.2.0" in manage and "last changed by ada" in manage
+    assert "modified from version 1.3.0" in manage and "last changed by ada" in manage
     history = admin_client.get(f"/connectors/{connector.pk}/history/").content.decode()
-    assert "installed version 1.2.0 from the marketplace" in history
+    assert "installed version 1.3.0 from the marketplace" in history
     assert "endpoint added: List refunds" in history
     assert '<span class="add">+  name: List refunds</span>' in history
     assert "ada" in history
@@ -136,7 +137,7 @@ def test_an_endpoint_used_by_a_flow_cannot_be_removed_in_the_builder(admin_clien
 def test_export_then_import_a_manifest_creates_an_identical_custom_connector(admin_client, company, sandbox_listing, install):
     connector = install(sandbox_listing, company)
     response = admin_client.get(f"/connectors/{connector.pk}/manifest.yaml")
-    assert response["Content-Disposition"] == 'attachment; filename="sandbox-120.yaml"'
+    assert response["Content-Disposition"] == 'attachment; filename="sandbox-130.yaml"'
     exported = yaml.safe_load(response.content)
     response = admin_client.post("/connectors/import/", {"file": SimpleUploadedFile("sandbox.yaml", response.content)})
     imported = Connector.objects.exclude(pk=connector.pk).get()
@@ -229,3 +230,69 @@ def test_editing_as_a_manifest_validates_and_records_the_change(admin_client, co
     response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": "name: [oops"})
     assert response.status_code == 422 and "not valid YAML at line" in response.content.decode()
     assert connector.endpoints.get().name == "All orders"
+
+
+ENDPOINT_POST = {
+    "action": "save", "key": "", "name": "List orders", "entity": "Order", "direction": "receive", "method": "GET",
+    "path": "/orders", "parameters": "",
+    "request_parameters": 'query updated_since optional "Updated since" = {{since}}\nheader X-Shop required = {{api_token}}',
+    "body_encoding": "json", "records_path": "data.orders", "pagination_style": "page_number",
+    "next_url_path": "links.next",  # belongs to another style: dropped
+    "page_parameter": "page", "first_page": "0", "limit_parameter": "per_page", "limit": "50",
+    "offset_parameter": "", "cursor_path": "", "cursor_parameter": "", "max_pages": "",
+}
+
+
+def test_an_endpoint_gets_request_parameters_records_path_and_pagination_in_the_builder(admin_client, company, make_connector):
+    connector = make_connector(company)  # has list_orders: the new endpoint becomes list_orders_2
+    url = f"/connectors/{connector.pk}/build/endpoints/"
+    page = admin_client.get(url).content.decode()
+    for label in ("Request parameters", "Body encoding", "Records path", "Pagination", "Page parameter", "Next page URL path",
+                  "Offset parameter", "Next token path", "Token parameter", "Page cap"):
+        assert re.search(rf">\s*{label}\s*<", page), label
+    assert 'data-pagination-styles="page_number"' in page  # all shown; app.js hides the other styles' fields
+
+    response = admin_client.post(url, ENDPOINT_POST)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    endpoint = manifests.export(editing.fresh(connector))["endpoints"][1]
+    assert endpoint["request_parameters"] == [
+        {"name": "updated_since", "location": "query", "required": False, "default": "{{since}}", "label": "Updated since"},
+        {"name": "X-Shop", "location": "header", "required": True, "default": "{{api_token}}", "label": "X-Shop"},
+    ]
+    assert endpoint["records_path"] == "data.orders"
+    assert endpoint["pagination"] == {**manifests.PAGINATION_DEFAULT, "style": "page_number", "page_parameter": "page",
+                                      "first_page": 0, "limit_parameter": "per_page", "limit": 50}
+
+    page = admin_client.get(url + "?edit=list_orders_2").content.decode()
+    assert 'query updated_since optional &quot;Updated since&quot; = {{since}}' in page
+    assert 'value="data.orders"' in page and '<option value="page_number" selected>' in page
+
+    response = admin_client.post(url, {**ENDPOINT_POST, "key": "list_orders_2", "pagination_style": "cursor",
+                                       "cursor_path": "meta.next", "cursor_parameter": "cursor", "body_encoding": "form"})
+    assert response.status_code == 302
+    endpoint = manifests.export(editing.fresh(connector))["endpoints"][1]
+    assert endpoint["pagination"] == {**manifests.PAGINATION_DEFAULT, "style": "cursor", "cursor_path": "meta.next",
+                                      "cursor_parameter": "cursor"}
+    assert endpoint["body_encoding"] == "form"
+
+
+@pytest.mark.parametrize(("changes", "field_error"), [
+    ({"pagination_style": "cursor", "cursor_path": ""}, "required for cursor pagination"),
+    ({"page_parameter": ""}, "required for page_number pagination"),
+    ({"records_path": "data orders"}, "must be a dotted path of names"),
+    ({"request_parameters": "query page maybe"}, "line 1: say required or optional, not maybe"),
+    ({"request_parameters": "cookie page optional"}, "line 1: where is query, header or body, not cookie"),
+    ({"request_parameters": "page"}, "line 1: write where, name, required or optional"),
+    ({"request_parameters": "query a optional = {{unknown}}"}, "unknown variable &quot;{{unknown}}&quot;"),
+    ({"request_parameters": "header Bad:Name optional"}, "is not a valid header name"),
+    ({"limit": "-1"}, "Ensure this value is greater than or equal to 0."),
+])
+def test_bad_endpoint_settings_show_next_to_their_fields_and_nothing_is_saved(admin_client, company, make_connector, changes, field_error):
+    connector = make_connector(company)
+    before = manifests.export(editing.fresh(connector))
+    response = admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {**ENDPOINT_POST, **changes})
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert field_error in page
+    assert "invalid-feedback" in page.split(field_error)[0][-600:]  # shown at the field
+    assert manifests.export(editing.fresh(connector)) == before

@@ -479,20 +479,127 @@ def test_a_path_parameter_named_like_an_auth_variable_gets_its_own_variable():
     assert [(v["key"], v["alias"]) for v in manifest["variables"]] == [("token_param", "token")]
 
 
-def test_required_query_parameters_become_endpoint_parameters():
+def test_query_and_header_parameters_become_request_parameters():
     draft = draft_from_openapi(spec(paths={"/reports": {"get": {
         "operationId": "getReport",
         "parameters": [
             {"name": "format", "in": "query", "required": True, "schema": {"type": "string", "enum": ["json", "csv"]}},
             {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+            {"name": "region", "in": "query", "required": True, "example": "eu", "schema": {"type": "string"}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}},
+            {"name": "email", "in": "query", "schema": {"type": "string", "example": "jo@example.com"}},
+            {"name": "X-Request-Id", "in": "header", "schema": {"type": "string"}},
+            {"name": "Accept", "in": "header", "schema": {"type": "string"}},  # set by the client
+            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},  # in the path
         ],
     }}}))
 
-    assert draft.operations[0].parameters == {"format": "json", "from": "{{from}}"}
+    operation = draft.operations[0]
+    assert operation.parameters == {}
+    assert [(p["name"], p["location"], p["required"], p["default"]) for p in operation.request_parameters] == [
+        ("format", "query", True, "json"),
+        ("from", "query", True, "{{from}}"),
+        ("region", "query", True, "eu"),
+        ("limit", "query", False, "10"),
+        ("email", "query", False, ""),  # an example is not sent unasked
+        ("X-Request-Id", "header", False, ""),
+    ]
     manifest = to_manifest(draft, ["get_report"])
-    assert manifest["endpoints"][0]["parameters"] == {"format": "json", "from": "{{from}}"}
-    assert [v["key"] for v in manifest["variables"]] == ["from"]
+    assert manifest["endpoints"][0]["request_parameters"][1] == {
+        "name": "from", "location": "query", "required": True, "default": "{{from}}", "label": "From",
+    }
+    assert [v["key"] for v in manifest["variables"]] == ["from"]  # a required value without a default
+
+
+def _list(parameters: list[dict], response: dict | None = None, **operation) -> Operation:
+    schema = response if response is not None else {"type": "array", "items": {"type": "object"}}
+    document = spec(paths={"/things": {"get": {
+        "operationId": "listThings", "parameters": parameters,
+        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}},
+        **operation,
+    }}})
+    return draft_from_openapi(document).operations[0]
+
+
+def _query(name: str, **schema) -> dict:
+    return {"name": name, "in": "query", "schema": {"type": "integer", **schema}}
+
+
+def _set(pagination: dict) -> dict:
+    return {k: v for k, v in pagination.items() if (v != 1 if k == "first_page" else v not in ("", 0))}
+
+
+def test_page_and_per_page_parameters_give_page_number_pagination_with_the_largest_page():
+    op = _list([_query("page", minimum=1), _query("per_page", maximum=100, default=30), _query("status")])
+    assert _set(op.pagination) == {"style": "page_number", "page_parameter": "page", "limit_parameter": "per_page", "limit": 100}
+    assert [p["name"] for p in op.request_parameters] == ["status"]  # the paging parameters are the runner's
+    assert _set(_list([_query("page", minimum=0)]).pagination) == {"style": "page_number", "page_parameter": "page", "first_page": 0}
+
+
+def test_offset_and_limit_give_limit_offset_pagination_only_with_a_known_page_size():
+    op = _list([_query("offset"), _query("limit", default=50)])
+    assert _set(op.pagination) == {"style": "limit_offset", "offset_parameter": "offset", "limit_parameter": "limit", "limit": 50}
+    assert _list([_query("offset"), _query("limit")]).pagination["style"] == "none"  # no page size: not clear
+
+
+def test_a_cursor_parameter_gives_cursor_pagination_only_when_the_response_names_the_next_token():
+    response = {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "meta": {"type": "object", "properties": {"next_cursor": {"type": "string"}}},
+    }}
+    op = _list([{"name": "cursor", "in": "query", "schema": {"type": "string"}}], response)
+    assert _set(op.pagination) == {"style": "cursor", "cursor_parameter": "cursor", "cursor_path": "meta.next_cursor"}
+    assert op.records_path == "items"
+    # Stripe's starting_after takes the last record's id: no response field says it, so no pagination.
+    op = _list([{"name": "starting_after", "in": "query", "schema": {"type": "string"}}],
+               {"type": "object", "properties": {"data": {"type": "array"}, "has_more": {"type": "boolean"}}})
+    assert op.pagination["style"] == "none" and op.records_path == "data"
+
+
+def test_the_records_path_is_the_one_list_of_an_object_response():
+    assert _list([]).records_path == ""  # a top-level list
+    components = {"schemas": {"Page": {"type": "object", "properties": {
+        "results": {"type": "array", "items": {}}, "errors": {"type": "array", "items": {}}, "count": {"type": "integer"}}}}}
+    op = _list([], {"$ref": "#/components/schemas/Page"})
+    assert op.records_path == ""  # the components were not given: unresolvable reference
+    document = spec(paths={"/things": {"get": {"operationId": "listThings", "responses": {"200": {
+        "description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}}}}}})
+    document["components"].update(components)
+    assert draft_from_openapi(document).operations[0].records_path == "results"  # two lists, one obvious name
+    nested = {"type": "object", "properties": {"data": {"type": "object", "properties": {"items": {"type": "array"}}}}}
+    assert _list([], nested).records_path == "data.items"
+
+
+def test_a_form_request_body_gives_form_encoding():
+    document = spec(paths={"/things": {"post": {"operationId": "createThing", "requestBody": {"content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}}})
+    assert draft_from_openapi(document).operations[0].body_encoding == "form"
+    document["paths"]["/things"]["post"]["requestBody"]["content"]["application/json"] = {"schema": {}}
+    assert draft_from_openapi(document).operations[0].body_encoding == "json"
+
+
+@needs_specs
+def test_bigcommerce_products_page_through_data_with_page_and_limit():
+    draft = vendor_draft("bigcommerce/products_catalog.v3.yml")
+    op = operation(draft, "get_products")
+    assert op.records_path == "data"
+    assert _set(op.pagination) == {"style": "page_number", "page_parameter": "page", "limit_parameter": "limit", "limit": 250}
+    names = {p["name"] for p in op.request_parameters}
+    assert {"include_fields", "id:in"} <= names and not {"page", "limit"} & names
+    manifest = to_manifest(draft, ["get_products"])
+    assert manifest["endpoints"][0]["pagination"]["style"] == "page_number"
+
+
+@needs_specs
+def test_stripe_lists_have_their_records_in_data_and_search_pages_by_token():
+    draft = vendor_draft("stripe/spec3.yaml")
+    customers = next(op for op in draft.operations if op.method == "GET" and op.path == "/v1/customers")
+    assert customers.records_path == "data" and customers.pagination["style"] == "none"
+    assert {"limit", "starting_after", "email"} <= {p["name"] for p in customers.request_parameters}
+    search = next(op for op in draft.operations if op.method == "GET" and op.path == "/v1/customers/search")
+    assert _set(search.pagination) == {"style": "cursor", "cursor_parameter": "page", "cursor_path": "next_page"}
+    create = next(op for op in draft.operations if op.method == "POST" and op.path == "/v1/customers")
+    assert create.body_encoding == "form"
 
 
 def test_to_manifest_refuses_an_unknown_operation_key():
@@ -523,3 +630,16 @@ def test_a_manifest_from_a_small_document_round_trips_through_a_connector():
 
     assert manifest["variables"][0]["key"] == "order_id"
     assert round_trip(manifest) == manifest
+
+
+def test_a_next_page_url_in_the_response_gives_next_url_pagination_and_error_lists_are_not_records():
+    response = {"type": "object", "properties": {
+        "messages": {"type": "array", "items": {}}, "errors": {"type": "array", "items": {}},
+        "next_page_uri": {"type": "string", "nullable": True},
+    }}
+    op = _list([_query("Page"), {"name": "PageToken", "in": "query", "schema": {"type": "string"}}], response)
+    assert _set(op.pagination) == {"style": "next_url", "next_url_path": "next_page_uri"}
+    assert op.records_path == "messages"
+    json_api = {"type": "object", "properties": {
+        "data": {"type": "array"}, "links": {"type": "object", "properties": {"next": {"type": "string"}}}}}
+    assert _set(_list([], json_api).pagination) == {"style": "next_url", "next_url_path": "links.next"}

@@ -59,3 +59,25 @@ document.addEventListener("click", function (event) {
   else document.execCommand("copy");
   button.setAttribute("title", "Copied");
 });
+
+// <fieldset data-pagination>: shows only the fields of the chosen pagination style
+// (each wrapped in <div data-pagination-styles="style style">). Without JavaScript all show.
+function showPaginationFields(fieldset) {
+  var select = fieldset.querySelector("select");
+  if (!select) return;
+  fieldset.querySelectorAll("[data-pagination-styles]").forEach(function (wrapper) {
+    var styles = wrapper.getAttribute("data-pagination-styles").split(" ");
+    var invalid = wrapper.querySelector(".is-invalid");
+    wrapper.hidden = !invalid && styles.indexOf(select.value) === -1;
+  });
+}
+document.addEventListener("change", function (event) {
+  var fieldset = event.target.closest("[data-pagination]");
+  if (fieldset) showPaginationFields(fieldset);
+});
+function initPaginationFields() {
+  document.querySelectorAll("[data-pagination]").forEach(showPaginationFields);
+}
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", initPaginationFields);
+else initPaginationFields();
+document.addEventListener("htmx:afterSwap", initPaginationFields);

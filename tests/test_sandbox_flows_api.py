@@ -346,6 +346,9 @@ def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_ser
     instance = make_instance(connector, "Sandbox - live", {"api_token": "sandbox-token"},
                              auth_method=connector.auth_methods.get(key="token"),
                              values={"base_url": f"{live_server.url}/sandbox/api"})
+    # The catalog's 120 a minute would make this test take two minutes.
+    instance.rate_limit_amount, instance.rate_limit_unit = 100, "second"
+    instance.save()
     flow = ProcessFlow.objects.create(company=company, name="Sandbox round trip", enabled=True)
     for position, key in enumerate(("list_orders", "create_order")):
         Shape.objects.create(flow=flow, position=position, instance=instance, endpoint=connector.endpoints.get(key=key))
@@ -357,8 +360,9 @@ def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_ser
 
     assert run.status == RunStatus.SUCCESS, run.failure_reason
     receive, send = run.shape_runs.order_by("position")
-    assert receive.items_out >= 25 and send.items_out == receive.items_out
-    stored = list(SandboxReceivedOrder.objects.order_by("id"))
+    # Every page of the Sandbox's 240 orders was fetched and each order sent on.
+    assert receive.pages > 1 and receive.items_out == 240 and send.items_out == 240
+    stored = list(SandboxReceivedOrder.objects.order_by("-id"))
     assert len(stored) == receive.items_out
     assert stored[0].body["number"].startswith("SB-") and "name" in stored[0].body["customer"]
     user = User.objects.create_user(username="looker", password=None, company=company, role=Role.READ_ONLY)

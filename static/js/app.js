@@ -59,3 +59,17 @@ document.addEventListener("click", function (event) {
   else document.execCommand("copy");
   button.setAttribute("title", "Copied");
 });
+// After a shape moved (htmx swaps the list), keep the keyboard focus on the button
+// that moved it, or on its other arrow when the shape reached the top or bottom.
+document.addEventListener("htmx:afterSwap", function () {
+  var list = document.querySelector("#shape-list[data-focus]");
+  if (!list) return;
+  var key = list.dataset.focus;
+  list.removeAttribute("data-focus");
+  var button = list.querySelector('[data-focus-key="' + key + '"]');
+  if (button && button.disabled) {
+    var other = key.replace(/-(up|down)$/, function (m, d) { return d === "up" ? "-down" : "-up"; });
+    button = list.querySelector('[data-focus-key="' + other + '"]');
+  }
+  if (button) button.focus();
+});

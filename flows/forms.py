@@ -213,8 +213,11 @@ class ConnectionSettingsForm(forms.Form):
             del self.fields["send_as"]
         self.parameter_fields: dict[str, str] = {}  # form field name -> request parameter name
         saved = config.get("parameters") if isinstance(config.get("parameters"), dict) else {}
-        for index, parameter in enumerate(self.optional_parameters(endpoint)):
-            name = f"parameter_{index}"
+        for parameter in self.optional_parameters(endpoint):
+            # Named after the parameter, so a value typed for one endpoint never lands on another's parameter.
+            name = "parameter_" + re.sub(r"[^A-Za-z0-9_-]", "_", parameter["name"])
+            while name in self.fields:
+                name += "_"
             default = str(parameter.get("default") or "")
             self.fields[name] = forms.CharField(
                 label=parameter.get("label") or parameter["name"], required=False, max_length=500,

@@ -43,10 +43,12 @@ def flow_list(request: HttpRequest) -> HttpResponse:
         form = FlowForm(request.POST, instance=ProcessFlow(company=company))
         if form.is_valid():
             flow = form.save()
-            messages.success(request, f'Process flow "{flow.name}" created. Add connection shapes to it.')
+            messages.success(request, f'Process flow "{flow.name}" created. Add shapes to it.')
             return redirect("flows:detail", pk=flow.pk)
     flows = ProcessFlow.objects.for_company(company).annotate(
-        shape_count=Count("shapes"), flagged_count=Count("shapes", filter=Q(shapes__endpoint__isnull=True))
+        shape_count=Count("shapes"), flagged_count=Count(
+            "shapes", filter=Q(shapes__kind=ShapeKind.CONNECTION, shapes__endpoint__isnull=True)
+        )
     )
     return render(request, "flows/list.html", {"flows": flows, "form": form}, status=422 if form.errors else 200)
 

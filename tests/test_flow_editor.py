@@ -92,7 +92,7 @@ def test_connection_settings_are_saved_as_the_runner_reads_them(admin_client, fl
 
     response = admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/", {
         "target": f"{instance.pk}:{endpoint(instance, 'list_orders').pk}", "timeout": "45", "retries": "2",
-        "allow_unsuccessful": "on", "parameter_0": "{{since}}", "parameter_1": "",
+        "allow_unsuccessful": "on", "parameter_updated_since": "{{since}}", "parameter_X-Sandbox-Time-Zone": "",
     })
     assert response["Location"] == f"/flows/{flow.pk}/"
     shape.refresh_from_db()
@@ -117,8 +117,8 @@ def test_a_send_endpoint_offers_send_as_batch(admin_client, flow, instance):
     ({"timeout": "0"}, "Ensure this value is greater than or equal to 1."),
     ({"timeout": "121"}, "Ensure this value is less than or equal to 120."),
     ({"retries": "3"}, "Select a valid choice. 3 is not one of the available choices."),
-    ({"parameter_0": "{{nope}}"}, "Unknown variable {{nope}}."),
-    ({"parameter_0": "{{since"}, "Close every {{ with }}."),
+    ({"parameter_updated_since": "{{nope}}"}, "Unknown variable {{nope}}."),
+    ({"parameter_updated_since": "{{since"}, "Close every {{ with }}."),
     ({"target": "garbage"}, "Choose an endpoint of one of your instances."),
 ])
 def test_bad_connection_settings_are_refused_next_to_the_field_and_nothing_saved(admin_client, flow, instance, data, error):
@@ -136,7 +136,7 @@ def test_connector_variables_are_known_placeholders(admin_client, flow, instance
     shape = add_connection(admin_client, flow, instance)
     admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/", {
         "target": f"{instance.pk}:{endpoint(instance, 'list_orders').pk}", "timeout": "30", "retries": "0",
-        "parameter_0": "{{ region }}-{{run_time}}",
+        "parameter_updated_since": "{{ region }}-{{run_time}}",
     })
     shape.refresh_from_db()
     assert shape.config["parameters"] == {"updated_since": "{{ region }}-{{run_time}}"}
@@ -330,3 +330,25 @@ def test_another_company_s_flow_and_shape_are_not_found(client_for, make_user, c
     assert outsider.post(f"/flows/{flow.pk}/", {"kind": "map"}).status_code == 404
     shape.refresh_from_db()
     assert shape.config == {"match": "all", "rules": []} and Shape.objects.count() == 1
+
+
+def test_the_flow_list_counts_only_connection_shapes_without_endpoint_as_needing_attention(admin_client, flow, instance):
+    add(admin_client, flow, "filter")
+    add(admin_client, flow, "map")
+    page = admin_client.get("/flows/").content.decode()
+    assert "2 shapes" in page and "attention" not in page
+    Shape.objects.create(flow=flow, kind=ShapeKind.CONNECTION, instance=instance, endpoint=None, missing_endpoint="Gone", position=2)
+    page = admin_client.get("/flows/").content.decode()
+    assert "3 shapes" in page and "1 needs attention" in page
+
+
+def test_choosing_another_endpoint_drops_parameters_it_does_not_declare(admin_client, flow, instance):
+    shape = add_connection(admin_client, flow, instance)
+    base = {"timeout": "30", "retries": "0", "parameter_updated_since": "{{since}}"}
+    admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/", {"target": f"{instance.pk}:{endpoint(instance, 'list_orders').pk}", **base})
+    shape.refresh_from_db()
+    assert shape.config["parameters"] == {"updated_since": "{{since}}"}
+    admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/",
+                      {"target": f"{instance.pk}:{endpoint(instance, 'create_order').pk}", "send_as": "batch", **base})
+    shape.refresh_from_db()
+    assert (shape.endpoint.key, shape.config["parameters"], shape.config["send_as"]) == ("create_order", {}, "batch")

@@ -267,7 +267,7 @@ def test_fuzz_shape_editor(admin_client, company, instance, kind, match, rules, 
     elif kind == "map":
         data = {"keep_unmapped": flag, **_formset_data("fields", fields, total)}
     else:
-        data = {"target": f"{instance.pk}:{endpoint.pk}", "timeout": timeout, "retries": retries, "parameter_0": parameter,
+        data = {"target": f"{instance.pk}:{endpoint.pk}", "timeout": timeout, "retries": retries, "parameter_since": parameter,
                 "allow_unsuccessful": flag, "send_as": match}
     before, config = counts(), Shape.objects.get(pk=shape.pk).config
     response = admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/", data)

@@ -29,6 +29,7 @@ def test_add_a_filter_shape_and_reorder_by_keyboard(page, log_in, make_user, com
     page.get_by_label("Row 1: Value").fill("24")
     page.get_by_role("button", name="save step 2").click()
     expect(page.get_by_text("Choose minutes, hours or days.")).to_be_visible()  # swapped in place (htmx)
+    expect(page.locator(":focus")).to_have_attribute("name", "rules-0-unit")  # focus on the field to fix
     page.get_by_label("Row 1: Unit").select_option("hours")
     page.get_by_role("button", name="save step 2").click()
     page.wait_for_url(f"**/flows/{flow.pk}/")
@@ -56,4 +57,5 @@ def test_add_a_filter_shape_and_reorder_by_keyboard(page, log_in, make_user, com
     # The edit panel opens in place on the flow page.
     page.get_by_role("link", name="edit step 1").click()
     expect(page.locator("#shape-panel").get_by_text("Step 1: map shape")).to_be_visible()
+    expect(page.locator(":focus")).to_have_text("Step 1: map shape")
     assert page.url.endswith(f"/flows/{flow.pk}/")

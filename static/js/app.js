@@ -73,3 +73,12 @@ document.addEventListener("htmx:afterSwap", function () {
   }
   if (button) button.focus();
 });
+// A shape's settings swapped into the panel on the flow page: move focus to its heading
+// (or to the first field with an error), so keyboard and screen reader users land there.
+// After settling: until then htmx keeps the old attributes (classes) of elements whose id stays.
+document.addEventListener("htmx:afterSettle", function (event) {
+  var panel = event.detail.target;
+  if (!panel || panel.id !== "shape-panel") return;
+  var target = panel.querySelector(".is-invalid") || panel.querySelector("h2");
+  if (target) { target.focus(); target.scrollIntoView({block: "nearest"}); }
+});

@@ -145,7 +145,8 @@ def move_shape(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
     direction = params.choice(request.POST, "direction", ("up", "down"))
     moved = bool(direction) and editor.move_shape(shape, direction)
     if request.htmx and request.htmx.target == "shape-list":
-        context = {"flow": flow, "shapes": _shapes(flow), "focus": f"{shape.pk}-{direction}" if moved else ""}
+        # Focus stays with the shape's arrow buttons, also when it could not move (a repeated key press).
+        context = {"flow": flow, "shapes": _shapes(flow), "focus": f"{shape.pk}-{direction}" if direction else ""}
         return render(request, "flows/detail.html#shape-list", context)
     if moved:
         messages.success(request, f"Shape moved {direction}.")

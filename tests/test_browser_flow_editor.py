@@ -11,6 +11,14 @@ from patchworks_site.models import Role
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def _expect_focus_on(page, label: str) -> None:
+    try:
+        expect(page.locator(":focus")).to_have_attribute("aria-label", label)
+    except AssertionError as error:
+        focused = page.evaluate("document.activeElement ? document.activeElement.outerHTML.slice(0, 300) : 'none'")
+        raise AssertionError(f"focus is on {focused}") from error
+
+
 def _focused_label(page) -> str:
     return page.evaluate("document.activeElement && document.activeElement.getAttribute('aria-label')") or ""
 
@@ -46,12 +54,12 @@ def test_add_a_filter_shape_and_reorder_by_keyboard(page, log_in, make_user, com
         raise AssertionError("Tab never reached the move button")
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("shape-kind").first).to_have_text("filter")
-    expect(page.locator(":focus")).to_have_attribute("aria-label", "Move step 1 down")
+    _expect_focus_on(page, "Move step 1 down")
     assert list(flow.shapes.order_by("position").values_list("pk", flat=True)) == [filter_shape.pk, mapping.pk]
 
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("shape-kind").first).to_have_text("map")
-    expect(page.locator(":focus")).to_have_attribute("aria-label", "Move step 2 up")
+    _expect_focus_on(page, "Move step 2 up")
     assert list(flow.shapes.order_by("position").values_list("pk", flat=True)) == [mapping.pk, filter_shape.pk]
 
     # The edit panel opens in place on the flow page.

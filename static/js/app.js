@@ -61,7 +61,8 @@ document.addEventListener("click", function (event) {
 });
 // After a shape moved (htmx swaps the list), keep the keyboard focus on the button
 // that moved it, or on its other arrow when the shape reached the top or bottom.
-document.addEventListener("htmx:afterSwap", function () {
+// After settling: htmx enables the new list's forms then, so the next key press is handled by htmx.
+document.addEventListener("htmx:afterSettle", function () {
   var list = document.querySelector("#shape-list[data-focus]");
   if (!list) return;
   var key = list.dataset.focus;

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from django import forms
+import re
+from datetime import UTC, date, datetime, time, timedelta
 
-from connectors.models import Endpoint
+from django import forms
+from django.db.models import Q
+
+from connectors.manifest import PLACEHOLDER_RE
+from connectors.models import Direction, Endpoint, Variable
 from flows import schedules
-from flows.models import ProcessFlow, RunStatus, RunTrigger, ScheduleKind
+from flows.models import FlowRunShape, ProcessFlow, RunStatus, RunTrigger, ScheduleKind, Shape, ShapeKind
 from flows.schedules import MINUTE_INTERVALS
 from instances.models import Instance
 from patchworks_site.models import Company
@@ -90,18 +95,43 @@ class ScheduleForm(forms.Form):
 
 
 class RunLogFilterForm(forms.Form):
+    """The run log's filters (GET). Invalid values show an error next to the filter and are not applied."""
+
     flow = forms.ModelChoiceField(queryset=ProcessFlow.objects.none(), required=False, empty_label="All process flows")
     status = forms.ChoiceField(choices=[("", "All outcomes"), *RunStatus.choices], required=False)
     trigger = forms.ChoiceField(choices=[("", "All triggers"), *RunTrigger.choices], required=False)
+    instance = forms.ModelChoiceField(queryset=Instance.objects.none(), required=False, empty_label="All instances")
+    warnings = forms.ChoiceField(choices=[("", "Any"), ("yes", "With warnings"), ("no", "Without warnings")],
+                                 required=False)
+    queued_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    queued_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, *args, company: Company, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["flow"].queryset = ProcessFlow.objects.for_company(company)
-        for field in self.fields.values():
-            field.widget.attrs["class"] = "form-select form-select-sm"
+        # The instances the company's flows use in connection shapes.
+        self.fields["instance"].queryset = Instance.objects.for_company(company).filter(
+            pk__in=Shape.objects.filter(flow__company=company, instance__isnull=False).values("instance")
+        )
+        for name, field in self.fields.items():
+            field.widget.attrs["class"] = "form-control form-control-sm" if name.startswith("queued") else "form-select form-select-sm"
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("queued_from"), cleaned.get("queued_to")
+        if start and end and start > end:
+            self.add_error("queued_to", "Choose a date on or after the from date.")
+            cleaned.pop("queued_from", None)
+        return cleaned
+
+    LABELS = {"flow": "Process flow", "status": "Outcome", "trigger": "Trigger", "instance": "Instance",
+              "warnings": "Warnings", "queued_from": "Queued from", "queued_to": "Queued to"}
+
+    def error_list(self) -> list[tuple[str, str]]:
+        return [(self.LABELS.get(name, "Filters"), error) for name, errors in self.errors.items() for error in errors]
 
     def filter(self, runs):
-        """`runs` narrowed by the valid filters (an invalid value is ignored, not an error page)."""
+        """`runs` narrowed by the valid filters (an invalid value is shown as an error and not applied)."""
         self.is_valid()
         data = getattr(self, "cleaned_data", {})
         if data.get("flow"):
@@ -110,4 +140,344 @@ class RunLogFilterForm(forms.Form):
             runs = runs.filter(status=data["status"])
         if data.get("trigger"):
             runs = runs.filter(trigger=data["trigger"])
+        if data.get("instance"):
+            runs = runs.filter(flow__in=Shape.objects.filter(instance=data["instance"]).values("flow"))
+        if data.get("warnings"):
+            with_warnings = ~Q(warnings=[]) | Q(pk__in=FlowRunShape.objects.exclude(warnings=[]).values("run"))
+            runs = runs.filter(with_warnings if data["warnings"] == "yes" else ~with_warnings)
+        if data.get("queued_from"):
+            runs = runs.filter(queued_at__gte=_utc_midnight(data["queued_from"]))
+        if data.get("queued_to"):
+            runs = runs.filter(queued_at__lt=_utc_midnight(data["queued_to"] + timedelta(days=1)))
         return runs
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+# --- the shape editor ------------------------------------------------------------------------------
+
+RUN_PLACEHOLDERS = ("since", "run_time", "last_success", "instance.time_zone", "instance.date_format")
+PLACEHOLDER_HELP = (
+    "{{variables}} allowed: {{since}}, {{run_time}}, {{last_success}} (in the instance's time zone and date format), "
+    "{{instance.time_zone}}, {{instance.date_format}} and the connector's variables."
+)
+PATH_RE = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+PATH_HELP = "A dotted path, e.g. customer.email."
+MAX_ROWS = 50
+
+
+def _dotted_path(value: str, what: str = "path") -> str:
+    value = value.strip()
+    if value and not PATH_RE.fullmatch(value):
+        raise forms.ValidationError(f"Enter a dotted {what} without spaces, e.g. customer.email.")
+    return value
+
+
+class ConnectionSettingsForm(forms.Form):
+    """Instance and endpoint, request settings and the endpoint's optional parameters of a connection shape."""
+
+    target = forms.ChoiceField(label="Instance and endpoint")
+    timeout = forms.IntegerField(label="Timeout (seconds per request)", min_value=1, max_value=120)
+    retries = forms.TypedChoiceField(
+        label="Retries", coerce=int, choices=[(0, "none"), (1, "1 extra attempt"), (2, "2 extra attempts")],
+        help_text="On a network error, a 5xx or a 429 answer the client gave up on.",
+    )
+    allow_unsuccessful = forms.BooleanField(
+        label="Allow unsuccessful statuses", required=False,
+        help_text="A 4xx or 5xx answer is recorded as a warning and the run goes on.",
+    )
+    send_as = forms.ChoiceField(
+        label="Send as", widget=forms.RadioSelect,
+        choices=[("item", "one request per item"), ("batch", "one request per page of items (the body is the list)")],
+    )
+
+    def __init__(self, *args, shape: Shape, **kwargs):
+        config = shape.config if isinstance(shape.config, dict) else {}
+        super().__init__(*args, **kwargs)
+        targets = ConnectionShapeForm(company=shape.flow.company)
+        self._lookup = targets._lookup
+        self.fields["target"].choices = targets.fields["target"].choices
+        self.fields["target"].error_messages["invalid_choice"] = "Choose an endpoint of one of your instances."
+        self.shape = shape
+        key = self.data.get("target") if self.is_bound else None
+        instance, endpoint = self._lookup.get(key, (shape.instance, shape.endpoint))
+        self.endpoint = endpoint
+        self.initial.setdefault("target", f"{shape.instance_id}:{shape.endpoint_id}" if shape.endpoint_id else "")
+        self.initial.setdefault("timeout", config.get("timeout", 30))
+        self.initial.setdefault("retries", config.get("retries", 0))
+        self.initial.setdefault("allow_unsuccessful", bool(config.get("allow_unsuccessful")))
+        self.initial.setdefault("send_as", config.get("send_as") or "item")
+        if endpoint is None or endpoint.direction != Direction.SEND:
+            del self.fields["send_as"]
+        self.parameter_fields: dict[str, str] = {}  # form field name -> request parameter name
+        saved = config.get("parameters") if isinstance(config.get("parameters"), dict) else {}
+        for parameter in self.optional_parameters(endpoint):
+            # Named after the parameter, so a value typed for one endpoint never lands on another's parameter.
+            name = "parameter_" + re.sub(r"[^A-Za-z0-9_-]", "_", parameter["name"])
+            while name in self.fields:
+                name += "_"
+            default = str(parameter.get("default") or "")
+            self.fields[name] = forms.CharField(
+                label=parameter.get("label") or parameter["name"], required=False, max_length=500,
+                help_text=(f'Sent as the {parameter.get("location", "query")} parameter "{parameter["name"]}". '
+                           f'Empty: the endpoint\'s default{f" ({default})" if default else " (not sent)"}. '
+                           + PLACEHOLDER_HELP),
+            )
+            if default:
+                self.fields[name].widget.attrs["placeholder"] = default
+            self.initial.setdefault(name, saved.get(parameter["name"], ""))
+            self.parameter_fields[name] = parameter["name"]
+        variables = Variable.objects.filter(connector_id=endpoint.connector_id) if endpoint else Variable.objects.none()
+        self.known_placeholders = set(RUN_PLACEHOLDERS) | set(variables.values_list("key", flat=True))
+
+    @staticmethod
+    def optional_parameters(endpoint: Endpoint | None) -> list[dict]:
+        if endpoint is None or not isinstance(endpoint.request_parameters, list):
+            return []
+        return [p for p in endpoint.request_parameters
+                if isinstance(p, dict) and p.get("name") and not p.get("required")]
+
+    def clean_target(self) -> tuple[Instance, Endpoint]:
+        return self._lookup[self.cleaned_data["target"]]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name in self.parameter_fields:
+            value = cleaned.get(name) or ""
+            if value.count("{{") != value.count("}}"):
+                self.add_error(name, "Close every {{ with }}.")
+                continue
+            unknown = sorted({m.strip() for m in PLACEHOLDER_RE.findall(value)} - self.known_placeholders)
+            if unknown:
+                self.add_error(name, "Unknown variable " + ", ".join(f"{{{{{u}}}}}" for u in unknown) + ".")
+        return cleaned
+
+    def config(self) -> dict:
+        """The shape's config as the flow runner reads it."""
+        data = self.cleaned_data
+        return {
+            "timeout": data["timeout"],
+            "retries": data["retries"],
+            "allow_unsuccessful": data["allow_unsuccessful"],
+            "send_as": data.get("send_as") or "item",
+            "parameters": {parameter: data[name] for name, parameter in self.parameter_fields.items() if data.get(name)},
+        }
+
+
+COMPARISONS = [
+    ("equals", "equals"),
+    ("not_equals", "does not equal"),
+    ("contains", "contains"),
+    ("greater_than", "is greater than"),
+    ("less_than", "is less than"),
+    ("is_empty", "is empty"),
+    ("in_last", "is in the last"),
+    ("since_last_success", "is since the last successful run"),
+]
+UNITS = [("", "—"), ("minutes", "minutes"), ("hours", "hours"), ("days", "days")]
+NEEDS_VALUE = {"contains", "greater_than", "less_than", "in_last"}
+NO_VALUE = {"is_empty", "since_last_success"}
+
+
+class _RowForm(forms.Form):
+    """A row of a shape's settings table: small Bootstrap inputs, marked invalid when they have errors."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            widget = field.widget
+            if isinstance(widget, forms.CheckboxInput):
+                widget.attrs["class"] = "form-check-input"
+            else:
+                widget.attrs["class"] = "form-select form-select-sm" if isinstance(widget, forms.Select) else "form-control form-control-sm"
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        for name in self.errors:
+            if name in self.fields:
+                self.fields[name].widget.attrs["class"] += " is-invalid"
+
+
+class FilterRuleForm(_RowForm):
+    field = forms.CharField(label="Field", max_length=200, required=False, help_text=PATH_HELP)
+    comparison = forms.ChoiceField(label="Comparison", choices=COMPARISONS, initial="equals")
+    value = forms.CharField(label="Value", max_length=500, required=False,
+                            help_text="For “in the last”: a whole number, with a unit.")
+    unit = forms.ChoiceField(label="Unit", choices=UNITS, required=False)
+
+    def clean_field(self) -> str:
+        return _dotted_path(self.cleaned_data["field"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.cleaned_data.get("DELETE"):
+            return cleaned
+        comparison, value = cleaned.get("comparison"), (cleaned.get("value") or "").strip()
+        if not cleaned.get("field") and "field" not in self.errors:
+            self.add_error("field", "Enter the field this rule compares.")
+        if comparison == "in_last":
+            if not (value.isascii() and value.isdigit() and 0 < int(value) <= 100000):
+                self.add_error("value", "Enter a whole number of minutes, hours or days, at least 1.")
+            if not cleaned.get("unit"):
+                self.add_error("unit", "Choose minutes, hours or days.")
+        elif comparison in NEEDS_VALUE and not value:
+            self.add_error("value", "Enter the value to compare with.")
+        return cleaned
+
+    def rule(self) -> dict:
+        data = self.cleaned_data
+        comparison = data["comparison"]
+        value = "" if comparison in NO_VALUE else data["value"].strip() if comparison == "in_last" else data["value"]
+        return {"field": data["field"], "comparison": comparison, "value": value,
+                "unit": data["unit"] if comparison == "in_last" else ""}
+
+
+class MapFieldForm(_RowForm):
+    target = forms.CharField(label="Output field", max_length=200, required=False, help_text=PATH_HELP)
+    source = forms.CharField(label="From input field", max_length=200, required=False, help_text=PATH_HELP)
+    constant = forms.CharField(label="Or constant text", max_length=500, required=False)
+    convert_date = forms.BooleanField(
+        label="Convert date", required=False,
+        help_text="Read in the source instance's date format and time zone, written in the target instance's.",
+    )
+
+    def clean_target(self) -> str:
+        return _dotted_path(self.cleaned_data["target"])
+
+    def clean_source(self) -> str:
+        return _dotted_path(self.cleaned_data["source"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("DELETE"):
+            return cleaned
+        if not cleaned.get("target") and "target" not in self.errors:
+            self.add_error("target", "Enter the output field.")
+        source, constant = cleaned.get("source"), cleaned.get("constant")
+        if "source" in self.errors:
+            return cleaned
+        if source and constant:
+            self.add_error("constant", "Use either an input field or a constant, not both.")
+        elif not source and not constant:
+            self.add_error("source", "Enter an input field or a constant.")
+        elif cleaned.get("convert_date") and not source:
+            self.add_error("convert_date", "Only a value from an input field can be converted.")
+        return cleaned
+
+    def field_config(self) -> dict:
+        data = self.cleaned_data
+        return {"target": data["target"], "source": data["source"], "constant": data["constant"],
+                "convert_date": data["convert_date"]}
+
+
+class RowsFormSet(forms.BaseFormSet):
+    """Rows of a shape's settings: saved rows first, then a few empty ones.
+
+    Once posted every row counts alike: a blank row is skipped, a filled one is
+    validated, one marked "remove" is dropped.
+    """
+
+    def initial_form_count(self) -> int:
+        return 0 if self.is_bound else super().initial_form_count()
+
+    def add_fields(self, form, index) -> None:
+        super().add_fields(form, index)
+        if "DELETE" in form.fields:
+            form.fields["DELETE"].label = "Remove"
+
+
+def _rows_formset(form_class, extra: int):
+    return forms.formset_factory(form_class, formset=RowsFormSet, extra=extra, can_delete=True, max_num=MAX_ROWS,
+                                 absolute_max=MAX_ROWS, validate_max=True)
+
+
+FilterRuleFormSet = _rows_formset(FilterRuleForm, extra=2)
+MapFieldFormSet = _rows_formset(MapFieldForm, extra=3)
+
+
+class _RowsShapeForm(forms.Form):
+    """A shape form with a formset of rows (`rows`); valid when the form and every kept row are."""
+
+    formset_class = None
+    prefix_rows = ""
+    config_key = ""
+
+    def __init__(self, data=None, *, shape: Shape, **kwargs):
+        super().__init__(data, **kwargs)
+        self.shape = shape
+        config = shape.config if isinstance(shape.config, dict) else {}
+        rows = [r for r in config.get(self.config_key) or [] if isinstance(r, dict)]
+        self.rows = self.formset_class(data, prefix=self.prefix_rows, initial=None if data is not None else rows or None)
+
+    def is_valid(self) -> bool:
+        form_ok = super().is_valid()
+        rows_ok = self.rows.is_valid()
+        return form_ok and rows_ok
+
+    def kept_rows(self) -> list[forms.Form]:
+        return [f for f in self.rows.forms if f.has_changed() and not self.rows._should_delete_form(f)]
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.errors or self.rows.total_error_count())
+
+
+class FilterShapeForm(_RowsShapeForm):
+    formset_class = FilterRuleFormSet
+    prefix_rows = "rules"
+    config_key = "rules"
+
+    match = forms.ChoiceField(label="Keep an item when", widget=forms.RadioSelect, initial="all",
+                              choices=[("all", "all rules match (AND)"), ("any", "any rule matches (OR)")])
+
+    def __init__(self, data=None, *, shape: Shape, **kwargs):
+        super().__init__(data, shape=shape, **kwargs)
+        config = shape.config if isinstance(shape.config, dict) else {}
+        self.initial.setdefault("match", config.get("match") if config.get("match") in ("all", "any") else "all")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.rows.is_valid() and not self.kept_rows():
+            raise forms.ValidationError("Add at least one rule.")
+        return cleaned
+
+    def config(self) -> dict:
+        return {"match": self.cleaned_data["match"], "rules": [f.rule() for f in self.kept_rows()]}
+
+
+class MapShapeForm(_RowsShapeForm):
+    formset_class = MapFieldFormSet
+    prefix_rows = "fields"
+    config_key = "fields"
+
+    keep_unmapped = forms.BooleanField(label="Keep unmapped fields", required=False,
+                                       help_text="Start every output item from a copy of the input item.")
+
+    def __init__(self, data=None, *, shape: Shape, **kwargs):
+        super().__init__(data, shape=shape, **kwargs)
+        config = shape.config if isinstance(shape.config, dict) else {}
+        self.initial.setdefault("keep_unmapped", bool(config.get("keep_unmapped")))
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not self.rows.is_valid():
+            return cleaned
+        kept = self.kept_rows()
+        if not kept and not cleaned.get("keep_unmapped"):
+            raise forms.ValidationError("Add at least one output field, or keep unmapped fields.")
+        seen: set[str] = set()
+        for row in kept:
+            target = row.cleaned_data["target"]
+            if target in seen:
+                raise forms.ValidationError(f'The output field "{target}" is set twice.')
+            seen.add(target)
+        return cleaned
+
+    def config(self) -> dict:
+        return {"fields": [f.field_config() for f in self.kept_rows()],
+                "keep_unmapped": self.cleaned_data["keep_unmapped"]}
+
+
+SHAPE_FORMS = {ShapeKind.CONNECTION: ConnectionSettingsForm, ShapeKind.FILTER: FilterShapeForm, ShapeKind.MAP: MapShapeForm}

@@ -3,15 +3,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
-from flows import runs, schedules
-from flows.forms import ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
-from flows.models import Shape, FlowRun, ProcessFlow, RunTrigger
+from flows import editor, runs, schedules
+from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
+from flows.models import FlowRun, ProcessFlow, RunTrigger, Shape, ShapeKind
+from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -40,49 +43,116 @@ def flow_list(request: HttpRequest) -> HttpResponse:
         form = FlowForm(request.POST, instance=ProcessFlow(company=company))
         if form.is_valid():
             flow = form.save()
-            messages.success(request, f'Process flow "{flow.name}" created. Add connection shapes to it.')
+            messages.success(request, f'Process flow "{flow.name}" created. Add shapes to it.')
             return redirect("flows:detail", pk=flow.pk)
     flows = ProcessFlow.objects.for_company(company).annotate(
-        shape_count=Count("shapes"), flagged_count=Count("shapes", filter=Q(shapes__endpoint__isnull=True))
+        shape_count=Count("shapes"), flagged_count=Count(
+            "shapes", filter=Q(shapes__kind=ShapeKind.CONNECTION, shapes__endpoint__isnull=True)
+        )
     )
     return render(request, "flows/list.html", {"flows": flows, "form": form}, status=422 if form.errors else 200)
 
 
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The flow page; POST adds a shape at the end (kind connection with `target`, or kind filter / map)."""
     company, flow = _get_flow_for_user(request, pk)
     form = ConnectionShapeForm(company=company)
     if request.method == "POST":
         require(request, "can_manage_instances")
+        kind = params.choice(request.POST, "kind", ShapeKind.values, default=ShapeKind.CONNECTION)
+        if kind != ShapeKind.CONNECTION:
+            shape = editor.add_shape(flow, kind)
+            messages.success(request, f"{kind.capitalize()} shape added as step {shape.position + 1}. Set it up below.")
+            return redirect("flows:shape", pk=flow.pk, shape_pk=shape.pk)
         form = ConnectionShapeForm(request.POST, company=company)
         if form.is_valid():
             instance, endpoint = form.cleaned_data["target"]
             try:
-                with transaction.atomic():
-                    last = flow.shapes.aggregate(m=Max("position"))["m"]
-                    Shape.objects.create(
-                        flow=flow, instance=instance, endpoint=endpoint, position=(last + 1) if last is not None else 0
-                    )
+                editor.add_shape(flow, ShapeKind.CONNECTION, instance=instance, endpoint=endpoint)
             except IntegrityError:
                 # The instance or endpoint was removed while this request ran.
                 messages.error(request, "That instance or endpoint was just removed; choose another.")
             else:
                 messages.success(request, f"Connection shape added: {instance.name} → {endpoint.name}.")
             return redirect("flows:detail", pk=flow.pk)
-    shapes = flow.shapes.select_related("instance__connector", "endpoint")
-    return render(request, "flows/detail.html", _detail_context(flow, shapes=shapes, form=form),
-                  status=422 if form.errors else 200)
+    context = _detail_context(flow, form=form, removing=params.id_param(request.GET, "remove"))
+    return render(request, "flows/detail.html", context, status=422 if form.errors else 200)
+
+
+def _shapes(flow: ProcessFlow) -> list[Shape]:
+    shapes = list(flow.shapes.select_related("instance__connector", "endpoint"))
+    for shape in shapes:
+        shape.summary = editor.summary(shape)
+    return shapes
 
 
 def _detail_context(flow: ProcessFlow, **extra) -> dict:
     flow_schedules = list(flow.schedules.all())
     return {
         "flow": flow,
-        "recent_runs": flow.runs.select_related("triggered_by")[:RECENT_RUNS],
+        "shapes": _shapes(flow),
+        "recent_runs": flow.runs.select_related("triggered_by", "retry_of")[:RECENT_RUNS],
         "schedules": flow_schedules,
         "next_scheduled": min((s.next_run_at for s in flow_schedules), default=None) if flow.enabled else None,
         "schedule_form": extra.pop("schedule_form", None) or ScheduleForm(),
         **extra,
     }
+
+
+def shape_settings(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
+    """A shape's settings: a panel on the flow page (htmx, target shape-panel) or a page of its own."""
+    company, flow = _get_flow_for_user(request, pk)
+    shape = get_object_or_404(flow.shapes.select_related("instance__connector", "endpoint", "flow__company"), pk=shape_pk)
+    form_class = SHAPE_FORMS[shape.kind]
+    form = form_class(shape=shape)
+    if request.method == "POST":
+        require(request, "can_manage_instances")
+        form = form_class(request.POST, shape=shape)
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    locked = get_object_or_404(Shape.objects.select_for_update().filter(flow=flow), pk=shape.pk)
+                    locked.config = form.config()
+                    fields = ["config"]
+                    if shape.kind == ShapeKind.CONNECTION:
+                        locked.instance, locked.endpoint = form.cleaned_data["target"]
+                        locked.missing_endpoint = ""
+                        fields += ["instance", "endpoint", "missing_endpoint"]
+                    locked.save(update_fields=fields)
+            except IntegrityError:
+                # The instance or endpoint was removed while this request ran.
+                messages.error(request, "That instance or endpoint was just removed; choose another.")
+            else:
+                messages.success(request, f"Step {locked.position + 1} ({locked.kind}) saved.")
+            return _back_to_flow(request, flow)
+    context = {"flow": flow, "shape": shape, "form": form, "summary": editor.summary(shape)}
+    status = 422 if request.method == "POST" else 200
+    if request.htmx and request.htmx.target == "shape-panel":
+        return render(request, "flows/shape.html#shape-form", context, status=status)
+    return render(request, "flows/shape.html", context, status=status)
+
+
+def _back_to_flow(request: HttpRequest, flow: ProcessFlow) -> HttpResponse:
+    url = reverse("flows:detail", args=[flow.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@require_POST
+def move_shape(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
+    """Move a shape one step up or down; htmx swaps the shape list, otherwise back to the flow page."""
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    shape = get_object_or_404(flow.shapes, pk=shape_pk)
+    direction = params.choice(request.POST, "direction", ("up", "down"))
+    moved = bool(direction) and editor.move_shape(shape, direction)
+    if request.htmx and request.htmx.target == "shape-list":
+        # Focus stays with the shape's arrow buttons, also when it could not move (a repeated key press).
+        context = {"flow": flow, "shapes": _shapes(flow), "focus": f"{shape.pk}-{direction}" if direction else ""}
+        return render(request, "flows/detail.html#shape-list", context)
+    if moved:
+        messages.success(request, f"Shape moved {direction}.")
+    else:
+        messages.error(request, "That shape cannot move further " + (direction or "that way") + ".")
+    return redirect("flows:detail", pk=flow.pk)
 
 
 @require_POST
@@ -100,8 +170,7 @@ def add_schedule(request: HttpRequest, pk: int) -> HttpResponse:
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
     form = ScheduleForm(request.POST)
     if not form.is_valid():
-        shapes = flow.shapes.select_related("instance__connector", "endpoint")
-        context = _detail_context(flow, shapes=shapes, form=ConnectionShapeForm(company=company), schedule_form=form)
+        context = _detail_context(flow, form=ConnectionShapeForm(company=company), schedule_form=form)
         return render(request, "flows/detail.html", context, status=422)
     schedule = schedules.create_schedule(flow, form.cleaned_data["kind"], now=timezone.now(), **form.schedule_fields())
     messages.success(
@@ -121,7 +190,7 @@ def remove_schedule(request: HttpRequest, pk: int, schedule_pk: int) -> HttpResp
 
 
 def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    """The runs of the company, or of one flow (pk), newest first, filtered by flow, outcome and trigger."""
+    """The runs of the company, or of one flow (pk), newest first, filtered (see RunLogFilterForm)."""
     company = company_of(request)
     flow = get_object_or_404(ProcessFlow.objects.for_company(company), pk=pk) if pk is not None else None
     filters = RunLogFilterForm(request.GET or None, company=company)
@@ -130,7 +199,8 @@ def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         flow_runs = flow_runs.filter(flow=flow)
     flow_runs = filters.filter(flow_runs)
     page = Paginator(flow_runs, RUN_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"flow": flow, "show_flow": flow is None, "filters": filters, "page": page, "filtered": filters.is_bound}
+    filtered = any(request.GET.get(name) for name in filters.fields)
+    context = {"flow": flow, "show_flow": flow is None, "filters": filters, "page": page, "filtered": filtered}
     return render(request, "flows/run_log.html", context)
 
 
@@ -170,8 +240,10 @@ def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
 def remove_shape(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
     shape = get_object_or_404(flow.shapes.select_related("instance", "endpoint"), pk=shape_pk)
-    shape.delete()
-    messages.success(request, f"Connection shape removed: {shape}.")
+    editor.remove_shape(shape)
+    messages.success(request, f"Step {shape.position + 1} removed ({shape.kind}"
+                     + (f": {shape.instance} → {shape.endpoint.name if shape.endpoint else shape.missing_endpoint}"
+                        if shape.is_connection else "") + ").")
     return redirect("flows:detail", pk=flow.pk)
 
 

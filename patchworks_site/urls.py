@@ -14,6 +14,7 @@ urlpatterns = [
     path("flows/", include("flows.urls")),
     path("marketplace/", include("marketplace.urls")),
     path("audit/", views.audit_log, name="audit_log"),
+    path("settings/company/", views.company_settings, name="company_settings"),
     path("sandbox/api/", include(sandbox_api.urlpatterns)),
     path("sandbox/received-orders/", sandbox_api.received_orders_page, name="sandbox_received_orders"),
     path("admin/", admin.site.urls),

@@ -1,10 +1,13 @@
+from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from patchworks_site import audit, params
-from patchworks_site.models import AuditAction, AuditEntry
-from patchworks_site.tenancy import require
+from patchworks_site.forms import RetentionForm
+from patchworks_site.models import AuditAction, AuditEntry, Company
+from patchworks_site.tenancy import company_of, require
 
 AUDIT_PAGE_SIZE = 50
 
@@ -33,3 +36,23 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.htmx.target == "audit-list":
         return render(request, "audit.html#audit-list", context)
     return render(request, "audit.html", context)
+
+
+def company_settings(request: HttpRequest) -> HttpResponse:
+    """The company's retention settings: everyone sees them, Administrators change them."""
+    company = company_of(request)
+    form = RetentionForm(instance=company)
+    if request.method == "POST":
+        require(request, "is_company_administrator")
+        with transaction.atomic():
+            locked = Company.objects.select_for_update().get(pk=company.pk)
+            form = RetentionForm(request.POST, instance=locked)
+            if form.is_valid():
+                form.save()
+        if not form.errors:
+            messages.success(
+                request, f"Retention saved: run logs are kept {locked.run_log_retention_days} days, "
+                f"payload samples {locked.payload_retention_hours} hours.",
+            )
+            return redirect("company_settings")
+    return render(request, "company_settings.html", {"form": form}, status=422 if form.errors else 200)

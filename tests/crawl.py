@@ -354,6 +354,7 @@ ROUTES: dict[str, Fill] = {
     "login/": Fill(PUBLIC),
     "logout/": Fill(PUBLIC, post_only=True, logs_out=True),
     "audit/": Fill(COMPANY),
+    "settings/company/": Fill(COMPANY),
     # connectors
     "connectors/": Fill(COMPANY),
     "connectors/new/": Fill(COMPANY),
@@ -395,6 +396,14 @@ ROUTES: dict[str, Fill] = {
     # flows
     "flows/": Fill(COMPANY),
     "flows/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
+    "flows/<int:pk>/shapes/<int:shape_pk>/": Fill(
+        OBJECT, lambda own, w: [{"pk": w.flow.pk, "shape_pk": w.shape.pk}, {"pk": own.flow.pk, "shape_pk": w.shape.pk}]
+    ),
+    "flows/<int:pk>/shapes/<int:shape_pk>/move/": Fill(
+        OBJECT,
+        lambda own, w: [{"pk": w.flow.pk, "shape_pk": w.shape.pk}, {"pk": own.flow.pk, "shape_pk": w.shape.pk}],
+        post_only=True,
+    ),
     "flows/<int:pk>/shapes/<int:shape_pk>/remove/": Fill(
         OBJECT,
         # another company's flow and shape, and one's own flow with another company's shape

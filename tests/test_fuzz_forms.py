@@ -221,9 +221,60 @@ def test_fuzz_flow_forms(admin_client, company, instance, name, target, confirm)
     before = counts()
     value = target.draw(st.one_of(st.just(f"{instance.pk}:{endpoint.pk}"), st.builds(lambda a, b: f"{a}:{b}", ids(instance.pk), ids(endpoint.pk)), junk))
     expect_success_or_error(admin_client.post(f"/flows/{flow.pk}/", {"target": value}), before)
+    kind = target.draw(st.one_of(st.sampled_from(["filter", "map", "connection"]), junk))
+    response = admin_client.post(f"/flows/{flow.pk}/", {"kind": kind, "target": value})
+    assert response.status_code in (302, 422)
     response = admin_client.post(f"/flows/{flow.pk}/delete/", {"confirm": confirm})
     assert response.status_code == 302
     assert ProcessFlow.objects.filter(pk=flow.pk).exists() == (confirm.strip().lower() != "confirm")
+
+
+rule_rows = st.lists(st.fixed_dictionaries({
+    "field": st.one_of(st.sampled_from(["updated_at", "customer.email", "a..b", ""]), junk),
+    "comparison": st.one_of(st.sampled_from(["equals", "in_last", "is_empty", "since_last_success", "greater_than"]), junk),
+    "value": st.one_of(numbers, junk), "unit": st.one_of(st.sampled_from(["minutes", "hours", "days", ""]), junk),
+    "DELETE": st.sampled_from(["", "on"]),
+}), max_size=4)
+map_rows = st.lists(st.fixed_dictionaries({
+    "target": st.one_of(st.sampled_from(["reference", "a.b", ""]), junk), "source": st.one_of(st.sampled_from(["id", ""]), junk),
+    "constant": st.one_of(st.just(""), junk), "convert_date": st.sampled_from(["", "on"]), "DELETE": st.sampled_from(["", "on"]),
+}), max_size=4)
+
+
+def _formset_data(prefix: str, items: list[dict], total: str | None) -> dict:
+    data = {f"{prefix}-TOTAL_FORMS": total if total is not None else str(len(items)), f"{prefix}-INITIAL_FORMS": "0"}
+    for i, item in enumerate(items):
+        data.update({f"{prefix}-{i}-{key}": value for key, value in item.items() if value})
+    return data
+
+
+@FUZZ
+@given(kind=st.sampled_from(["filter", "map", "connection"]), match=junk, rules=rule_rows, fields=map_rows,
+       total=st.one_of(st.none(), numbers), timeout=numbers, retries=numbers, parameter=junk, flag=st.sampled_from(["", "on"]),
+       move=st.one_of(st.sampled_from(["up", "down"]), junk))
+def test_fuzz_shape_editor(admin_client, company, instance, kind, match, rules, fields, total, timeout, retries, parameter,
+                           flag, move):
+    RUN["shape editor"] += 1
+    flow, _ = ProcessFlow.objects.get_or_create(company=company, name="Orders")
+    endpoint = instance.connector.endpoints.first()
+    Endpoint.objects.filter(pk=endpoint.pk).update(request_parameters=[{"name": "since", "location": "query",
+                                                                        "required": False, "default": "", "label": "Since"}])
+    shape = Shape.objects.filter(flow=flow, kind=kind).first() or Shape.objects.create(
+        flow=flow, kind=kind, position=Shape.objects.filter(flow=flow).count(),
+        instance=instance if kind == "connection" else None, endpoint=endpoint if kind == "connection" else None)
+    if kind == "filter":
+        data = {"match": match, **_formset_data("rules", rules, total)}
+    elif kind == "map":
+        data = {"keep_unmapped": flag, **_formset_data("fields", fields, total)}
+    else:
+        data = {"target": f"{instance.pk}:{endpoint.pk}", "timeout": timeout, "retries": retries, "parameter_since": parameter,
+                "allow_unsuccessful": flag, "send_as": match}
+    before, config = counts(), Shape.objects.get(pk=shape.pk).config
+    response = admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/", data)
+    expect_success_or_error(response, before, changed=lambda: Shape.objects.get(pk=shape.pk).config != config)
+    response = admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/move/", {"direction": move})
+    assert response.status_code == 302
+    assert sorted(Shape.objects.filter(flow=flow).values_list("position", flat=True)) == list(range(Shape.objects.filter(flow=flow).count()))
 
 
 # --- the connector builder ---------------------------------------------------------------------------------
@@ -404,7 +455,8 @@ def test_fuzz_openapi_documents(admin_client, data):
 
 
 PARAMETER_NAMES = ["q", "page", "system_type", "action", "highlight", "tab", "auth_method", "step", "state", "edit",
-                   "date_format", "time_zone", "remove", "open"]
+                   "date_format", "time_zone", "remove", "open", "flow", "status", "trigger", "instance", "warnings",
+                   "queued_from", "queued_to"]
 
 
 @FUZZ
@@ -420,11 +472,12 @@ def test_fuzz_get_parameters_of_every_page(admin_client, connector, instance, po
         f"/connectors/{connector.pk}/manifest.yaml", f"/connectors/{connector.pk}/history/", f"/connectors/{connector.pk}/history/{change.pk}/",
         f"/instances/new/{connector.pk}/", "/instances/date-preview/", f"/instances/{instance.pk}/", "/instances/pools/",
         "/instances/pools/new/", f"/instances/pools/{pool.pk}/", f"/instances/pools/{pool.pk}/delete/", "/flows/", f"/flows/{flow.pk}/",
-        "/marketplace/", "/marketplace/sandbox/", "/audit/",
+        "/marketplace/", "/marketplace/sandbox/", "/audit/", "/flows/runs/", f"/flows/{flow.pk}/runs/", "/settings/company/",
     ]
     url = data.draw(st.sampled_from(pages))
     query = data.draw(st.dictionaries(st.one_of(st.sampled_from(PARAMETER_NAMES), junk), st.one_of(junk, numbers), max_size=4))
-    headers = {"HX-Request": "true", "HX-Target": data.draw(st.sampled_from(["connector-list", "listing-grid", "pool-list", "audit-list", "x"]))} \
+    headers = {"HX-Request": "true", "HX-Target": data.draw(st.sampled_from(["connector-list", "listing-grid", "pool-list", "audit-list",
+                                                                             "shape-panel", "shape-list", "x"]))} \
         if data.draw(st.booleans()) else {}
     before = counts()
     response = admin_client.get(url, query, headers=headers)

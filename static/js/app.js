@@ -81,3 +81,27 @@ function initPaginationFields() {
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", initPaginationFields);
 else initPaginationFields();
 document.addEventListener("htmx:afterSwap", initPaginationFields);
+// After a shape moved (htmx swaps the list), keep the keyboard focus on the button
+// that moved it, or on its other arrow when the shape reached the top or bottom.
+// After settling: htmx enables the new list's forms then, so the next key press is handled by htmx.
+document.addEventListener("htmx:afterSettle", function () {
+  var list = document.querySelector("#shape-list[data-focus]");
+  if (!list) return;
+  var key = list.dataset.focus;
+  list.removeAttribute("data-focus");
+  var button = list.querySelector('[data-focus-key="' + key + '"]');
+  if (button && button.disabled) {
+    var other = key.replace(/-(up|down)$/, function (m, d) { return d === "up" ? "-down" : "-up"; });
+    button = list.querySelector('[data-focus-key="' + other + '"]');
+  }
+  if (button) button.focus();
+});
+// A shape's settings swapped into the panel on the flow page: move focus to its heading
+// (or to the first field with an error), so keyboard and screen reader users land there.
+// After settling: until then htmx keeps the old attributes (classes) of elements whose id stays.
+document.addEventListener("htmx:afterSettle", function (event) {
+  var panel = event.detail.target;
+  if (!panel || panel.id !== "shape-panel") return;
+  var target = panel.querySelector(".is-invalid") || panel.querySelector("h2");
+  if (target) { target.focus(); target.scrollIntoView({block: "nearest"}); }
+});

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from django import forms
 from django.db.models import Q
 
-from connectors.manifest import PLACEHOLDER_RE
+from connectors.manifest import PLACEHOLDER_RE, RUN_PLACEHOLDERS
 from connectors.models import Direction, Endpoint, Variable
 from flows import schedules
 from flows.models import FlowRunShape, ProcessFlow, RunStatus, RunTrigger, ScheduleKind, Shape, ShapeKind
@@ -158,7 +158,6 @@ def _utc_midnight(day: date) -> datetime:
 
 # --- the shape editor ------------------------------------------------------------------------------
 
-RUN_PLACEHOLDERS = ("since", "run_time", "last_success", "instance.time_zone", "instance.date_format")
 PLACEHOLDER_HELP = (
     "{{variables}} allowed: {{since}}, {{run_time}}, {{last_success}} (in the instance's time zone and date format), "
     "{{instance.time_zone}}, {{instance.date_format}} and the connector's variables."

@@ -117,7 +117,9 @@ def test_removing_an_instance_by_typing_confirm_and_being_stopped_while_a_flow_u
     assert Instance.objects.filter(pk=instance.pk).exists()
 
     dialog.get_by_role("link", name="Nightly orders").click()
-    page.get_by_role("button", name="Remove connection shape Sandbox - UK → List orders").click()
+    page.get_by_role("button", name="Remove step 1").click()
+    page.get_by_role("button", name="remove step 1", exact=True).click()
+    expect(page.get_by_role("alert").first).to_contain_text("Step 1 removed")
     assert not Shape.objects.filter(pk=shape.pk).exists()
 
     page.goto(f"/instances/{instance.pk}/")

@@ -13,6 +13,15 @@ from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
+# Columns of the manage page's related rows that it does not show (fewer values to convert).
+MANAGE_UNUSED = (
+    *(f"updated_by__{f}" for f in ("password", "last_login", "is_superuser", "email", "is_staff", "is_active",
+                                   "date_joined")),
+    "installation__listing_version__manifest", "installation__listing_version__changelog",
+    *(f"installation__listing_version__listing__{f}" for f in ("summary", "name", "slug", "system_type", "colour")),
+    *(f"installation__listing_version__listing__latest_version__{f}"
+      for f in ("manifest", "changelog", "version_name", "published_at")),
+)
 # Instances shown inline per connector on the manage page; the rest are one
 # "show all N instances" away, so the page costs the same at any size.
 INSTANCES_SHOWN = 5
@@ -113,12 +122,10 @@ def manage(request: HttpRequest) -> HttpResponse:
         Connector.objects.for_company(company)
         .search(query, system_type)
         .select_related("updated_by", "installation__listing_version__listing__latest_version")
-        # Only the latest version's id is compared; the manifests are needed only
-        # when whether a connector is modified is not cached (see below).
-        .defer(
-            "icon", "updated_by__password", "installation__listing_version__manifest",
-            "installation__listing_version__listing__latest_version__manifest",
-        )
+        # Only what the page shows: the latest version's id and number are compared,
+        # and the manifests are needed only when whether a connector is modified
+        # is not cached (see below).
+        .defer("icon", *MANAGE_UNUSED)
         .annotate(
             instance_count=Coalesce(Subquery(instance_count), 0),
             has_auth_method=Exists(AuthMethod.objects.filter(connector=OuterRef("pk"))),

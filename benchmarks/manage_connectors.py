@@ -421,6 +421,7 @@ def seed_shape(templates, n_connectors: int, per_connector: int) -> dict:
                     last_checked_at=None if state == 0 else now - timedelta(minutes=seq % 10000),
                     last_check_ok=None if state == 0 else state != 3,
                     last_check_message="" if state != 3 else "401 Unauthorized: invalid credentials",
+                    last_used_by_run_at=None if seq % 3 == 1 else now - timedelta(minutes=seq % 5000),
                 )
                 instance.set_secrets(secrets)  # uid is set at construction, so the AAD is final
                 batch.append(instance)

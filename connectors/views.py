@@ -7,19 +7,28 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from connectors import manifest as manifests
-from connectors.models import AuthMethod, Connector, Endpoint, SystemType, Variable
+from connectors.models import AuthMethod, Connector, Endpoint, SystemType
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
+# Columns of the manage page's related rows that it does not show (fewer values to convert).
+MANAGE_UNUSED = (
+    *(f"updated_by__{f}" for f in ("password", "last_login", "is_superuser", "email", "is_staff", "is_active",
+                                   "date_joined")),
+    "installation__listing_version__manifest", "installation__listing_version__changelog",
+    *(f"installation__listing_version__listing__{f}" for f in ("summary", "name", "slug", "system_type", "colour")),
+    *(f"installation__listing_version__listing__latest_version__{f}"
+      for f in ("manifest", "changelog", "version_name", "published_at")),
+)
 # Instances shown inline per connector on the manage page; the rest are one
 # "show all N instances" away, so the page costs the same at any size.
 INSTANCES_SHOWN = 5
 INSTANCE_PAGE_SIZE = 25
 INSTANCE_COLUMNS = (
     "connector", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group", "connection_pool",
-    "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason",
+    "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason", "last_used_by_run_at",
 )
 
 
@@ -44,6 +53,11 @@ def _highlight(value: str) -> dict[str, int]:
 def _instance_model():
     # connectors sits below instances: reach the model through the reverse relation.
     return Connector._meta.get_field("instances").related_model
+
+
+def _installation_model():
+    # The marketplace sits above connectors: its model through the reverse relation.
+    return Connector._meta.get_field("installation").related_model
 
 
 def _instance_rows():
@@ -108,27 +122,28 @@ def manage(request: HttpRequest) -> HttpResponse:
         Connector.objects.for_company(company)
         .search(query, system_type)
         .select_related("updated_by", "installation__listing_version__listing__latest_version")
-        # Only the latest version's id is compared; its manifest is not needed.
-        .defer(
-            "icon", "updated_by__password", "installation__listing_version__listing__latest_version__manifest"
-        )
+        # Only what the page shows: the latest version's id and number are compared,
+        # and the manifests are needed only when whether a connector is modified
+        # is not cached (see below).
+        .defer("icon", *MANAGE_UNUSED)
         .annotate(
             instance_count=Coalesce(Subquery(instance_count), 0),
             has_auth_method=Exists(AuthMethod.objects.filter(connector=OuterRef("pk"))),
             has_endpoint=Exists(Endpoint.objects.filter(connector=OuterRef("pk"))),
         )
-        # Only prebuilt connectors need their definition (variables, auth methods,
-        # endpoints): to tell whether they are modified. Only the first instances
-        # of each connector are fetched (a sliced prefetch: one query, bounded rows).
+        # Only the first instances of each connector are fetched (a sliced
+        # prefetch: one query, bounded rows).
         .prefetch_related(
-            Prefetch("variables", queryset=Variable.objects.filter(connector__installation__isnull=False)),
-            Prefetch("auth_methods", queryset=AuthMethod.objects.filter(connector__installation__isnull=False)),
-            Prefetch("endpoints", queryset=Endpoint.objects.filter(connector__installation__isnull=False)),
             Prefetch("instances", queryset=_instance_rows()[:INSTANCES_SHOWN], to_attr="first_instances"),
         )
     )
     page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
+    # Whether a prebuilt connector is modified is cached per definition: one cache
+    # read for the page, and the definitions of those not cached fetched together.
+    _installation_model().prepare_is_modified(
+        [c.installation for c in page.object_list if hasattr(c, "installation")]
+    )
     for connector in page.object_list:
         # Readiness from the annotations: custom connectors' definitions are not fetched.
         connector.ready = connector.has_auth_method and connector.has_endpoint

@@ -250,7 +250,7 @@ class DetailsForm(SettingsForm):
     def group_names(self) -> list[str]:
         """The company's shared rate limit names, for the field's suggestions."""
         names = Instance.objects.for_company(self.instance.company).exclude(rate_limit_group="")
-        return sorted(set(names.values_list("rate_limit_group", flat=True)), key=str.casefold)
+        return sorted(names.order_by().values_list("rate_limit_group", flat=True).distinct(), key=str.casefold)
 
     def share_rate_limit(self, instance: Instance) -> int:
         """Give every other instance in the shared rate limit this one's amount and unit; how many were changed.

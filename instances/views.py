@@ -45,6 +45,10 @@ def _get_instance_for_user(request: HttpRequest, pk: int) -> tuple[Company, Inst
         Instance.objects.for_company(company).select_related("connector", "auth_method", "connection_pool"),
         pk=pk,
     )
+    # The company is already loaded: the forms' lookups (pools, shared rate limits) reuse it.
+    instance.company = company
+    if instance.connector.company_id == company.pk:
+        instance.connector.company = company
     return company, instance
 
 

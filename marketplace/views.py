@@ -50,14 +50,17 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
     company = company_of(request)
     listing = get_object_or_404(
         Listing.objects.select_related("latest_version").prefetch_related(
-            Prefetch("versions", queryset=ListingVersion.objects.order_by("-published_at", "-id"))
+            # Only the latest version's manifest is shown (it comes with latest_version).
+            Prefetch("versions", queryset=ListingVersion.objects.defer("manifest").order_by("-published_at", "-id"))
         ),
         slug=slug,
     )
     versions = sorted(listing.versions.all(), key=lambda v: catalog.version_key(v.version), reverse=True)
-    installed = (
+    # A company may have many copies installed: their names and versions, not their manifests.
+    installed = list(
         Installation.objects.filter(connector__company=company, listing_version__listing=listing)
         .select_related("connector", "listing_version")
+        .only("connector__id", "connector__name", "listing_version__version", "listing_version__listing_id")
         .order_by("connector__name")
     )
     return render(

@@ -1,0 +1,148 @@
+"""Benchmark: each dashboard page of the load test, one request at a time, in one process.
+
+The load test (benchmarks/load.py) measures the pages under 50 users, which
+depends on how busy the machine is. This script measures the same pages on the
+same rows (200 connectors x 10 instances, the marketplace, 20 process flows;
+PostgreSQL, DEBUG off) with django.test.Client, sequentially: per page the
+median and p90 wall time, the median CPU time and the number of queries. The
+pages alternate, so a change in machine load affects them alike; comparing two
+versions of the code is best done as a ratio of two runs made one after the other.
+
+    .venv/bin/python benchmarks/pages.py [--timed 200] [--warmup 5] [--profile "manage connectors"]
+
+``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/pw_bench_pages``; the
+name must contain "bench": the database is created and dropped). ``--profile PAGE``
+prints the cProfile of 50 requests of that page (cumulative time, top 40).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
+
+import manage_connectors as bench  # noqa: E402  (the seeding and the throwaway database)
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_bench_pages"
+
+
+def seed() -> tuple:
+    """The load test's rows: 200 connectors x 10 instances, the whole marketplace, 20 process flows."""
+    from django.db import connection
+
+    from connectors.models import Connector
+    from flows.models import ProcessFlow, Shape
+    from instances.models import Instance
+    from marketplace import catalog
+
+    catalog.load_catalog()
+    templates = bench.make_templates()
+    shape = bench.seed_shape(templates, 200, 10)
+    company, user = shape["company"], shape["user"]
+    instances = list(Instance.objects.filter(company=company).order_by("?").values_list("pk", flat=True)[:200])
+    for n in range(20):
+        flow = ProcessFlow.objects.create(company=company, name=f"Flow {n:02d}", enabled=n % 2 == 0)
+        for position, pk in enumerate(instances[n * 3:n * 3 + 3]):
+            instance = Instance.objects.select_related("connector").get(pk=pk)
+            Shape.objects.create(flow=flow, position=position, instance=instance,
+                                 endpoint=instance.connector.endpoints.first())
+    sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return user, instances, sandbox
+
+
+def pages(instances: list[int], sandbox) -> dict:
+    rng = random.Random(1)
+    return {
+        "manage connectors": lambda: "/connectors/",
+        "instance settings": lambda: f"/instances/{rng.choice(instances)}/",
+        "wizard step 1 (name)": lambda: f"/instances/new/{sandbox.pk}/",
+        "marketplace": lambda: "/marketplace/",
+        "listing": lambda: "/marketplace/sandbox/",
+        "process flows": lambda: "/flows/",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--timed", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--profile", default="", help="a page name: print its cProfile")
+    args = parser.parse_args()
+    database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    if "bench" not in database_url.rsplit("/", 1)[-1]:
+        raise SystemExit("This benchmark drops its database at the end: use a name containing 'bench'.")
+    static_root = tempfile.mkdtemp(prefix="patchworks-pages-static-")
+    try:
+        with bench.ThrowawayDatabase(database_url) as db:
+            print(f"Database: {db.label}")
+            bench.setup_django(db.url, static_root)
+            user, instances, sandbox = seed()
+            return measure(user, pages(instances, sandbox), args)
+    finally:
+        shutil.rmtree(static_root, ignore_errors=True)
+
+
+def measure(user, urls: dict, args) -> int:
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    client.force_login(user)
+
+    def get(url: str):
+        response = client.get(url)
+        assert response.status_code == 200, f"GET {url}: {response.status_code}"
+        return response
+
+    for url_of in urls.values():
+        for _ in range(args.warmup):
+            get(url_of())
+    if args.profile:
+        url_of = urls[args.profile]
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(50):
+            get(url_of())
+        profile.disable()
+        stats = pstats.Stats(profile)
+        stats.sort_stats("cumulative").print_stats(r"patchworks|connectors|instances|marketplace|flows|templatetags|loader_tags|crispy|widgets|forms", 40)
+        stats.sort_stats("tottime").print_stats(25)
+        return 0
+    wall = {name: [] for name in urls}
+    cpu = {name: [] for name in urls}
+    for _ in range(args.timed):
+        for name, url_of in urls.items():
+            url = url_of()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            get(url)
+            wall[name].append((time.perf_counter() - start) * 1000)
+            cpu[name].append((time.process_time() - start_cpu) * 1000)
+    print(f"\n{args.timed} timed requests per page (after {args.warmup} warm-up), one process, DEBUG off\n")
+    header = f"{'page':<24} {'median ms':>9} {'p90 ms':>7} {'CPU ms':>7} {'queries':>7} {'KB':>6}"
+    print(header)
+    print("-" * len(header))
+    for name, url_of in urls.items():
+        with CaptureQueriesContext(connection) as ctx:
+            response = get(url_of())
+        print(f"{name:<24} {statistics.median(wall[name]):>9.1f} {bench.percentile(wall[name], 90):>7.1f} "
+              f"{statistics.median(cpu[name]):>7.1f} {len(ctx.captured_queries):>7} {len(response.content) / 1024:>6.1f}")
+    print(f"\nLoad average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

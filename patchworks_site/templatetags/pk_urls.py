@@ -1,0 +1,36 @@
+"""`{% pk_url "instances:settings" instance.pk %}`: `{% url %}` for the links of long tables.
+
+Reversing a URL costs tens of microseconds, and a page of 100 instance rows
+has a few hundred links. A pattern taking one integer (`<int:pk>`) is reversed
+once per pattern and script prefix with a marker in place of the pk; each link
+then puts its pk where the marker was. The result is the same as `{% url %}`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django import template
+from django.conf import settings
+from django.urls import get_script_prefix, get_urlconf, reverse
+
+register = template.Library()
+
+_MARKER = 918273645
+
+
+@functools.lru_cache(maxsize=64)
+def _parts(name: str, script_prefix: str, urlconf) -> tuple[str, str] | None:
+    url = reverse(name, urlconf=urlconf, args=[_MARKER])
+    if url.count(str(_MARKER)) != 1:
+        return None
+    prefix, _, suffix = url.partition(str(_MARKER))
+    return prefix, suffix
+
+
+@register.simple_tag
+def pk_url(name: str, pk) -> str:
+    parts = _parts(name, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    if parts is None:
+        return reverse(name, args=[pk])
+    return f"{parts[0]}{int(pk)}{parts[1]}"

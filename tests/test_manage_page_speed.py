@@ -1,0 +1,138 @@
+"""The manage connectors page: "modified" answered from a cache that every edit invalidates, and "Last run"."""
+
+import copy
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from connectors import editing
+from connectors import manifest as manifests
+from connectors.models import Endpoint, Variable
+from instances.models import Instance
+from marketplace.models import Installation
+from patchworks_site.templatetags.pk_urls import pk_url
+
+MODIFIED = 'data-testid="modified-info"'
+
+
+def _manage(client) -> str:
+    response = client.get("/connectors/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def _with_refunds(connector) -> dict:
+    changed = copy.deepcopy(manifests.export(connector))
+    changed["endpoints"].append(
+        {"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive",
+         "method": "GET", "path": "/refunds", "parameters": {}}
+    )
+    return changed
+
+
+def test_an_edit_shows_modified_at_once_although_the_answer_was_cached(admin_client, admin_user, company,
+                                                                       sandbox_listing, install):
+    connector = install(sandbox_listing, company)
+    assert MODIFIED not in _manage(admin_client)  # cached: not modified
+    editing.save_definition(connector, _with_refunds(connector), user=admin_user)
+    page = _manage(admin_client)
+    assert MODIFIED in page and "modified from version 1.2.0" in page
+    # Editing it back to the published definition: not modified again, at once.
+    published = Installation.objects.get(connector=connector).listing_version.manifest
+    editing.save_definition(editing.fresh(connector), published, user=admin_user)
+    assert MODIFIED not in _manage(admin_client)
+
+
+def test_a_part_changed_on_its_own_shows_modified_at_once(admin_client, company, sandbox_listing, install):
+    """The admin (or a shell) saves or deletes one endpoint or variable: the connector's answer changes too."""
+    connector = install(sandbox_listing, company)
+    assert MODIFIED not in _manage(admin_client)
+    endpoint = connector.endpoints.first()
+    endpoint.path = "/somewhere-else"
+    endpoint.save()
+    assert MODIFIED in _manage(admin_client)
+
+    other = install(sandbox_listing, company, version="1.0.0")
+    assert _manage(admin_client).count(MODIFIED) == 1
+    Endpoint.objects.filter(pk=other.endpoints.last().pk).delete()  # a queryset delete, too
+    assert _manage(admin_client).count(MODIFIED) == 2
+
+    third = install(sandbox_listing, company)
+    assert _manage(admin_client).count(MODIFIED) == 2
+    variable = Variable.objects.filter(connector=third).first()
+    variable.label = "Another label"
+    variable.save()
+    assert _manage(admin_client).count(MODIFIED) == 3
+
+
+def test_the_admin_change_form_of_an_endpoint_shows_modified_at_once(admin_client, admin_user, company,
+                                                                     sandbox_listing, install):
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    connector = install(sandbox_listing, company)
+    assert MODIFIED not in _manage(admin_client)
+    endpoint = connector.endpoints.first()
+    response = admin_client.post(f"/admin/connectors/endpoint/{endpoint.pk}/change/", {
+        "connector": connector.pk, "key": endpoint.key, "name": "Renamed in the admin", "entity": endpoint.entity,
+        "direction": endpoint.direction, "method": endpoint.method, "path": endpoint.path,
+        "parameters": "{}", "request_parameters": "[]", "body_encoding": endpoint.body_encoding,
+        "records_path": endpoint.records_path, "pagination": "{}", "position": endpoint.position,
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Endpoint.objects.get(pk=endpoint.pk).name == "Renamed in the admin"
+    assert MODIFIED in _manage(admin_client)
+
+
+def test_modified_is_cached_so_a_page_of_prebuilt_connectors_does_not_export_them_again(
+    admin_client, company, sandbox_listing, install
+):
+    for _ in range(3):
+        install(sandbox_listing, company, version="1.0.0")
+    cache.clear()
+    with CaptureQueriesContext(connection) as cold:
+        _manage(admin_client)
+    with CaptureQueriesContext(connection) as warm:
+        _manage(admin_client)
+    # Cold: the definitions and installed manifests in one query each; warm: none of them.
+    assert len(cold) == len(warm) + 4
+    assert not [q for q in warm.captured_queries if "connectors_endpoint" in q["sql"] and "EXISTS" not in q["sql"]]
+
+
+def test_the_last_run_of_each_instance_shows_with_its_exact_time(admin_client, company, make_connector,
+                                                                 make_instance):
+    connector = make_connector(company, name="Warehouse API")
+    used = make_instance(connector, "Used by a flow")
+    make_instance(connector, "Never used")
+    when = timezone.now() - timedelta(hours=3)
+    Instance.objects.filter(pk=used.pk).update(last_used_by_run_at=when)
+
+    for url in ("/connectors/", reverse("connectors:instances", args=[connector.pk])):
+        page = admin_client.get(url).content.decode()
+        assert ">Last run</th>" in page
+        used_row = page[page.index(f'id="instance-{used.pk}"'):]
+        used_row = used_row[:used_row.index("</tr>")]
+        assert "3\xa0hours ago" in used_row or "3 hours ago" in used_row
+        assert f'datetime="{when.isoformat()}"' in used_row
+        assert f'title="{when.strftime("%-d %b %Y, %H:%M:%S")} UTC"' in used_row
+        never_row = page[page.index('Never used'):]
+        never_row = never_row[:never_row.index("</tr>")]
+        assert ">never<" in never_row
+
+
+def test_check_now_buttons_post_to_their_instance(admin_client, company, make_connector, make_instance):
+    connector = make_connector(company, name="Warehouse API")
+    instance = make_instance(connector, "Main")
+    page = _manage(admin_client)
+    assert f'form="check-form-{connector.pk}" formaction="{reverse("instances:check", args=[instance.pk])}"' in page
+    form = page[page.index(f'<form id="check-form-{connector.pk}"'):]
+    form = form[:form.index("</form>")]
+    assert 'method="post"' in form and "csrfmiddlewaretoken" in form and 'name="next" value="manage"' in form
+
+
+def test_pk_url_is_the_same_as_reverse():
+    for name in ("instances:settings", "instances:check", "connectors:detail", "flows:detail"):
+        assert pk_url(name, 1234) == reverse(name, args=[1234])

@@ -701,6 +701,9 @@ class InstanceClient:
         unapproved = self._unapproved(url)
         if unapproved:
             return self._refused(method, url, unapproved)
+        if self.instance is not None and self.instance.company_id and sandbox_api.is_sandbox_url(url):
+            # The Sandbox keeps one account per company (what a company's flows sent is theirs alone).
+            headers.setdefault(sandbox_api.ACCOUNT_HEADER, sandbox_api.account_for(self.instance.company_id))
         if self.auth_method.type == AuthType.OAUTH1:
             url, headers, params, kwargs = self._signed_oauth1(method, url, headers, params, kwargs)
         if self.instance is None:

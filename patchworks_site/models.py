@@ -108,11 +108,15 @@ class AuditEntry(models.Model):
 class SandboxReceivedOrder(models.Model):
     """An order the Sandbox API received (POST /sandbox/api/orders), so a flow's result can be seen.
 
-    The Sandbox is one practice API shared by the whole dashboard: these rows
-    belong to no company. Only the newest SANDBOX_RECEIVED_KEEP are kept.
+    The Sandbox is one practice API shared by the whole dashboard, so it keeps
+    one account per company: the instance client sends the opaque account
+    reference of its instance's company (sandbox_api.account_for) with every
+    request to the Sandbox, and each company sees only what its own flows sent.
+    Only the newest RECEIVED_KEEP of each account are kept.
     """
 
     received_at = models.DateTimeField(db_index=True)
+    account = models.CharField(max_length=64, blank=True, db_index=True)
     body = models.JSONField()
 
     class Meta:

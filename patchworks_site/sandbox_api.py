@@ -47,6 +47,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from typing import Callable
@@ -97,6 +98,27 @@ CUSTOMERS = [{"id": 1, "name": "Ada Lovelace"}, {"id": 2, "name": "Grace Hopper"
 # The Sandbox address its catalog manifests give as the default; instances use
 # the address the dashboard is actually served on instead (see default_address).
 CATALOG_ADDRESS = "http://127.0.0.1:8000/sandbox/api"
+
+
+ACCOUNT_HEADER = "X-Sandbox-Account"
+ACCOUNT_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def account_for(company_id: int) -> str:
+    """The Sandbox account of a company: an opaque keyed digest, so the Sandbox learns no company id."""
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, f"sandbox-account:{company_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def is_sandbox_url(url: str) -> bool:
+    """Whether `url` is on a Sandbox API (its path is under /sandbox/api/): the account header goes there only."""
+    return urlsplit(url).path.startswith("/sandbox/api/")
+
+
+def account_of(request: HttpRequest) -> str:
+    """The account a Sandbox request is made for ("" without a well-formed account header)."""
+    value = request.headers.get(ACCOUNT_HEADER, "")
+    return value if ACCOUNT_RE.match(value) else ""
 
 
 def default_address(request: HttpRequest | None = None) -> str:
@@ -424,7 +446,7 @@ def _receive_orders(request: HttpRequest) -> HttpResponse:
         body = json.loads(request.body)
     except (ValueError, RecursionError):
         return _error(400, "invalid_json", "The request body is not JSON.")
-    rows = data.store_received(data.received_orders_from(body))
+    rows = data.store_received(data.received_orders_from(body), account=account_of(request))
     answers = [{"id": row.pk, "received_at": data.iso(row.received_at)} for row in rows]
     return JsonResponse(answers if isinstance(body, list) else answers[0], status=201, safe=False)
 
@@ -434,8 +456,9 @@ def received_orders(request: HttpRequest, auth: str) -> HttpResponse:
     """What POST /orders stored, newest first, paginated like GET /orders."""
     per_page = data.integer(request.GET, "per_page", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
     page_number = data.integer(request.GET, "page", 1, 1, data.MAX_COUNT)
-    page = data.Page(page_number, per_page, SandboxReceivedOrder.objects.count())
-    rows = SandboxReceivedOrder.objects.order_by("-id")[page.start:page.stop] if page.start < page.total else []
+    received = SandboxReceivedOrder.objects.filter(account=account_of(request))
+    page = data.Page(page_number, per_page, received.count())
+    rows = received.order_by("-id")[page.start:page.stop] if page.start < page.total else []
     return JsonResponse({
         "orders": [{"id": row.pk, "received_at": data.iso(row.received_at), "body": row.body} for row in rows],
         "meta": {"page": page.number, "per_page": page.size, "total": page.total},
@@ -459,8 +482,9 @@ RECEIVED_PAGE_SIZE = 50
 @require_GET
 def received_orders_page(request: HttpRequest) -> HttpResponse:
     """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result."""
-    company_of(request)  # any logged-in user of a company; the Sandbox belongs to none
-    page = Paginator(SandboxReceivedOrder.objects.order_by("-id"), RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
+    company = company_of(request)  # any logged-in user of a company sees what its flows sent
+    received = SandboxReceivedOrder.objects.filter(account=account_for(company.pk)).order_by("-id")
+    page = Paginator(received, RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
     for row in page:
         row.summary = data.summary(row.body)
         row.pretty = json.dumps(row.body, indent=2, ensure_ascii=False)[:4000]

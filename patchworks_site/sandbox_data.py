@@ -281,16 +281,17 @@ def received_orders_from(body: object) -> list[dict]:
     return orders
 
 
-def store_received(orders: list[dict], now: datetime | None = None) -> list[SandboxReceivedOrder]:
-    """Store the orders and drop the oldest beyond RECEIVED_KEEP."""
+def store_received(orders: list[dict], now: datetime | None = None, account: str = "") -> list[SandboxReceivedOrder]:
+    """Store the orders for `account` and drop its oldest beyond RECEIVED_KEEP."""
     now = now or datetime.now(UTC)
     with transaction.atomic():
         rows = SandboxReceivedOrder.objects.bulk_create(
-            [SandboxReceivedOrder(received_at=now, body=body) for body in orders]
+            [SandboxReceivedOrder(received_at=now, account=account, body=body) for body in orders]
         )
-        cutoff = SandboxReceivedOrder.objects.order_by("-id").values_list("id", flat=True)[RECEIVED_KEEP:RECEIVED_KEEP + 1]
+        kept = SandboxReceivedOrder.objects.filter(account=account)
+        cutoff = kept.order_by("-id").values_list("id", flat=True)[RECEIVED_KEEP:RECEIVED_KEEP + 1]
         if cutoff:
-            SandboxReceivedOrder.objects.filter(id__lte=cutoff[0]).delete()
+            kept.filter(id__lte=cutoff[0]).delete()
     return rows
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from patchworks_site import sandbox_data
+from patchworks_site import sandbox_api
 from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
@@ -24,10 +25,11 @@ def get(api, path: str, headers: dict | None = None, **params):
     return api.get(f"/sandbox/api/{path}", params, headers={**TOKEN, **(headers or {})})
 
 
-def post(api, body, path: str = "orders", **params):
+def post(api, body, path: str = "orders", account: str = "", **params):
     query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
     raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return api.post(f"/sandbox/api/{path}{query}", raw, content_type="application/json", headers=TOKEN)
+    headers = {**TOKEN, **({"X-Sandbox-Account": account} if account else {})}
+    return api.post(f"/sandbox/api/{path}{query}", raw, content_type="application/json", headers=headers)
 
 
 def follow(api, response) -> list[dict]:
@@ -269,6 +271,26 @@ def test_posting_needs_credentials(api):
     assert not SandboxReceivedOrder.objects.exists()
 
 
+def test_each_account_lists_only_what_was_sent_for_it(api):
+    ours, theirs = sandbox_api.account_for(1), sandbox_api.account_for(2)
+    post(api, {"reference": "OURS"}, account=ours)
+    post(api, {"reference": "THEIRS"}, account=theirs)
+    post(api, {"reference": "NOBODY"}, account="not-an-account")  # malformed: stored for no account
+    listed = get(api, "orders/received", headers={"X-Sandbox-Account": ours}).json()
+    assert [o["body"]["reference"] for o in listed["orders"]] == ["OURS"]
+    assert SandboxReceivedOrder.objects.get(body__reference="NOBODY").account == ""
+
+
+def test_a_company_never_sees_what_another_company_sent(user_client):
+    other = Company.objects.create(name="Elsewhere Ltd")
+    post(user_client, {"reference": "THEIR-ORDER", "customer": {"name": "Someone Else"}},
+         account=sandbox_api.account_for(other.pk))
+    post(user_client, {"reference": "NO-ACCOUNT"})
+    page = user_client.get("/sandbox/received-orders/").content.decode()
+    assert "THEIR-ORDER" not in page and "Someone Else" not in page and "NO-ACCOUNT" not in page
+    assert 'data-testid="empty-state"' in page
+
+
 # --- the received-orders page ----------------------------------------------------------------------------------
 
 
@@ -277,13 +299,14 @@ def user_client(client, db):
     company = Company.objects.create(name="Sandbox Users Ltd")
     user = User.objects.create_user(username="reader", password=None, company=company, role=Role.READ_ONLY)
     client.force_login(user)
+    client.account = sandbox_api.account_for(company.pk)
     return client
 
 
 def test_the_received_orders_page_shows_what_was_received(user_client):
     post(user_client, {"reference": "SB-77", "customer": {"name": "Ada Lovelace"}, "total": "12.50", "currency": "GBP",
-                       "updated": "11/23/2026 13:40"})
-    post(user_client, {"number": "N-5", "customer": "Grace <b>Hopper</b>", "total": 3})
+                       "updated": "11/23/2026 13:40"}, account=user_client.account)
+    post(user_client, {"number": "N-5", "customer": "Grace <b>Hopper</b>", "total": 3}, account=user_client.account)
     page = user_client.get("/sandbox/received-orders/").content.decode()
     assert page.count('data-testid="received-order"') == 2
     assert page.index("N-5") < page.index("SB-77")  # newest first
@@ -293,7 +316,7 @@ def test_the_received_orders_page_shows_what_was_received(user_client):
 
 def test_the_received_orders_page_has_an_empty_state_and_pages(user_client):
     assert 'data-testid="empty-state"' in user_client.get("/sandbox/received-orders/").content.decode()
-    post(user_client, [{"reference": f"R-{n:03d}"} for n in range(60)])
+    post(user_client, [{"reference": f"R-{n:03d}"} for n in range(60)], account=user_client.account)
     first = user_client.get("/sandbox/received-orders/").content.decode()
     assert first.count('data-testid="received-order"') == 50 and "R-059" in first and "R-009" not in first
     second = user_client.get("/sandbox/received-orders/?page=2").content.decode()

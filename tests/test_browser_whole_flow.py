@@ -166,6 +166,12 @@ def test_a_new_user_builds_runs_and_checks_a_sandbox_flow(page, log_in, make_use
     expect(row.get_by_test_id("run-status")).to_have_text("success")
     row.get_by_role("link", name=f"Run {run.pk}").click()
     expect(page.get_by_role("heading", name=f"Run {run.pk} of Sandbox orders to New York success")).to_be_visible()
+    # A sample of what the last shape sent: mapped fields only, the date in New York's US format.
+    sent_sample = page.get_by_test_id("shape-run").nth(3).get_by_test_id("payload-sample")
+    sent_sample.get_by_text("Sample items").click()
+    sample_in = sent_sample.locator("pre").first
+    expect(sample_in).to_contain_text(re.compile(r'"updated": "\d\d/\d\d/\d{4} \d\d:\d\d"'))
+    expect(sample_in).not_to_contain_text("updated_at")
 
     # What the Sandbox received, in the order it was sent: the newest order first, with its update time written
     # in New York time in the US format — read back, it is the Sandbox's newest order at the run's anchor.

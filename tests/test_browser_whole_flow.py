@@ -43,10 +43,10 @@ def sandbox_instances(live_server, company, sandbox_listing, install, make_insta
                            values=values, time_zone="Europe/London")
     new_york = make_instance(connector, "Sandbox - New York", {"api_token": "sandbox-token"}, auth_method=token,
                              values=values, time_zone="America/New_York", date_format=US_FORMAT)
-    # The catalog's 120 a minute would make the ~120 sends take a minute; 40 a second keeps the run
-    # long enough (a few seconds) for the run page to show it running.
+    # The catalog's 120 a minute would make the ~120 sends take a minute; 20 a second (a sliding window)
+    # makes them take at least 5 s: long enough for the run page, refreshing every 2 s, to show it running.
     for instance in (london, new_york):
-        instance.rate_limit_amount, instance.rate_limit_unit = 40, "second"
+        instance.rate_limit_amount, instance.rate_limit_unit = 20, "second"
         instance.save()
     return london, new_york
 

@@ -109,7 +109,10 @@ def test_a_new_user_builds_runs_and_checks_a_sandbox_flow(page, log_in, make_use
     _fill_row(panel, 4, **{"Output field": target, "From input field": source})
     panel.get_by_label("Row 4: Convert date").check()
     panel.get_by_role("button", name="save step 3").click()
-    expect(page.get_by_text("Step 3 (map) saved.")).to_be_visible()
+    # The first save's message is still on the page: wait for the reloaded list with the fourth field.
+    expect(page.locator("#shape-list").get_by_test_id("shape-summary").nth(2)).to_contain_text(
+        "updated ← updated_at (date)")
+    expect(page.locator("#shape-panel")).to_be_empty()
 
     # Step 4: send each order to the New York instance.
     create_order = new_york.connector.endpoints.get(key="create_order")

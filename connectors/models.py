@@ -118,7 +118,9 @@ class Connector(models.Model):
         indexes = [models.Index(fields=["company", "name"])]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.version})"
+        # A copy installed alongside is already named "Name (version)".
+        suffix = f"({self.version})"
+        return self.name if self.name.endswith(suffix) else f"{self.name} {suffix}"
 
     @property
     def initials(self) -> str:

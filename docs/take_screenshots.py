@@ -47,7 +47,7 @@ def main() -> None:
         page.screenshot(path=OUT / "marketplace-listing.png", full_page=True)
 
         page.goto("/connectors/")
-        page.get_by_test_id("connector").filter(has_text="Sandbox API v1").get_by_role("link", name="add new instance").click()
+        page.get_by_test_id("connector").filter(has_text="Sandbox API v1").first.get_by_role("link", name="add new instance").click()
         page.get_by_label("Name").fill("Sandbox - US")
         page.get_by_role("button", name="next step").click()
         page.get_by_label("Time zone").fill("America/New_York")
@@ -82,8 +82,11 @@ def main() -> None:
         page.get_by_test_id("connector").filter(has_text="BigCommerce").get_by_test_id("update-available").click()
         page.get_by_test_id("update-choices").wait_for()
         page.screenshot(path=OUT / "update-prompt.png", full_page=True)
+        # Acme's Sandbox 1.0.0 has 1.3.0 installed alongside (for the demo flow), so the manage page links
+        # that copy instead of "update available"; the update page still reports the impact on its flow.
         page.goto("/connectors/")
-        page.get_by_test_id("connector").filter(has_text="Sandbox API v1").get_by_test_id("update-available").click()
+        card_id = page.get_by_test_id("connector").filter(has=page.get_by_test_id("alongside-note")).first.get_attribute("id")
+        page.goto(f"/marketplace/updates/{card_id.removeprefix('connector-')}/")
         page.get_by_test_id("impact-report").wait_for()
         page.screenshot(path=OUT / "update-impact-report.png", full_page=True)
 
@@ -103,6 +106,30 @@ def main() -> None:
         page.get_by_role("button", name="more").click()
         page.get_by_role("link", name="history").click()
         page.screenshot(path=OUT / "connector-history.png", full_page=True)
+
+        # The demo flow: its shapes, a run now followed to the end, the run log and what the Sandbox received.
+        page.goto("/flows/")
+        page.get_by_role("link", name="Sandbox orders to Sandbox (US)").click()
+        page.get_by_test_id("shape").first.wait_for()
+        page.screenshot(path=OUT / "flow-shapes.png", full_page=True)
+        page.get_by_role("button", name="run now").click()
+        page.wait_for_url("**/flows/runs/*/")
+        status = page.get_by_test_id("run-status").first
+        for _ in range(120):
+            if status.inner_text().strip() not in ("queued", "running"):
+                break
+            page.wait_for_timeout(500)
+        print(f"The demo flow's run ended {status.inner_text().strip()}: {page.url}")
+        for text in page.get_by_test_id("shape-run").all_inner_texts():
+            print("  " + " ".join(text.split()))
+        # The items the last shape sent: the update time converted to New York, US format.
+        page.get_by_test_id("payload-sample").last.locator("summary").click()
+        page.screenshot(path=OUT / "run-detail.png", full_page=True)
+        page.goto("/flows/runs/")
+        page.screenshot(path=OUT / "run-log.png", full_page=True)
+        page.goto("/sandbox/received-orders/")
+        page.get_by_test_id("received-order").first.locator("summary").click()
+        page.screenshot(path=OUT / "sandbox-received-orders.png")
 
         page.goto("/instances/pools/")
         page.screenshot(path=OUT / "connection-pools.png", full_page=True)

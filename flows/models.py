@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -226,6 +228,13 @@ class FlowRunShape(models.Model):
         if self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def sample_texts(self) -> list[tuple[str, str]]:
+        """The payload sample as ("in"/"out", indented JSON) for the run page; empty once retention cleared it."""
+        sample = self.payload_sample if isinstance(self.payload_sample, dict) else {}
+        return [(side, json.dumps(sample[side], indent=2, ensure_ascii=False, default=str))
+                for side in ("in", "out") if sample.get(side)]
 
 
 # --- Schedules ----------------------------------------------------------------

@@ -132,6 +132,12 @@ def test_installing_from_the_marketplace_records_the_connector_as_added(admin_cl
     assert entry.user == admin_user and entry.changes["name"] == "Sandbox"
 
 
+def test_a_copy_installed_alongside_is_named_with_its_version_once(company, make_connector):
+    make_connector(company, name="Sandbox (1.3.0)", version="1.3.0")
+    make_connector(company, name="Sandbox", version="1.0.0")
+    assert sorted(AuditEntry.objects.values_list("object_repr", flat=True)) == ["Sandbox (1.0.0)", "Sandbox (1.3.0)"]
+
+
 def test_process_flows_are_recorded_through_their_pages(client_for, make_user, company):
     user = make_user(company, Role.USER)
     client = client_for(user)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from connectors.models import Connector
-from flows.models import ProcessFlow
+from flows.models import FlowRun, FlowRunShape, ProcessFlow, RunStatus, RunTrigger
 from instances.models import ConnectionPool, Instance
 from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
 
@@ -207,6 +207,15 @@ def test_every_main_page_and_state_has_no_serious_or_critical_violation(a11y_pag
     audit("filter shape settings, error")
     page.goto("/flows/runs/?queued_from=nope")
     audit("run log, a bad filter")
+    now = timezone.now()
+    run = FlowRun.objects.create(company=acme, flow=flow, status=RunStatus.SUCCESS, trigger=RunTrigger.MANUAL,
+                                 queued_at=now, reference_time=now, started_at=now, finished_at=now)
+    FlowRunShape.objects.create(run=run, position=0, shape_name="Sandbox - UK → List orders", status="success",
+                                started_at=now, finished_at=now, items_out=1, pages=1, requests=1,
+                                payload_sample={"in": [], "out": [{"id": 1, "note": "x" * 400}] * 30})
+    page.goto(f"/flows/runs/{run.pk}/")
+    page.get_by_text("Sample items").click()
+    audit("run page, a payload sample opened")
     page.goto("/settings/company/")
     audit("company settings")
     page.goto("/audit/")

@@ -84,6 +84,24 @@ def test_the_run_page_shows_the_timeline_and_stops_polling_when_the_run_ends(adm
     assert "1 request" in fragment and "retry" in fragment
 
 
+def test_the_run_page_shows_payload_samples_until_retention_clears_them(admin_client, flow):
+    run = make_run(flow, started_at=timezone.now(), finished_at=timezone.now())
+    now = timezone.now()
+    sent = run.shape_runs.create(position=0, shape_name="Shop - UK → Import order", status="success", started_at=now,
+                                 items_in=1, items_out=1, requests=1,
+                                 payload_sample={"in": [{"reference": "SB-1 <b>"}], "out": [{"ok": True}]})
+    filtered = run.shape_runs.create(position=1, shape_name="filter", status="success", started_at=now, items_in=1)
+    page = admin_client.get(f"/flows/runs/{run.pk}/").content.decode()
+    assert page.count('data-testid="payload-sample"') == 1
+    assert "&quot;reference&quot;: &quot;SB-1 &lt;b&gt;&quot;" in page and "&quot;ok&quot;: true" in page  # JSON, escaped
+    assert "1 item in · 1 out · 0 pages · 1 request" in page
+    assert "1 item in · 0 out\n" in page and "0 requests" not in page  # no request counters on a filter
+    sent.payload_sample = None
+    sent.save()
+    assert 'data-testid="payload-sample"' not in admin_client.get(f"/flows/runs/{run.pk}/").content.decode()
+    assert filtered.sample_texts == []
+
+
 def test_stop_a_queued_run_and_ask_a_running_one_to_stop(admin_client, flow):
     queued, running, done = make_run(flow, RunStatus.QUEUED), make_run(flow, RunStatus.RUNNING), make_run(flow)
     page = admin_client.post(f"/flows/runs/{queued.pk}/stop/", follow=True).content.decode()

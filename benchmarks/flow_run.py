@@ -2,46 +2,47 @@
 
 What it measures
 ----------------
-For each task-engine mode, in one invocation:
+The flow: *receive* (Sandbox "List orders", ``count`` orders in pages of ``per_page``
+100, page-number pagination) → *filter* (updated_at in the last 10,000 days: every
+order passes, each date is parsed) → *map* (reference, customer, total, updated
+with convert_date) → *send* ("Create order", POST /orders). Pages stream: each
+page goes through filter, map and send before the next one is requested.
 
-* ``sqlite``: 1 worker process (``manage.py run_huey``) on the embedded SQLite queue;
+**Throughput**, for each task-engine mode:
+
+* ``sqlite``: 1 worker process (``manage.py run_huey``, 2 task threads) on the
+  embedded SQLite queue;
 * ``redis``: 2 worker processes on Redis (``REDIS_URL=redis://127.0.0.1:6379/<db>``,
   the first empty database from 15 down, or ``--redis-url``), as on several hosts.
 
-it prints, as one table:
+it prints records/s of ``--big-runs`` runs of ``--count`` orders sent as batch
+(one POST per page) queued at once (records = orders received; time from queueing
+the first to the last run finishing), records/s of one run of ``--item-count``
+orders sent as item (one POST per order), the workers' peak RSS (``VmHWM``) and
+the **enqueue → start latency** p50/p95 over ``--latency-runs`` one-order runs
+queued one after the other on idle workers (``started_at - queued_at``: the
+hand-over on commit, the queue and the worker's polling -- SqliteHuey polls with
+a back-off when idle; Redis blocks).
 
-* **records/s**: ``--big-runs`` runs of the flow
-  *receive* (Sandbox "List orders", ``count`` orders, ``per_page`` 100) → *filter*
-  (updated_at in the last 120 days: every order passes, each date is parsed) →
-  *map* (reference, customer, total, updated with convert_date) → *send* ("Create
-  order", send_as batch) are queued at once; records = the orders the receive
-  shapes passed on, divided by the time from queueing the first to the last run
-  finishing;
-* **peak RSS** of each worker process (``VmHWM`` of ``/proc/<pid>/status``, read
-  just before the worker is stopped), the largest of them;
-* **enqueue → start latency** p50/p95 over ``--latency-runs`` small runs (one
-  order) queued one after the other on idle workers: ``started_at - queued_at``
-  of each run row, i.e. the hand-over on commit, the queue and the worker's
-  polling (SqliteHuey polls with a back-off up to 10 s when idle; Redis blocks).
+**Memory**: for each of ``--memory-counts`` a fresh worker (SQLite queue, one
+task thread) does a one-order warm-up run, then one run of that many orders:
+``VmHWM`` after the warm-up and after the run, and the growth. The runtime
+holds one page per shape, so the growth must not follow the record count.
 
-The runtime is detected, so the script works with today's runner and the
-paginated streaming one alike:
-
-* when the manifest accepts ``pagination`` (page_number, ``page``/``per_page``)
-  the receive endpoint pages through all ``count`` orders; otherwise it asks for
-  one page of ``per_page`` orders (the query is in the endpoint's path);
-* a first probe run tries the four-shape flow; when the runner cannot run filter
-  or map shapes yet, the flows become receive → send (one request per item) and
-  the table says so.
+``--profile COUNT[:item|batch]`` runs one flow run in this process instead,
+under cProfile (``--profile-callees REGEX`` for what chosen functions call),
+times the Sandbox alone (GET /me beside POST /orders) and runs it again under
+tracemalloc (peak traced memory, the largest allocations still held).
 
 Set-up: a throwaway database (PostgreSQL ``pw_flow_bench`` on 127.0.0.1 by
 default, created and dropped by the script -- see benchmarks/manage_connectors.py;
 ``BENCH_DATABASE_URL`` picks another, ``--sqlite`` a temporary SQLite file), the
 Sandbox served by gunicorn (4 sync workers, DEBUG off) on a free port of
-127.0.0.1, one company with a connector made from the Sandbox's endpoints (a high
-rate limit, so the benchmark measures the runner, not the limit) and two
+127.0.0.1, one company with a connector made from the Sandbox's orders endpoints
+(``count`` is a request parameter each flow sets; a rate limit of 100,000
+requests/s, so the benchmark measures the runner, not the limit) and two
 instances: "Bench UK" (Europe/London, ISO dates) and "Bench US"
-(America/New_York, ``%m/%d/%Y %H:%M``). Workers, gunicorn and the queue are
+(America/New_York, ``%m/%d/%Y %H:%M``). Workers, gunicorn and the queues are
 stopped and removed at the end; Redis keys are namespaced per invocation and
 deleted.
 
@@ -49,11 +50,13 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python benchmarks/flow_run.py --quick      # 1,000 orders, 2 big runs, 10 latency runs
-    .venv/bin/python benchmarks/flow_run.py              # 10,000 orders, 2 big runs, 30 latency runs
+    .venv/bin/python benchmarks/flow_run.py --quick      # 1,000 orders, 200 as item, memory at 1,000 and 3,000
+    .venv/bin/python benchmarks/flow_run.py              # 10,000 orders, 1,000 as item, memory at 1k/10k/30k
+    .venv/bin/python benchmarks/flow_run.py --profile 300:item
 
-Options: ``--count 10000 --per-page 100 --big-runs 2 --latency-runs 30
---modes sqlite,redis --sqlite --redis-url redis://127.0.0.1:6379/9 --timeout 900``.
+Options: ``--count 10000 --item-count 1000 --per-page 100 --big-runs 2 --latency-runs 30
+--memory-counts 1000,10000,30000 --modes sqlite,redis --sqlite --redis-url redis://127.0.0.1:6379/9
+--timeout 900``.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ import manage_connectors as bench  # noqa: E402 - the throwaway database and the
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_flow_bench"
 SANDBOX_TOKEN = "sandbox-token"
+RATE_LIMIT = 100_000  # requests per second per instance: far above what is reached, so not what is measured
 BIN = Path(sys.executable).parent
 
 
@@ -161,16 +165,11 @@ def start_sandbox(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
     raise SystemExit(f"The Sandbox server did not answer in 60 s:\n{log.read_text()}")
 
 
-def connector_manifest(count: int, per_page: int, paginated: bool) -> dict:
-    """The Sandbox's orders endpoints, with a high rate limit so the runner is what is measured."""
-    if paginated:
-        list_orders = {
-            "path": "/orders", "parameters": {"count": str(count)}, "records_path": "orders",
-            "pagination": {"style": "page_number", "page_parameter": "page", "limit_parameter": "per_page",
-                           "limit": per_page, "first_page": 1},
-        }
-    else:  # today's runner: one page, the query in the path
-        list_orders = {"path": f"/orders?count={count}&per_page={per_page}"}
+def connector_manifest(per_page: int) -> dict:
+    """The Sandbox's orders endpoints; `count` is a request parameter, so every flow sets its own size.
+
+    The rate limit is far above what two workers can send, so the runner is what is measured, not the limit.
+    """
     return {
         "name": "Bench Sandbox",
         "description": "The Sandbox's orders, for the flow run benchmark.",
@@ -179,7 +178,7 @@ def connector_manifest(count: int, per_page: int, paginated: bool) -> dict:
         "base_url": "{{base_url}}",
         "date_format": "%Y-%m-%dT%H:%M:%S%z",
         "time_zone": "UTC",
-        "rate_limit": {"amount": 100000, "unit": "second"},
+        "rate_limit": {"amount": RATE_LIMIT, "unit": "second"},
         "variables": [{"key": "base_url", "label": "Sandbox API URL", "required": True}],
         "auth_methods": [{
             "key": "token", "name": "API token", "type": "token",
@@ -189,9 +188,10 @@ def connector_manifest(count: int, per_page: int, paginated: bool) -> dict:
         }],
         "endpoints": [
             {"key": "list_orders", "name": "List orders", "entity": "Order", "direction": "receive", "method": "GET",
-             **list_orders},
-            {"key": "list_one_order", "name": "List one order", "entity": "Order", "direction": "receive",
-             "method": "GET", "path": "/orders?count=1&per_page=1"},
+             "path": "/orders", "records_path": "orders",
+             "request_parameters": [{"name": "count", "location": "query", "required": True, "default": "1"}],
+             "pagination": {"style": "page_number", "page_parameter": "page", "limit_parameter": "per_page",
+                            "limit": per_page, "first_page": 1}},
             {"key": "create_order", "name": "Create order", "entity": "Order", "direction": "send", "method": "POST",
              "path": "/orders"},
         ],
@@ -200,28 +200,29 @@ def connector_manifest(count: int, per_page: int, paginated: bool) -> dict:
 
 @dataclass
 class World:
-    paginated: bool
-    big_flow: object
-    small_flow: object
-    full_shapes: bool = True
-    notes: list[str] = field(default_factory=list)
+    company: object
+    source: object
+    target: object
+    endpoints: dict
+    flows: dict = field(default_factory=dict)  # (count, send_as) -> ProcessFlow
+
+    def flow(self, count: int, send_as: str = "batch"):
+        """The flow receive (`count` orders) → filter → map → send (`send_as`), made on first use."""
+        key = (count, send_as)
+        if key not in self.flows:
+            self.flows[key] = build_flow(self, count, send_as)
+        return self.flows[key]
 
 
-def seed(base_url: str, count: int, per_page: int) -> World:
+def seed(base_url: str, per_page: int) -> World:
     from connectors import editing
     from connectors import manifest as manifests
     from connectors.models import Connector, ConnectorChange
-    from flows.models import ProcessFlow
     from instances.models import Instance
     from patchworks_site.models import Company
 
     company = Company.objects.create(name="Flow Bench Ltd")
-    try:
-        manifest = manifests.validate(connector_manifest(count, per_page, paginated=True))
-        paginated = True
-    except manifests.ManifestError:
-        manifest = manifests.validate(connector_manifest(count, per_page, paginated=False))
-        paginated = False
+    manifest = manifests.validate(connector_manifest(per_page))
     connector = Connector(company=company)
     editing.save_definition(connector, manifest, action=ConnectorChange.Action.CREATED, summary="created")
     method = connector.auth_methods.get(key="token")
@@ -233,48 +234,39 @@ def seed(base_url: str, count: int, per_page: int) -> World:
         obj.save()
         return obj
 
-    source = instance("Bench UK", time_zone="Europe/London")
-    target = instance("Bench US", time_zone="America/New_York", date_format="%m/%d/%Y %H:%M")
-    world = World(
-        paginated=paginated,
-        big_flow=ProcessFlow.objects.create(company=company, name="Bench: orders", enabled=True),
-        small_flow=ProcessFlow.objects.create(company=company, name="Bench: one order", enabled=True),
+    return World(
+        company=company,
+        source=instance("Bench UK", time_zone="Europe/London"),
+        target=instance("Bench US", time_zone="America/New_York", date_format="%m/%d/%Y %H:%M"),
+        endpoints={e.key: e for e in connector.endpoints.all()},
     )
-    world.endpoints = {e.key: e for e in connector.endpoints.all()}
-    world.source, world.target = source, target
-    if not paginated:
-        world.notes.append(f"the manifest has no pagination yet: each big run receives one page of {per_page} orders")
-    build_shapes(world, full=True)
-    return world
 
 
-def build_shapes(world: World, full: bool) -> None:
-    """receive → filter → map → send, or receive → send for a runner without filter and map shapes."""
-    from flows.models import Shape, ShapeKind
+def build_flow(world: World, count: int, send_as: str):
+    """receive → filter (every order passes, each date parsed) → map (a date converted) → send."""
+    from flows.models import ProcessFlow, Shape, ShapeKind
 
-    connection = {"timeout": 60, "retries": 0, "allow_unsuccessful": False, "send_as": "item", "parameters": {}}
+    flow = ProcessFlow.objects.create(company=world.company, name=f"Bench: {count} orders, {send_as}", enabled=True)
+    connection = {"timeout": 60, "retries": 0, "allow_unsuccessful": False, "send_as": send_as, "parameters": {}}
     plain = {"constant": "", "convert_date": False}
-    for flow, receive_key in ((world.big_flow, "list_orders"), (world.small_flow, "list_one_order")):
-        flow.shapes.all().delete()
-        shapes = [Shape(kind=ShapeKind.CONNECTION, instance=world.source, endpoint=world.endpoints[receive_key],
-                        config=connection)]
-        if full:
-            shapes += [
-                Shape(kind=ShapeKind.FILTER, config={"match": "all", "rules": [
-                    {"field": "updated_at", "comparison": "in_last", "value": "120", "unit": "days"}]}),
-                Shape(kind=ShapeKind.MAP, config={"keep_unmapped": False, "fields": [
-                    {"target": "reference", "source": "number", **plain},
-                    {"target": "customer", "source": "customer.name", **plain},
-                    {"target": "total", "source": "total", **plain},
-                    {"target": "updated", "source": "updated_at", **plain, "convert_date": True},
-                ]}),
-            ]
-        shapes.append(Shape(kind=ShapeKind.CONNECTION, instance=world.target, endpoint=world.endpoints["create_order"],
-                            config={**connection, "send_as": "batch"}))
-        for position, shape in enumerate(shapes):
-            shape.flow, shape.position = flow, position
-        Shape.objects.bulk_create(shapes)
-    world.full_shapes = full
+    shapes = [
+        Shape(kind=ShapeKind.CONNECTION, instance=world.source, endpoint=world.endpoints["list_orders"],
+              config={**connection, "parameters": {"count": str(count)}}),
+        Shape(kind=ShapeKind.FILTER, config={"match": "all", "rules": [
+            {"field": "updated_at", "comparison": "in_last", "value": "10000", "unit": "days"}]}),
+        Shape(kind=ShapeKind.MAP, config={"keep_unmapped": False, "fields": [
+            {"target": "reference", "source": "number", **plain},
+            {"target": "customer", "source": "customer.name", **plain},
+            {"target": "total", "source": "total", **plain},
+            {"target": "updated", "source": "updated_at", **plain, "convert_date": True},
+        ]}),
+        Shape(kind=ShapeKind.CONNECTION, instance=world.target, endpoint=world.endpoints["create_order"],
+              config=connection),
+    ]
+    for position, shape in enumerate(shapes):
+        shape.flow, shape.position = flow, position
+    Shape.objects.bulk_create(shapes)
+    return flow
 
 
 # --- workers and runs -------------------------------------------------------------------------
@@ -312,17 +304,18 @@ class Mode:
             self.processes.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=PROJECT_DIR,
                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
-    def peak_rss_mib(self) -> float:
-        peaks = []
+    def memory_mib(self, field_name: str = "VmHWM") -> float:
+        """The largest `field_name` (VmHWM: peak RSS, VmRSS: RSS now) of the worker processes, in MiB."""
+        values = []
         for process in self.processes:
             try:
                 status = Path(f"/proc/{process.pid}/status").read_text()
             except OSError:
                 continue
             for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
-        return max(peaks, default=float("nan"))
+                if line.startswith(f"{field_name}:"):
+                    values.append(int(line.split()[1]) / 1024)
+        return max(values, default=float("nan"))
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob(f"{self.queue_name}-worker-*.log")))
@@ -371,19 +364,57 @@ def received(run) -> int:
     return first.items_out if first else 0
 
 
+def sent(run) -> int:
+    """The items the run's last (send) shape took in."""
+    last = max(run.shape_runs.all(), key=lambda s: s.position, default=None)
+    return last.items_in if last else 0
+
+
 @dataclass
-class Result:
-    mode: str
+class Timed:
     runs: int = 0
     records: int = 0
     seconds: float = 0.0
     failed: int = 0
-    peak_rss_mib: float = float("nan")
-    latencies_ms: list[float] = field(default_factory=list)
 
     @property
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+
+def timed_runs(mode: Mode, flow, runs: int, timeout: float) -> Timed:
+    """`runs` runs of `flow` queued at once: records = orders received, time from the first queued to the last done."""
+    from flows.models import RunStatus
+
+    started = time.perf_counter()
+    pks = [queue(flow) for _ in range(runs)]
+    finished = wait_for(pks, timeout, mode)
+    timed = Timed(runs=len(finished), seconds=time.perf_counter() - started)
+    timed.records = sum(received(run) for run in finished)
+    for run in finished:
+        if run.status != RunStatus.SUCCESS or sent(run) != received(run):
+            timed.failed += 1
+            print(f"  {mode.label}: run {run.pk} ended {run.status} (received {received(run)}, sent {sent(run)}): "
+                  f"{run.failure_reason[:200]}", file=sys.stderr)
+    return timed
+
+
+def warm_up(mode: Mode, world: World, timeout: float) -> None:
+    """One one-order run: worker start-up, imports, first connections."""
+    from flows.models import RunStatus
+
+    warm = wait_for([queue(world.flow(1))], timeout, mode)[0]
+    if warm.status != RunStatus.SUCCESS:
+        raise SystemExit(f"{mode.label}: the warm-up run ended {warm.status}: {warm.failure_reason}\n{mode.logs()}")
+
+
+@dataclass
+class Result:
+    mode: str
+    batch: Timed = field(default_factory=Timed)
+    item: Timed | None = None
+    peak_rss_mib: float = float("nan")
+    latencies_ms: list[float] = field(default_factory=list)
 
     def percentile(self, p: int) -> float:
         if len(self.latencies_ms) < 2:
@@ -391,80 +422,211 @@ class Result:
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
 
 
-def measure(mode: Mode, world: World, args, probe: bool) -> Result:
-    from flows.models import RunStatus
-
+def measure(mode: Mode, world: World, args) -> Result:
     result = Result(mode.label)
     mode.start()
-    # Warm-up (worker start-up, first connections); the first mode's also probes the runtime.
-    warm = wait_for([queue(world.small_flow)], args.timeout, mode)[0]
-    if warm.status != RunStatus.SUCCESS:
-        if probe and world.full_shapes:
-            world.notes.append(f"filter/map shapes did not run ({warm.failure_reason[:120]}): flows are receive → send")
-            build_shapes(world, full=False)
-            warm = wait_for([queue(world.small_flow)], args.timeout, mode)[0]
-        if warm.status != RunStatus.SUCCESS:
-            raise SystemExit(f"{mode.label}: the warm-up run ended {warm.status}: {warm.failure_reason}\n{mode.logs()}")
-
-    started = time.perf_counter()
-    pks = [queue(world.big_flow) for _ in range(args.big_runs)]
-    finished = wait_for(pks, args.timeout, mode)
-    result.seconds = time.perf_counter() - started
-    result.runs = len(finished)
-    result.records = sum(received(run) for run in finished)
-    result.failed = sum(run.status not in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS) for run in finished)
-    for run in finished:
-        if run.status not in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS):
-            print(f"  {mode.label}: run {run.pk} ended {run.status}: {run.failure_reason[:200]}", file=sys.stderr)
-
+    warm_up(mode, world, args.timeout)
+    result.batch = timed_runs(mode, world.flow(args.count, "batch"), args.big_runs, args.timeout)
+    if args.item_count:
+        result.item = timed_runs(mode, world.flow(args.item_count, "item"), 1, args.timeout)
     for _ in range(args.latency_runs):
         time.sleep(random.uniform(0, 0.2))  # not in step with the workers' polling
-        run = wait_for([queue(world.small_flow)], args.timeout, mode, poll=0.01)[0]
+        run = wait_for([queue(world.flow(1))], args.timeout, mode, poll=0.01)[0]
         if run.started_at:
             result.latencies_ms.append((run.started_at - run.queued_at).total_seconds() * 1000)
-    result.peak_rss_mib = mode.peak_rss_mib()
+    result.peak_rss_mib = mode.memory_mib("VmHWM")
     return result
 
 
-def print_table(results: list[Result], world: World, args, database: str, server: str) -> None:
-    print()
-    print(f"Flow run benchmark: {database}; Sandbox served by {server}")
-    flow = "receive → filter → map → send (batch)" if world.full_shapes else "receive → send"
-    pages = f"{args.count} orders, pages of {args.per_page}" if world.paginated else f"one page of {args.per_page}"
-    print(f"Big runs: {flow}, {pages}; {args.big_runs} queued at once. Latency: {args.latency_runs} one-order runs.")
-    for note in world.notes:
-        print(f"Note: {note}")
-    headers = ["mode", "runs", "records", "seconds", "records/s", "failed", "peak RSS MiB", "latency p50 ms",
-               "latency p95 ms"]
-    rows = [[r.mode, str(r.runs), str(r.records), f"{r.seconds:.1f}", f"{r.records_per_second:.0f}", str(r.failed),
-             f"{r.peak_rss_mib:.0f}", f"{r.percentile(50):.0f}", f"{r.percentile(95):.0f}"] for r in results]
+@dataclass
+class Memory:
+    count: int
+    baseline_mib: float
+    peak_mib: float
+    timed: Timed
+
+    @property
+    def growth_mib(self) -> float:
+        return self.peak_mib - self.baseline_mib
+
+
+def measure_memory(world: World, args, env: dict[str, str], tmp: Path) -> list[Memory]:
+    """Per size a fresh worker (SQLite queue, one task thread): peak RSS after a warm-up run, then after one run."""
+    rows = []
+    for count in args.memory_counts:
+        mode = Mode("sqlite", 1, {**env, "HUEY_WORKERS": "1"}, tmp)
+        try:
+            print(f"Memory: {count} orders on a fresh worker ...", file=sys.stderr)
+            mode.start()
+            warm_up(mode, world, args.timeout)
+            baseline = mode.memory_mib("VmHWM")
+            timed = timed_runs(mode, world.flow(count, "batch"), 1, args.timeout)
+            rows.append(Memory(count, baseline, mode.memory_mib("VmHWM"), timed))
+        finally:
+            mode.close()
+    return rows
+
+
+def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
+    """One run executed in this process (no worker) under cProfile, then one under tracemalloc (peak traced)."""
+    import cProfile
+    import gc
+    import pstats
+    import tracemalloc
+
+    from flows import runner
+
+    count, _, send_as = args.profile.partition(":")
+    flow = world.flow(int(count), send_as or "batch")
+    mode = Mode("sqlite", 0, env, tmp)  # a throwaway queue: the queued task is never picked up
+    limits_url = ""
+    if args.profile_redis_limits:  # rate limits and pool slots in Redis, as on the workers of the redis mode
+        from django.conf import settings
+
+        limits_url = args.redis_url or free_redis_url()
+        settings.REDIS_URL, settings.LIMITS_KEY_PREFIX = limits_url, mode.queue_name
+        print(f"Rate limits and pools in Redis ({limits_url})")
+    try:
+        pk = queue(flow)
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        run = profiler.runcall(runner.execute, pk)
+        seconds = time.perf_counter() - started
+        print(f"\nProfile: {flow.name}: {run.status}, {received(run)} received in {seconds:.2f} s "
+              f"({received(run) / seconds:.0f} records/s, under cProfile)")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile_lines)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile_lines)
+        if args.profile_callees:
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_callees(args.profile_callees)
+        server_timings(world)
+        pk = queue(flow)
+        tracemalloc.start(10)
+        runner.execute(pk)
+        current, peak = tracemalloc.get_traced_memory()
+        gc.collect()  # what is still held, not garbage waiting for the cycle collector
+        snapshot = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        held = sum(stat.size for stat in snapshot.statistics("filename"))
+        print(f"tracemalloc: peak {peak / 2**20:.1f} MiB traced during the run, {current / 2**20:.1f} MiB at its end, "
+              f"{held / 2**20:.2f} MiB still held after a garbage collection")
+        for stat in snapshot.statistics("lineno")[:10]:
+            print(f"  {stat}")
+        if os.environ.get("BENCH_TRACEBACKS"):
+            for stat in snapshot.statistics("traceback")[:3]:
+                print(f"  {stat}")
+                print("    " + "\n    ".join(stat.traceback.format()))
+    finally:
+        mode.close()
+        if limits_url:
+            import redis
+
+            client = redis.Redis.from_url(limits_url)
+            for key in client.scan_iter(match=f"*{mode.queue_name}*"):
+                client.delete(key)
+
+
+def server_timings(world: World, requests_each: int = 100) -> None:
+    """The Sandbox's own cost: mean ms of a trivial GET /me beside POST /orders (one order, a page of 100)."""
+    import json
+
+    base = world.source.values["base_url"]
+    order = {"reference": "R1", "customer": "A Customer", "total": "12.50", "updated": "01/02/2026 10:00"}
+
+    def mean_ms(path: str, body: object | None = None) -> float:
+        started = time.perf_counter()
+        for _ in range(requests_each):
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(base + path, data=data, headers={
+                "X-Api-Key": SANDBOX_TOKEN, "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+        return (time.perf_counter() - started) * 1000 / requests_each
+
+    print(f"Sandbox alone ({requests_each} requests each, one connection per request): GET /me "
+          f"{mean_ms('/me'):.1f} ms, POST /orders one order {mean_ms('/orders', order):.1f} ms, "
+          f"a batch of 100 {mean_ms('/orders', [order] * 100):.1f} ms")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     print(line(headers))
     print(line(["-" * w for w in widths]))
     for row in rows:
         print(line(row))
 
 
+def print_report(results: list[Result], memory: list[Memory], args, database: str, server: str) -> None:
+    print()
+    print(f"Flow run benchmark: {database}; Sandbox served by {server}; load average {args.load_at_start} at the"
+          f" start, {load_average()} at the end")
+    print(f"Flow: receive (Sandbox List orders, pages of {args.per_page}) → filter (updated_at in the last 10000 days:"
+          " every order passes, each date parsed) → map (4 fields, one date converted) → send (Create order).")
+    print(f"Rate limit of both instances: {RATE_LIMIT:,} requests/s, so the limit is not what is measured.")
+    if results:
+        print()
+        print(f"Throughput: {args.big_runs} runs of {args.count:,} orders sent as batch (one POST per page) queued at"
+              f" once; {args.item_count:,} orders sent as item (one POST per order), one run;"
+              f" latency over {args.latency_runs} one-order runs queued one after the other.")
+        rows = []
+        for r in results:
+            item = r.item
+            rows.append([
+                r.mode, str(r.batch.records), f"{r.batch.seconds:.1f}", f"{r.batch.records_per_second:.0f}",
+                f"{item.records_per_second:.0f}" if item else "-", str(r.batch.failed + (item.failed if item else 0)),
+                f"{r.peak_rss_mib:.0f}", f"{r.percentile(50):.0f}", f"{r.percentile(95):.0f}",
+            ])
+        table(["mode", "records", "seconds", "batch rec/s", "item rec/s", "failed", "peak RSS MiB",
+               "latency p50 ms", "latency p95 ms"], rows)
+    if memory:
+        print()
+        print("Memory: one fresh worker per size (SQLite queue, 1 task thread); VmHWM after a one-order warm-up run"
+              " and after one run of the size, sent as batch.")
+        table(["orders", "seconds", "records/s", "after warm-up MiB", "peak MiB", "growth MiB"], [
+            [f"{m.count:,}", f"{m.timed.seconds:.1f}", f"{m.timed.records_per_second:.0f}", f"{m.baseline_mib:.1f}",
+             f"{m.peak_mib:.1f}", f"{m.growth_mib:+.1f}"] for m in memory
+        ])
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 orders, 2 big runs, 10 latency runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000 orders, 200 as item, 10 latency runs, memory at 1,000 and 3,000")
     parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--item-count", type=int, default=1_000, help="orders of the send-as-item run (0: none)")
     parser.add_argument("--per-page", type=int, default=100)
     parser.add_argument("--big-runs", type=int, default=2)
     parser.add_argument("--latency-runs", type=int, default=30)
-    parser.add_argument("--modes", default="sqlite,redis")
+    parser.add_argument("--memory-counts", default="1000,10000,30000",
+                        help="sizes of the memory runs, comma-separated (empty: none)")
+    parser.add_argument("--modes", default="sqlite,redis", help="throughput modes (empty: none)")
     parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite database instead of PostgreSQL")
     parser.add_argument("--redis-url", default="")
+    parser.add_argument("--profile", default="", metavar="COUNT[:item|batch]",
+                        help="only profile one run of COUNT orders in this process (cProfile, tracemalloc)")
+    parser.add_argument("--profile-lines", type=int, default=25)
+    parser.add_argument("--profile-redis-limits", action="store_true",
+                        help="the profiled run keeps its rate limits and pool slots in Redis")
+    parser.add_argument("--profile-callees", default="", help="a regular expression: print what these functions call")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for a batch of runs")
     args = parser.parse_args()
     if args.quick:
         args.count, args.latency_runs = min(args.count, 1000), min(args.latency_runs, 10)
+        args.item_count, args.memory_counts = min(args.item_count, 200), "1000,3000"
+    args.memory_counts = [int(c) for c in args.memory_counts.split(",") if c.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(modes) - {"sqlite", "redis"}:
         parser.error("--modes takes sqlite and/or redis")
 
     database_url = None if args.sqlite else os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    args.load_at_start = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="pw-flow-bench-"))
     server = None
     try:
@@ -475,17 +637,22 @@ def main() -> None:
             port = free_port()
             server = start_sandbox(env, port, tmp / "sandbox.log")
             server_name = "gunicorn (4 workers)" if (BIN / "gunicorn").exists() else "runserver"
-            world = seed(f"http://127.0.0.1:{port}/sandbox/api", args.count, args.per_page)
+            world = seed(f"http://127.0.0.1:{port}/sandbox/api", args.per_page)
+            if args.profile:
+                profile(world, args, env, tmp)
+                modes, args.memory_counts = [], []
             results = []
-            for n, name in enumerate(modes):
+            for name in modes:
                 redis_url = (args.redis_url or free_redis_url()) if name == "redis" else ""
                 mode = Mode(name, 2 if name == "redis" else 1, env, tmp, redis_url)
                 try:
                     print(f"Measuring {mode.label} ...", file=sys.stderr)
-                    results.append(measure(mode, world, args, probe=n == 0))
+                    results.append(measure(mode, world, args))
                 finally:
                     mode.close()
-            print_table(results, world, args, database.label, server_name)
+            memory = measure_memory(world, args, env, tmp)
+            if results or memory:
+                print_report(results, memory, args, database.label, server_name)
             from django.db import connections
 
             connections.close_all()

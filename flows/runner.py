@@ -208,11 +208,19 @@ class Execution:
         self.run_obj, self.owner = run, owner
 
     def checkpoint(self) -> None:
-        """Between requests: keep the lease and honour a stop request."""
+        """Between requests: keep the lease and honour a stop request.
+
+        One UPDATE in the usual case (the run is this worker's and no stop was
+        asked for); it runs before every request, so it is kept to one query.
+        """
+        renewed = FlowRun.objects.filter(
+            pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
+        ).update(lease_expires_at=timezone.now() + lease_duration())
+        if renewed:
+            return
         if not renew_lease(self.run_obj.pk, self.owner):
             raise LeaseLost()
-        if FlowRun.objects.filter(pk=self.run_obj.pk, stop_requested=True).exists():
-            raise StopRequested()
+        raise StopRequested()
 
     def run(self) -> Outcome:
         shapes = list(

@@ -297,6 +297,8 @@ class InstanceClient:
         self.connector = connector
         self.auth_method = auth_method
         self.secrets = {k: v for k, v in secrets.items() if v}
+        self._variable_rows: list[Variable] | None = None
+        self._destinations: tuple[tuple, list[str]] | None = None
         # Tokens this client obtained (OAuth access/refresh tokens): secrets too.
         self.obtained_secrets: list[str] = []
         self.values = self._merged_values(values)
@@ -312,9 +314,20 @@ class InstanceClient:
     def _variables(self) -> list[Variable]:
         return [
             v
-            for v in self.connector.variables.all()
+            for v in self._connector_variables()
             if v.auth_method_id is None or v.auth_method_id == self.auth_method.pk
         ]
+
+    def _connector_variables(self) -> list[Variable]:
+        """The connector's variables, read once per client.
+
+        Like the values and secrets, they are taken when the client is made:
+        every request used to read them again (twice), a query each, which
+        was most of a flow run's time per item sent.
+        """
+        if self._variable_rows is None:
+            self._variable_rows = list(self.connector.variables.all())
+        return self._variable_rows
 
     def _merged_values(self, values: dict[str, str]) -> dict[str, str]:
         # The Sandbox's catalog address stands for wherever the dashboard is served.
@@ -354,7 +367,11 @@ class InstanceClient:
     def destinations(self) -> list[str]:
         """The origins the credentials are sent to: base URL, token and authorise URLs, rendered."""
         public = {k: v for k, v in self.values.items() if k not in self.secrets}
-        return destinations.for_method(self.connector, self.auth_method, public)
+        key = tuple(sorted(public.items()))
+        if self._destinations is None or self._destinations[0] != key:
+            found = destinations.for_method(self.connector, self.auth_method, public, self._connector_variables())
+            self._destinations = (key, found)
+        return list(self._destinations[1])
 
     def _unapproved(self, url: str | None = None) -> list[str]:
         if self.approved_destinations is None or not self.secrets:

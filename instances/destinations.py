@@ -40,13 +40,16 @@ def destinations(urls: list[str], values: dict[str, str]) -> list[str]:
     return sorted({origin(_render(url, values)) for url in urls if url})
 
 
-def for_method(connector, auth_method, values: dict[str, str]) -> list[str]:
+def for_method(connector, auth_method, values: dict[str, str], variables: list | None = None) -> list[str]:
     """Where an instance of `connector` with `values` sends credentials of `auth_method`.
 
     The connector's base URL and the method's token and authorise URLs, rendered
     with the non-secret values and the non-secret variables' defaults.
+    `variables`: the connector's variables when the caller has them (else they are read).
     """
-    variables = [v for v in connector.variables.all() if v.auth_method_id in (None, auth_method.pk)]
+    if variables is None:
+        variables = connector.variables.all()
+    variables = [v for v in variables if v.auth_method_id in (None, auth_method.pk)]
     secret_keys = {v.key for v in variables if v.secret}
     public = {v.key: v.default for v in variables if v.default and not v.secret}
     public.update({k: v for k, v in values.items() if v not in (None, "") and k not in secret_keys})

@@ -570,3 +570,33 @@ def test_an_instance_whose_date_format_cannot_write_dates_fails_validation(compa
         "Shape 1 (Shop - UK → List orders): the instance's date settings cannot write the run's dates: "
         'unknown directive "%Q" in the date format "%Y-%Q".'
     )
+
+
+# --- cost per item ----------------------------------------------------------------------
+
+
+def test_each_item_sent_costs_one_database_query_at_most(company, instance, httpserver):
+    """Per request: the lease renewal (which also sees a stop request) and nothing else.
+
+    The client reads the connector's variables once, not on every request.
+    """
+    from django.test.utils import CaptureQueriesContext
+
+    accept_imports(httpserver)
+
+    def queries_for(count: int) -> int:
+        httpserver.expect_request("/api/orders").respond_with_json([{"id": n} for n in range(count)])
+        flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order"),
+                       name=f"{count} orders")
+        with CaptureQueriesContext(db_connection) as queries:
+            run = run_flow(flow)
+        assert run.status == RunStatus.SUCCESS, run.failure_reason
+        assert run.shape_runs.get(position=1).items_out == count
+        return len(queries)
+
+    few = queries_for(5)
+    httpserver.clear()
+    accept_imports(httpserver)
+    many = queries_for(25)
+    assert len(posted(httpserver)) == 25
+    assert (many - few) / 20 <= 1, (few, many)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from flows import engine
 from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
 
 logger = logging.getLogger(__name__)
@@ -25,11 +26,9 @@ def enqueue(run: FlowRun) -> None:
     A failed hand-over (queue unreachable) is logged, not raised: the run row
     stays queued and the scheduler tick hands it over again (requeue_stale).
     """
-    from flows import tasks  # tasks imports this module
-
     def hand_over() -> None:
         FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
-        tasks.execute_run(run.pk)
+        engine.execute_run(run.pk)
 
     transaction.on_commit(hand_over, robust=True)
 

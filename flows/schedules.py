@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 
 from flows.models import FlowRun, FlowSchedule, ProcessFlow, RunTrigger, ScheduleKind
+from flows.runs import queue_run
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def enqueue_due(now: datetime) -> list[FlowRun]:
     disabled flow just moves on. A schedule whose flow has a run queued or
     running enqueues nothing: the skip is logged and counted on the schedule.
     """
-    from flows.runs import queue_run  # runs -> tasks -> schedules
-
     runs: list[FlowRun] = []
     due = FlowSchedule.objects.filter(next_run_at__lte=now).select_related("flow")
     for schedule in due:

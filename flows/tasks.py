@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from django.utils import timezone
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task, lock_task
+from huey.contrib.djhuey import db_periodic_task, lock_task
 
-from flows import retention, runner, runs, schedules
+from flows import retention, runs, schedules
+from flows.engine import execute_run  # noqa: F401 (registered with huey when the worker imports this module)
 from instances import rechecks
-
-
-@db_task()
-def execute_run(run_pk: int) -> None:
-    runner.execute(run_pk)
 
 
 def tick_now() -> None:

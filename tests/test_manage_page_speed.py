@@ -136,3 +136,39 @@ def test_check_now_buttons_post_to_their_instance(admin_client, company, make_co
 def test_pk_url_is_the_same_as_reverse():
     for name in ("instances:settings", "instances:check", "connectors:detail", "flows:detail"):
         assert pk_url(name, 1234) == reverse(name, args=[1234])
+
+
+def test_the_signed_in_user_comes_with_their_company_in_one_query(admin_client):
+    with CaptureQueriesContext(connection) as ctx:
+        page = _manage(admin_client)
+    assert 'data-testid="company-name"' in page and "Acme Retail" in page
+    user_queries = [q["sql"] for q in ctx.captured_queries if 'FROM "patchworks_site_user"' in q["sql"]]
+    assert len(user_queries) == 1 and 'JOIN "patchworks_site_company"' in user_queries[0]
+    assert not [q for q in ctx.captured_queries if 'FROM "patchworks_site_company"' in q["sql"]]
+
+
+def test_a_session_signed_in_by_the_model_backend_stays_signed_in(admin_user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user, backend="django.contrib.auth.backends.ModelBackend")
+    assert "Acme Retail" in _manage(client)
+
+
+def test_a_deactivated_user_is_signed_out_at_their_next_request(admin_client, admin_user):
+    admin_user.is_active = False
+    admin_user.save()
+    response = admin_client.get("/connectors/")
+    assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_of_several_copies_installed_alongside_the_oldest_of_the_company_is_named(
+        admin_client, company, other_company, sandbox_listing, install):
+    """The page asks for one copy per listing; another company's copy is never named."""
+    install(sandbox_listing, other_company)
+    old = install(sandbox_listing, company, version="1.0.0")
+    first, second = install(sandbox_listing, company), install(sandbox_listing, company)
+    page = _manage(admin_client)
+    note = page.split(f'id="connector-{old.pk}"', 1)[1].split("</section>", 1)[0]
+    assert 'data-testid="alongside-note"' in note
+    assert f'href="/connectors/{first.pk}/">{first.name}</a>' in note and f"/connectors/{second.pk}/" not in note

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Prefetch, Q, Subquery
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Min, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -71,6 +71,7 @@ def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
     """Mark each out-of-date prebuilt connector whose latest version is installed alongside.
 
     Sets `connector.alongside_copy` (the newer copy, or None) with one query for the page.
+    The query returns one copy per listing (the oldest: lowest pk), however many there are.
     """
     listing_ids = {
         c.installation.listing_version.listing_id
@@ -79,18 +80,23 @@ def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
     }
     copies: dict[int, Connector] = {}
     if listing_ids:
-        latest = (
+        first_of_each_listing = (
             Connector.objects.for_company(company)
             .filter(
                 installation__listing_version__listing_id__in=listing_ids,
                 installation__listing_version=F("installation__listing_version__listing__latest_version"),
             )
+            .order_by()
+            .values("installation__listing_version__listing_id")
+            .annotate(first=Min("pk"))
+            .values("first")
+        )
+        latest = (
+            Connector.objects.filter(pk__in=Subquery(first_of_each_listing))
             .only("pk", "name", "version")
             .annotate(listing_id=F("installation__listing_version__listing_id"))
-            .order_by("pk")
         )
-        for copy in latest:
-            copies.setdefault(copy.listing_id, copy)
+        copies = {copy.listing_id: copy for copy in latest}
     for connector in connectors:
         installation = getattr(connector, "installation", None)
         connector.alongside_copy = (

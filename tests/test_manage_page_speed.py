@@ -1,6 +1,7 @@
 """The manage connectors page: "modified" answered from a cache that every edit invalidates, and "Last run"."""
 
 import copy
+import re
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -172,3 +173,28 @@ def test_of_several_copies_installed_alongside_the_oldest_of_the_company_is_name
     note = page.split(f'id="connector-{old.pk}"', 1)[1].split("</section>", 1)[0]
     assert 'data-testid="alongside-note"' in note
     assert f'href="/connectors/{first.pk}/">{first.name}</a>' in note and f"/connectors/{second.pk}/" not in note
+
+
+def test_instance_rows_show_the_first_five_by_name_with_their_pool_and_rate_limit_as_they_are_now(
+        admin_client, company, make_connector, make_instance):
+    from instances.models import ConnectionPool
+
+    connector = make_connector(company, name="Orders API")
+    pool = ConnectionPool.objects.create(company=company, name="Shared pool", limit=3)
+    for name in ["Gamma", "alpha", "Epsilon", "Beta", "Zeta", "Delta", "Eta"]:
+        make_instance(connector, name, rate_limit_amount=7, rate_limit_unit="minute",
+                      connection_pool=pool if name == "Beta" else None)
+    names = re.findall(r'<td class="ps-3 fw-medium">(.*?)</td>', _manage(admin_client))
+    expected = [i.name for i in Instance.objects.filter(connector=connector)][:5]  # the instances' own order
+    assert names == expected and len(names) == 5
+    page = _manage(admin_client)
+    assert "Shared pool <span" in page and "(3 concurrent)" in page and "7 per minute" in page
+    # A check result, a rename, a run and a pool's new limit show at once.
+    beta = Instance.objects.get(connector=connector, name="Beta")
+    Instance.objects.filter(pk=beta.pk).update(name="Beta (EU)", last_check_ok=False, last_check_message="401 <no>",
+                                               last_checked_at=timezone.now(), last_used_by_run_at=timezone.now())
+    ConnectionPool.objects.filter(pk=pool.pk).update(limit=9)
+    page = _manage(admin_client)
+    row = page.split(f'id="instance-{beta.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert "Beta (EU)" in row and 'title="401 &lt;no&gt;"' in row and "Failed" in row and "(9 concurrent)" in row
+    assert "checked <time" in row and "never" not in row

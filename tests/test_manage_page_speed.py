@@ -2,13 +2,17 @@
 
 import copy
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors import editing
 from connectors import manifest as manifests
@@ -198,3 +202,14 @@ def test_instance_rows_show_the_first_five_by_name_with_their_pool_and_rate_limi
     row = page.split(f'id="instance-{beta.pk}"', 1)[1].split("</tr>", 1)[0]
     assert "Beta (EU)" in row and 'title="401 &lt;no&gt;"' in row and "Failed" in row and "(9 concurrent)" in row
     assert "checked <time" in row and "never" not in row
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                           timezones=st.sampled_from([ZoneInfo("UTC"), ZoneInfo("Europe/London"), dt_timezone.utc])))
+def test_the_rows_exact_time_is_the_date_format_of_the_templates(moment):
+    from django.utils.dateformat import format as date_format
+
+    from connectors.templatetags.instance_rows import exact_time
+
+    assert exact_time(moment) == date_format(moment, "j M Y, H:i:s T")

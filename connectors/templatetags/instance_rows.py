@@ -15,6 +15,7 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
+from django.utils.dates import MONTHS_3
 from django.utils.safestring import SafeString, mark_safe
 
 from patchworks_site.templatetags.pk_urls import pk_url
@@ -26,13 +27,21 @@ def esc(value) -> str:
     return escape(str(value))
 
 
+def exact_time(local) -> str:
+    """`date_format(local, "j M Y, H:i:s T")`, built directly when the time is in UTC (no DST: "T" is always UTC)."""
+    if getattr(local.tzinfo, "key", None) != "UTC":
+        return date_format(local, "j M Y, H:i:s T")
+    return (f"{local.day} {MONTHS_3[local.month].title()} {local.year:04d}, "
+            f"{local.hour:02d}:{local.minute:02d}:{local.second:02d} UTC")
+
+
 def _time(value, tz, title: bool = False) -> str:
     """<time> with the ISO date, the relative time as text and (optionally) the exact time as its title.
 
     `tz` is the current time zone, looked up once for all the rows.
     """
     local = value.astimezone(tz) if timezone.is_aware(value) else value
-    exact = f' title="{esc(date_format(local, "j M Y, H:i:s T"))}"' if title else ""
+    exact = f' title="{esc(exact_time(local))}"' if title else ""
     # isoformat() is what the "c" date format returns, without building a DateFormat.
     return f'<time datetime="{esc(local.isoformat())}"{exact}>{esc(naturaltime(value))}</time>'
 

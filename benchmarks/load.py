@@ -159,6 +159,7 @@ if __name__ == "__main__":
 
     def seed(n_users: int) -> dict:
         from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+        from django.conf import settings
         from django.contrib.sessions.backends.db import SessionStore
         from django.db import connection
         from django.test import Client
@@ -182,7 +183,7 @@ if __name__ == "__main__":
         for user in users:
             store = SessionStore()
             store[SESSION_KEY] = str(user.pk)
-            store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+            store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]  # as a login would
             store[HASH_SESSION_KEY] = user.get_session_auth_hash()
             store.create()
             sessions.append(store.session_key)

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+
 from django.core.paginator import Paginator
-from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Prefetch, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Min, OuterRef, Q, Subquery, Window
+from django.db.models.functions import Coalesce, RowNumber
+from django.utils.encoding import force_str
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -67,10 +73,70 @@ def _instance_rows():
     )
 
 
+@dataclass(slots=True)
+class InstanceRow:
+    """What a row of the manage page shows of an instance (no credentials, no values).
+
+    Built from one values query for the whole page: 100 rows without model
+    instances (see instance_rows.py for how they are rendered).
+    """
+
+    pk: int
+    connector_id: int
+    name: str
+    rate_limit_amount: int
+    rate_limit_unit: str
+    rate_limit_group: str
+    last_checked_at: datetime | None
+    last_check_ok: bool | None
+    last_check_message: str
+    reauth_reason: str
+    last_used_by_run_at: datetime | None
+    connection_pool: SimpleNamespace | None
+
+    @property
+    def rate_limit_display(self) -> str:
+        # Instance.rate_limit_display (get_rate_limit_unit_display), from the field's choices.
+        label = _rate_limit_units().get(self.rate_limit_unit, self.rate_limit_unit)
+        return f"{self.rate_limit_amount} {force_str(label)}"
+
+
+@functools.cache
+def _rate_limit_units() -> dict:
+    return dict(_instance_model()._meta.get_field("rate_limit_unit").flatchoices)
+
+
+_ROW_FIELDS = ("pk", "connector_id", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group",
+               "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason", "last_used_by_run_at",
+               "connection_pool__name", "connection_pool__limit")
+
+
+def _set_first_instances(connectors: list[Connector]) -> None:
+    """`connector.first_instances`: the first INSTANCES_SHOWN instances of each, in the instances' order."""
+    model = _instance_model()
+    by_pk = {connector.pk: connector for connector in connectors}
+    for connector in connectors:
+        connector.first_instances = []
+    if not by_pk:
+        return
+    rows = (
+        model.objects.filter(connector__in=list(by_pk))
+        .annotate(position=Window(RowNumber(), partition_by=F("connector"), order_by=list(model._meta.ordering)))
+        .filter(position__lte=INSTANCES_SHOWN)
+        .order_by("connector", "position")
+        .values_list(*_ROW_FIELDS)
+    )
+    for *values, pool_name, pool_limit in rows:
+        pool = SimpleNamespace(name=pool_name, limit=pool_limit) if pool_name is not None else None
+        row = InstanceRow(*values, connection_pool=pool)
+        by_pk[row.connector_id].first_instances.append(row)
+
+
 def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
     """Mark each out-of-date prebuilt connector whose latest version is installed alongside.
 
     Sets `connector.alongside_copy` (the newer copy, or None) with one query for the page.
+    The query returns one copy per listing (the oldest: lowest pk), however many there are.
     """
     listing_ids = {
         c.installation.listing_version.listing_id
@@ -79,18 +145,23 @@ def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
     }
     copies: dict[int, Connector] = {}
     if listing_ids:
-        latest = (
+        first_of_each_listing = (
             Connector.objects.for_company(company)
             .filter(
                 installation__listing_version__listing_id__in=listing_ids,
                 installation__listing_version=F("installation__listing_version__listing__latest_version"),
             )
+            .order_by()
+            .values("installation__listing_version__listing_id")
+            .annotate(first=Min("pk"))
+            .values("first")
+        )
+        latest = (
+            Connector.objects.filter(pk__in=Subquery(first_of_each_listing))
             .only("pk", "name", "version")
             .annotate(listing_id=F("installation__listing_version__listing_id"))
-            .order_by("pk")
         )
-        for copy in latest:
-            copies.setdefault(copy.listing_id, copy)
+        copies = {copy.listing_id: copy for copy in latest}
     for connector in connectors:
         installation = getattr(connector, "installation", None)
         connector.alongside_copy = (
@@ -131,14 +202,11 @@ def manage(request: HttpRequest) -> HttpResponse:
             has_auth_method=Exists(AuthMethod.objects.filter(connector=OuterRef("pk"))),
             has_endpoint=Exists(Endpoint.objects.filter(connector=OuterRef("pk"))),
         )
-        # Only the first instances of each connector are fetched (a sliced
-        # prefetch: one query, bounded rows).
-        .prefetch_related(
-            Prefetch("instances", queryset=_instance_rows()[:INSTANCES_SHOWN], to_attr="first_instances"),
-        )
     )
     page = Paginator(connectors, PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
+    # Only the first instances of each connector are fetched (one query, bounded rows).
+    _set_first_instances(page.object_list)
     # Whether a prebuilt connector is modified is cached per definition: one cache
     # read for the page, and the definitions of those not cached fetched together.
     _installation_model().prepare_is_modified(

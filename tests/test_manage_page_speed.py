@@ -1,13 +1,18 @@
 """The manage connectors page: "modified" answered from a cache that every edit invalidates, and "Last run"."""
 
 import copy
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors import editing
 from connectors import manifest as manifests
@@ -137,3 +142,75 @@ def test_check_now_buttons_post_to_their_instance(admin_client, company, make_co
 def test_pk_url_is_the_same_as_reverse():
     for name in ("instances:settings", "instances:check", "connectors:detail", "flows:detail"):
         assert pk_url(name, 1234) == reverse(name, args=[1234])
+
+
+def test_the_signed_in_user_comes_with_their_company_in_one_query(admin_client):
+    with CaptureQueriesContext(connection) as ctx:
+        page = _manage(admin_client)
+    assert 'data-testid="company-name"' in page and "Acme Retail" in page
+    user_queries = [q["sql"] for q in ctx.captured_queries if 'FROM "patchworks_site_user"' in q["sql"]]
+    assert len(user_queries) == 1 and 'JOIN "patchworks_site_company"' in user_queries[0]
+    assert not [q for q in ctx.captured_queries if 'FROM "patchworks_site_company"' in q["sql"]]
+
+
+def test_a_session_signed_in_by_the_model_backend_stays_signed_in(admin_user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user, backend="django.contrib.auth.backends.ModelBackend")
+    assert "Acme Retail" in _manage(client)
+
+
+def test_a_deactivated_user_is_signed_out_at_their_next_request(admin_client, admin_user):
+    admin_user.is_active = False
+    admin_user.save()
+    response = admin_client.get("/connectors/")
+    assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_of_several_copies_installed_alongside_the_oldest_of_the_company_is_named(
+        admin_client, company, other_company, sandbox_listing, install):
+    """The page asks for one copy per listing; another company's copy is never named."""
+    install(sandbox_listing, other_company)
+    old = install(sandbox_listing, company, version="1.0.0")
+    first, second = install(sandbox_listing, company), install(sandbox_listing, company)
+    page = _manage(admin_client)
+    note = page.split(f'id="connector-{old.pk}"', 1)[1].split("</section>", 1)[0]
+    assert 'data-testid="alongside-note"' in note
+    assert f'href="/connectors/{first.pk}/">{first.name}</a>' in note and f"/connectors/{second.pk}/" not in note
+
+
+def test_instance_rows_show_the_first_five_by_name_with_their_pool_and_rate_limit_as_they_are_now(
+        admin_client, company, make_connector, make_instance):
+    from instances.models import ConnectionPool
+
+    connector = make_connector(company, name="Orders API")
+    pool = ConnectionPool.objects.create(company=company, name="Shared pool", limit=3)
+    for name in ["Gamma", "alpha", "Epsilon", "Beta", "Zeta", "Delta", "Eta"]:
+        make_instance(connector, name, rate_limit_amount=7, rate_limit_unit="minute",
+                      connection_pool=pool if name == "Beta" else None)
+    names = re.findall(r'<td class="ps-3 fw-medium">(.*?)</td>', _manage(admin_client))
+    expected = [i.name for i in Instance.objects.filter(connector=connector)][:5]  # the instances' own order
+    assert names == expected and len(names) == 5
+    page = _manage(admin_client)
+    assert "Shared pool <span" in page and "(3 concurrent)" in page and "7 per minute" in page
+    # A check result, a rename, a run and a pool's new limit show at once.
+    beta = Instance.objects.get(connector=connector, name="Beta")
+    Instance.objects.filter(pk=beta.pk).update(name="Beta (EU)", last_check_ok=False, last_check_message="401 <no>",
+                                               last_checked_at=timezone.now(), last_used_by_run_at=timezone.now())
+    ConnectionPool.objects.filter(pk=pool.pk).update(limit=9)
+    page = _manage(admin_client)
+    row = page.split(f'id="instance-{beta.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert "Beta (EU)" in row and 'title="401 &lt;no&gt;"' in row and "Failed" in row and "(9 concurrent)" in row
+    assert "checked <time" in row and "never" not in row
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                           timezones=st.sampled_from([ZoneInfo("UTC"), ZoneInfo("Europe/London"), dt_timezone.utc])))
+def test_the_rows_exact_time_is_the_date_format_of_the_templates(moment):
+    from django.utils.dateformat import format as date_format
+
+    from connectors.templatetags.instance_rows import exact_time
+
+    assert exact_time(moment) == date_format(moment, "j M Y, H:i:s T")

@@ -15,6 +15,7 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
+from django.utils.dates import MONTHS_3
 from django.utils.safestring import SafeString, mark_safe
 
 from patchworks_site.templatetags.pk_urls import pk_url
@@ -26,14 +27,26 @@ def esc(value) -> str:
     return escape(str(value))
 
 
-def _time(value, title: bool = False) -> str:
-    """<time> with the ISO date, the relative time as text and (optionally) the exact time as its title."""
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    exact = f' title="{esc(date_format(local, "j M Y, H:i:s T"))}"' if title else ""
-    return f'<time datetime="{esc(date_format(local, "c"))}"{exact}>{esc(naturaltime(value))}</time>'
+def exact_time(local) -> str:
+    """`date_format(local, "j M Y, H:i:s T")`, built directly when the time is in UTC (no DST: "T" is always UTC)."""
+    if getattr(local.tzinfo, "key", None) != "UTC":
+        return date_format(local, "j M Y, H:i:s T")
+    return (f"{local.day} {MONTHS_3[local.month].title()} {local.year:04d}, "
+            f"{local.hour:02d}:{local.minute:02d}:{local.second:02d} UTC")
 
 
-def _auth_status(instance, settings_url: str, can_manage: bool) -> str:
+def _time(value, tz, title: bool = False) -> str:
+    """<time> with the ISO date, the relative time as text and (optionally) the exact time as its title.
+
+    `tz` is the current time zone, looked up once for all the rows.
+    """
+    local = value.astimezone(tz) if timezone.is_aware(value) else value
+    exact = f' title="{esc(exact_time(local))}"' if title else ""
+    # isoformat() is what the "c" date format returns, without building a DateFormat.
+    return f'<time datetime="{esc(local.isoformat())}"{exact}>{esc(naturaltime(value))}</time>'
+
+
+def _auth_status(instance, settings_url: str, can_manage: bool, tz) -> str:
     if instance.reauth_reason:
         status = (f'<span class="badge text-bg-warning" data-testid="auth-status" title="{esc(instance.reauth_reason)}">'
                   '<i class="bi bi-exclamation-triangle"></i> Re-authentication needed</span>')
@@ -50,14 +63,14 @@ def _auth_status(instance, settings_url: str, can_manage: bool) -> str:
                   '<i class="bi bi-x-circle"></i> Failed</span>')
     if instance.last_checked_at:
         status += ('\n<span class="small text-body-secondary ms-1" data-testid="last-checked">checked '
-                   f'{_time(instance.last_checked_at)}</span>')
+                   f'{_time(instance.last_checked_at, tz)}</span>')
     return status
 
 
-def _row(instance, form_id: str, can_manage: bool, highlighted: bool) -> str:
+def _row(instance, form_id: str, can_manage: bool, highlighted: bool, tz) -> str:
     settings_url = esc(pk_url("instances:settings", instance.pk))
     name = esc(instance.name)
-    last_run = (_time(instance.last_used_by_run_at, title=True) if instance.last_used_by_run_at
+    last_run = (_time(instance.last_used_by_run_at, tz, title=True) if instance.last_used_by_run_at
                 else '<span class="text-body-secondary">never</span>')
     shared = (f'<div class="small text-body-secondary" data-testid="shared-rate-limit" title="Shared rate limit">'
               f'<i class="bi bi-share"></i> shared: {esc(instance.rate_limit_group)}</div>'
@@ -73,7 +86,7 @@ def _row(instance, form_id: str, can_manage: bool, highlighted: bool) -> str:
         f'\n      <tr class="instance-row {"highlight" if highlighted else ""}" id="instance-{int(instance.pk)}" '
         'data-testid="instance">'
         f'\n        <td class="ps-3 fw-medium">{name}</td>'
-        f'\n        <td>{_auth_status(instance, settings_url, can_manage)}</td>'
+        f'\n        <td>{_auth_status(instance, settings_url, can_manage, tz)}</td>'
         f'\n        <td data-testid="last-run">{last_run}</td>'
         f'\n        <td>{esc(instance.rate_limit_display)}{shared}</td>'
         f'\n        <td>{pool_cell}</td>'
@@ -89,4 +102,5 @@ def instance_rows(context, instances, connector_pk: int) -> SafeString:
     form_id = f"check-form-{int(connector_pk)}"
     can_manage = context["user"].can_manage_instances
     highlight = (context.get("highlight") or {}).get("instance")
-    return mark_safe("".join(_row(instance, form_id, can_manage, instance.pk == highlight) for instance in instances))
+    tz = timezone.get_current_timezone()
+    return mark_safe("".join(_row(instance, form_id, can_manage, instance.pk == highlight, tz) for instance in instances))

@@ -130,8 +130,19 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# With Redis, sessions are read from the cache (written through to the
+# database): a query less on every page. Not with the in-memory cache, which
+# each process keeps for itself: another worker would still see a session
+# that was logged out.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db" if REDIS_URL else "django.contrib.sessions.backends.db"
 
 AUTH_USER_MODEL = "patchworks_site.User"
+# The first backend loads the user with its company (one query per request);
+# ModelBackend stays listed so sessions it signed in remain valid.
+AUTHENTICATION_BACKENDS = [
+    "patchworks_site.backends.CompanyUserBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "connectors:manage"
 LOGOUT_REDIRECT_URL = "login"

@@ -6,7 +6,7 @@ from connectors.models import AuthMethod, Connector
 from instances import redaction
 from instances.client import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
-from patchworks_site import audit
+from instances.status import note_status_change, status_text
 
 
 def check_and_record(
@@ -46,21 +46,6 @@ def check_and_record(
     if instance is not None:
         note_check(instance, check)
     return result, check
-
-
-def status_text(ok: bool | None, reauth_reason: str = "") -> str:
-    """The authentication status as the manage connectors page words it."""
-    if reauth_reason:
-        return "Re-authentication needed"
-    return {None: "Not checked", True: "Authenticated", False: "Failed"}[ok]
-
-
-def note_status_change(instance: Instance, before: str, after: str, why: str = "") -> None:
-    """A change of authentication status goes to the audit log (not the first check of a new instance)."""
-    if before != after and before != "Not checked":
-        audit.record_note(instance, "instance", {
-            "authentication status": f"{before} → {after}" + (f": {why}" if why and after != "Authenticated" else ""),
-        })
 
 
 def note_check(instance: Instance, check: CredentialCheck) -> None:

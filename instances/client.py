@@ -6,6 +6,11 @@ method's authentication (basic, token/API key in headers or query, bearer,
 OAuth 2 client credentials with a cached token), and sends them through the
 SSRF guard with connect/read timeouts, a bounded body and checked redirects.
 Credential checks and, later, flow runs use it alike.
+
+The request/answer types (Exchange, CheckResult, ClientError) are in
+`instances/exchange.py` and imported from here as well; OAuth tokens, refreshes
+and OAuth 1 signatures are done per request by `instances/oauth_tokens.py`,
+which is given the client.
 """
 
 from __future__ import annotations
@@ -15,14 +20,10 @@ import hashlib
 import hmac
 import http.client
 import json
-import re
 import ssl
 import time
 import zlib
-from dataclasses import dataclass, field
-from datetime import datetime
-from http import HTTPStatus
-from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import quote_plus, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -31,43 +32,30 @@ from django.core.cache import cache
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import destinations, limits, redaction, ssrf, transport
+from instances import destinations, limits, oauth_tokens, redaction, ssrf, transport
+from instances.exchange import (
+    RECORDED_HEADER_CHARS,
+    CheckResult,
+    ClientError,
+    Exchange,
+    _message_from_body,
+    _status_text,
+    clean_text,
+    render,
+)
 from instances.redaction import is_sensitive
 from patchworks_site import sandbox_api
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
 RECORDED_BODY_CHARS = 16 * 1024  # and store at most this much of it
-RECORDED_HEADER_CHARS = 4 * 1024  # and this much of each header
 VENDOR_MESSAGE_CHARS = 200  # of the API's own error message quoted to the user
 TOKEN_EXPIRY_MARGIN = 60  # seconds before expiry a cached OAuth token is renewed
 USER_AGENT = "Patchworks-Connector/1.0"
 
 
-class ClientError(Exception):
-    """A request could not be built (e.g. a required value is missing)."""
-
-
 class _Failure(Exception):
     """What went wrong during an exchange, already phrased for the user."""
-
-
-def clean_text(value: str) -> str:
-    """`value` without NUL characters or lone surrogates, which databases refuse to store."""
-    if value.isascii() and "\x00" not in value:
-        return value
-    return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\N{REPLACEMENT CHARACTER}")
-
-
-def clean_headers(headers: dict[str, str], limit: int | None = RECORDED_HEADER_CHARS) -> dict[str, str]:
-    """Headers as storable text, each value at most `limit` characters long."""
-    cleaned = {}
-    for name, value in headers.items():
-        value = clean_text(str(value))
-        if limit is not None and len(value) > limit:
-            value = value[:limit] + "\N{HORIZONTAL ELLIPSIS}"
-        cleaned[clean_text(str(name))] = value
-    return cleaned
 
 
 def storable(record: dict) -> dict:
@@ -179,103 +167,6 @@ def describe_failure(exc: BaseException, deadline: transport.Deadline, url: str)
     if found(requests.ConnectionError, OSError):
         return f"Could not connect to {host}: the connection was refused or dropped."
     return f"The request failed: {exc.__class__.__name__}."
-
-
-@dataclass
-class Exchange:
-    """One HTTP request and what came back (or the error instead)."""
-
-    request_method: str
-    request_url: str
-    request_headers: dict[str, str]
-    request_body: str = ""
-    response_status: int | None = None
-    response_headers: dict[str, str] = field(default_factory=dict)
-    response_body: str = ""
-    response_truncated: bool = False
-    duration_ms: int = 0
-    error: str = ""
-    json: object = None
-    final_url: str = ""  # where the last hop went (not recorded: redirects may point anywhere)
-    throttled_until: datetime | None = None  # the rate limit allows the request only then: reschedule it
-    rate_limit_note: str = ""  # 429 answers met and retried on the way
-    # Time spent waiting for the instance's rate limit and for a slot of its
-    # connection pool before the request went (429 retries included).
-    rate_limit_wait_ms: int = 0
-    pool_wait_ms: int = 0
-
-    def clean(self) -> None:
-        """Make every text field storable (no NUL, no lone surrogate), headers included.
-
-        Nothing is cut here: redaction must see whole values (see checks).
-        """
-        for name in ("request_url", "request_body", "response_body", "error", "final_url"):
-            setattr(self, name, clean_text(getattr(self, name)))
-        self.request_headers = clean_headers(self.request_headers, limit=None)
-        self.response_headers = clean_headers(self.response_headers, limit=None)
-
-    def as_record(self) -> dict:
-        return {
-            "request_method": self.request_method,
-            "request_url": clean_text(self.request_url),
-            "request_headers": clean_headers(self.request_headers, limit=None),
-            "request_body": clean_text(self.request_body),
-            "response_status": self.response_status,
-            "response_headers": clean_headers(self.response_headers, limit=None),
-            # Whole: redaction runs before the body and headers are cut for storage (see checks).
-            "response_body": clean_text(self.response_body),
-            "response_truncated": self.response_truncated,
-            "duration_ms": self.duration_ms,
-            "error": clean_text(self.error),
-            "rate_limit_note": self.rate_limit_note,
-        }
-
-
-@dataclass
-class CheckResult:
-    ok: bool
-    message: str
-    exchange: Exchange
-
-
-def render(template: str, values: dict[str, str], *, quote_values: bool = False) -> str:
-    """Substitute ``{{key}}`` placeholders; a missing value is a ClientError."""
-
-    def substitute(match: re.Match) -> str:
-        key = match.group(1)
-        if key not in values or values[key] == "":
-            raise ClientError(f'no value for "{key}"')
-        value = str(values[key])
-        return quote(value, safe="") if quote_values else value
-
-    return PLACEHOLDER_RE.sub(substitute, template)
-
-
-def _status_text(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def _message_from_body(exchange: Exchange) -> str:
-    """The vendor's own error message, when the body carries one."""
-    data = exchange.json
-    if isinstance(data, dict):
-        for key in ("error_description", "message", "error_message", "detail", "title", "error", "errors"):
-            value = data.get(key)
-            if isinstance(value, list) and value:
-                value = value[0]
-            if isinstance(value, dict):
-                value = value.get("detail") or value.get("message") or value.get("title")
-            if isinstance(value, str) and value.strip():
-                return clean_text(value.strip())  # JSON may escape NUL and lone surrogates
-    text = exchange.response_body.strip()
-    # Only plain text is quoted: markup is noise, and a JSON document without a
-    # message field may hold anything (a token under an unexpected name, ...).
-    if text and text[0] not in "<{[":
-        return text
-    return ""
 
 
 class InstanceClient:
@@ -432,7 +323,7 @@ class InstanceClient:
             ):
                 headers["Authorization"] = f"Bearer {bearer}"
         elif method.type == AuthType.OAUTH1:
-            # Signed in request(), once the URL and body are final (instances/oauth.py).
+            # Signed in request(), once the URL and body are final (instances/oauth_tokens.py).
             for key in ("consumer_key", "consumer_secret"):
                 if not values.get(key):
                     raise ClientError(f'no value for "{key}"')
@@ -653,7 +544,7 @@ class InstanceClient:
         """An authenticated request to `path` of the connector's API.
 
         With a stored OAuth 2 authorisation code token, a 401 refreshes the
-        token (single-flight, see instances/oauth.py) and sends once more.
+        token (single-flight, see instances/oauth_tokens.py) and sends once more.
         """
         return self._request_refreshing(method, path, kwargs)
 
@@ -676,9 +567,7 @@ class InstanceClient:
         exchange = self._request(method, path, dict(kwargs), url=url)
         # --- OAuth 2 authorisation code: refresh once on a 401 ---
         if exchange.response_status == 401 and self._refreshes_tokens():
-            from instances import oauth
-
-            _, failed = oauth.access_token(self, rejected=self.secrets.get("access_token"))
+            _, failed = oauth_tokens.access_token(self, rejected=self.secrets.get("access_token"))
             exchange = failed if failed is not None else self._request(method, path, dict(kwargs), url=url)
         # --- end OAuth 2 ---
         return exchange
@@ -700,12 +589,10 @@ class InstanceClient:
                 return failed
         # --- OAuth 2 authorisation code: a fresh access token ---
         elif self.auth_method.type == AuthType.OAUTH2_AUTHORIZATION_CODE and self.instance is not None:
-            from instances import oauth
-
             if self.instance.reauth_reason:
                 return self._refused_reauth(method, path, self.instance.reauth_reason)
             if self._refreshes_tokens():
-                token, failed = oauth.access_token(self)
+                token, failed = oauth_tokens.access_token(self)
                 if failed is not None:
                     return failed
         # --- end OAuth 2 ---
@@ -776,8 +663,6 @@ class InstanceClient:
         self, method: str, url: str, headers: dict[str, str], params: dict[str, str], kwargs: dict
     ) -> tuple[str, dict[str, str], dict[str, str], dict]:
         """The request signed with OAuth 1.0a: query parameters (and a form body) are signed too."""
-        from instances import oauth
-
         if params:
             url = url + ("&" if urlsplit(url).query else "?") + urlencode(params)
         form_body = None
@@ -786,7 +671,7 @@ class InstanceClient:
             kwargs = {**kwargs, "data": form_body}
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         try:
-            url, headers = oauth.sign_oauth1(self.values, method, url, headers, form_body)
+            url, headers = oauth_tokens.sign_oauth1(self.values, method, url, headers, form_body)
         except ValueError as exc:
             raise ClientError(f"the request could not be signed ({exc})") from None
         self._obtained(*(v for k, v in self.values.items() if k in ("consumer_secret", "token_secret")))

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from instances import checks, oauth
+from instances import checks, oauth_tokens
 from instances.client import InstanceClient
 
 PHOTOS = {  # RFC 5849 section 1.2
@@ -27,7 +27,7 @@ def header_params(headers: dict[str, str]) -> dict[str, str]:
 
 
 def test_the_rfc_5849_photos_request_gets_its_published_signature():
-    url, headers = oauth.sign_oauth1(
+    url, headers = oauth_tokens.sign_oauth1(
         PHOTOS, "GET", "http://photos.example.net/photos?file=vacation.jpg&size=original", {},
         nonce="chapoH", timestamp="137131202", send_version=False,
     )
@@ -52,7 +52,7 @@ RFC_BASE_STRING = (
 def test_the_rfc_5849_example_request_is_signed_over_its_published_base_string(method, digest):
     values = {"consumer_key": "9djdj82h48djs9d2", "consumer_secret": "j49sk3j29djd",
               "token_id": "kkk9d7dh3k39sjv7", "token_secret": "dh893hdasih9", "signature_method": method}
-    _, headers = oauth.sign_oauth1(
+    _, headers = oauth_tokens.sign_oauth1(
         values, "POST", "http://example.com/request?b5=%3D%253D&a3=a&c%40=&a2=r%20b", {},
         "c2&a3=2+q", nonce="7d8f3e4a", timestamp="137131201", send_version=False,
     )
@@ -62,8 +62,8 @@ def test_the_rfc_5849_example_request_is_signed_over_its_published_base_string(m
 
 
 def test_an_unknown_signature_method_is_a_clear_error():
-    with pytest.raises(oauth.ClientError, match="HMAC-SHA1 or HMAC-SHA256"):
-        oauth.sign_oauth1({**PHOTOS, "signature_method": "PLAINTEXT"}, "GET", "http://example.com/", {})
+    with pytest.raises(oauth_tokens.ClientError, match="HMAC-SHA1 or HMAC-SHA256"):
+        oauth_tokens.sign_oauth1({**PHOTOS, "signature_method": "PLAINTEXT"}, "GET", "http://example.com/", {})
 
 
 SANDBOX_KEYS = {"consumer_key": "sandbox-consumer", "token_id": "sandbox-token-id"}
@@ -111,14 +111,14 @@ def test_a_signature_in_the_query_string_works_as_woocommerce_over_plain_http_us
 
 @pytest.mark.django_db
 def test_the_sandbox_refuses_a_replayed_request(client, settings):
-    url, headers = oauth.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {})
+    url, headers = oauth_tokens.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {})
     assert client.get("/sandbox/api/me", headers=headers).status_code == 200
     assert client.get("/sandbox/api/me", headers=headers).status_code == 401  # same nonce again
 
 
 @pytest.mark.django_db
 def test_the_sandbox_refuses_a_stale_timestamp(client):
-    _, headers = oauth.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {}, timestamp="137131201")
+    _, headers = oauth_tokens.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {}, timestamp="137131201")
     assert client.get("/sandbox/api/me", headers=headers).status_code == 401
 
 

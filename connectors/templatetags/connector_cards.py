@@ -45,7 +45,8 @@ def _modified_info(connector, installation) -> str:
         who = connector.updated_by.get_full_name() or connector.updated_by.username
         changed_by = f" · last changed by {esc(who)}"
     when = date_filter(timezone.localtime(connector.updated_at), "j M Y, H:i")
-    return (f'\n          <div class="text-warning-emphasis" data-testid="modified-info"><i class="bi bi-pencil-square"></i> '
+    return ('\n          <div class="text-warning-emphasis" data-testid="modified-info">'
+            '<i class="bi bi-pencil-square"></i> '
             f'modified from version {esc(installation.listing_version.version)}{changed_by} on {esc(when)}</div>')
 
 
@@ -64,12 +65,14 @@ def _actions(connector, installation, user) -> str:
                 'data-testid="update-available"><i class="bi bi-arrow-up-circle"></i> update available</a>')
         else:
             parts.append(
-                '<span class="small text-body-secondary" data-testid="update-available"><i class="bi bi-info-circle"></i> '
+                '<span class="small text-body-secondary" data-testid="update-available">'
+                '<i class="bi bi-info-circle"></i> '
                 f'update available: version {esc(installation.latest_version.version)} · an Administrator or Manager '
                 'applies updates</span>')
     detail_url = esc(pk_url("connectors:detail", connector.pk))
     if not connector.ready:
-        parts.append(f'<a class="badge text-bg-warning text-decoration-none" href="{detail_url}" data-testid="not-ready">'
+        parts.append(f'<a class="badge text-bg-warning text-decoration-none" href="{detail_url}" '
+                     'data-testid="not-ready">'
                      'draft: needs an authentication method and an endpoint</a>')
     elif user.can_manage_instances:
         parts.append(f'<a class="btn btn-sm btn-outline-primary" href="{esc(pk_url("instances:new", connector.pk))}">'

@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 from connectors.models import Connector
 from flows.models import FlowRun, FlowRunShape, ProcessFlow, RunStatus, RunTrigger
 from instances.models import ConnectionPool, Instance
+from patchworks_site import sandbox_api
 from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -222,7 +223,7 @@ def test_every_main_page_and_state_has_no_serious_or_critical_violation(a11y_pag
     audit("audit log")
     page.goto("/sandbox/received-orders/")
     audit("sandbox received orders, empty")
-    SandboxReceivedOrder.objects.create(received_at=timezone.now(), body={
+    SandboxReceivedOrder.objects.create(received_at=timezone.now(), account=sandbox_api.account_for(acme.pk), body={
         "reference": "SB-1", "customer": "Ada Lovelace", "total": "9.99", "updated": "11/23/2026 13:40"})
     page.goto("/sandbox/received-orders/")
     page.get_by_text("JSON", exact=True).click()

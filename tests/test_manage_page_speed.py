@@ -214,3 +214,24 @@ def test_the_rows_exact_time_is_the_date_format_of_the_templates(moment):
     from connectors.templatetags.instance_rows import exact_time
 
     assert exact_time(moment) == date_format(moment, "j M Y, H:i:s T")
+
+
+def test_fixed_url_is_the_same_as_reverse():
+    from patchworks_site.templatetags.pk_urls import fixed_url
+
+    for name in ("home", "flows:list", "connectors:manage", "instances:pools", "marketplace:browse", "logout"):
+        assert fixed_url(name) == reverse(name)
+
+
+def test_connector_cards_escape_every_value_the_company_typed(admin_client, company, make_connector, make_instance):
+    connector = make_connector(company, name='<b>"Orders" & co</b>')
+    page = _manage(admin_client)
+    card = page.split(f'id="connector-{connector.pk}"', 1)[1].split("</section>", 1)[0]
+    assert "<b>" not in card
+    escaped = "&lt;b&gt;&quot;Orders&quot; &amp; co&lt;/b&gt;"
+    assert f'<h2 class="h5 mb-0" id="connector-{connector.pk}-name">{escaped}</h2>' in card
+    assert 'aria-label="Settings for connector &lt;b&gt;&quot;Orders&quot; &amp; co&lt;/b&gt;"' in card
+    assert "No instances yet." in card and "your credentials for &lt;b&gt;" in card
+    make_instance(connector, "Main")
+    card = _manage(admin_client).split(f'id="connector-{connector.pk}"', 1)[1].split("</section>", 1)[0]
+    assert "No instances yet." not in card and 'data-testid="instance"' in card and "csrfmiddlewaretoken" in card

@@ -34,3 +34,17 @@ def pk_url(name: str, pk) -> str:
     if parts is None:
         return reverse(name, args=[pk])
     return f"{parts[0]}{int(pk)}{parts[1]}"
+
+
+@functools.lru_cache(maxsize=128)
+def _fixed(name: str, script_prefix: str, urlconf) -> str:
+    return reverse(name, urlconf=urlconf)
+
+
+@register.simple_tag
+def fixed_url(name: str) -> str:
+    """`{% url name %}` for a pattern without arguments (the menus of every page), reversed once per process.
+
+    The result depends only on the name, the script prefix and the URLconf, which are part of the cache key.
+    """
+    return _fixed(name, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)

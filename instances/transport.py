@@ -9,7 +9,10 @@ adapters of IPs that a fresh resolve no longer returns are dropped.
 Every exchange also has a total deadline. Socket timeouts apply to each
 ``recv`` separately, so a server dripping one byte a second never trips them;
 a single watchdog thread shuts the socket of an exchange down at its deadline,
-which wakes the blocked read at once.
+which wakes the blocked read at once. The deadline holds the socket itself, not
+only the connection: when an answer says the connection closes after it
+(``Connection: close``, HTTP/1.0, a body delimited by the close), http.client
+detaches the socket from the connection and hands it to the response alone.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Deadline:
         self.reused_connection = False  # the latest request went over a kept-alive connection
         self.read_timeout: float | None = None  # set by the client: the longest wait for the next bytes
         self._connection: HTTPConnection | None = None
+        self._sock: socket.socket | None = None  # the socket the answer is read from
         self._finished = False
 
     def remaining(self) -> float:
@@ -61,7 +65,17 @@ class Deadline:
         with _ownership:
             connection._deadline_owner = self  # type: ignore[attr-defined]
             self._connection = connection
+            self._sock = sock
             self.reused_connection = reused
+            if self.expired:
+                _shutdown(sock)
+
+    def reading_from(self, connection: HTTPConnection, sock: socket.socket) -> None:
+        """Note the socket the answer will be read from (TLS-wrapped by now), before reading it."""
+        with _ownership:
+            if getattr(connection, "_deadline_owner", None) is not self:
+                return
+            self._sock = sock
             if self.expired:
                 _shutdown(sock)
 
@@ -70,10 +84,17 @@ class Deadline:
             if self._finished:
                 return
             self.expired = True
-            connection = self._connection
-            # The connection may be back in the pool and serving another exchange.
-            if connection is not None and getattr(connection, "_deadline_owner", None) is self and connection.sock:
+            connection, sock = self._connection, self._sock
+            if connection is None:
+                return
+            owned = getattr(connection, "_deadline_owner", None) is self
+            if owned and connection.sock is not None:
                 _shutdown(connection.sock)
+            # After "Connection: close" the connection has let go of the socket (its
+            # `sock` is None) and only this exchange's response reads from it. A socket
+            # still on a connection that serves another exchange now is left alone.
+            if sock is not None and (owned or sock is not connection.sock):
+                _shutdown(sock)
 
     def finish(self) -> None:
         with _ownership:
@@ -81,6 +102,7 @@ class Deadline:
             if self._connection is not None and getattr(self._connection, "_deadline_owner", None) is self:
                 self._connection._deadline_owner = None  # type: ignore[attr-defined]
             self._connection = None
+            self._sock = None
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -150,6 +172,12 @@ def _claim(connection: HTTPConnection, sock: socket.socket, *, reused: bool) -> 
         current.attach(connection, sock, reused=reused)
 
 
+def _reading(connection: HTTPConnection) -> None:
+    current = _current.get()
+    if current is not None and connection.sock is not None:
+        current.reading_from(connection, connection.sock)
+
+
 # --- pinned connections ------------------------------------------------------------
 
 
@@ -173,6 +201,12 @@ class _Pinned:
         if self.sock is not None:
             _claim(self, self.sock, reused=True)
         super().request(*args, **kwargs)
+
+    def getresponse(self):
+        # The socket is final now (wrapped in TLS) and still on the connection; once
+        # the head is read, http.client may hand it to the response alone.
+        _reading(self)
+        return super().getresponse()
 
 
 class _PinnedHTTPConnection(_Pinned, HTTPConnection):

@@ -301,6 +301,11 @@ class EndpointForm(forms.Form):
         max_length=200, required=False, label="Records path",
         help_text="Where the records are in a response, e.g. data or data.items; blank: the response is the list, or its first list.",
     )
+    follow_redirects_to_other_origins = forms.BooleanField(
+        required=False, label="Follow redirects to other sites",
+        help_text="In runs, a redirect to another origin is followed (without credentials) and that site's answer "
+        "is used. Off: the request fails, naming both origins.",
+    )
     pagination_style = forms.ChoiceField(
         choices=PaginationStyle.choices, initial=PaginationStyle.NONE, required=False, label="Pagination",
         help_text="How the API hands out a long list a page at a time.",
@@ -372,6 +377,7 @@ class EndpointForm(forms.Form):
             "body_encoding": data["body_encoding"] or BodyEncoding.JSON.value,
             "records_path": data["records_path"].strip(),
             "pagination": self.pagination(),
+            "follow_redirects_to_other_origins": bool(data.get("follow_redirects_to_other_origins")),
         }
 
     @staticmethod
@@ -383,6 +389,7 @@ class EndpointForm(forms.Form):
             "request_parameters": format_request_parameters(endpoint["request_parameters"]),
             "pagination_style": pagination["style"],
             **{k: pagination[k] for k in PAGINATION_FIELDS},
+            "follow_redirects_to_other_origins": endpoint.get("follow_redirects_to_other_origins", False),
         }
 
 

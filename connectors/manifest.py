@@ -264,6 +264,8 @@ ENDPOINT = {
     "body_encoding": Field("str", default=BodyEncoding.JSON.value, choices=tuple(BodyEncoding.values)),
     "records_path": Field("str", default="", max_length=200, check=_dotted_path_check),
     "pagination": Field("obj", default=PAGINATION_DEFAULT, item=PAGINATION),
+    # Runs fail on a redirect to another origin unless the endpoint allows it.
+    "follow_redirects_to_other_origins": Field("bool", default=False),
 }
 
 RATE_LIMIT = {
@@ -680,6 +682,7 @@ def export(connector: Connector) -> dict:
                 "body_encoding": e.body_encoding,
                 "records_path": e.records_path,
                 "pagination": _pagination_dict(e.pagination),
+                "follow_redirects_to_other_origins": e.follow_redirects_to_other_origins,
             }
             for e in connector.endpoints.all()
         ],
@@ -752,7 +755,10 @@ def apply(manifest: dict, *, connector: Connector, user=None, detach_removed_end
     endpoints = {e.key: e for e in connector.endpoints.all()}
     for position, item in enumerate(manifest["endpoints"]):
         endpoint = endpoints.pop(item["key"], None) or Endpoint(connector=connector, key=item["key"])
-        for name in ("name", "entity", "direction", "method", "path", "parameters", "body_encoding", "records_path"):
+        for name in (
+            "name", "entity", "direction", "method", "path", "parameters", "body_encoding", "records_path",
+            "follow_redirects_to_other_origins",
+        ):
             setattr(endpoint, name, item[name])
         endpoint.request_parameters = [dict(p) for p in item["request_parameters"]]
         endpoint.pagination = dict(item["pagination"])

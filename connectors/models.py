@@ -252,6 +252,9 @@ class Endpoint(models.Model):
     # {"style": none | next_url | link_header | page_number | limit_offset | cursor, ...}
     # with the keys of manifest.PAGINATION, normalised (every key present).
     pagination = models.JSONField(default=dict, blank=True)
+    # In a run, a redirect to another origin (scheme, host, port) is followed
+    # (without credentials) only when this is set; otherwise the request fails.
+    follow_redirects_to_other_origins = models.BooleanField(default=False)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:

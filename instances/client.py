@@ -341,6 +341,7 @@ class InstanceClient:
         data: dict | str | None = None,
         json_body: object = None,
         timeout: float | None = None,
+        allow_cross_origin_redirects: bool = True,
     ) -> Exchange:
         """Send one request through the SSRF guard, following checked redirects.
 
@@ -348,7 +349,9 @@ class InstanceClient:
         timeout, the total deadline, a broken or oversized reply) is a clear
         sentence in `exchange.error`. `timeout` (seconds) replaces the read
         timeout and the total deadline for this request (a flow shape's setting);
-        the deadline's watchdog bounds it all the same.
+        the deadline's watchdog bounds it all the same. A redirect to another
+        origin is followed without credentials, or refused when
+        `allow_cross_origin_redirects` is false.
         """
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "gzip, deflate", **(headers or {})}
         if params:
@@ -373,7 +376,7 @@ class InstanceClient:
         with transport.deadline(timeout or settings.OUTBOUND_TOTAL_TIMEOUT) as deadline:
             deadline.read_timeout = read_timeout
             try:
-                self._exchange(exchange, method, url, headers, body, deadline)
+                self._exchange(exchange, method, url, headers, body, deadline, allow_cross_origin_redirects)
             except ssrf.BlockedDestination as exc:
                 exchange.error = f"Blocked: {exc}."
             except _Failure as exc:
@@ -390,9 +393,10 @@ class InstanceClient:
 
     def _exchange(
         self, exchange: Exchange, method: str, url: str, headers: dict[str, str], body: bytes | None,
-        deadline: transport.Deadline,
+        deadline: transport.Deadline, allow_cross_origin_redirects: bool = True,
     ) -> None:
         origin = urlsplit(url)[:2]
+        first_url = url
         cookies = requests.cookies.RequestsCookieJar()  # cookies live for one exchange, redirects included
         for hop in range(MAX_REDIRECTS + 1):
             exchange.final_url = url  # the hop failures are about
@@ -405,6 +409,14 @@ class InstanceClient:
                     ):
                         method, body = "GET", None
                         headers.pop("Content-Type", None)
+                    if urlsplit(url)[:2] != origin and not allow_cross_origin_redirects:
+                        # Another site's answer would stand for the endpoint's data.
+                        raise ssrf.BlockedDestination(
+                            f"the API redirected to {destinations.origin(url)}, an origin other than the "
+                            f"endpoint's ({destinations.origin(first_url)}), and the endpoint does not allow "
+                            "following redirects to other origins (its setting \"Follow redirects to other sites\" "
+                            "is off)"
+                        )
                     if urlsplit(url)[:2] != origin:
                         # Credentials never follow a redirect to another origin: not only
                         # Authorization and cookies but the auth method's own headers
@@ -540,15 +552,19 @@ class InstanceClient:
 
     # --- the credential check ------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs) -> Exchange:
+    def request(self, method: str, path: str, *, allow_cross_origin_redirects: bool = False, **kwargs) -> Exchange:
         """An authenticated request to `path` of the connector's API.
 
         With a stored OAuth 2 authorisation code token, a 401 refreshes the
         token (single-flight, see instances/oauth_tokens.py) and sends once more.
+        A redirect to another origin fails the request unless
+        `allow_cross_origin_redirects` (an endpoint's setting); when allowed it
+        is followed without credentials.
         """
+        kwargs["allow_cross_origin_redirects"] = allow_cross_origin_redirects
         return self._request_refreshing(method, path, kwargs)
 
-    def request_url(self, method: str, url: str, **kwargs) -> Exchange:
+    def request_url(self, method: str, url: str, *, allow_cross_origin_redirects: bool = False, **kwargs) -> Exchange:
         """Like request(), for a whole URL on the connector's API (a next page link).
 
         The URL must be on the origin of the connector's base URL (a ClientError
@@ -561,6 +577,7 @@ class InstanceClient:
                 f"the address {destinations.origin(url) or url!r} is not on the API's origin "
                 f"({destinations.origin(base)}); it was not requested"
             )
+        kwargs["allow_cross_origin_redirects"] = allow_cross_origin_redirects
         return self._request_refreshing(method, None, kwargs, url=url)
 
     def _request_refreshing(self, method: str, path: str | None, kwargs: dict, url: str | None = None) -> Exchange:
@@ -681,7 +698,9 @@ class InstanceClient:
         """Run the auth method's test request; ok when the status is one it expects."""
         method = self.auth_method
         try:
-            exchange = self.request(method.test_method, method.test_path)
+            # A check follows a redirect to another origin without credentials: its
+            # answer says whether the credentials were accepted and is never a run's data.
+            exchange = self.request(method.test_method, method.test_path, allow_cross_origin_redirects=True)
         except ClientError as exc:
             placeholder = Exchange(request_method=method.test_method, request_url=method.test_path, request_headers={})
             placeholder.error = f"The request could not be built: {exc}."

@@ -45,7 +45,7 @@ def test_old_endpoints_get_the_defaults_in_a_fixed_order():
     endpoint = manifests.validate(copy.deepcopy(VALID))["endpoints"][0]
     assert list(endpoint) == [
         "key", "name", "entity", "direction", "method", "path", "parameters",
-        "request_parameters", "body_encoding", "records_path", "pagination",
+        "request_parameters", "body_encoding", "records_path", "pagination", "follow_redirects_to_other_origins",
     ]
     assert endpoint["request_parameters"] == [] and endpoint["body_encoding"] == "json" and endpoint["records_path"] == ""
     assert endpoint["pagination"] == {

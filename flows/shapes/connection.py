@@ -169,6 +169,7 @@ class Connection(Stage):
             self.sent_requests += 1
             record.requests += 1
             kwargs = {"headers": dict(self.headers), "params": params or {}, "timeout": self.config["timeout"], **body}
+            kwargs["allow_cross_origin_redirects"] = endpoint.follow_redirects_to_other_origins
             try:
                 if url:
                     exchange = self.client.request_url(endpoint.method, url, **kwargs)

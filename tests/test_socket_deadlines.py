@@ -124,7 +124,8 @@ def test_a_request_ends_at_the_deadline_whatever_the_framing(connector_for, raw_
 def test_check_now_says_the_api_was_too_slow_within_the_deadline(
     admin_client, connector_for, make_instance, raw_server, framing
 ):
-    instance = make_instance(connector_for(dripping_api(raw_server, framing)), "Dripping", secrets={"api_token": API_TOKEN})
+    connector = connector_for(dripping_api(raw_server, framing))
+    instance = make_instance(connector, "Dripping", secrets={"api_token": API_TOKEN})
 
     response, elapsed = timed(lambda: admin_client.post(f"/instances/{instance.pk}/check/"))
 

@@ -26,7 +26,6 @@ from django.utils import timezone
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage
 from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
-from instances import redaction
 from instances.client import InstanceClient
 from instances.models import Instance
 
@@ -173,7 +172,10 @@ def last_success(run: FlowRun):
 
 
 def context_for(run: FlowRun, shapes: list[Shape], checkpoint) -> Context:
-    """The run's placeholders and one client per instance used (secrets of them all redact every text)."""
+    """The run's placeholders and one client per instance used.
+
+    The secrets of them all, tokens they obtain during the run included, redact every text (Context.variants).
+    """
     success = last_success(run)
     bounds = [
         filter_shape.earliest(shape.config, run.reference_time, success)
@@ -182,13 +184,9 @@ def context_for(run: FlowRun, shapes: list[Shape], checkpoint) -> Context:
     bounds = [b for b in bounds if b is not None]
     ctx = Context(run=run, reference_time=run.reference_time, last_success=success,
                   since=min(bounds) if bounds else None, checkpoint=checkpoint)
-    secrets: list[str] = []
     for shape in shapes:
         if shape.instance_id and shape.instance_id not in ctx.clients:
-            client = InstanceClient.for_instance(shape.instance)
-            ctx.clients[shape.instance_id] = client
-            secrets += client.secret_values
-    ctx.variants = redaction.secret_variants(secrets)
+            ctx.clients[shape.instance_id] = InstanceClient.for_instance(shape.instance)
     return ctx
 
 

@@ -192,6 +192,7 @@ class InstanceClient:
         self._destinations: tuple[tuple, list[str]] | None = None
         # Tokens this client obtained (OAuth access/refresh tokens): secrets too.
         self.obtained_secrets: list[str] = []
+        self._variants_cache: tuple[tuple[str, ...], list[str]] | None = None
         self.values = self._merged_values(values)
         self.use_token_cache = use_token_cache
 
@@ -232,12 +233,27 @@ class InstanceClient:
 
     @property
     def secret_values(self) -> list[str]:
-        return [v for v in self.secrets.values() if v] + self.obtained_secrets
+        """Every secret this client holds or has obtained so far (read at each use: tokens arrive mid-run).
+
+        The instance's secret variables, defaults of the connector's secret
+        variables, the OAuth 1 token, and every token obtained (see _obtained).
+        """
+        values = [v for v in self.secrets.values() if v]
+        values += [v.default for v in self._connector_variables() if v.secret and v.default]
+        if self.auth_method.type == AuthType.OAUTH1 and self.values.get("token_id"):
+            values.append(self.values["token_id"])
+        return values + self.obtained_secrets
 
     def _obtained(self, *tokens: object) -> None:
+        """Remember what was obtained as secrets of this client, the moment it is obtained.
+
+        Each of `tokens` is a token, or a token endpoint's whole answer (a dict):
+        its access, refresh and id tokens and every string field named like a secret.
+        """
         for token in tokens:
-            if isinstance(token, str) and token and token not in self.obtained_secrets:
-                self.obtained_secrets.append(token)
+            for value in redaction.token_answer_secrets(token) if isinstance(token, dict) else [token]:
+                if isinstance(value, str) and value and value not in self.obtained_secrets:
+                    self.obtained_secrets.append(value)
 
     def record_of(self, exchange: Exchange, message: str = "") -> dict:
         """`exchange` as it may be stored: redacted whole with every secret of this client, then cut and made storable."""
@@ -248,10 +264,18 @@ class InstanceClient:
 
     def redact(self, text: str, *, limit: int | None = None) -> str:
         """`text` (derived from a third party's answer) with every secret of this client redacted."""
-        variants = redaction.secret_variants(self.secret_values)
+        variants = self._variants()
         if limit is None:
             return redaction.scrub_text(text, variants)
         return redaction.truncate(text, limit, variants)
+
+    def _variants(self) -> list[str]:
+        """redaction.secret_variants of secret_values, rebuilt only when they changed."""
+        secrets = tuple(self.secret_values)
+        cached = self._variants_cache
+        if cached is None or cached[0] != secrets:
+            cached = self._variants_cache = (secrets, redaction.secret_variants(list(secrets)))
+        return cached[1]
 
     # --- where requests go ---------------------------------------------------
 
@@ -541,8 +565,7 @@ class InstanceClient:
             "POST", token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
         )
         token = exchange.json.get("access_token") if isinstance(exchange.json, dict) else None
-        if isinstance(exchange.json, dict):
-            self._obtained(*(exchange.json.get(k) for k in ("access_token", "refresh_token", "id_token")))
+        self._obtained(exchange.json)
         if exchange.error or exchange.response_status != 200 or not isinstance(token, str) or not token:
             return None, exchange
         expires_in = exchange.json.get("expires_in") if isinstance(exchange.json, dict) else None

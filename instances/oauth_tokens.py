@@ -79,8 +79,9 @@ def token_request(client: TokenClient, data: dict[str, str]) -> tuple[dict | Non
     exchange = client.send(
         "POST", token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
     )
-    if isinstance(exchange.json, dict):
-        client._obtained(*(exchange.json.get(k) for k in ("access_token", "refresh_token", "id_token")))
+    # The whole answer, JSON or form-encoded: its tokens and any other secret field, before anything stores it.
+    answer = exchange.json if isinstance(exchange.json, dict) else dict(parse_qsl(exchange.response_body or ""))
+    client._obtained(answer)
     if exchange.error:
         return None, exchange, client.redact(exchange.error)
     status = exchange.response_status or 0

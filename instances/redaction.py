@@ -8,7 +8,10 @@ or escaped inside a JSON string. Text is redacted before it is cut for storage,
 and a cut that falls inside a secret leaves none of its first 8+ characters.
 
 Every text derived from a third party's answer goes through here before it is
-stored or shown: recorded exchanges, check messages, flash messages.
+stored or shown: recorded exchanges, check messages, flash messages, a run's
+payload samples, warnings and failure reasons. A token is a secret from the
+moment it is obtained (a token endpoint's whole answer is searched for them,
+see token_answer_secrets), so the secrets are read again for every text.
 """
 
 from __future__ import annotations
@@ -40,16 +43,14 @@ def secret_variants(secrets: list[str]) -> list[str]:
     variants: set[str] = set()
     values = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
     for value in {form for value in values for form in _mangled(value)}:
-        raw = value.encode()
-        variants |= {
-            value,
-            quote(value, safe=""),
-            quote_plus(value),
-            base64.b64encode(raw).decode(),
-            base64.urlsafe_b64encode(raw).decode(),
-            base64.b64encode(raw).decode().rstrip("="),
-        }
-        variants |= _base64_fragments(raw)
+        variants |= {value, quote(value, safe=""), quote_plus(value)}
+        for raw in _encodings(value):
+            variants |= {
+                base64.b64encode(raw).decode(),
+                base64.urlsafe_b64encode(raw).decode(),
+                base64.b64encode(raw).decode().rstrip("="),
+            }
+            variants |= _base64_fragments(raw)
         variants |= _json_escaped(value)
     # Basic auth sends base64("user:secret"): cover any pairing with the secrets.
     for first in values:
@@ -62,14 +63,67 @@ def secret_variants(secrets: list[str]) -> list[str]:
 MIN_BASE64_FRAGMENT = 6
 
 
+def _encodings(value: str) -> list[bytes]:
+    """The bytes a secret goes out as: UTF-8, and Latin-1 (how HTTP header values are sent) where that differs."""
+    raw = [value.encode()]
+    try:
+        latin1 = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return raw
+    return raw if latin1 == raw[0] else [*raw, latin1]
+
+
+def in_json_text(variants: list[str]) -> list[str]:
+    """`variants`, and each as it reads inside a string of a JSON document written with json.dumps.
+
+    Scrubbing a JSON document's text with these is scrubbing every string
+    (keys included) of the structure with `variants`: a value that was itself
+    JSON-escaped by an API reads escaped twice in the document.
+    """
+    forms = set(variants)
+    for variant in variants:
+        forms.add(json.dumps(variant, ensure_ascii=False)[1:-1])
+        forms.add(json.dumps(variant)[1:-1])
+    return sorted(forms, key=len, reverse=True)
+
+
+# Fields of a token answer that are never secret (the others are when their name says so).
+TOKEN_ANSWER_PLAIN = frozenset(
+    {"token_type", "expires_in", "expires_at", "ext_expires_in", "refresh_expires_in", "scope", "issued_token_type"}
+)
+# What a token endpoint answers under these names is a credential whatever the name says.
+TOKEN_ANSWER_SECRETS = frozenset({"access_token", "refresh_token", "id_token"})
+
+
+def token_answer_secrets(answer: object, depth: int = 0) -> list[str]:
+    """The secrets in a token endpoint's answer: its tokens and every string field named like a secret.
+
+    Nested objects are searched too (a few levels), since some providers wrap the token.
+    """
+    found: list[str] = []
+    if not isinstance(answer, dict) or depth > 3:
+        return found
+    for key, value in answer.items():
+        name = str(key).lower()
+        if isinstance(value, dict):
+            found += token_answer_secrets(value, depth + 1)
+        elif isinstance(value, str) and value and name not in TOKEN_ANSWER_PLAIN and (
+            name in TOKEN_ANSWER_SECRETS or is_sensitive(name)
+        ):
+            found.append(value)
+    return found
+
+
 def _mangled(value: str) -> set[str]:
     """The value, and how it reads after common mangling by a server or a decoder.
 
     UTF-8 bytes decoded as Latin-1 is how HTTP headers, and bodies sent without a
     charset, are read; backslashes doubled is how repr() and C-style escaping
-    write it. Each is then encoded like the value itself.
+    write it; URL-encoded is how OAuth 1 puts its token into the Authorization
+    header, which an API may echo encoded once more. Each is then encoded like
+    the value itself.
     """
-    return {value, value.replace("\\", "\\\\"), value.encode().decode("latin-1")}
+    return {value, value.replace("\\", "\\\\"), value.encode().decode("latin-1"), quote(value, safe="")}
 
 
 def _json_escaped(value: str) -> set[str]:
@@ -106,6 +160,7 @@ def _base64_fragments(raw: bytes) -> set[str]:
         if len(fragment) >= MIN_BASE64_FRAGMENT:
             urlsafe = fragment.replace("+", "-").replace("/", "_")
             fragments |= {fragment, urlsafe, quote(fragment, safe=""), quote(urlsafe, safe="")}
+            fragments.add(fragment.replace("/", "\\/"))  # how PHP's JSON encoder writes "/"
     return fragments
 
 

@@ -10,7 +10,8 @@
 - `build_world()`: a company with every kind of object (custom and prebuilt
   connectors with variables, every authentication type and endpoints, an
   instance with credential checks, a connection pool, a process flow with a
-  connection shape, an installation, history and audit entries, users), all
+  connection shape, a run with its timeline (payload sample, warnings, errors,
+  a failed exchange), an installation, history and audit entries, users), all
   named with a distinctive marker so a page showing any of it can be spotted.
 - `role_clients()`: one logged-in client per role, plus an anonymous one.
 """
@@ -30,7 +31,7 @@ from django.utils import timezone
 
 from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
-from flows.models import Shape, FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
+from flows.models import Shape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
 from flows.schedules import create_schedule
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from marketplace import catalog
@@ -290,6 +291,19 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
     run = FlowRun.objects.create(
         company=company, flow=flow, status=RunStatus.FAILED, trigger=RunTrigger.MANUAL, triggered_by=admin_user,
         queued_at=now, reference_time=now, finished_at=now, failure_reason=f"{marker} failure reason",
+        warnings=[f"{marker} run warning"],
+    )
+    # Its timeline: what a shape recorded (payload sample, warnings, errors, a failed exchange).
+    FlowRunShape.objects.create(
+        run=run, position=0, shape=shape, shape_name=f"{marker} shape run", status=ShapeStatus.FAILED,
+        started_at=now, finished_at=now, items_in=1, items_out=1, warnings=[f"{marker} shape warning"],
+        errors=[f"{marker} shape error"],
+        payload_sample={"in": [{"item": f"{marker} sample item in"}], "out": [{"item": f"{marker} sample item out"}]},
+        failed_exchanges=[{
+            "request_method": "GET", "request_url": f"{base_url}/orders?{marker.lower()}=1", "request_headers": {},
+            "request_body": "", "response_status": 500, "response_headers": {},
+            "response_body": f"{marker} failed exchange body", "error": "",
+        }],
     )
     installation = prebuilt.installation
     audit_entry = AuditEntry.objects.filter(company=company).order_by("id").first()

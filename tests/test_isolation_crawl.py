@@ -152,6 +152,15 @@ def test_each_role_sees_its_own_objects_so_the_crawl_can_tell(worlds):
         response = client.get(url)
         assert response.status_code == 200, url
         assert OWN_MARKER in response.content.decode(), url
+    # The run page and its timeline show what the run recorded; the run logs show the run.
+    timeline = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "run-timeline"}
+    for headers in ({}, timeline):
+        page = client.get(f"/flows/runs/{own.run.pk}/", **headers).content.decode()
+        for text in ("sample item in", "sample item out", "shape warning", "shape error", "failed exchange body",
+                     "run warning", "failure reason"):
+            assert f"{OWN_MARKER} {text}" in page, (text, headers)
+    for url in ("/flows/runs/", f"/flows/{own.flow.pk}/runs/"):
+        assert f"{OWN_MARKER} flow" in client.get(url).content.decode(), url
 
 
 def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
@@ -193,6 +202,8 @@ def test_htmx_partials_ignore_another_companys_ids(worlds):
         response = client.get(f"/instances/{own.instance.pk}/?auth_method={method.pk}", **htmx)
         assert response.status_code == 200
         assert OTHER_MARKER not in response.content.decode()
+    response = client.get(f"/flows/runs/{other.run.pk}/", HTTP_HX_TARGET="run-timeline", **htmx)
+    assert response.status_code == 404 and OTHER_MARKER not in response.content.decode()
     for url, target, shows_own in (
         (f"/connectors/?highlight=instance-{other.instance.pk}", "connector-list", True),
         (f"/instances/pools/?highlight={other.pool.pk}", "pool-list", True),

@@ -69,7 +69,22 @@ class Context:
     since: datetime | None
     checkpoint: Callable[[], None]
     clients: dict = field(default_factory=dict)  # instance pk -> InstanceClient
-    variants: list[str] = field(default_factory=list)  # every secret of the flow's instances, as it may appear
+    _secrets: tuple[str, ...] = field(default=(), init=False, repr=False)
+    _variants: list[str] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def variants(self) -> list[str]:
+        """Every secret the run's clients hold or have obtained so far, in every spelling it may appear in.
+
+        Read afresh each time: a client obtains tokens during the run (a client
+        credentials token at its first request, a refresh after a 401), and they
+        are secrets from that moment. Rebuilt only when the secrets changed.
+        """
+        secrets = tuple(secret for client in self.clients.values() for secret in client.secret_values)
+        if secrets != self._secrets:
+            self._variants = redaction.secret_variants(list(secrets))
+            self._secrets = secrets
+        return self._variants
 
     def redact(self, text: str, *, limit: int | None = None) -> str:
         if limit is None:
@@ -160,8 +175,10 @@ class Stage:
     def payload_sample(self) -> dict:
         """The first items in and out, redacted with every secret of the flow, at most SAMPLE_BYTES of JSON."""
         sample = {"in": list(self.sample_in), "out": list(self.sample_out)}
+        # Scrubbing the JSON text with these scrubs every string of the items (keys too), however escaped.
+        variants = redaction.in_json_text(self.ctx.variants)
         while True:
-            text = self.ctx.redact(json.dumps(sample, default=str, ensure_ascii=False))
+            text = redaction.scrub_text(json.dumps(sample, default=str, ensure_ascii=False), variants)
             if len(text.encode()) <= SAMPLE_BYTES:
                 try:
                     return json.loads(text)
@@ -169,7 +186,7 @@ class Stage:
                     return {"text": text}
             longer = "in" if len(sample["in"]) >= len(sample["out"]) else "out"
             if len(sample[longer]) <= 1 and len(sample["in"]) + len(sample["out"]) <= 1:
-                cut = redaction.scrub_cut(text[: SAMPLE_BYTES // 4], self.ctx.variants)
+                cut = redaction.scrub_cut(text[: SAMPLE_BYTES // 4], variants)
                 return {"text": cut + "\N{HORIZONTAL ELLIPSIS}"}
             sample[longer] = sample[longer][:-1]
 

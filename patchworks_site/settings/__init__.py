@@ -324,9 +324,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     # urllib3 logs every request line, query string included, at DEBUG: an API
     # key sent as a query parameter would reach the logs with LOG_LEVEL=DEBUG.
+    # oauthlib logs OAuth 1 signature base strings (the token in them) at DEBUG.
     # The task workers say what they execute, once (run_huey adds no handler of its own when one exists).
     "loggers": {
         "urllib3": {"level": "INFO"},
+        "oauthlib": {"level": "INFO"},
         "huey": {"handlers": ["console"], "level": os.environ.get("HUEY_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }

@@ -147,7 +147,8 @@ class RunLogFilterForm(forms.Form):
             runs = runs.filter(with_warnings if data["warnings"] == "yes" else ~with_warnings)
         if data.get("queued_from"):
             runs = runs.filter(queued_at__gte=_utc_midnight(data["queued_from"]))
-        if data.get("queued_to"):
+        if data.get("queued_to") and data["queued_to"] < date.max:
+            # The day after is the bound; the last representable day has none (everything is before it ends).
             runs = runs.filter(queued_at__lt=_utc_midnight(data["queued_to"] + timedelta(days=1)))
         return runs
 

@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from connectors.manifest import PLACEHOLDER_RE, RUN_PLACEHOLDERS
 from connectors.models import Direction, Endpoint, Variable
-from flows import schedules
+from flows import parameters, schedules
 from flows.models import FlowRunShape, ProcessFlow, RunStatus, RunTrigger, ScheduleKind, Shape, ShapeKind
 from flows.schedules import MINUTE_INTERVALS
 from instances.models import Instance
@@ -147,7 +147,8 @@ class RunLogFilterForm(forms.Form):
             runs = runs.filter(with_warnings if data["warnings"] == "yes" else ~with_warnings)
         if data.get("queued_from"):
             runs = runs.filter(queued_at__gte=_utc_midnight(data["queued_from"]))
-        if data.get("queued_to"):
+        if data.get("queued_to") and data["queued_to"] < date.max:
+            # The day after is the bound; the last representable day has none (everything is before it ends).
             runs = runs.filter(queued_at__lt=_utc_midnight(data["queued_to"] + timedelta(days=1)))
         return runs
 
@@ -160,7 +161,7 @@ def _utc_midnight(day: date) -> datetime:
 
 PLACEHOLDER_HELP = (
     "{{variables}} allowed: {{since}}, {{run_time}}, {{last_success}} (in the instance's time zone and date format), "
-    "{{instance.time_zone}}, {{instance.date_format}} and the connector's variables."
+    "{{instance.time_zone}}, {{instance.date_format}} and the connector's variables that are not secret."
 )
 PATH_RE = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
 PATH_HELP = "A dotted path, e.g. customer.email."
@@ -211,6 +212,7 @@ class ConnectionSettingsForm(forms.Form):
         if endpoint is None or endpoint.direction != Direction.SEND:
             del self.fields["send_as"]
         self.parameter_fields: dict[str, str] = {}  # form field name -> request parameter name
+        self.parameter_locations: dict[str, str] = {}  # form field name -> query, header or body
         saved = config.get("parameters") if isinstance(config.get("parameters"), dict) else {}
         for parameter in self.optional_parameters(endpoint):
             # Named after the parameter, so a value typed for one endpoint never lands on another's parameter.
@@ -228,8 +230,10 @@ class ConnectionSettingsForm(forms.Form):
                 self.fields[name].widget.attrs["placeholder"] = default
             self.initial.setdefault(name, saved.get(parameter["name"], ""))
             self.parameter_fields[name] = parameter["name"]
+            self.parameter_locations[name] = parameter.get("location") or "query"
         variables = Variable.objects.filter(connector_id=endpoint.connector_id) if endpoint else Variable.objects.none()
         self.known_placeholders = set(RUN_PLACEHOLDERS) | set(variables.values_list("key", flat=True))
+        self.secret_placeholders = parameters.secret_keys(endpoint.connector_id if endpoint else None)
 
     @staticmethod
     def optional_parameters(endpoint: Endpoint | None) -> list[dict]:
@@ -247,6 +251,10 @@ class ConnectionSettingsForm(forms.Form):
             value = cleaned.get(name) or ""
             if value.count("{{") != value.count("}}"):
                 self.add_error(name, "Close every {{ with }}.")
+                continue
+            secrets = parameters.secrets_used(value, self.secret_placeholders)
+            if secrets:
+                self.add_error(name, parameters.refusal(self.parameter_locations[name], self.parameter_fields[name], secrets))
                 continue
             unknown = sorted({m.strip() for m in PLACEHOLDER_RE.findall(value)} - self.known_placeholders)
             if unknown:

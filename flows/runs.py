@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -73,11 +74,64 @@ def queue_run(
     return run
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What a click on run now or retry led to: a new run, or the run that was already there.
+
+    `existing` says which run that is when nothing was queued: "pending" (a run of
+    the flow is still queued or running) or "retry" (the run was already retried).
+    """
+
+    run: FlowRun
+    existing: str = ""
+
+    @property
+    def created(self) -> bool:
+        return not self.existing
+
+
+def _lock_flow(flow_pk: int) -> FlowRun | None:
+    """Lock the flow's row (as the scheduler does) and return its run still queued or running, if any.
+
+    Inside the caller's transaction: a second request for the same flow waits
+    here until the first has committed its run, then sees it. (On SQLite every
+    transaction starts IMMEDIATE, which serialises writers the same way.)
+    """
+    ProcessFlow.objects.select_for_update().filter(pk=flow_pk).first()
+    return FlowRun.objects.filter(flow_id=flow_pk).active().order_by("queued_at", "id").first()
+
+
+def run_now(flow: ProcessFlow, user=None) -> Queued:
+    """A manual run, unless the flow already has one queued or running (then that one)."""
+    with transaction.atomic():
+        pending = _lock_flow(flow.pk)
+        if pending is not None:
+            return Queued(pending, existing="pending")
+        return Queued(queue_run(flow, RunTrigger.MANUAL, user=user))
+
+
 def retry_run(run: FlowRun, user=None) -> FlowRun | None:
-    """A new run of the same flow with the original's reference time; None when the run cannot be retried."""
+    """The run's retry (see request_retry); None when the run cannot be retried."""
+    queued = request_retry(run, user)
+    return queued.run if queued else None
+
+
+def request_retry(run: FlowRun, user=None) -> Queued | None:
+    """A new run of the same flow with the original's reference time; None when the run cannot be retried.
+
+    A run is retried once: retrying it again leads to its retry. While the flow
+    has a run queued or running, no retry is queued either (that run is returned).
+    """
     if not run.can_retry:
         return None
-    return queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run)
+    with transaction.atomic():
+        pending = _lock_flow(run.flow_id)
+        retry = FlowRun.objects.filter(retry_of=run).order_by("id").first()
+        if retry is not None:
+            return Queued(retry, existing="retry")
+        if pending is not None:
+            return Queued(pending, existing="pending")
+        return Queued(queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run))
 
 
 def request_stop(run: FlowRun) -> str | None:

@@ -8,12 +8,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from flows import editor, runs, schedules
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
-from flows.models import FlowRun, ProcessFlow, RunTrigger, Shape, ShapeKind
+from flows.models import FlowRun, ProcessFlow, Shape, ShapeKind
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -157,12 +158,29 @@ def move_shape(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
 
 @require_POST
 def run_now(request: HttpRequest, pk: int) -> HttpResponse:
-    """A manual run; it goes ahead when the flow is disabled (schedules only run enabled flows)."""
+    """A manual run; it goes ahead when the flow is disabled (schedules only run enabled flows).
+
+    One pending run per flow: while a run is queued or running, the page links to it instead.
+    """
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
-    run = runs.queue_run(flow, RunTrigger.MANUAL, user=request.user)
+    queued = runs.run_now(flow, user=request.user)
+    if not queued.created:
+        messages.info(request, _pending_message(queued.run, "No other run was queued."))
+        return redirect("flows:detail", pk=flow.pk)
     note = "" if flow.enabled else " The flow is disabled: this manual run goes ahead, but its schedules do not run."
-    messages.success(request, f"Run {run.pk} of \"{flow.name}\" is queued.{note}")
-    return redirect("flows:run", run_pk=run.pk)
+    messages.success(request, f"Run {queued.run.pk} of \"{flow.name}\" is queued.{note}")
+    return redirect("flows:run", run_pk=queued.run.pk)
+
+
+def _run_link(run: FlowRun) -> str:
+    return format_html('<a href="{}">run {}</a>', reverse("flows:run", args=[run.pk]), run.pk)
+
+
+def _pending_message(pending: FlowRun, outcome: str) -> str:
+    return format_html(
+        'This process flow already has a run {}: {} ({}). {}',
+        pending.get_status_display(), _run_link(pending), f"queued {pending.queued_at:%d %b %Y, %H:%M:%S} UTC", outcome,
+    )
 
 
 @require_POST
@@ -206,7 +224,8 @@ def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 
 def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk)
-    context = {"run": run, "shape_runs": run.shape_runs.all(), "now": timezone.now()}
+    context = {"run": run, "shape_runs": run.shape_runs.all(), "now": timezone.now(),
+               "retried_as": run.retries.order_by("id").first()}
     if request.htmx and request.htmx.target == "run-timeline":
         return render(request, "flows/run_detail.html#timeline", context)
     return render(request, "flows/run_detail.html", context)
@@ -228,12 +247,19 @@ def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
 @require_POST
 def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
-    retry = runs.retry_run(run, request.user)
-    if retry is None:
+    queued = runs.request_retry(run, request.user)
+    if queued is None:
         messages.error(request, f"Only failed or stopped runs can be retried; run {run.pk} is {run.get_status_display()}.")
         return redirect("flows:run", run_pk=run.pk)
-    messages.success(request, f"Run {retry.pk} retries run {run.pk} with its original queued-at time for relative dates.")
-    return redirect("flows:run", run_pk=retry.pk)
+    if queued.existing == "retry":
+        messages.info(request, format_html("Run {} was already retried: {}. No other retry was queued.",
+                                           run.pk, _run_link(queued.run)))
+        return redirect("flows:run", run_pk=run.pk)
+    if queued.existing:
+        messages.info(request, _pending_message(queued.run, f"Retry run {run.pk} once it has finished."))
+        return redirect("flows:run", run_pk=run.pk)
+    messages.success(request, f"Run {queued.run.pk} retries run {run.pk} with its original queued-at time for relative dates.")
+    return redirect("flows:run", run_pk=queued.run.pk)
 
 
 @require_POST

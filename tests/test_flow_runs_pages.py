@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
@@ -252,3 +254,98 @@ def test_an_unreachable_queue_leaves_the_run_queued_for_the_next_tick_instead_of
     assert "Error calling" in caplog.text  # logged by Django's robust on-commit handling
     # The scheduler tick hands it over again once the queue is back.
     assert runs.requeue_stale(run.queued_at + runs.REQUEUE_AFTER + timedelta(seconds=1)) == 1
+
+
+# --- one pending run per flow -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [RunStatus.QUEUED, RunStatus.RUNNING])
+def test_run_now_while_a_run_is_pending_links_to_it_instead_of_queuing_another(admin_client, flow, empty_queue, status):
+    pending = make_run(flow, status)
+    response = admin_client.post(f"/flows/{flow.pk}/run/")
+    assert response["Location"] == f"/flows/{flow.pk}/"
+    page = admin_client.get(response["Location"]).content.decode()
+    assert (f'This process flow already has a run {status}: <a href="/flows/runs/{pending.pk}/">run {pending.pk}</a>'
+            in page)
+    assert "No other run was queued." in page
+    for _ in range(5):
+        admin_client.post(f"/flows/{flow.pk}/run/")
+    assert list(FlowRun.objects.values_list("pk", flat=True)) == [pending.pk]
+    assert not HUEY.pending()
+
+    # Once it has ended, run now queues again.
+    FlowRun.objects.filter(pk=pending.pk).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    response = admin_client.post(f"/flows/{flow.pk}/run/")
+    new = FlowRun.objects.exclude(pk=pending.pk).get()
+    assert response["Location"] == f"/flows/runs/{new.pk}/" and new.status == RunStatus.QUEUED
+
+
+def test_run_now_twice_keeps_one_pending_run(admin_client, flow, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        first = admin_client.post(f"/flows/{flow.pk}/run/")
+        second = admin_client.post(f"/flows/{flow.pk}/run/", follow=True)
+    run = FlowRun.objects.get()
+    assert first["Location"] == f"/flows/runs/{run.pk}/"
+    assert f'<a href="/flows/runs/{run.pk}/">run {run.pk}</a>' in second.content.decode()
+    assert FlowRun.objects.filter(flow=flow, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).count() == 1
+
+
+def test_retrying_a_run_twice_makes_one_retry_and_links_to_it(admin_client, flow):
+    failed = make_run(flow, RunStatus.FAILED, queued_at=timezone.now() - timedelta(days=1))
+    admin_client.post(f"/flows/runs/{failed.pk}/retry/")
+    retry = FlowRun.objects.get(retry_of=failed)
+    # The retry ran and failed too: retrying the original again still leads to its one retry.
+    FlowRun.objects.filter(pk=retry.pk).update(status=RunStatus.FAILED, finished_at=timezone.now())
+    for _ in range(3):
+        response = admin_client.post(f"/flows/runs/{failed.pk}/retry/")
+        assert response["Location"] == f"/flows/runs/{failed.pk}/"
+    page = admin_client.get(response["Location"]).content.decode()
+    assert f'Run {failed.pk} was already retried: <a href="/flows/runs/{retry.pk}/">run {retry.pk}</a>.' in page
+    assert f"retried as run {retry.pk}" in page and f'action="/flows/runs/{failed.pk}/retry/"' not in page
+    assert FlowRun.objects.count() == 2
+    # The retry itself can be retried, once.
+    admin_client.post(f"/flows/runs/{retry.pk}/retry/")
+    admin_client.post(f"/flows/runs/{retry.pk}/retry/")
+    assert FlowRun.objects.filter(retry_of=retry).count() == 1 and FlowRun.objects.count() == 3
+
+
+def test_retry_while_the_flow_has_a_pending_run_links_to_that_run(admin_client, flow):
+    failed, pending = make_run(flow, RunStatus.FAILED), make_run(flow, RunStatus.RUNNING)
+    response = admin_client.post(f"/flows/runs/{failed.pk}/retry/", follow=True)
+    page = response.content.decode()
+    assert f'already has a run running: <a href="/flows/runs/{pending.pk}/">run {pending.pk}</a>' in page
+    assert f"Retry run {failed.pk} once it has finished." in page
+    assert FlowRun.objects.count() == 2
+
+
+def test_a_flow_name_in_the_pending_message_is_escaped(admin_client, company, instance):
+    flow = receive_then_send_flow(company, instance, name='<img src=x onerror="alert(1)">')
+    make_run(flow, RunStatus.QUEUED)
+    page = admin_client.post(f"/flows/{flow.pk}/run/", follow=True).content.decode()
+    assert "already has a run queued" in page and '<img src=x onerror="alert(1)">' not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_run_now_and_retry_posts_make_one_run(client_for, admin_user, flow):
+    """Eight clicks at once, as run now and as retry of one failed run: one new run, whichever won."""
+    failed = make_run(flow, RunStatus.FAILED)
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def click(url: str) -> None:
+        try:
+            client = client_for(admin_user)
+            start.wait(10)
+            statuses.append(client.post(url).status_code)
+        finally:
+            connections.close_all()
+
+    urls = [f"/flows/{flow.pk}/run/", f"/flows/runs/{failed.pk}/retry/"] * 4
+    threads = [threading.Thread(target=click, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [302] * 8
+    assert FlowRun.objects.exclude(pk=failed.pk).count() == 1
+    assert FlowRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).count() == 1

@@ -117,3 +117,35 @@ def test_bad_retention_values_are_refused_and_nothing_saved(admin_client, compan
     assert response.status_code == 422 and error in response.content.decode()
     company = Company.objects.get(pk=company.pk)
     assert (company.run_log_retention_days, company.payload_retention_hours) == (7, 72)
+
+
+@pytest.mark.parametrize("htmx", [False, True], ids=["page", "htmx"])
+@pytest.mark.parametrize("of_flow", [False, True], ids=["all-flows", "one-flow"])
+@pytest.mark.parametrize("query, expected, message", [
+    ("?queued_to=9999-12-31", "all", ""),
+    ("?queued_from=9999-12-31", "none", ""),
+    ("?queued_from=9999-12-31&queued_to=9999-12-31", "none", ""),
+    ("?queued_from=0001-01-01", "all", ""),
+    ("?queued_to=0001-01-01", "none", ""),
+    ("?queued_from=0001-01-01&queued_to=9999-12-31", "all", ""),
+    ("?queued_to=10000-01-01", "all", "Queued to: Enter a valid date."),
+    ("?queued_from=0000-12-31", "all", "Queued from: Enter a valid date."),
+    ("?queued_to=9999-12-32", "all", "Queued to: Enter a valid date."),
+    ("?queued_from=9999-12-31&queued_to=0001-01-01", "all", "Queued to: Choose a date on or after the from date."),
+])
+def test_the_first_and_last_representable_days_filter_without_an_error_page(
+    client_for, make_user, company, instances, htmx, of_flow, query, expected, message,
+):
+    """The day after 9999-12-31 does not exist: the bound is open-ended there, never an overflow."""
+    flow = flow_with(company, instances[0], "UK orders")
+    made = {run(flow, 1).pk, run(flow, 2).pk}
+    url = f"/flows/{flow.pk}/runs/" if of_flow else "/flows/runs/"
+    client = client_for(make_user(company, Role.READ_ONLY))
+    response = client.get(url + query, headers={"HX-Request": "true"} if htmx else {})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert {int(n) for n in re.findall(r'<a href="/flows/runs/(\d+)/">Run ', page)} == (made if expected == "all" else set())
+    if message:
+        assert "These filters were not applied" in page and message in page
+    else:
+        assert "These filters were not applied" not in page

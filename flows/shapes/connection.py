@@ -29,7 +29,7 @@ from django.conf import settings
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
-from flows import dates
+from flows import dates, parameters
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
@@ -141,11 +141,17 @@ class Connection(Stage):
         values = {**self.client.values, **placeholders}
         self.query = {str(k): fill(str(v), values) for k, v in (endpoint.parameters or {}).items()}
         self.query = {k: v for k, v in self.query.items() if v != ""}
+        # A value set on the shape (not the endpoint's default) never carries a secret (flows/parameters.py).
+        secrets = parameters.secret_keys(endpoint.connector_id, self.client.secrets)
         for declared in endpoint.request_parameters or []:
             name = str(declared.get("name", ""))
             if not name:
                 continue
             given = self.config["parameters"].get(name, "")
+            if used := parameters.secrets_used(given, secrets):
+                refused = parameters.refusal(str(declared.get("location") or "query"), name, used)
+                problems.append(refused[0].lower() + refused[1:] + " Set another value on the shape.")
+                continue
             value = fill(given if given != "" else str(declared.get("default") or ""), values)
             if value == "":
                 if declared.get("required"):

@@ -40,8 +40,20 @@ class LeaseLost(Exception):
     """Another party (the reaper) took the run away from this worker: write nothing more."""
 
 
+class DurationExceeded(Exception):
+    """The run has taken longer than its company allows (the message says how long that is)."""
+
+
 # Failures with a cause that can be named, though no shape raised them on purpose.
 NAMED_FAILURES = (DataError, RecursionError, MemoryError)
+
+
+def overdue_reason(company) -> str:
+    """The failure reason of a run of `company` that took longer than it may."""
+    reason = f"The run was stopped after {company.run_duration_text}."
+    if company.max_run_duration_minutes <= settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES:
+        reason += " An Administrator can change it on the company settings page."
+    return reason
 
 
 def named_failure(exc: BaseException) -> str | None:
@@ -126,7 +138,7 @@ def execute(run_pk: int) -> FlowRun | None:
     if not claim(run_pk, owner):
         logger.info("Flow run %s is not queued any more; nothing to do.", run_pk)
         return None
-    run = FlowRun.objects.select_related("flow").get(pk=run_pk)
+    run = FlowRun.objects.select_related("flow", "company").get(pk=run_pk)
     heartbeat = Heartbeat(run_pk, owner)
     heartbeat.start()
     try:
@@ -231,13 +243,19 @@ class Execution:
 
     def __init__(self, run: FlowRun, owner: str):
         self.run_obj, self.owner = run, owner
+        company = run.company
+        self.deadline = (run.started_at or timezone.now()) + company.run_duration_limit
+        self.overdue_reason = overdue_reason(company)
 
     def checkpoint(self) -> None:
         """Between requests: keep the lease and honour a stop request.
 
         One UPDATE in the usual case (the run is this worker's and no stop was
         asked for); it runs before every request, so it is kept to one query.
+        Past the company's maximum run duration the run stops here.
         """
+        if timezone.now() >= self.deadline:
+            raise DurationExceeded(self.overdue_reason)
         renewed = FlowRun.objects.filter(
             pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
         ).update(lease_expires_at=timezone.now() + lease_duration())
@@ -268,6 +286,9 @@ class Execution:
         except StopRequested:
             self.close_open(ShapeStatus.STOPPED)
             return Outcome(RunStatus.STOPPED, "Stopped by a user.", self.warnings())
+        except DurationExceeded as exc:
+            self.close_open(ShapeStatus.STOPPED)
+            return Outcome(RunStatus.FAILED, str(exc), self.warnings())
         except (ShapeFailed, *NAMED_FAILURES) as exc:
             logger.info("Flow run %s failed: %r", self.run_obj.pk, exc, exc_info=not isinstance(exc, ShapeFailed))
             stage = getattr(exc, "stage", None)

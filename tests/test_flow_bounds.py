@@ -1,19 +1,21 @@
-"""Bounds on a run's data: each run that passes one fails with a message naming the shape and the bound."""
+"""Bounds on a run's data and duration: each run that passes one fails with a message naming the shape and the bound."""
 
 from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 
 import pytest
 from django.db import connection as db_connection
-from werkzeug import Response
+from django.utils import timezone as django_timezone
+from werkzeug import Request, Response
 
-from flows import runner, runs
+from flows import runner, runs, tasks
 from flows import shapes
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from flows.shapes import map as map_shape_module
-from tests.flow_helpers import API_TOKEN, connection, flow_of, map_shape, shop_connector
+from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, map_shape, shop_connector
 
 
 def json_response(data: object, status: int = 200) -> Response:
@@ -241,3 +243,85 @@ def test_failures_with_a_known_cause_are_named_not_called_unexpected(
     assert (run.status, run.failure_reason) == (RunStatus.FAILED, reason)
     statuses = dict(run.shape_runs.values_list("position", "status"))
     assert statuses == {0: ShapeStatus.STOPPED, 1: ShapeStatus.FAILED}
+
+
+# --- duration ----------------------------------------------------------------------------------
+
+
+class Clock:
+    """The runner's clock, moved forward by the test HTTP server while a page is on its way."""
+
+    def __init__(self):
+        self.ahead = timedelta(0)
+
+    def now(self):
+        return django_timezone.now() + self.ahead
+
+
+def test_a_run_past_the_company_s_maximum_duration_is_stopped_at_its_next_request(
+    company, instance, httpserver, monkeypatch
+):
+    clock = Clock()
+    monkeypatch.setattr(runner, "timezone", clock)
+    endpoint_of(instance, "list_orders", pagination={"style": "page_number", "page_parameter": "page"})
+
+    def orders(request: Request) -> Response:
+        clock.ahead = timedelta(minutes=61)  # page 1 took an hour
+        return json_response([{"id": int(request.args["page"])}])
+
+    httpserver.expect_request("/api/orders").respond_with_handler(orders)
+    echo_imports(httpserver)
+    run = run_flow(flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order")))
+    assert (run.status, run.failure_reason) == (
+        RunStatus.FAILED,
+        "The run was stopped after 1 hour, the company's maximum run duration. "
+        "An Administrator can change it on the company settings page.",
+    )
+    assert [request.path for request, _ in httpserver.log] == ["/api/orders"]
+    assert set(run.shape_runs.values_list("status", flat=True)) == {ShapeStatus.STOPPED}
+
+
+def overdue_run(flow, started: timedelta) -> FlowRun:
+    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    now = django_timezone.now()
+    FlowRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, started_at=now - started, lease_owner="stuck-worker",
+        lease_expires_at=now + timedelta(seconds=30),  # its heartbeat still renews the lease
+    )
+    FlowRunShape.objects.create(run=run, position=0, shape=flow.shapes.first(), shape_name="receive",
+                                started_at=now - started)
+    return run
+
+
+def test_the_scheduler_tick_fails_runs_past_their_maximum_duration_even_with_a_stuck_worker(
+    company, other_company, instance, settings
+):
+    flow = flow_of(company, connection(instance, "list_orders"))
+    company.max_run_duration_minutes = 30
+    company.save()
+    overdue, within = overdue_run(flow, timedelta(minutes=31)), overdue_run(flow, timedelta(minutes=29))
+    tasks.tick_now()
+    overdue.refresh_from_db()
+    within.refresh_from_db()
+    assert (overdue.status, overdue.failure_reason) == (
+        RunStatus.FAILED,
+        "The run was stopped after 30 minutes, the company's maximum run duration. "
+        "An Administrator can change it on the company settings page.",
+    )
+    assert overdue.shape_runs.get().status == ShapeStatus.STOPPED
+    assert within.status == RunStatus.RUNNING
+    # The worker that comes back to it finds the run is not its own any more.
+    assert not runner.renew_lease(overdue.pk, "stuck-worker")
+
+
+def test_the_platform_ceiling_caps_a_company_s_maximum_duration(company, instance, settings):
+    settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES = 120
+    company.max_run_duration_minutes = 600  # set before the ceiling was lowered
+    company.save()
+    run = overdue_run(flow_of(company, connection(instance, "list_orders")), timedelta(minutes=121))
+    runs.reap_overdue()
+    run.refresh_from_db()
+    assert run.failure_reason == (
+        "The run was stopped after 2 hours, the platform's maximum run duration "
+        "(FLOW_RUN_MAX_DURATION_CEILING_MINUTES)."
+    )

@@ -237,6 +237,8 @@ FLOW_MAX_BATCH_RECORDS = int(os.environ.get("FLOW_MAX_BATCH_RECORDS", "1000"))
 FLOW_MAX_REQUEST_BYTES = int(os.environ.get("FLOW_MAX_REQUEST_BYTES", str(4 * 1024 * 1024)))
 # The deepest nesting of objects and lists a received record (or an answer) may have.
 FLOW_MAX_RECORD_DEPTH = int(os.environ.get("FLOW_MAX_RECORD_DEPTH", "64"))
+# The most minutes a company may allow one run to take (its own maximum run duration is set within this).
+FLOW_RUN_MAX_DURATION_CEILING_MINUTES = int(os.environ.get("FLOW_RUN_MAX_DURATION_CEILING_MINUTES", "360"))
 
 # --- Credentials at rest -------------------------------------------------
 # CREDENTIAL_KEYS: comma-separated "key_id:base64-32-bytes" pairs; the last is

@@ -18,12 +18,14 @@ from flows.shapes import ShapeFailed
 
 
 def size_text(size: int) -> str:
-    """A byte count for people: "900 bytes", "512 KB", "12.3 MB"."""
+    """A byte count for people: "900 bytes", "512 KB", "12.3 MB", "7.5 GB"."""
     if size < 1024:
         return f"{size:,} bytes"
     if size < 1024 * 1024:
         return f"{size / 1024:,.3g} KB".replace(".0 ", " ")
-    return f"{size / (1024 * 1024):,.1f} MB".replace(".0 MB", " MB")
+    if size < 1024 ** 3:
+        return f"{size / 1024 ** 2:,.1f} MB".replace(".0 MB", " MB")
+    return f"{size / 1024 ** 3:,.1f} GB".replace(".0 GB", " GB")
 
 
 def json_size(value: object) -> int:
@@ -72,14 +74,21 @@ class PageSize:
         self.size = 2
         self.done = 0
 
-    def add(self, size: int) -> None:
+    def add(self, size: int, items: int = 1) -> None:
+        """`items` more items of the page, taking `size` bytes together."""
         self.size += size + 2
-        self.done += 1
+        self.done += items
         if self.size > self.limit:
-            made = f" after {self.done:,} of its {self.items:,} items" if self.done < self.items else ""
+            if self.done < self.items:  # stopped early: what the whole page would have been
+                grew = (
+                    f"would grow to about {size_text(self.size * self.items // self.done)} "
+                    f"({size_text(self.size)} after {self.done:,} of its {self.items:,} items)"
+                )
+            else:
+                grew = f"grew to {size_text(self.size)}"
             raise ShapeFailed(
-                f"a page grew to {size_text(self.size)}{made}, more than the {size_text(self.limit)} a page may "
-                f"hold after a shape (FLOW_MAX_PAGE_BYTES). {self.hint}".strip()
+                f"a page {grew}, more than the {size_text(self.limit)} a page may hold after a shape "
+                f"(FLOW_MAX_PAGE_BYTES). {self.hint}".strip()
             )
 
 

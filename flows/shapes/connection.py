@@ -319,13 +319,13 @@ class Connection(Stage):
                 self.refused(what, problem, exchange)
                 continue
             self.accepted += len(items)
-            out += self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}")
+            out += self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}", len(items))
         return out
 
-    def answer_of(self, exchange: Exchange, what: str) -> list:
-        """The items an accepted request passes on (within the bounds of a page and a record's depth)."""
+    def answer_of(self, exchange: Exchange, what: str, sent: int) -> list:
+        """The items an accepted request (of `sent` items) passes on, within the bounds of a page and of depth."""
         data = exchange.json
-        self.answers.add(len(exchange.response_body))
+        self.answers.add(len(exchange.response_body), sent)
         answer = data if isinstance(data, list) else [data if data is not None else {}]
         bounds.check_depth(answer, what)
         return answer
@@ -455,7 +455,7 @@ class Pages:
                 return
             bounds.check_depth(records, f"page {count:,}")
             bounds.PageSize(len(records), "Have the endpoint send fewer records per page.").add(
-                len(exchange.response_body)
+                len(exchange.response_body), len(records)
             )
             stage.gave(records)
             yield records

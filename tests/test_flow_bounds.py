@@ -163,15 +163,6 @@ def test_a_deeply_nested_record_fails_the_run_naming_the_depth_bound(company, in
     assert bodies(httpserver) == []
 
 
-def test_records_within_the_depth_bound_pass(company, instance, httpserver):
-    httpserver.expect_request("/api/orders").respond_with_data("[" + nested(63) + "]", content_type="application/json")
-    httpserver.expect_request("/api/imports").respond_with_data(nested(63), content_type="application/json")
-    run = run_flow(flow_of(company, connection(instance, "list_orders"),
-                           connection(instance, "import_order", send_as="batch")))
-    assert run.status == RunStatus.SUCCESS, run.failure_reason
-    assert json.loads(bodies(httpserver)[0]) == [json.loads(nested(63))]
-
-
 def test_a_deeply_nested_answer_fails_the_send_shape(company, instance, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json([{"id": 1}])
     httpserver.expect_request("/api/imports").respond_with_data(nested(100), content_type="application/json")
@@ -180,6 +171,25 @@ def test_a_deeply_nested_answer_fails_the_send_shape(company, instance, httpserv
     assert run.failure_reason.startswith(
         "Shape 2 (Shop - UK → Import order): record 1 of the answer to item 1 is nested more than 64 levels deep"
     )
+
+
+def test_records_and_answers_as_deep_as_the_bound_pass_and_deeper_ones_do_not(company, instance, httpserver):
+    """The bound is FLOW_MAX_RECORD_DEPTH levels, counted from the record: the record itself is level 1."""
+    deep = {"64": nested(64), "65": nested(65)}
+    httpserver.expect_request("/api/orders").respond_with_handler(
+        lambda request: Response("[" + deep[request.args["depth"]] + "]", content_type="application/json")
+    )
+    httpserver.expect_request("/api/imports").respond_with_handler(
+        lambda request: Response(request.data, content_type="application/json")
+    )
+    results = {}
+    for depth in deep:
+        endpoint_of(instance, "list_orders", parameters={"depth": depth})
+        run = run_flow(flow_of(company, connection(instance, "list_orders"),
+                               connection(instance, "import_order", send_as="batch"), name=f"Depth {depth}"))
+        results[depth] = (run.status, "FLOW_MAX_RECORD_DEPTH" in run.failure_reason)
+    assert results == {"64": (RunStatus.SUCCESS, False), "65": (RunStatus.FAILED, True)}
+    assert [json.loads(body) for body in bodies(httpserver)] == [[json.loads(nested(64))]]
 
 
 def test_a_map_target_deeper_than_the_bound_is_refused_before_any_request(company, instance, httpserver):

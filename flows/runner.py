@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, DataError, connection
 from django.utils import timezone
 
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
-from flows.shapes import Context, ShapeFailed, Stage
+from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
 from instances.client import InstanceClient
 from instances.models import Instance
@@ -37,6 +37,41 @@ class StopRequested(Exception):
 
 class LeaseLost(Exception):
     """Another party (the reaper) took the run away from this worker: write nothing more."""
+
+
+class DurationExceeded(Exception):
+    """The run has taken longer than its company allows (the message says how long that is)."""
+
+
+# Failures with a cause that can be named, though no shape raised them on purpose.
+NAMED_FAILURES = (DataError, RecursionError, MemoryError)
+
+
+def overdue_reason(company) -> str:
+    """The failure reason of a run of `company` that took longer than it may."""
+    reason = f"The run was stopped after {company.run_duration_text}."
+    if company.max_run_duration_minutes <= settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES:
+        reason += " An Administrator can change it on the company settings page."
+    return reason
+
+
+def named_failure(exc: BaseException) -> str | None:
+    """Why the run stopped, for an exception of NAMED_FAILURES (None for others)."""
+    if isinstance(exc, DataError):
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return f"the database refused to store the run's data ({detail}). The run stopped."
+    if isinstance(exc, RecursionError):
+        return (
+            "the data is nested too deeply to process (a record may nest at most "
+            f"{settings.FLOW_MAX_RECORD_DEPTH} levels, FLOW_MAX_RECORD_DEPTH). The run stopped."
+        )
+    if isinstance(exc, MemoryError):
+        return (
+            "the worker ran out of memory. Pages may hold at most "
+            f"{bounds.size_text(settings.FLOW_MAX_PAGE_BYTES)} after a shape (FLOW_MAX_PAGE_BYTES); "
+            "a lower bound, or smaller pages from the endpoint, keeps runs within the worker's memory."
+        )
+    return None
 
 
 @dataclass
@@ -102,7 +137,7 @@ def execute(run_pk: int) -> FlowRun | None:
     if not claim(run_pk, owner):
         logger.info("Flow run %s is not queued any more; nothing to do.", run_pk)
         return None
-    run = FlowRun.objects.select_related("flow").get(pk=run_pk)
+    run = FlowRun.objects.select_related("flow", "company").get(pk=run_pk)
     heartbeat = Heartbeat(run_pk, owner)
     heartbeat.start()
     try:
@@ -110,9 +145,11 @@ def execute(run_pk: int) -> FlowRun | None:
     except LeaseLost:
         logger.warning("Flow run %s was taken from this worker (lease expired); its result is dropped.", run_pk)
         return None
-    except Exception:
+    except Exception as exc:
         logger.exception("Flow run %s failed with an unexpected error.", run_pk)
-        outcome = Outcome(RunStatus.FAILED, "An unexpected error stopped the run; it has been logged.")
+        named = named_failure(exc)
+        reason = f"The run: {named}" if named else "An unexpected error stopped the run; it has been logged."
+        outcome = Outcome(RunStatus.FAILED, reason)
         FlowRunShape.objects.filter(run_id=run_pk, status=ShapeStatus.RUNNING).update(
             status=ShapeStatus.FAILED, finished_at=timezone.now()
         )
@@ -204,13 +241,19 @@ class Execution:
 
     def __init__(self, run: FlowRun, owner: str):
         self.run_obj, self.owner = run, owner
+        company = run.company
+        self.deadline = (run.started_at or timezone.now()) + company.run_duration_limit
+        self.overdue_reason = overdue_reason(company)
 
     def checkpoint(self) -> None:
         """Between requests: keep the lease and honour a stop request.
 
         One UPDATE in the usual case (the run is this worker's and no stop was
         asked for); it runs before every request, so it is kept to one query.
+        Past the company's maximum run duration the run stops here.
         """
+        if timezone.now() >= self.deadline:
+            raise DurationExceeded(self.overdue_reason)
         renewed = FlowRun.objects.filter(
             pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
         ).update(lease_expires_at=timezone.now() + lease_duration())
@@ -241,13 +284,20 @@ class Execution:
         except StopRequested:
             self.close_open(ShapeStatus.STOPPED)
             return Outcome(RunStatus.STOPPED, "Stopped by a user.", self.warnings())
-        except ShapeFailed as exc:
+        except DurationExceeded as exc:
+            self.close_open(ShapeStatus.STOPPED)
+            return Outcome(RunStatus.FAILED, str(exc), self.warnings())
+        except (ShapeFailed, *NAMED_FAILURES) as exc:
+            logger.info("Flow run %s failed: %r", self.run_obj.pk, exc, exc_info=not isinstance(exc, ShapeFailed))
             stage = getattr(exc, "stage", None)
             if stage is not None:
+                if isinstance(exc, DataError) and stage.record is not None:
+                    stage.record.payload_sample = {}  # what the database refused is not stored again
                 stage.close(ShapeStatus.FAILED)
             self.close_open(ShapeStatus.STOPPED)
             label = stage.label if stage is not None else "The run"
-            return Outcome(RunStatus.FAILED, f"{label}: {exc}", self.warnings())
+            message = str(exc) if isinstance(exc, ShapeFailed) else named_failure(exc)
+            return Outcome(RunStatus.FAILED, f"{label}: {message}", self.warnings())
         finally:
             self.mark_instances_used()
         partial = any(stage.record is not None and (stage.record.errors or stage.partial) for stage in stages)
@@ -267,9 +317,9 @@ class Execution:
         self.following = self.after([stage for stage in (source, *rest) if stage is not None])
         if source is not None:
             source.open()
-            source.save()
+            self.saved(source)
             for page in self.guarded(source, source.pages()):
-                source.save()
+                self.saved(source)
                 self.push(rest, 0, page)
             self.finish(source)
         for stage in rest:
@@ -283,9 +333,18 @@ class Execution:
             return
         stage = rest[index]
         for out in self.guarded(stage, stage.process(page)):
-            stage.save()
+            self.saved(stage)
             self.push(rest, index + 1, out)
-        stage.save()
+        self.saved(stage)
+
+    @staticmethod
+    def saved(stage: Stage) -> None:
+        """stage.save(), a failure to store (or to write the payload sample) tagged with the stage."""
+        try:
+            stage.save()
+        except NAMED_FAILURES as exc:
+            exc.stage = stage
+            raise
 
     def after(self, rest: list[Stage]) -> Stage | None:
         """The shape after the segment's last one (a receive shape starting the next segment)."""
@@ -296,10 +355,10 @@ class Execution:
 
     @staticmethod
     def guarded(stage: Stage, pages):
-        """`pages` of `stage`, a ShapeFailed it raises tagged with the stage."""
+        """`pages` of `stage`, a ShapeFailed (or a failure with a name) it raises tagged with the stage."""
         try:
             yield from pages
-        except ShapeFailed as exc:
+        except (ShapeFailed, *NAMED_FAILURES) as exc:
             if not hasattr(exc, "stage"):
                 exc.stage = stage
             raise
@@ -307,10 +366,11 @@ class Execution:
     def finish(self, stage: Stage) -> None:
         try:
             stage.finish()
-        except ShapeFailed as exc:
-            exc.stage = stage
+            stage.close(ShapeStatus.SUCCESS)
+        except (ShapeFailed, *NAMED_FAILURES) as exc:
+            if not hasattr(exc, "stage"):
+                exc.stage = stage
             raise
-        stage.close(ShapeStatus.SUCCESS)
 
     def close_open(self, status: str) -> None:
         for stage in self.stages:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from flows import engine
+from flows import engine, runner
 from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
 
 logger = logging.getLogger(__name__)
@@ -166,4 +166,33 @@ def reap_expired_leases(now: datetime | None = None) -> int:
         )
     if reaped:
         logger.warning("%d flow run(s) failed: worker lost.", reaped)
+    return reaped
+
+
+def reap_overdue(now: datetime | None = None) -> int:
+    """Fail running runs past their company's maximum run duration, even when their worker is stuck.
+
+    The worker stops such a run itself at its next checkpoint; this catches a
+    worker that never gets there (its heartbeat keeps the lease alive). The
+    update is conditional on the run still running with the same owner, so a
+    worker that finished meanwhile keeps its result; one that is still going
+    loses its lease and writes nothing more.
+    """
+    now = now or timezone.now()
+    running = FlowRun.objects.filter(status=RunStatus.RUNNING, started_at__isnull=False).select_related("company")
+    reaped = 0
+    for run in running:
+        company = run.company
+        if run.started_at + company.run_duration_limit > now:
+            continue
+        reason = runner.overdue_reason(company)
+        if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_owner=run.lease_owner).update(
+            status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None
+        ):
+            reaped += 1
+            FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
+                status=ShapeStatus.STOPPED, finished_at=now
+            )
+    if reaped:
+        logger.warning("%d flow run(s) failed: past their maximum run duration.", reaped)
     return reaped

@@ -12,12 +12,13 @@ from instances import rechecks
 
 
 def tick_now() -> None:
-    """Fail runs whose worker was lost, hand lost tasks over again, then enqueue due schedules.
+    """Fail runs whose worker was lost or that took too long, hand lost tasks over again, then enqueue due schedules.
 
     Reaping first frees the flows of lost runs for their schedules.
     """
     now = timezone.now()
     runs.reap_expired_leases(now)
+    runs.reap_overdue(now)
     runs.requeue_stale(now)
     schedules.enqueue_due(now)
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
+from django.core.validators import MaxValueValidator
 
-from patchworks_site.models import Company
+from patchworks_site.models import Company, duration_text
 
 
 class RetentionForm(forms.ModelForm):
@@ -20,3 +22,26 @@ class RetentionForm(forms.ModelForm):
     class Meta:
         model = Company
         fields = ["run_log_retention_days", "payload_retention_hours"]
+
+
+class RunDurationForm(forms.ModelForm):
+    """How long one of the company's process flow runs may take before it is stopped (within the platform's ceiling)."""
+
+    max_run_duration_minutes = forms.IntegerField(label="Maximum run duration (minutes)", min_value=1)
+
+    class Meta:
+        model = Company
+        fields = ["max_run_duration_minutes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        ceiling = settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES
+        field = self.fields["max_run_duration_minutes"]
+        field.max_value = ceiling
+        field.validators.append(MaxValueValidator(ceiling))
+        field.widget.attrs["max"] = ceiling
+        field.help_text = (
+            f"1 to {ceiling:,} minutes ({duration_text(ceiling)}, the platform's ceiling). A run still going after "
+            "this long is stopped and fails."
+        )
+

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+
+
+def duration_text(minutes: int) -> str:
+    """60 -> "1 hour", 90 -> "90 minutes", 360 -> "6 hours"."""
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"{hours:,} hour{'s' if hours != 1 else ''}"
+    return f"{minutes:,} minute{'s' if minutes != 1 else ''}"
 
 
 class Company(models.Model):
@@ -12,6 +23,8 @@ class Company(models.Model):
     # How long flow run logs, and the payload samples within them, are kept.
     run_log_retention_days = models.PositiveIntegerField(default=7)
     payload_retention_hours = models.PositiveIntegerField(default=72)
+    # A run still going after this many minutes is stopped and fails (within FLOW_RUN_MAX_DURATION_CEILING_MINUTES).
+    max_run_duration_minutes = models.PositiveIntegerField(default=60)
 
     class Meta:
         ordering = ["name"]
@@ -19,6 +32,19 @@ class Company(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def run_duration_limit(self) -> timedelta:
+        """How long one of the company's runs may take: its own setting, within the platform's ceiling."""
+        return timedelta(minutes=min(self.max_run_duration_minutes, settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES))
+
+    @property
+    def run_duration_text(self) -> str:
+        """The limit in words, and whose it is ("1 hour, the company's maximum run duration")."""
+        ceiling = settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES
+        if self.max_run_duration_minutes > ceiling:
+            return f"{duration_text(ceiling)}, the platform's maximum run duration (FLOW_RUN_MAX_DURATION_CEILING_MINUTES)"
+        return f"{duration_text(self.max_run_duration_minutes)}, the company's maximum run duration"
 
 
 class Role(models.TextChoices):

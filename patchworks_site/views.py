@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from patchworks_site import audit, params
-from patchworks_site.forms import RetentionForm
+from patchworks_site.forms import RetentionForm, RunDurationForm
 from patchworks_site.models import AuditAction, AuditEntry, Company
 from patchworks_site.tenancy import company_of, require
 
@@ -39,20 +39,32 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 def company_settings(request: HttpRequest) -> HttpResponse:
-    """The company's retention settings: everyone sees them, Administrators change them."""
+    """The company's retention and run duration: everyone sees them, Administrators change them.
+
+    Each card is its own form; the POST's `section` says which one was sent.
+    """
     company = company_of(request)
-    form = RetentionForm(instance=company)
+    form, duration_form = RetentionForm(instance=company), RunDurationForm(instance=company)
     if request.method == "POST":
         require(request, "is_company_administrator")
+        form_class = RunDurationForm if request.POST.get("section") == "run_duration" else RetentionForm
         with transaction.atomic():
             locked = Company.objects.select_for_update().get(pk=company.pk)
-            form = RetentionForm(request.POST, instance=locked)
-            if form.is_valid():
-                form.save()
-        if not form.errors:
-            messages.success(
-                request, f"Retention saved: run logs are kept {locked.run_log_retention_days} days, "
-                f"payload samples {locked.payload_retention_hours} hours.",
-            )
+            sent = form_class(request.POST, instance=locked)
+            if sent.is_valid():
+                sent.save()
+        if not sent.errors:
+            if form_class is RunDurationForm:
+                messages.success(request, f"Run duration saved: a run is stopped after {locked.run_duration_text}.")
+            else:
+                messages.success(
+                    request, f"Retention saved: run logs are kept {locked.run_log_retention_days} days, "
+                    f"payload samples {locked.payload_retention_hours} hours.",
+                )
             return redirect("company_settings")
-    return render(request, "company_settings.html", {"form": form}, status=422 if form.errors else 200)
+        if form_class is RunDurationForm:
+            duration_form = sent
+        else:
+            form = sent
+    context = {"form": form, "duration_form": duration_form}
+    return render(request, "company_settings.html", context, status=422 if form.errors or duration_form.errors else 200)

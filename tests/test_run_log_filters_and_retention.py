@@ -1,4 +1,4 @@
-"""Run log filters (instance, warnings, date range) and the company's retention settings."""
+"""Run log filters (instance, warnings, date range) and the company's retention and run duration settings."""
 
 from __future__ import annotations
 
@@ -149,3 +149,28 @@ def test_the_first_and_last_representable_days_filter_without_an_error_page(
         assert "These filters were not applied" in page and message in page
     else:
         assert "These filters were not applied" not in page
+
+
+def test_administrators_set_the_maximum_run_duration_within_the_platform_ceiling(
+    client_for, make_user, company, settings
+):
+    settings.FLOW_RUN_MAX_DURATION_CEILING_MINUTES = 360
+    admin = client_for(make_user(company, Role.ADMINISTRATOR))
+    page = admin.get("/settings/company/").content.decode()
+    assert 'name="max_run_duration_minutes" value="60"' in page and "1 to 360 minutes (6 hours" in page
+    response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "361"})
+    assert response.status_code == 422
+    assert "Ensure this value is less than or equal to 360." in response.content.decode()
+    response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "90"}, follow=True)
+    assert "Run duration saved: a run is stopped after 90 minutes, the company&#x27;s maximum run duration." in (
+        response.content.decode()
+    )
+    company.refresh_from_db()
+    assert (company.max_run_duration_minutes, company.run_log_retention_days) == (90, 7)
+
+    reader = client_for(make_user(company, Role.READ_ONLY))
+    page = reader.get("/settings/company/").content.decode()
+    assert "90 minutes, the company&#x27;s maximum run duration" in page and "save run duration" not in page
+    assert reader.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "5"}).status_code == 403
+    company.refresh_from_db()
+    assert company.max_run_duration_minutes == 90

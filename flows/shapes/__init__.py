@@ -11,6 +11,7 @@ stop the run.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from django.utils import timezone
 from flows import dates
 from flows.models import FlowRun, FlowRunShape, Shape, ShapeStatus
 from instances import redaction
+from instances.exchange import clean_text
 
 # Per shape, at most this many error messages, warnings and failed exchanges are stored.
 MAX_RECORDED_FAILURES = 20
@@ -33,6 +35,17 @@ class ShapeFailed(Exception):
 
 
 MISSING = object()
+
+# A \u0000 escape in JSON text that is not itself an escaped backslash followed by "u0000".
+NUL_ESCAPE_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def storable_json(text: str) -> str:
+    """JSON text a jsonb column accepts: NUL (raw or escaped) and lone surrogates become U+FFFD."""
+    text = clean_text(text)
+    if "\\u0000" not in text:
+        return text
+    return NUL_ESCAPE_RE.sub(lambda m: m.group(1) + "\\ufffd", text)
 
 
 def dig(data: object, path: str) -> object:
@@ -178,7 +191,7 @@ class Stage:
         # Scrubbing the JSON text with these scrubs every string of the items (keys too), however escaped.
         variants = redaction.in_json_text(self.ctx.variants)
         while True:
-            text = redaction.scrub_text(json.dumps(sample, default=str, ensure_ascii=False), variants)
+            text = storable_json(redaction.scrub_text(json.dumps(sample, default=str, ensure_ascii=False), variants))
             if len(text.encode()) <= SAMPLE_BYTES:
                 try:
                     return json.loads(text)

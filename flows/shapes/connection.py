@@ -30,6 +30,7 @@ from django.conf import settings
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
 from flows import dates, parameters
+from flows.shapes import bounds
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
@@ -260,6 +261,7 @@ class Connection(Stage):
 
     def process(self, page: list) -> Iterator[list]:
         self.took(page)
+        self.answers = bounds.PageSize(len(page), "The API's answers to one page are too large to pass on.")
         if self.config["send_as"] == "batch":
             out = self.send_batch(page)
         else:
@@ -288,27 +290,61 @@ class Connection(Stage):
             self.error(f"Item {self.item_number}: {exc}.")
             self.last_problem = str(exc)
             return MISSING
+        size = bounds.json_size(item)
+        if size > settings.FLOW_MAX_REQUEST_BYTES:
+            self.oversized(f"Item {self.item_number}", size)
+            return MISSING
         exchange = self.call(params=self.query, **body)
         problem = self.failure(exchange)
         if problem:
             self.refused(f"Item {self.item_number}", problem, exchange)
             return MISSING
         self.accepted += 1
-        return exchange.json if exchange.json is not None else {}
+        answer = exchange.json if exchange.json is not None else {}
+        self.answers.add(len(exchange.response_body))
+        bounds.check_depth([answer], f"the answer to item {self.item_number}")
+        return answer
 
     def send_batch(self, page: list) -> list:
+        """The page in as few requests as FLOW_MAX_BATCH_RECORDS and FLOW_MAX_REQUEST_BYTES allow."""
         self.item_number += 1
         self.sent_items += len(page)
-        exchange = self.call(params=self.query, json_body=page)
-        problem = self.failure(exchange)
-        if problem:
-            self.refused(f"Page {self.item_number} ({len(page)} items)", problem, exchange)
-            return []
-        self.accepted += len(page)
+        number = self.item_number
+
+        def oversized(index: int, size: int) -> None:
+            self.oversized(f"Page {number}, item {index + 1}", size)
+
+        parts = bounds.batches(page, oversized)
+        out: list = []
+        for part, (items, _) in enumerate(parts, start=1):
+            what = f"Page {number} ({len(items)} items)" if len(parts) == 1 else (
+                f"Page {number}, batch {part} of {len(parts)} ({len(items)} items)"
+            )
+            exchange = self.call(params=self.query, json_body=items)
+            problem = self.failure(exchange)
+            if problem:
+                self.refused(what, problem, exchange)
+                continue
+            self.accepted += len(items)
+            out += self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}", len(items))
+        return out
+
+    def answer_of(self, exchange: Exchange, what: str, sent: int) -> list:
+        """The items an accepted request (of `sent` items) passes on, within the bounds of a page and of depth."""
         data = exchange.json
-        if isinstance(data, list):
-            return data
-        return [data if data is not None else {}]
+        self.answers.add(len(exchange.response_body), sent)
+        answer = data if isinstance(data, list) else [data if data is not None else {}]
+        bounds.check_depth(answer, what)
+        return answer
+
+    def oversized(self, what: str, size: int) -> None:
+        limit = settings.FLOW_MAX_REQUEST_BYTES
+        problem = (
+            f"its JSON is {bounds.size_text(size)}, more than the {bounds.size_text(limit)} a request body may hold "
+            "(FLOW_MAX_REQUEST_BYTES); it was not sent"
+        )
+        self.last_problem = problem
+        self.error(f"{what}: {problem}.")
 
     def refused(self, what: str, problem: str, exchange: Exchange) -> None:
         self.last_problem = problem
@@ -424,6 +460,10 @@ class Pages:
             records = self.records(exchange)
             if not records:
                 return
+            bounds.check_depth(records, f"page {count:,}")
+            bounds.PageSize(len(records), "Have the endpoint send fewer records per page.").add(
+                len(exchange.response_body), len(records)
+            )
             stage.gave(records)
             yield records
             # What comes next.

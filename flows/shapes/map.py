@@ -16,8 +16,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 
+from django.conf import settings
+
 from flows import dates
-from flows.shapes import MISSING, Context, Stage, dig, put
+from flows.shapes import MISSING, Context, Stage, bounds, dig, put
 
 
 def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
@@ -37,6 +39,11 @@ def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
             problems.append(f"field {number}: the target path is empty or has an empty part.")
         if source and any(not part for part in source.split(".")):
             problems.append(f"field {number}: the source path has an empty part.")
+        if target.count(".") >= settings.FLOW_MAX_RECORD_DEPTH:
+            problems.append(
+                f"field {number}: the target path nests {target.count('.') + 1:,} levels deep, more than the "
+                f"{settings.FLOW_MAX_RECORD_DEPTH} a record may (FLOW_MAX_RECORD_DEPTH)."
+            )
         constant = "" if spec.get("constant") is None else str(spec.get("constant"))
         clean.append({"target": target, "source": source, "constant": constant,
                       "convert_date": bool(spec.get("convert_date"))})
@@ -49,6 +56,10 @@ class Map(Stage):
         self.source, self.target = source, target  # the instances dates are read in and written for
         self.fields, self.keep_unmapped, self.config_problems = fields_of(shape.config)
         self.item_number = 0
+        # What each output item costs at least (constants and target names), for the page size bound.
+        self.fixed_bytes = sum(
+            len(f["target"]) + 4 + (0 if f["source"] else bounds.json_size(f["constant"])) for f in self.fields
+        )
 
     def problems(self) -> list[str]:
         problems = list(self.config_problems)
@@ -59,8 +70,13 @@ class Map(Stage):
                 problems.append("it converts dates but no connection shape comes after it to say how to write them.")
         return problems
 
-    def build(self, item: object) -> dict:
-        out = copy.deepcopy(item) if self.keep_unmapped and isinstance(item, dict) else {}
+    def build(self, item: object, size: bounds.PageSize) -> dict:
+        """The output item; its estimated JSON size is added to `size` (ShapeFailed past the page bound)."""
+        estimate = self.fixed_bytes
+        out = {}
+        if self.keep_unmapped and isinstance(item, dict):
+            out = copy.deepcopy(item)
+            estimate += bounds.json_size(item)
         for spec in self.fields:
             if not spec["source"]:
                 put(out, spec["target"], spec["constant"])
@@ -74,16 +90,19 @@ class Map(Stage):
                     value = dates.format(moment, self.target.date_format, self.target.time_zone)
                 except dates.DateError as exc:
                     raise ValueError(f'field "{spec["source"]}": {exc}') from exc
+            estimate += bounds.json_size(value)
             put(out, spec["target"], copy.deepcopy(value))
+        size.add(estimate)
         return out
 
     def process(self, page: list) -> Iterator[list]:
         self.took(page)
         out = []
+        size = bounds.PageSize(len(page), "Map fewer or shorter values, or have the endpoint send smaller pages.")
         for item in page:
             self.item_number += 1
             try:
-                out.append(self.build(item))
+                out.append(self.build(item, size))
             except ValueError as exc:
                 self.error(f"Item {self.item_number}: {exc}; it was not passed on.")
         if out:

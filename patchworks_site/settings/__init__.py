@@ -228,6 +228,17 @@ FLOW_RETRY_DELAY_SECONDS = float(os.environ.get("FLOW_RETRY_DELAY_SECONDS", "1")
 # When an instance's rate limit allows the next request only later, a run waits
 # for it (renewing its lease) up to this long; further away it fails saying when to retry.
 FLOW_THROTTLE_MAX_WAIT_SECONDS = float(os.environ.get("FLOW_THROTTLE_MAX_WAIT_SECONDS", "300"))
+# Bounds on a run's data: a run that passes one fails with a message naming the shape and the bound.
+# The most bytes of JSON a page may hold after any shape (a map's constants can multiply a page's size).
+FLOW_MAX_PAGE_BYTES = int(os.environ.get("FLOW_MAX_PAGE_BYTES", str(8 * 1024 * 1024)))
+# A batch send splits a page into requests of at most this many records ...
+FLOW_MAX_BATCH_RECORDS = int(os.environ.get("FLOW_MAX_BATCH_RECORDS", "1000"))
+# ... and at most this many bytes of request body (an item larger than this alone is refused).
+FLOW_MAX_REQUEST_BYTES = int(os.environ.get("FLOW_MAX_REQUEST_BYTES", str(4 * 1024 * 1024)))
+# The deepest nesting of objects and lists a received record (or an answer) may have.
+FLOW_MAX_RECORD_DEPTH = int(os.environ.get("FLOW_MAX_RECORD_DEPTH", "64"))
+# The most minutes a company may allow one run to take (its own maximum run duration is set within this).
+FLOW_RUN_MAX_DURATION_CEILING_MINUTES = int(os.environ.get("FLOW_RUN_MAX_DURATION_CEILING_MINUTES", "360"))
 
 # --- Credentials at rest -------------------------------------------------
 # CREDENTIAL_KEYS: comma-separated "key_id:base64-32-bytes" pairs; the last is

@@ -327,6 +327,16 @@ class RedisStore(_Prefixed):
     def pause(self, bucket: str, seconds: float) -> None:
         self._pause([self._rate_keys(bucket)[1]], [int(seconds * MICRO)])
 
+    def paused_until(self, bucket: str) -> int | None:
+        """The end of the bucket's pause (microseconds since the epoch, Redis's clock), or None."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            until, (seconds, micros) = pipe.get(self._rate_keys(bucket)[1]).time().execute()
+        until = int(until or 0)
+        return until if until > seconds * MICRO + micros else None
+
+    def clear_pause(self, bucket: str) -> bool:
+        return bool(self.redis.delete(self._rate_keys(bucket)[1]))
+
     def pool_acquire(self, pool: str, owner: str, limit: int, lease: float) -> Attempt:
         acquired, ahead, next_expiry = self._acquire(
             self._pool_keys(pool),
@@ -478,6 +488,15 @@ class SQLiteStore(_Prefixed):
                 "ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
                 (bucket, until),
             )
+
+    def paused_until(self, bucket: str) -> int | None:
+        """The end of the bucket's pause (microseconds since the epoch), or None."""
+        row = self._db().execute("SELECT until FROM rate_pause WHERE bucket = ?", (f"{self.prefix}:{bucket}",)).fetchone()
+        return row[0] if row and row[0] > self._now() else None
+
+    def clear_pause(self, bucket: str) -> bool:
+        with self._transaction() as db:
+            return bool(db.execute("DELETE FROM rate_pause WHERE bucket = ?", (f"{self.prefix}:{bucket}",)).rowcount)
 
     def _cleanup(self, db: sqlite3.Connection, pool: str, now: int) -> None:
         db.execute("DELETE FROM pool_holder WHERE pool = ? AND expires <= ?", (pool, now))
@@ -856,8 +875,23 @@ def outbound(instance, waits: Waits | None = None) -> Iterator[Waits]:
 
 
 def pause_rate_limit(instance, seconds: float) -> None:
-    """Hold back every request of the instance's bucket, in every worker, for `seconds` (after a 429)."""
-    store().pause(rate_bucket(instance), seconds)
+    """Hold back every request of the instance's bucket, in every worker, for `seconds` (after a 429).
+
+    At most OUTBOUND_MAX_RETRY_AFTER_SECONDS, whatever the caller asks.
+    """
+    seconds = seconds if seconds == seconds else 0.0  # NaN
+    store().pause(rate_bucket(instance), min(max(seconds, 0.0), max_pause_seconds()))
+
+
+def rate_limit_paused_until(instance) -> datetime | None:
+    """When the pause a 429 set on the instance's rate limit ends (UTC), or None when it is not paused."""
+    until = store().paused_until(rate_bucket(instance))
+    return datetime.fromtimestamp(until / MICRO, UTC) if until else None
+
+
+def clear_rate_limit_pause(instance) -> bool:
+    """End the instance's rate limit pause now, for every worker; whether there was one."""
+    return store().clear_pause(rate_bucket(instance))
 
 
 # --- connection pools -------------------------------------------------------------
@@ -952,36 +986,48 @@ def pool_usage(pool) -> PoolUsage:
 
 # --- 429 Too Many Requests ----------------------------------------------------
 
-MAX_PAUSE_SECONDS = 86400.0
+def max_pause_seconds() -> float:
+    """The longest an API's Retry-After (or reset header) may pause a rate limit (OUTBOUND_MAX_RETRY_AFTER_SECONDS)."""
+    return max(0.0, float(settings.OUTBOUND_MAX_RETRY_AFTER_SECONDS))
+
+
+def _number(value: str) -> float | None:
+    """A header's number; None when it is not one (or NaN). It may be infinite ("1" * 400): cut below."""
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return None if number != number else number
 
 
 def retry_delay(headers: dict[str, str], attempt: int, *, now: float | None = None) -> float:
     """Seconds to hold back after a 429: the API's own word, else an exponential backoff; plus jitter.
 
     Retry-After is seconds or an HTTP date; X-RateLimit-Reset / RateLimit-Reset
-    are either an epoch timestamp or seconds from now.
+    are either an epoch timestamp or seconds from now. Whatever they say, the
+    delay is at most OUTBOUND_MAX_RETRY_AFTER_SECONDS: one absurd answer
+    (1e12 seconds, a date in year 9999) must not stop an instance for days.
     """
     now = time.time() if now is None else now
     lowered = {k.lower(): v.strip() for k, v in headers.items()}
     delay: float | None = None
     if value := lowered.get("retry-after"):
-        try:
-            delay = float(value)
-        except ValueError:
+        delay = _number(value)
+        if delay is None:
             try:
                 delay = parsedate_to_datetime(value).timestamp() - now
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 delay = None
     if delay is None:
         for name in ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"):
-            try:
-                reset = float(lowered[name])
-            except (KeyError, ValueError):
+            reset = _number(lowered.get(name, ""))
+            if reset is None:
                 continue
             delay = reset - now if reset > 1e9 else reset
             break
-    if delay is None or delay != delay:  # absent or NaN
-        delay = 2.0**attempt
-    delay = min(max(delay, 0.0), MAX_PAUSE_SECONDS)
-    # Jitter spreads the retries of several workers; it only ever adds.
-    return delay + random.uniform(0, min(1.0, 0.1 * delay + 0.05))
+    if delay is None:  # absent or unreadable
+        delay = 2.0**min(attempt, 30)
+    maximum = max_pause_seconds()
+    delay = min(max(delay, 0.0), maximum)  # negative or in the past: now
+    # Jitter spreads the retries of several workers; it only ever adds, and never past the maximum.
+    return min(delay + random.uniform(0, min(1.0, 0.1 * delay + 0.05)), maximum)

@@ -327,12 +327,14 @@ class RedisStore(_Prefixed):
     def pause(self, bucket: str, seconds: float) -> None:
         self._pause([self._rate_keys(bucket)[1]], [int(seconds * MICRO)])
 
-    def paused_until(self, bucket: str) -> int | None:
-        """The end of the bucket's pause (microseconds since the epoch, Redis's clock), or None."""
+    def paused_buckets(self, buckets: list[str]) -> dict[str, int]:
+        """{bucket: end of its pause} of the paused ones (microseconds since the epoch, Redis's clock): one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
-            until, (seconds, micros) = pipe.get(self._rate_keys(bucket)[1]).time().execute()
-        until = int(until or 0)
-        return until if until > seconds * MICRO + micros else None
+            for bucket in buckets:
+                pipe.get(self._rate_keys(bucket)[1])
+            *values, (seconds, micros) = pipe.time().execute()
+        now = seconds * MICRO + micros
+        return {bucket: int(value) for bucket, value in zip(buckets, values) if value and int(value) > now}
 
     def clear_pause(self, bucket: str) -> bool:
         return bool(self.redis.delete(self._rate_keys(bucket)[1]))
@@ -489,10 +491,18 @@ class SQLiteStore(_Prefixed):
                 (bucket, until),
             )
 
-    def paused_until(self, bucket: str) -> int | None:
-        """The end of the bucket's pause (microseconds since the epoch), or None."""
-        row = self._db().execute("SELECT until FROM rate_pause WHERE bucket = ?", (f"{self.prefix}:{bucket}",)).fetchone()
-        return row[0] if row and row[0] > self._now() else None
+    def paused_buckets(self, buckets: list[str]) -> dict[str, int]:
+        """{bucket: end of its pause} of the paused ones (microseconds since the epoch)."""
+        names = {f"{self.prefix}:{bucket}": bucket for bucket in buckets}
+        keys, now, found = list(names), self._now(), {}
+        for start in range(0, len(keys), 500):  # within SQLite's limit on parameters
+            chunk = keys[start:start + 500]
+            rows = self._db().execute(
+                f"SELECT bucket, until FROM rate_pause WHERE until > ? AND bucket IN ({', '.join('?' * len(chunk))})",
+                (now, *chunk),
+            )
+            found.update({names[bucket]: until for bucket, until in rows})
+        return found
 
     def clear_pause(self, bucket: str) -> bool:
         with self._transaction() as db:
@@ -885,8 +895,23 @@ def pause_rate_limit(instance, seconds: float) -> None:
 
 def rate_limit_paused_until(instance) -> datetime | None:
     """When the pause a 429 set on the instance's rate limit ends (UTC), or None when it is not paused."""
-    until = store().paused_until(rate_bucket(instance))
-    return datetime.fromtimestamp(until / MICRO, UTC) if until else None
+    return rate_limit_pauses([instance]).get(instance.pk)
+
+
+def rate_limit_pauses(instances) -> dict[int, datetime]:
+    """{pk: when the pause ends (UTC)} of those `instances` whose rate limit a 429 has paused; one store read.
+
+    `instances` need pk, uid, company_id and rate_limit_group (what `rate_bucket` uses).
+    """
+    by_bucket: dict[str, list[int]] = {}
+    for instance in instances:
+        by_bucket.setdefault(rate_bucket(instance), []).append(instance.pk)
+    if not by_bucket:
+        return {}
+    found = store().paused_buckets(list(by_bucket))
+    return {
+        pk: datetime.fromtimestamp(until / MICRO, UTC) for bucket, until in found.items() for pk in by_bucket[bucket]
+    }
 
 
 def clear_rate_limit_pause(instance) -> bool:

@@ -133,7 +133,7 @@ def test_an_administrator_clears_the_pause_for_every_worker(paused, admin_client
     assert "The rate limit pause was cleared" in response.content.decode()
     assert "Rate limit paused" not in response.content.decode()
     assert limits.rate_limit_paused_until(paused) is None
-    assert limits.store().paused_until(limits.rate_bucket(paused)) is None
+    assert limits.store().paused_buckets([limits.rate_bucket(paused)]) == {}
     entry = AuditEntry.objects.get(object_type="instance", object_id=str(paused.pk), changes__has_key="rate limit pause")
     assert entry.user.role == Role.ADMINISTRATOR
     assert entry.changes["rate limit pause"].startswith("cleared (it was to end at ")
@@ -173,3 +173,51 @@ def test_clearing_needs_a_post_with_csrf(paused, admin_user):
     assert client.get(f"/instances/{paused.pk}/rate-limit-pause/clear/").status_code == 405
     assert client.post(f"/instances/{paused.pk}/rate-limit-pause/clear/").status_code == 403
     assert limits.rate_limit_paused_until(paused) is not None
+
+
+# --- shown on the manage connectors page ---------------------------------------------------------
+
+
+def _row(page: str, instance) -> str:
+    return page.split(f'id="instance-{instance.pk}"', 1)[1].split("</tr>", 1)[0]
+
+
+@pytest.mark.django_db
+def test_the_manage_page_row_shows_the_pause_and_its_end(paused, company, make_instance, client_for, make_user):
+    other = make_instance(paused.connector, "Not paused")
+    until = limits.rate_limit_paused_until(paused)
+    client = client_for(make_user(company, Role.READ_ONLY))
+    for url in ("/connectors/", f"/connectors/{paused.connector_id}/instances/",
+                f"/connectors/?highlight=instance-{paused.pk}"):
+        page = client.get(url).content.decode()
+        row = _row(page, paused)
+        assert 'data-testid="rate-limit-paused"' in row
+        assert f'href="/instances/{paused.pk}/"' in row
+        assert f'paused by the API until <time datetime="{until.isoformat()[:19]}' in row
+        assert f">{until:%H:%M:%S} UTC</time>" in row
+        assert "rate-limit-paused" not in _row(page, other)
+
+
+@pytest.mark.django_db
+def test_an_instance_sharing_a_paused_rate_limit_shows_the_pause_too(backend, company, make_connector, make_instance,
+                                                                     admin_client):
+    connector = make_connector(company)
+    first = make_instance(connector, "EU", rate_limit_group="Shop API")
+    second = make_instance(connector, "UK", rate_limit_group="shop api")
+    limits.pause_rate_limit(first, 600)
+    page = admin_client.get("/connectors/").content.decode()
+    assert "paused by the API until" in _row(page, first) and "paused by the API until" in _row(page, second)
+
+
+@pytest.mark.django_db
+def test_the_pages_still_show_when_the_rate_limit_store_is_unavailable(company, make_connector, make_instance,
+                                                                      admin_client, settings):
+    instance = make_instance(make_connector(company))
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    limits._store.cache_clear()
+    try:
+        for url in ("/connectors/", f"/instances/{instance.pk}/", f"/connectors/{instance.connector_id}/instances/"):
+            response = admin_client.get(url)
+            assert response.status_code == 200 and "paused by the API" not in response.content.decode()
+    finally:
+        limits._store.cache_clear()

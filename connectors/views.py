@@ -35,6 +35,7 @@ INSTANCE_PAGE_SIZE = 25
 INSTANCE_COLUMNS = (
     "connector", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group", "connection_pool",
     "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason", "last_used_by_run_at",
+    "uid", "company",  # which rate limit is the instance's (is it paused?)
 )
 
 
@@ -92,7 +93,10 @@ class InstanceRow:
     last_check_message: str
     reauth_reason: str
     last_used_by_run_at: datetime | None
+    uid: object
+    company_id: int
     connection_pool: SimpleNamespace | None
+    rate_limit_paused_until: datetime | None = None  # set by Instance.note_rate_limit_pauses
 
     @property
     def rate_limit_display(self) -> str:
@@ -108,7 +112,7 @@ def _rate_limit_units() -> dict:
 
 _ROW_FIELDS = ("pk", "connector_id", "name", "rate_limit_amount", "rate_limit_unit", "rate_limit_group",
                "last_checked_at", "last_check_ok", "last_check_message", "reauth_reason", "last_used_by_run_at",
-               "connection_pool__name", "connection_pool__limit")
+               "uid", "company_id", "connection_pool__name", "connection_pool__limit")
 
 
 def _set_first_instances(connectors: list[Connector]) -> None:
@@ -130,6 +134,7 @@ def _set_first_instances(connectors: list[Connector]) -> None:
         pool = SimpleNamespace(name=pool_name, limit=pool_limit) if pool_name is not None else None
         row = InstanceRow(*values, connection_pool=pool)
         by_pk[row.connector_id].first_instances.append(row)
+    _instance_model().note_rate_limit_pauses([row for c in connectors for row in c.first_instances])
 
 
 def _alongside_copies(company: Company, connectors: list[Connector]) -> None:
@@ -177,6 +182,7 @@ def _show_highlighted_instance(connectors: list[Connector], pk: int) -> None:
     if instance is not None:
         shown = by_pk[instance.connector_id].first_instances
         if all(i.pk != pk for i in shown):
+            _instance_model().note_rate_limit_pauses([instance])
             shown.append(instance)
 
 
@@ -242,6 +248,8 @@ def instances(request: HttpRequest, pk: int) -> HttpResponse:
     if query:
         rows = rows.filter(name__icontains=query)
     page = Paginator(rows, INSTANCE_PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    _instance_model().note_rate_limit_pauses(page.object_list)
     target = f"instances-of-{connector.pk}"
     context = {"connector": connector, "page": page, "query": query, "total": total, "target": target,
                "push_url": "true"}

@@ -32,7 +32,7 @@ from django.core.cache import cache
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import destinations, limits, oauth_tokens, redaction, ssrf, transport
+from instances import crypto, destinations, limits, oauth_tokens, redaction, ssrf, transport
 from instances.exchange import (
     RECORDED_HEADER_CHARS,
     CheckResult,
@@ -552,7 +552,8 @@ class InstanceClient:
         token_url = render(self.auth_method.token_url, self.values)
         key = self._token_cache_key(token_url)
         if self.use_token_cache:
-            cached = cache.get(key)
+            # Encrypted in the cache (Redis is shared, and not where credentials are kept in plain).
+            cached = crypto.decrypt_cached(cache.get(key), key)
             if cached:
                 self._obtained(cached)
                 return cached, None
@@ -568,9 +569,9 @@ class InstanceClient:
         self._obtained(exchange.json)
         if exchange.error or exchange.response_status != 200 or not isinstance(token, str) or not token:
             return None, exchange
-        expires_in = exchange.json.get("expires_in") if isinstance(exchange.json, dict) else None
-        if isinstance(expires_in, (int, float)) and expires_in > TOKEN_EXPIRY_MARGIN:
-            cache.set(key, token, timeout=int(expires_in) - TOKEN_EXPIRY_MARGIN)
+        lifetime = oauth_tokens.token_lifetime(exchange.json.get("expires_in"))
+        if lifetime is not None and lifetime > TOKEN_EXPIRY_MARGIN:
+            cache.set(key, crypto.encrypt_cached(token, key), timeout=lifetime - TOKEN_EXPIRY_MARGIN)
         return token, None
 
     # --- the credential check ------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 from functools import lru_cache
@@ -21,6 +22,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 FORMAT = "v1"
+
+logger = logging.getLogger(__name__)
 
 
 class CredentialDecryptError(Exception):
@@ -104,3 +107,24 @@ def decrypt(token: str, aad: str) -> dict[str, str]:
         raise CredentialDecryptError(
             "stored credentials could not be decrypted (wrong key or tampered data)"
         ) from exc
+
+
+def encrypt_cached(value: str, cache_key: str) -> str:
+    """`value` as it may go into a shared cache (Redis): encrypted like stored credentials, bound to `cache_key`."""
+    return encrypt({"value": value}, f"cache:{cache_key}")
+
+
+def decrypt_cached(stored: object, cache_key: str) -> str | None:
+    """What `encrypt_cached` put under `cache_key`; None (a cache miss) when absent or not decryptable.
+
+    A value that does not decrypt (a rotated-out key, an entry from before
+    cached values were encrypted, tampering) is logged without its content.
+    """
+    if not isinstance(stored, str) or not stored:
+        return None
+    try:
+        value = decrypt(stored, f"cache:{cache_key}").get("value")
+    except (CredentialDecryptError, AttributeError) as exc:
+        logger.warning("A cached value under %s could not be decrypted (%s); treated as not cached.", cache_key, exc)
+        return None
+    return value if isinstance(value, str) and value else None

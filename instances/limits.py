@@ -327,6 +327,18 @@ class RedisStore(_Prefixed):
     def pause(self, bucket: str, seconds: float) -> None:
         self._pause([self._rate_keys(bucket)[1]], [int(seconds * MICRO)])
 
+    def paused_buckets(self, buckets: list[str]) -> dict[str, int]:
+        """{bucket: end of its pause} of the paused ones (microseconds since the epoch, Redis's clock): one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.get(self._rate_keys(bucket)[1])
+            *values, (seconds, micros) = pipe.time().execute()
+        now = seconds * MICRO + micros
+        return {bucket: int(value) for bucket, value in zip(buckets, values) if value and int(value) > now}
+
+    def clear_pause(self, bucket: str) -> bool:
+        return bool(self.redis.delete(self._rate_keys(bucket)[1]))
+
     def pool_acquire(self, pool: str, owner: str, limit: int, lease: float) -> Attempt:
         acquired, ahead, next_expiry = self._acquire(
             self._pool_keys(pool),
@@ -478,6 +490,23 @@ class SQLiteStore(_Prefixed):
                 "ON CONFLICT (bucket) DO UPDATE SET until = max(until, excluded.until)",
                 (bucket, until),
             )
+
+    def paused_buckets(self, buckets: list[str]) -> dict[str, int]:
+        """{bucket: end of its pause} of the paused ones (microseconds since the epoch)."""
+        names = {f"{self.prefix}:{bucket}": bucket for bucket in buckets}
+        keys, now, found = list(names), self._now(), {}
+        for start in range(0, len(keys), 500):  # within SQLite's limit on parameters
+            chunk = keys[start:start + 500]
+            rows = self._db().execute(
+                f"SELECT bucket, until FROM rate_pause WHERE until > ? AND bucket IN ({', '.join('?' * len(chunk))})",
+                (now, *chunk),
+            )
+            found.update({names[bucket]: until for bucket, until in rows})
+        return found
+
+    def clear_pause(self, bucket: str) -> bool:
+        with self._transaction() as db:
+            return bool(db.execute("DELETE FROM rate_pause WHERE bucket = ?", (f"{self.prefix}:{bucket}",)).rowcount)
 
     def _cleanup(self, db: sqlite3.Connection, pool: str, now: int) -> None:
         db.execute("DELETE FROM pool_holder WHERE pool = ? AND expires <= ?", (pool, now))
@@ -856,8 +885,38 @@ def outbound(instance, waits: Waits | None = None) -> Iterator[Waits]:
 
 
 def pause_rate_limit(instance, seconds: float) -> None:
-    """Hold back every request of the instance's bucket, in every worker, for `seconds` (after a 429)."""
-    store().pause(rate_bucket(instance), seconds)
+    """Hold back every request of the instance's bucket, in every worker, for `seconds` (after a 429).
+
+    At most OUTBOUND_MAX_RETRY_AFTER_SECONDS, whatever the caller asks.
+    """
+    seconds = seconds if seconds == seconds else 0.0  # NaN
+    store().pause(rate_bucket(instance), min(max(seconds, 0.0), max_pause_seconds()))
+
+
+def rate_limit_paused_until(instance) -> datetime | None:
+    """When the pause a 429 set on the instance's rate limit ends (UTC), or None when it is not paused."""
+    return rate_limit_pauses([instance]).get(instance.pk)
+
+
+def rate_limit_pauses(instances) -> dict[int, datetime]:
+    """{pk: when the pause ends (UTC)} of those `instances` whose rate limit a 429 has paused; one store read.
+
+    `instances` need pk, uid, company_id and rate_limit_group (what `rate_bucket` uses).
+    """
+    by_bucket: dict[str, list[int]] = {}
+    for instance in instances:
+        by_bucket.setdefault(rate_bucket(instance), []).append(instance.pk)
+    if not by_bucket:
+        return {}
+    found = store().paused_buckets(list(by_bucket))
+    return {
+        pk: datetime.fromtimestamp(until / MICRO, UTC) for bucket, until in found.items() for pk in by_bucket[bucket]
+    }
+
+
+def clear_rate_limit_pause(instance) -> bool:
+    """End the instance's rate limit pause now, for every worker; whether there was one."""
+    return store().clear_pause(rate_bucket(instance))
 
 
 # --- connection pools -------------------------------------------------------------
@@ -952,36 +1011,48 @@ def pool_usage(pool) -> PoolUsage:
 
 # --- 429 Too Many Requests ----------------------------------------------------
 
-MAX_PAUSE_SECONDS = 86400.0
+def max_pause_seconds() -> float:
+    """The longest an API's Retry-After (or reset header) may pause a rate limit (OUTBOUND_MAX_RETRY_AFTER_SECONDS)."""
+    return max(0.0, float(settings.OUTBOUND_MAX_RETRY_AFTER_SECONDS))
+
+
+def _number(value: str) -> float | None:
+    """A header's number; None when it is not one (or NaN). It may be infinite ("1" * 400): cut below."""
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return None if number != number else number
 
 
 def retry_delay(headers: dict[str, str], attempt: int, *, now: float | None = None) -> float:
     """Seconds to hold back after a 429: the API's own word, else an exponential backoff; plus jitter.
 
     Retry-After is seconds or an HTTP date; X-RateLimit-Reset / RateLimit-Reset
-    are either an epoch timestamp or seconds from now.
+    are either an epoch timestamp or seconds from now. Whatever they say, the
+    delay is at most OUTBOUND_MAX_RETRY_AFTER_SECONDS: one absurd answer
+    (1e12 seconds, a date in year 9999) must not stop an instance for days.
     """
     now = time.time() if now is None else now
     lowered = {k.lower(): v.strip() for k, v in headers.items()}
     delay: float | None = None
     if value := lowered.get("retry-after"):
-        try:
-            delay = float(value)
-        except ValueError:
+        delay = _number(value)
+        if delay is None:
             try:
                 delay = parsedate_to_datetime(value).timestamp() - now
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 delay = None
     if delay is None:
         for name in ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"):
-            try:
-                reset = float(lowered[name])
-            except (KeyError, ValueError):
+            reset = _number(lowered.get(name, ""))
+            if reset is None:
                 continue
             delay = reset - now if reset > 1e9 else reset
             break
-    if delay is None or delay != delay:  # absent or NaN
-        delay = 2.0**attempt
-    delay = min(max(delay, 0.0), MAX_PAUSE_SECONDS)
-    # Jitter spreads the retries of several workers; it only ever adds.
-    return delay + random.uniform(0, min(1.0, 0.1 * delay + 0.05))
+    if delay is None:  # absent or unreadable
+        delay = 2.0**min(attempt, 30)
+    maximum = max_pause_seconds()
+    delay = min(max(delay, 0.0), maximum)  # negative or in the past: now
+    # Jitter spreads the retries of several workers; it only ever adds, and never past the maximum.
+    return min(delay + random.uniform(0, min(1.0, 0.1 * delay + 0.05)), maximum)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
-from instances import crypto, destinations
+from instances import crypto, destinations, limits
 from patchworks_site.models import Company
 
 
@@ -178,6 +178,18 @@ class Instance(models.Model):
     @property
     def rate_limit_display(self) -> str:
         return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"
+
+    @staticmethod
+    def note_rate_limit_pauses(rows: list) -> None:
+        """Set `rate_limit_paused_until` on each row (an instance, or a row with its pk, uid, company_id and
+        rate_limit_group): when the pause an API's 429 set ends, or None. One read of the rate limit store;
+        when the store is unavailable, no row is shown paused."""
+        try:
+            pauses = limits.rate_limit_pauses(rows)
+        except limits.STORE_ERRORS:
+            pauses = {}
+        for row in rows:
+            row.rate_limit_paused_until = pauses.get(row.pk)
 
     def sharing_rate_limit(self) -> InstanceQuerySet:
         """The other instances of the company in the same shared rate limit."""

@@ -18,11 +18,14 @@ use the tokens it stored instead of spending the (rotated) refresh token again.
 from __future__ import annotations
 
 import base64
+import json
+import logging
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from oauthlib import oauth1
 from oauthlib.oauth2 import WebApplicationClient
@@ -32,6 +35,8 @@ from instances import redaction
 from instances.exchange import ClientError, Exchange, _message_from_body, _status_text, render
 from instances.models import CredentialCheck, Instance
 from instances.status import note_status_change, status_text
+
+logger = logging.getLogger(__name__)
 
 
 class TokenClient(Protocol):
@@ -91,23 +96,72 @@ def token_request(client: TokenClient, data: dict[str, str]) -> tuple[dict | Non
         if detail:
             problem += f' The API said: "{detail.rstrip(".")}".'
         return None, exchange, problem
+    body, expires_in = _without_expiry(exchange.response_body)
     try:
-        token = dict(web_client(client_id).parse_request_body_response(exchange.response_body))
+        token = dict(web_client(client_id).parse_request_body_response(body))
     except Exception as exc:  # noqa: BLE001 - oauthlib raises its own errors, ValueError, Warning, ...
         description = getattr(exc, "description", "") or ""
         problem = "The token endpoint did not return a usable access token"
         return None, exchange, client.redact(f"{problem}{': ' + description if description else ''}.", limit=300)
     if not isinstance(token.get("access_token"), str) or not token["access_token"]:
         return None, exchange, "The token endpoint did not return a usable access token."
+    lifetime = token_lifetime(expires_in)
+    if lifetime is not None:
+        token["expires_in"] = lifetime
     return token, exchange, ""
 
 
-def refresh_due_at(token: dict) -> object:
-    """When to refresh a token from this response (None when it says nothing about expiry)."""
-    expires_in = token.get("expires_in")
+def _bounded_int(text: str) -> int | float:
+    # int() refuses more than 4,300 digits; as a float such a number is simply infinite.
+    return int(text) if len(text) <= 30 else float(text)
+
+
+def _without_expiry(body: str) -> tuple[str, object]:
+    """(the token answer without expires_in/expires_at, the raw expires_in).
+
+    oauthlib refuses a whole answer whose expires_in is not an integer
+    ("abc", a list) or overflows on an infinite one, and with it the tokens the
+    answer carries; the expiry is judged by `token_lifetime` instead.
+    """
     try:
-        seconds = int(expires_in)
-    except (TypeError, ValueError):
+        params = json.loads(body, parse_int=_bounded_int)
+    except (ValueError, RecursionError):
+        params = dict(parse_qsl(body))  # the form-encoded answers oauthlib also accepts
+    if not isinstance(params, dict) or not ({"expires_in", "expires_at"} & params.keys()):
+        return body, None
+    expires_in = params.pop("expires_in", None)
+    params.pop("expires_at", None)
+    return json.dumps(params), expires_in
+
+
+def token_lifetime(expires_in: object) -> int | None:
+    """The seconds a token answer's `expires_in` gives, within 1 .. OAUTH_MAX_TOKEN_LIFETIME; None: unknown.
+
+    Missing, non-numeric, boolean, zero, negative and NaN values say nothing
+    usable (the token is then used until the API refuses it); values too large
+    for a date (10**30, 1e308, Infinity) are cut to the maximum.
+    """
+    if expires_in is None or isinstance(expires_in, bool):
+        return None
+    if isinstance(expires_in, str):
+        try:
+            number: int | float = float(expires_in.strip())
+        except ValueError:
+            return None
+    elif isinstance(expires_in, (int, float)):
+        number = expires_in
+    else:
+        return None
+    if number != number or number <= 0:  # NaN, zero or negative
+        return None
+    maximum = max(1, int(settings.OAUTH_MAX_TOKEN_LIFETIME))
+    return maximum if number >= maximum else max(1, int(number))
+
+
+def refresh_due_at(token: dict) -> object:
+    """When to refresh a token from this response (None when it says nothing usable about expiry)."""
+    seconds = token_lifetime(token.get("expires_in"))
+    if seconds is None:
         return None
     margin = min(REFRESH_MARGIN_SECONDS, seconds // 4)
     return timezone.now() + timedelta(seconds=max(0, seconds - margin))
@@ -184,6 +238,11 @@ def _refresh(client: TokenClient, locked: Instance, stored: dict[str, str]) -> t
     client.secrets, client.values = stored, {**client.values, **stored}
     body = web_client(client.values.get("client_id", "")).prepare_refresh_body(refresh_token=refresh_token)
     token, exchange, problem = token_request(client, dict(parse_qsl(body)))
+    rotated = _rotated_refresh_token(token, exchange, refresh_token)
+    if rotated:
+        # The provider has spent the old refresh token: keep the new one before anything else can fail.
+        stored = {**stored, "refresh_token": rotated}
+        _store_secrets(locked, stored)
     if token is None:
         reason = f"{REFRESH_FAILED}: {problem} Reconnect the instance."[:300]
         Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason)
@@ -194,16 +253,30 @@ def _refresh(client: TokenClient, locked: Instance, stored: dict[str, str]) -> t
         exchange.error = reason
         return None, exchange
     new = {**stored, "access_token": token["access_token"]}
-    if isinstance(token.get("refresh_token"), str) and token["refresh_token"]:
-        new["refresh_token"] = token["refresh_token"]  # rotated: the old one is spent
-    locked.set_secrets(new)
     locked.token_refresh_due_at = refresh_due_at(token)
-    Instance.objects.filter(pk=locked.pk).update(
-        secrets_ciphertext=locked.secrets_ciphertext, token_refresh_due_at=locked.token_refresh_due_at
-    )
-    record(client, exchange, ok=True, message="Access token refreshed.", instance=locked)
+    _store_secrets(locked, new, token_refresh_due_at=locked.token_refresh_due_at)
+    try:
+        with transaction.atomic():  # a savepoint: failing to record this does not undo the stored tokens
+            record(client, exchange, ok=True, message="Access token refreshed.", instance=locked)
+    except DatabaseError:
+        logger.exception("The refresh of instance %s could not be recorded; its new tokens are stored.", locked.pk)
     _adopt(client, locked, new)
     return new["access_token"], None
+
+
+def _rotated_refresh_token(token: dict | None, exchange: Exchange, spent: str) -> str | None:
+    """The new refresh token a refresh answer carries, also when the rest of the answer is unusable."""
+    answer = token
+    if answer is None:
+        answer = exchange.json if exchange.response_status == 200 and isinstance(exchange.json, dict) else {}
+    value = answer.get("refresh_token")
+    return value if isinstance(value, str) and value and value != spent else None
+
+
+def _store_secrets(locked: Instance, secrets: dict[str, str], **fields) -> None:
+    """Write the instance's secrets (encrypted) and `fields` at once, on the locked row."""
+    locked.set_secrets(secrets)
+    Instance.objects.filter(pk=locked.pk).update(secrets_ciphertext=locked.secrets_ciphertext, **fields)
 
 
 # --- OAuth 1.0a -----------------------------------------------------------------

@@ -11,6 +11,7 @@ urlpatterns = [
     path("<int:pk>/", views.settings_page, name="settings"),
     path("<int:pk>/check/", views.check_now, name="check"),
     path("<int:pk>/remove/", views.remove, name="remove"),
+    path("<int:pk>/rate-limit-pause/clear/", views.clear_rate_limit_pause, name="clear_rate_limit_pause"),
     path("pools/", pool_views.pool_list, name="pools"),
     path("pools/new/", pool_views.pool_new, name="pool_new"),
     path("pools/<int:pk>/", pool_views.pool_edit, name="pool_edit"),

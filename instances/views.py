@@ -17,7 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances import checks, oauth, rechecks
+from instances import checks, limits, oauth, rechecks
 from instances.forms import (
     AuthMethodForm,
     CheckScheduleForm,
@@ -426,6 +426,7 @@ def _settings_context(
     latest = history[0] if history else None
     flows = instance.flows_using()
     return {
+        "rate_limit_paused_until": _rate_limit_paused_until(instance),
         "instance": instance,
         "connector": connector,
         "details": details,
@@ -441,6 +442,36 @@ def _settings_context(
         "flows": flows,
         "new_destinations": describe(new_destinations) if new_destinations else "",
     }
+
+
+def _rate_limit_paused_until(instance: Instance) -> datetime | None:
+    """The end of a pause an API's 429 set on the instance's rate limit (None: not paused, or the store is down)."""
+    try:
+        return limits.rate_limit_paused_until(instance)
+    except limits.STORE_ERRORS:
+        return None
+
+
+@require_POST
+def clear_rate_limit_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    """End the pause a 429 set on the instance's rate limit, for every worker (Administrators only)."""
+    require(request, "is_company_administrator")
+    company, instance = _get_instance_for_user(request, pk)
+    settings_url = reverse("instances:settings", args=[instance.pk])
+    try:
+        paused_until = limits.rate_limit_paused_until(instance)
+        cleared = limits.clear_rate_limit_pause(instance)
+    except limits.STORE_ERRORS:
+        messages.error(request, "The rate limit store is unavailable, so the pause could not be cleared. Try again shortly.")
+        return _redirect(request, settings_url)
+    if not cleared or paused_until is None:
+        messages.info(request, "The rate limit was no longer paused; nothing was changed.")
+        return _redirect(request, settings_url)
+    audit.record_note(instance, "instance", {
+        "rate limit pause": f"cleared (it was to end at {paused_until:%Y-%m-%d %H:%M:%S} UTC)",
+    })
+    messages.success(request, "The rate limit pause was cleared: requests are sent again within the instance's rate limit.")
+    return _redirect(request, settings_url)
 
 
 def _details_form(instance: Instance, data=None) -> DetailsForm:

@@ -403,6 +403,7 @@ ROUTES: dict[str, Fill] = {
     "instances/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk})),
     "instances/<int:pk>/check/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk}), post_only=True),
     "instances/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk}), post_only=True),
+    "instances/<int:pk>/rate-limit-pause/clear/": Fill(OBJECT, _of(lambda w: {"pk": w.instance.pk}), post_only=True),
     "instances/pools/": Fill(COMPANY),
     "instances/pools/new/": Fill(COMPANY),
     "instances/pools/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.pool.pk})),

@@ -46,6 +46,13 @@ def _time(value, tz, title: bool = False) -> str:
     return f'<time datetime="{esc(local.isoformat())}"{exact}>{esc(naturaltime(value))}</time>'
 
 
+def _clock(value, tz) -> str:
+    """<time> with the time of day (and zone) as text and the exact time as its title."""
+    local = value.astimezone(tz)
+    return (f'<time datetime="{esc(local.isoformat())}" title="{esc(exact_time(local))}">'
+            f'{local:%H:%M:%S} {esc(local.tzname() or "")}</time>')
+
+
 def _auth_status(instance, settings_url: str, can_manage: bool, tz) -> str:
     if instance.reauth_reason:
         status = (f'<span class="badge text-bg-warning" data-testid="auth-status" title="{esc(instance.reauth_reason)}">'
@@ -75,6 +82,11 @@ def _row(instance, form_id: str, can_manage: bool, highlighted: bool, tz) -> str
     shared = (f'<div class="small text-body-secondary" data-testid="shared-rate-limit" title="Shared rate limit">'
               f'<i class="bi bi-share"></i> shared: {esc(instance.rate_limit_group)}</div>'
               if instance.rate_limit_group else "")
+    paused_until = getattr(instance, "rate_limit_paused_until", None)
+    paused = (f'<div class="small text-warning-emphasis" data-testid="rate-limit-paused">'
+              f'<i class="bi bi-pause-circle" aria-hidden="true"></i> <a class="link-warning" href="{settings_url}" '
+              f'title="The API answered 429 Too Many Requests">paused by the API until {_clock(paused_until, tz)}</a></div>'
+              if paused_until else "")
     pool = instance.connection_pool
     pool_cell = (f'{esc(pool.name)} <span class="text-body-secondary small">({esc(pool.limit)} concurrent)</span>'
                  if pool else '<span class="text-body-secondary">—</span>')
@@ -88,7 +100,7 @@ def _row(instance, form_id: str, can_manage: bool, highlighted: bool, tz) -> str
         f'\n        <td class="ps-3 fw-medium">{name}</td>'
         f'\n        <td>{_auth_status(instance, settings_url, can_manage, tz)}</td>'
         f'\n        <td data-testid="last-run">{last_run}</td>'
-        f'\n        <td>{esc(instance.rate_limit_display)}{shared}</td>'
+        f'\n        <td>{esc(instance.rate_limit_display)}{shared}{paused}</td>'
         f'\n        <td>{pool_cell}</td>'
         f'\n        <td class="text-end pe-3 text-nowrap">{check}<a class="btn btn-sm btn-link" href="{settings_url}" '
         f'title="Instance settings" aria-label="Settings for instance {name}"><i class="bi bi-gear"></i></a></td>'

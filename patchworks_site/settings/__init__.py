@@ -279,6 +279,8 @@ RATE_LIMIT_MARGIN_SECONDS = float(os.environ.get("RATE_LIMIT_MARGIN_SECONDS", "0
 CONNECTION_POOL_LEASE_SECONDS = float(os.environ.get("CONNECTION_POOL_LEASE_SECONDS", "30"))
 # How often a request answered 429 is retried (after the API's Retry-After).
 OUTBOUND_429_RETRIES = int(os.environ.get("OUTBOUND_429_RETRIES", "2"))
+# The longest an API's Retry-After (or rate limit reset header) may pause an instance's rate limit.
+OUTBOUND_MAX_RETRY_AFTER_SECONDS = float(os.environ.get("OUTBOUND_MAX_RETRY_AFTER_SECONDS", "3600"))
 
 # Base URL the Sandbox connector's instances call by default: the address the
 # dashboard is served on (`PORT=8080 make run` serves and calls port 8080).
@@ -294,6 +296,8 @@ SANDBOX_ACCESS_TOKEN_LIFETIME = int(os.environ.get("SANDBOX_ACCESS_TOKEN_LIFETIM
 # The one OAuth 2 redirect URI of this deployment (register it with every provider).
 # Empty: the callback on the host the dashboard is served on.
 OAUTH_REDIRECT_URI = os.environ.get("OAUTH_REDIRECT_URI", "")
+# The longest lifetime an OAuth 2 token answer's expires_in is taken for (longer values are cut to it).
+OAUTH_MAX_TOKEN_LIFETIME = int(os.environ.get("OAUTH_MAX_TOKEN_LIFETIME", str(365 * 24 * 3600)))
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)

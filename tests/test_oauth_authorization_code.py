@@ -277,7 +277,8 @@ def test_abandoned_connect_steps_are_forgotten_by_the_scheduled_re_check(admin_c
     assert not OAuthAuthorization.objects.exists()
 
 
-def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client):
+def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client, settings):
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8093/sandbox/api"  # reached as localhost too
     response = client.get("/sandbox/api/oauth/authorize", {
         "response_type": "code", "client_id": "sandbox-app", "state": "s",
         "redirect_uri": "http://localhost:8093/instances/oauth/callback/",

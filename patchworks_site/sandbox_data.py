@@ -292,7 +292,7 @@ def received_orders_from(body: object) -> list[dict]:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size:,} bytes"
 
 
 def store_received(orders: list[dict], now: datetime | None = None, account: str = "") -> list[SandboxReceivedOrder]:

@@ -623,8 +623,8 @@ RECEIVED_PAGE_SIZE = 50
 def received_orders_page(request: HttpRequest) -> HttpResponse:
     """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result."""
     company = company_of(request)  # any logged-in user of a company sees what its flows sent
-    account = SandboxAccount.objects.for_company(company.pk)
-    received = SandboxReceivedOrder.objects.filter(account=account.account).order_by("-id")
+    account = SandboxAccount.objects.filter(company=company).first()  # none yet: nothing was sent for the company
+    received = SandboxReceivedOrder.objects.filter(account=account.account if account else None).order_by("-id")
     page = Paginator(received, RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
     for row in page:
         row.summary = data.summary(row.body)

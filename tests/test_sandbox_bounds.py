@@ -117,7 +117,15 @@ def test_the_default_delay_bound_is_two_seconds():
 # --- rate limit per client -----------------------------------------------------------------------------------------
 
 
-def test_a_client_past_the_rate_limit_gets_429_with_retry_after_and_others_do_not(client, settings):
+def test_an_account_has_its_own_rate_limit_whatever_its_address(client, settings, company):
+    settings.SANDBOX_RATE_LIMIT_PER_SECOND = 3
+    key = sandbox_accounts.account_key(company.pk)
+    answers = [client.get("/sandbox/api/me", headers={**TOKEN, "X-Sandbox-Account": key}, REMOTE_ADDR=an_address())
+               for _ in range(10)]
+    assert 429 in [a.status_code for a in answers]
+
+
+def test_a_client_past_the_rate_limit_gets_429_with_retry_after_and_others_do_not(client, settings, db):
     settings.SANDBOX_RATE_LIMIT_PER_SECOND = 3
     busy, other = an_address(), an_address()
     answers = [client.get("/sandbox/api/me", headers=TOKEN, REMOTE_ADDR=busy) for _ in range(10)]
@@ -126,6 +134,10 @@ def test_a_client_past_the_rate_limit_gets_429_with_retry_after_and_others_do_no
     assert limited[0]["Retry-After"] == "1" and limited[0].json()["error"] == "rate_limited"
     assert "at most 3 requests a second" in limited[0].json()["error_description"]
     assert client.get("/sandbox/api/me", headers=TOKEN, REMOTE_ADDR=other).status_code == 200
+    # Made-up account keys count against the address: they buy no extra requests.
+    made_up = [client.get("/sandbox/api/me", headers={**TOKEN, "X-Sandbox-Account": uuid.uuid4().hex},
+                          REMOTE_ADDR=busy).status_code for _ in range(10)]
+    assert 429 in made_up
     # The token endpoint and unknown paths count too.
     token = [client.post("/sandbox/api/oauth/token", {"grant_type": "client_credentials"}, REMOTE_ADDR=busy)
              for _ in range(10)]

@@ -609,7 +609,10 @@ class InstanceClient:
         if self.instance is not None and self.instance.company_id and sandbox_api.is_own_sandbox(url):
             # The Sandbox keeps one account per company (what a company's flows sent is theirs alone). Its key
             # goes to the Sandbox this deployment serves, compared by origin, and to nowhere else.
-            account_key = sandbox_accounts.account_key(self.instance.company_id)
+            # Read once per client (a run sends many requests), like the values and secrets.
+            account_key = getattr(self, "_sandbox_account_key", None)
+            if account_key is None:
+                account_key = self._sandbox_account_key = sandbox_accounts.account_key(self.instance.company_id)
             self._obtained(account_key)
             headers[sandbox_api.ACCOUNT_HEADER] = account_key
         if self.auth_method.type == AuthType.OAUTH1:

@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 
-import pytest
 from django.conf import settings as django_settings
 
 from instances import sandbox_accounts

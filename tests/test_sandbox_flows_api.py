@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from patchworks_site import sandbox_data
 from patchworks_site import sandbox_api
 from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
 from instances import sandbox_accounts

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from django.core.management import call_command
 from werkzeug import Request, Response
 
 from flows import runner, runs
@@ -106,6 +108,10 @@ def test_the_deployments_own_sandbox_gets_the_key_and_it_is_redacted_in_the_chec
     stored = CredentialCheck.objects.get(pk=check.pk)
     assert "X-Sandbox-Account" in json.dumps(stored.request_headers)
     assert key not in json.dumps([stored.request_headers, stored.request_url, stored.response_body])
+    # Nor is it anywhere in what the run stored.
+    out = io.StringIO()
+    call_command("dumpdata", "flows", "instances", stdout=out)
+    assert key not in out.getvalue()
 
 
 def test_each_company_has_its_own_random_key(company, other_company):

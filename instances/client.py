@@ -44,6 +44,7 @@ from instances.exchange import (
     render,
 )
 from instances.redaction import is_sensitive
+from instances import sandbox_accounts
 from patchworks_site import sandbox_api
 
 MAX_REDIRECTS = 5
@@ -646,9 +647,15 @@ class InstanceClient:
         unapproved = self._unapproved(url)
         if unapproved:
             return self._refused(method, url, unapproved)
-        if self.instance is not None and self.instance.company_id and sandbox_api.is_sandbox_url(url):
-            # The Sandbox keeps one account per company (what a company's flows sent is theirs alone).
-            headers.setdefault(sandbox_api.ACCOUNT_HEADER, sandbox_api.account_for(self.instance.company_id))
+        if self.instance is not None and self.instance.company_id and sandbox_api.is_own_sandbox(url):
+            # The Sandbox keeps one account per company (what a company's flows sent is theirs alone). Its key
+            # goes to the Sandbox this deployment serves, compared by origin, and to nowhere else.
+            # Read once per client (a run sends many requests), like the values and secrets.
+            account_key = getattr(self, "_sandbox_account_key", None)
+            if account_key is None:
+                account_key = self._sandbox_account_key = sandbox_accounts.account_key(self.instance.company_id)
+            self._obtained(account_key)
+            headers[sandbox_api.ACCOUNT_HEADER] = account_key
         if self.auth_method.type == AuthType.OAUTH1:
             url, headers, params, kwargs = self._signed_oauth1(method, url, headers, params, kwargs)
         if self.instance is None:

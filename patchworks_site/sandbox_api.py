@@ -35,19 +35,31 @@ Data for process flows (records generated lazily, see sandbox_data):
 - ``POST /orders`` stores one order (a JSON object) or a batch (a list of them);
   ``GET /orders/received`` lists what was stored, and the dashboard page
   ``/sandbox/received-orders/`` shows it.
-- Every data endpoint takes ``delay_ms`` (0-10000: answers that much later) and
-  ``fail_with`` (400-599: answers with that status and a JSON error), for
-  demonstrations and tests.
+- Every data endpoint takes ``delay_ms`` (0 to SANDBOX_MAX_DELAY_MS: answers that
+  much later) and ``fail_with`` (400-599: answers with that status and a JSON
+  error), for demonstrations and tests.
+
+Accounts: what ``POST /orders`` stores belongs to the account whose key comes in
+the ``X-Sandbox-Account`` header (see SandboxAccount: the instance client sends
+its company's key to this deployment's Sandbox only); without one, to the
+anonymous account shared by every caller. An unknown or rotated key is refused.
+
+Bounds (the Sandbox is public): it is served only when SANDBOX_ENABLED is on
+(by default with DEBUG), answers 429 to a client past SANDBOX_RATE_LIMIT_PER_SECOND,
+keeps each account's newest orders within SANDBOX_MAX_ORDERS_PER_ACCOUNT and
+SANDBOX_MAX_BYTES_PER_ACCOUNT, refuses new orders past SANDBOX_MAX_STORED_BYTES
+in all, and locks its consent page for an address after SANDBOX_LOGIN_ATTEMPTS
+wrong logins within SANDBOX_LOGIN_WINDOW_SECONDS.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import time
 from typing import Callable
@@ -58,19 +70,20 @@ from django.contrib.auth.decorators import login_not_required
 from django.core import signing
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.request import split_domain_port, validate_host
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
 
 from patchworks_site import sandbox_data as data
-from patchworks_site.models import SandboxReceivedOrder
-from patchworks_site.tenancy import company_of
+from patchworks_site import audit
+from patchworks_site.models import SandboxAccount, SandboxReceivedOrder
+from patchworks_site.tenancy import company_of, require
 
 BASIC_USERNAME = "sandbox"
 BASIC_PASSWORD = "sandbox-secret"
@@ -101,24 +114,51 @@ CATALOG_ADDRESS = "http://127.0.0.1:8000/sandbox/api"
 
 
 ACCOUNT_HEADER = "X-Sandbox-Account"
-ACCOUNT_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_ACCOUNT_KEY_LENGTH = 100
+DEFAULT_PORTS = {"http": 80, "https": 443}
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def account_for(company_id: int) -> str:
-    """The Sandbox account of a company: an opaque keyed digest, so the Sandbox learns no company id."""
-    key = settings.SECRET_KEY.encode()
-    return hmac.new(key, f"sandbox-account:{company_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    """The public id of a company's Sandbox account (what its received orders are stored under)."""
+    return SandboxAccount.objects.for_company(company_id).account
 
 
-def is_sandbox_url(url: str) -> bool:
-    """Whether `url` is on a Sandbox API (its path is under /sandbox/api/): the account header goes there only."""
-    return urlsplit(url).path.startswith("/sandbox/api/")
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL; None for anything else or a URL with user info."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
+def is_own_sandbox(url: str) -> bool:
+    """Whether `url` is on the Sandbox this deployment serves: the same scheme, host and port as SANDBOX_BASE_URL.
+
+    Only there does the instance client send a company's Sandbox account key; the
+    path is not looked at, so no other host can ask for it by imitating the Sandbox.
+    """
+    own = origin(settings.SANDBOX_BASE_URL)
+    return settings.SANDBOX_ENABLED and own is not None and origin(url) == own
+
+
+class UnknownAccount(Exception):
+    """An X-Sandbox-Account key that opens no account (wrong, or replaced by a rotation)."""
 
 
 def account_of(request: HttpRequest) -> str:
-    """The account a Sandbox request is made for ("" without a well-formed account header)."""
-    value = request.headers.get(ACCOUNT_HEADER, "")
-    return value if ACCOUNT_RE.match(value) else ""
+    """The account a Sandbox request is made for: "" (anonymous) without an account key; UnknownAccount for a bad one."""
+    key = request.headers.get(ACCOUNT_HEADER)
+    if key is None:
+        return ""
+    account = SandboxAccount.objects.account_with_key(key) if len(key) <= MAX_ACCOUNT_KEY_LENGTH else None
+    if account is None:
+        raise UnknownAccount
+    return account
 
 
 def default_address(request: HttpRequest | None = None) -> str:
@@ -211,9 +251,48 @@ def authenticated_by(request: HttpRequest) -> str | None:
     return None
 
 
+def served(view: Callable) -> Callable:
+    """The view, or 404 while the Sandbox is off (SANDBOX_ENABLED: by default only with DEBUG on)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not settings.SANDBOX_ENABLED:
+            raise Http404("The Sandbox is not served on this deployment.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _client_of(request: HttpRequest, account: str = "") -> str:
+    """Who a request comes from, for the rate limit: its account when it has a valid key, else its address.
+
+    An unknown key counts against the address, so made-up keys buy no extra requests.
+    """
+    return f"account:{account}" if account else f"address:{request.META.get('REMOTE_ADDR', '')}"
+
+
+def _rate_limited(request: HttpRequest, account: str = "") -> HttpResponse | None:
+    """429 once a client has made SANDBOX_RATE_LIMIT_PER_SECOND requests in this second (a counter in the cache)."""
+    limit = settings.SANDBOX_RATE_LIMIT_PER_SECOND
+    now = time.time()
+    key = f"sandbox:rate:{_client_of(request, account)}:{int(now)}"
+    cache.add(key, 0, timeout=5)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=5)
+        count = 1
+    if count <= limit:
+        return None
+    response = _error(429, "rate_limited", f"The Sandbox answers at most {limit} requests a second from one client; "
+                                           "wait for the time given in Retry-After.")
+    response["Retry-After"] = "1"
+    return response
+
+
 def _demonstration(request: HttpRequest) -> HttpResponse | None:
     """Honour `delay_ms` (sleep) and `fail_with` (answer with that status): slow or failing APIs on demand."""
-    delay_ms = data.integer(request.GET, "delay_ms", 0, 0, data.MAX_DELAY_MS)
+    delay_ms = data.integer(request.GET, "delay_ms", 0, 0, settings.SANDBOX_MAX_DELAY_MS)
     fail_with = data.integer(request.GET, "fail_with", 0, 400, 599) if request.GET.get("fail_with") else 0
     if delay_ms:
         time.sleep(delay_ms / 1000)
@@ -235,12 +314,22 @@ def sandbox_view(methods: tuple[str, ...], demonstrations: bool = True) -> Calla
     def decorator(func: Callable) -> Callable:
         @csrf_exempt
         @login_not_required
+        @served
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                request.sandbox_account = account_of(request)
+            except UnknownAccount:
+                request.sandbox_account = None
+            if (limited := _rate_limited(request, request.sandbox_account or "")) is not None:
+                return limited
             if request.method not in methods:
                 return _error(405, "method_not_allowed", f"Use {' or '.join(methods)}.")
             auth = authenticated_by(request)
             if auth is None:
                 return _error(401, "unauthorized", "Missing or invalid credentials.")
+            if request.sandbox_account is None:
+                return _error(401, "unknown_account", f"The {ACCOUNT_HEADER} key opens no Sandbox account: it is wrong, "
+                                                      "or was replaced when the account's key was rotated.")
             try:
                 if demonstrations and (failure := _demonstration(request)) is not None:
                     return failure
@@ -261,19 +350,56 @@ def _redirect_with(redirect_uri: str, params: dict[str, str]) -> HttpResponse:
     return redirect(redirect_uri + separator + urlencode(params))
 
 
-def _registered(redirect_uri: str) -> bool:
-    """The Sandbox's "registered" redirect URIs: the dashboard's callback on one of its allowed hosts.
+def registered_redirect_uris(request: HttpRequest) -> list[str]:
+    """The redirect URIs registered with the Sandbox's app: SANDBOX_REDIRECT_URIS, or else the dashboard's callback.
 
-    Anything else would make the consent page an open redirect on the dashboard's origin.
+    The callback counts on the origin this consent page is served on, on
+    SANDBOX_BASE_URL's origin (under each loopback name when it is a loopback
+    address, as `make run` is reached as localhost or 127.0.0.1), and as
+    OAUTH_REDIRECT_URI.
     """
-    if settings.OAUTH_REDIRECT_URI and redirect_uri == settings.OAUTH_REDIRECT_URI:
-        return True
-    parts = urlsplit(redirect_uri)
-    domain, _ = split_domain_port(parts.netloc)
-    return (
-        parts.scheme in ("http", "https") and parts.path == reverse("instances:oauth_callback")
-        and not parts.query and bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-    )
+    if settings.SANDBOX_REDIRECT_URIS:
+        return list(settings.SANDBOX_REDIRECT_URIS)
+    callback = reverse("instances:oauth_callback")
+    uris = [request.build_absolute_uri(callback)]
+    if settings.OAUTH_REDIRECT_URI:
+        uris.append(settings.OAUTH_REDIRECT_URI)
+    own = origin(settings.SANDBOX_BASE_URL)
+    if own is not None:
+        scheme, host, port = own
+        hosts = LOOPBACK_NAMES if host in ("127.0.0.1", "localhost", "::1") else (host if ":" not in host else f"[{host}]",)
+        suffix = "" if port == DEFAULT_PORTS[scheme] else f":{port}"
+        uris.extend(f"{scheme}://{name}{suffix}{callback}" for name in hosts)
+    return uris
+
+
+def _registered(request: HttpRequest, redirect_uri: str) -> bool:
+    """Whether `redirect_uri` is exactly one of the registered ones (RFC 6749 §3.1.2: simple string comparison).
+
+    No other port, host spelling, path, query or fragment: anything else would
+    make the consent page an open redirect on the dashboard's origin.
+    """
+    if not redirect_uri or "#" in redirect_uri:
+        return False
+    return any(_same(redirect_uri, uri) for uri in registered_redirect_uris(request))
+
+
+def _login_key(request: HttpRequest) -> str:
+    return f"sandbox:consent-failures:{request.META.get('REMOTE_ADDR', '')}"
+
+
+def _login_locked(request: HttpRequest) -> bool:
+    return (cache.get(_login_key(request)) or 0) >= settings.SANDBOX_LOGIN_ATTEMPTS
+
+
+def _login_failed(request: HttpRequest) -> None:
+    """Count a wrong login; the window starts at the first one and is not extended by later ones."""
+    key = _login_key(request)
+    if not cache.add(key, 1, timeout=settings.SANDBOX_LOGIN_WINDOW_SECONDS):
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.add(key, 1, timeout=settings.SANDBOX_LOGIN_WINDOW_SECONDS)
 
 
 def _consent_page(request: HttpRequest, context: dict, redirect_uri: str, status: int = 200) -> HttpResponse:
@@ -290,6 +416,7 @@ def _consent_page(request: HttpRequest, context: dict, redirect_uri: str, status
 
 
 @login_not_required
+@served
 def oauth_authorize(request: HttpRequest) -> HttpResponse:
     """The Sandbox's consent page: log in as its demo account, then allow or deny."""
     source = request.POST if request.method == "POST" else request.GET
@@ -300,10 +427,11 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
     # Errors about the client or the redirect URI are shown here, never sent to an unchecked address.
     if not _same(params["client_id"], APP_CLIENT_ID):
         return render(request, "sandbox/authorize.html", {"fatal": "Unknown client_id: this app is not registered with the Sandbox."}, status=400)
-    if not _registered(redirect_uri):
+    if not _registered(request, redirect_uri):
         return render(request, "sandbox/authorize.html", {
-            "fatal": "The redirect_uri is not registered with the Sandbox: it accepts this dashboard's "
-                     "OAuth callback (/instances/oauth/callback/ on one of its hosts) only.",
+            "fatal": "The redirect_uri is not registered with the Sandbox: it accepts exactly this dashboard's "
+                     "OAuth callback address (/instances/oauth/callback/ on its own host and port), "
+                     "without a fragment.",
         }, status=400)
     if params["response_type"] != "code":
         return _redirect_with(redirect_uri, {"error": "unsupported_response_type", "state": params["state"]})
@@ -314,7 +442,15 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
         return _consent_page(request, context, redirect_uri)
     if request.POST.get("decision") == "deny":
         return _redirect_with(redirect_uri, {"error": "access_denied", "error_description": "The user denied access.", "state": params["state"]})
+    if _login_locked(request):
+        minutes = max(1, settings.SANDBOX_LOGIN_WINDOW_SECONDS // 60)
+        context["login_error"] = (
+            f"Too many wrong logins to the Sandbox from your address: logging in is refused for up to {minutes} "
+            "minutes after the first of them. Try again later."
+        )
+        return _consent_page(request, context, redirect_uri, status=429)
     if not (_same(request.POST.get("username", ""), DEMO_ACCOUNT[0]) and _same(request.POST.get("password", ""), DEMO_ACCOUNT[1])):
+        _login_failed(request)
         context["login_error"] = "Wrong username or password for the Sandbox's demo account."
         return _consent_page(request, context, redirect_uri, status=401)
     code = signing.dumps({
@@ -371,7 +507,10 @@ def _refresh_token_grant(request: HttpRequest, client_id: str) -> HttpResponse:
 
 @csrf_exempt
 @login_not_required
+@served
 def oauth_token(request: HttpRequest) -> HttpResponse:
+    if (limited := _rate_limited(request)) is not None:
+        return limited
     if request.method != "POST":
         return _error(405, "method_not_allowed", "Use POST.")
     grant_type = request.POST.get("grant_type")
@@ -446,7 +585,10 @@ def _receive_orders(request: HttpRequest) -> HttpResponse:
         body = json.loads(request.body)
     except (ValueError, RecursionError):
         return _error(400, "invalid_json", "The request body is not JSON.")
-    rows = data.store_received(data.received_orders_from(body), account=account_of(request))
+    try:
+        rows = data.store_received(data.received_orders_from(body), account=request.sandbox_account)
+    except data.StorageFull as exc:
+        return _error(exc.status, exc.error, exc.description)
     answers = [{"id": row.pk, "received_at": data.iso(row.received_at)} for row in rows]
     return JsonResponse(answers if isinstance(body, list) else answers[0], status=201, safe=False)
 
@@ -456,7 +598,7 @@ def received_orders(request: HttpRequest, auth: str) -> HttpResponse:
     """What POST /orders stored, newest first, paginated like GET /orders."""
     per_page = data.integer(request.GET, "per_page", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
     page_number = data.integer(request.GET, "page", 1, 1, data.MAX_COUNT)
-    received = SandboxReceivedOrder.objects.filter(account=account_of(request))
+    received = SandboxReceivedOrder.objects.filter(account=request.sandbox_account)
     page = data.Page(page_number, per_page, received.count())
     rows = received.order_by("-id")[page.start:page.stop] if page.start < page.total else []
     return JsonResponse({
@@ -479,16 +621,41 @@ def products(request: HttpRequest, auth: str) -> HttpResponse:
 RECEIVED_PAGE_SIZE = 50
 
 
+@served
 @require_GET
 def received_orders_page(request: HttpRequest) -> HttpResponse:
     """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result."""
     company = company_of(request)  # any logged-in user of a company sees what its flows sent
-    received = SandboxReceivedOrder.objects.filter(account=account_for(company.pk)).order_by("-id")
+    account = SandboxAccount.objects.filter(company=company).first()  # none yet: nothing was sent for the company
+    received = SandboxReceivedOrder.objects.filter(account=account.account if account else None).order_by("-id")
     page = Paginator(received, RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
     for row in page:
         row.summary = data.summary(row.body)
         row.pretty = json.dumps(row.body, indent=2, ensure_ascii=False)[:4000]
-    return render(request, "sandbox/received_orders.html", {"page": page, "keep": data.RECEIVED_KEEP})
+    return render(request, "sandbox/received_orders.html", {
+        "page": page, "keep": settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT, "sandbox_account": account,
+        "sandbox_base_url": settings.SANDBOX_BASE_URL,
+    })
+
+
+@served
+@require_POST
+def rotate_account_key(request: HttpRequest) -> HttpResponse:
+    """Replace the company's Sandbox account key (Administrators): the old key is refused from now on.
+
+    The new key is issued the next time one of the company's instances calls the
+    Sandbox; no page ever shows a key.
+    """
+    company = require(request, "is_company_administrator")
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, "The Sandbox account key was not rotated: tick the box to confirm it.")
+        return redirect("sandbox_received_orders")
+    account = SandboxAccount.objects.for_company(company.pk)
+    account.rotate()
+    audit.record_note(account, "Sandbox account", {"key": audit.SECRET_CHANGED})
+    messages.success(request, "The Sandbox account key was rotated: the old key is refused from now on, and your "
+                              "instances use a new one from their next request to the Sandbox.")
+    return redirect("sandbox_received_orders")
 
 
 @sandbox_view(("GET",))
@@ -507,7 +674,10 @@ def stock(request: HttpRequest, auth: str) -> HttpResponse:
 
 @csrf_exempt
 @login_not_required
+@served
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    if (limited := _rate_limited(request)) is not None:
+        return limited
     if authenticated_by(request) is None:
         return _error(401, "unauthorized", "Missing or invalid credentials.")
     return _error(404, "not_found", "No such Sandbox API resource.")

@@ -15,12 +15,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 
 from patchworks_site.models import SandboxReceivedOrder
 
@@ -31,9 +34,8 @@ DEFAULT_PRODUCT_COUNT = 60
 MAX_COUNT = 100_000
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
-MAX_DELAY_MS = 10_000
 MAX_BODY_BYTES = 1024 * 1024
-RECEIVED_KEEP = 5_000
+MAX_BATCH = 5_000
 DEFAULT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 MAX_HEADER_LENGTH = 64
 EARLIEST_ANCHOR = datetime(1980, 1, 1, tzinfo=UTC)
@@ -46,6 +48,14 @@ CURRENCIES = ["GBP", "EUR", "USD"]
 STATUSES = ["pending", "paid", "paid", "shipped", "shipped", "delivered", "refunded"]
 PRODUCT_WORDS = ["T-shirt", "mug", "hoodie", "notebook", "sticker pack", "cap", "tote bag", "water bottle"]
 PRODUCT_COLOURS = ["red", "blue", "green", "black", "white", "purple", "orange", "grey"]
+
+
+class StorageFull(Exception):
+    """Orders the Sandbox will not store (answered with `status` and this message)."""
+
+    def __init__(self, status: int, error: str, description: str):
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
 
 
 class InvalidInput(ValueError):
@@ -271,8 +281,8 @@ def received_orders_from(body: object) -> list[dict]:
     orders = body if isinstance(body, list) else [body]
     if not orders:
         raise InvalidInput("invalid_order", "Send one order as a JSON object, or a non-empty JSON list of orders.")
-    if len(orders) > RECEIVED_KEEP:
-        raise InvalidInput("invalid_order", f"Send at most {RECEIVED_KEEP} orders in one batch.")
+    if len(orders) > MAX_BATCH:
+        raise InvalidInput("invalid_order", f"Send at most {MAX_BATCH} orders in one batch.")
     for position, item in enumerate(orders):
         if not isinstance(item, dict):
             where = f" (item {position} of the list)" if isinstance(body, list) else ""
@@ -281,18 +291,46 @@ def received_orders_from(body: object) -> list[dict]:
     return orders
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size:,} bytes"
+
+
 def store_received(orders: list[dict], now: datetime | None = None, account: str = "") -> list[SandboxReceivedOrder]:
-    """Store the orders for `account` and drop its oldest beyond RECEIVED_KEEP."""
+    """Store the orders for `account`, keeping its newest within the per-account bounds (older ones are dropped).
+
+    StorageFull when the batch alone is beyond the account's byte bound, or when
+    the Sandbox as a whole would hold more than SANDBOX_MAX_STORED_BYTES.
+    """
     now = now or datetime.now(UTC)
+    sizes = [len(json.dumps(body, ensure_ascii=False).encode()) for body in orders]
+    per_account = settings.SANDBOX_MAX_BYTES_PER_ACCOUNT
+    if sum(sizes) > per_account:
+        raise StorageFull(413, "too_large", f"A Sandbox account keeps at most {_megabytes(per_account)} of orders; "
+                                            f"this request holds {_megabytes(sum(sizes))}.")
     with transaction.atomic():
-        rows = SandboxReceivedOrder.objects.bulk_create(
-            [SandboxReceivedOrder(received_at=now, account=account, body=body) for body in orders]
-        )
-        kept = SandboxReceivedOrder.objects.filter(account=account)
-        cutoff = kept.order_by("-id").values_list("id", flat=True)[RECEIVED_KEEP:RECEIVED_KEEP + 1]
-        if cutoff:
-            kept.filter(id__lte=cutoff[0]).delete()
+        stored = SandboxReceivedOrder.objects.aggregate(total=Sum("size"))["total"] or 0
+        if stored + sum(sizes) > settings.SANDBOX_MAX_STORED_BYTES:
+            raise StorageFull(507, "sandbox_full", f"The Sandbox is full: it stores at most "
+                                                   f"{_megabytes(settings.SANDBOX_MAX_STORED_BYTES)} of received orders "
+                                                   "in all. Try again later.")
+        rows = SandboxReceivedOrder.objects.bulk_create([
+            SandboxReceivedOrder(received_at=now, account=account, body=body, size=size)
+            for body, size in zip(orders, sizes)
+        ])
+        _drop_oldest(account)
     return rows
+
+
+def _drop_oldest(account: str) -> None:
+    """Drop the account's oldest orders beyond SANDBOX_MAX_ORDERS_PER_ACCOUNT or SANDBOX_MAX_BYTES_PER_ACCOUNT."""
+    kept = SandboxReceivedOrder.objects.filter(account=account)
+    total = 0
+    limit = settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT
+    for position, (pk, size) in enumerate(list(kept.order_by("-id").values_list("id", "size")[:limit + 1])):
+        total += size
+        if position >= limit or total > settings.SANDBOX_MAX_BYTES_PER_ACCOUNT:
+            kept.filter(id__lte=pk).delete()
+            return
 
 
 def summary(body: object) -> dict:

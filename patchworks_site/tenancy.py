@@ -7,6 +7,7 @@ simply not found (404), never "forbidden".
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
@@ -38,4 +39,4 @@ def tenancy_context(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"current_company": user.company}
+    return {"current_company": user.company, "sandbox_enabled": settings.SANDBOX_ENABLED}

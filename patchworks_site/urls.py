@@ -17,6 +17,7 @@ urlpatterns = [
     path("settings/company/", views.company_settings, name="company_settings"),
     path("sandbox/api/", include(sandbox_api.urlpatterns)),
     path("sandbox/received-orders/", sandbox_api.received_orders_page, name="sandbox_received_orders"),
+    path("sandbox/account/rotate/", sandbox_api.rotate_account_key, name="sandbox_rotate_account_key"),
     path("admin/", admin.site.urls),
 ]
 

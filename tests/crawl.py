@@ -456,6 +456,7 @@ ROUTES: dict[str, Fill] = {
     "sandbox/api/<path:rest>": Fill(PUBLIC, lambda own, w: [{"rest": "unknown/resource"}], csrf_exempt=True),
     # the page showing what the Sandbox received: shared by every company (the Sandbox belongs to none)
     "sandbox/received-orders/": Fill(GLOBAL),
+    "sandbox/account/rotate/": Fill(COMPANY, post_only=True),
     # the Django admin's own pages
     "admin/": Fill(ADMIN),
     "admin/login/": Fill(PUBLIC),

@@ -26,15 +26,17 @@ US_FORMAT = "%m/%d/%Y %H:%M"
 
 
 @pytest.fixture
-def worker_pool(tmp_path):
+def worker_pool(tmp_path, live_server):
     pool = Workers("sqlite", tmp_path)
+    pool.env["SANDBOX_BASE_URL"] = f"{live_server.url}/sandbox/api"  # the live server is this deployment's Sandbox
     yield pool
     pool.close()
 
 
 @pytest.fixture
-def sandbox_instances(live_server, company, sandbox_listing, install, make_instance):
+def sandbox_instances(live_server, company, sandbox_listing, install, make_instance, settings):
     """Two instances of the Sandbox 1.3.0 connector, in London (ISO dates) and in New York (US dates)."""
+    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"
     connector = install(sandbox_listing, company)
     assert connector.version == "1.3.0"
     token = connector.auth_methods.get(key="token")

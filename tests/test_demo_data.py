@@ -13,6 +13,10 @@ from patchworks_site.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_F
 from patchworks_site.models import Company, User
 
 
+# The demo's checks reach the Sandbox served on its own thread and connection: the demo data is committed
+# (transactional_db), so the Sandbox finds the company's account key the checks send.
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,7 +31,7 @@ def sandbox_with_paginated_orders() -> None:
         catalog.publish("sandbox", {**listing.latest_version.manifest, "version": DEMO_FLOW_SANDBOX_VERSION})
 
 
-def test_demo_data_is_idempotent_and_shows_the_product(db, settings):
+def test_demo_data_is_idempotent_and_shows_the_product(transactional_db, settings):
     settings.DEBUG = True  # the test runner turns it off
     settings.SANDBOX_BASE_URL = f"http://127.0.0.1:{free_port()}/sandbox/api"
     sandbox_with_paginated_orders()
@@ -53,7 +57,7 @@ def test_demo_data_is_idempotent_and_shows_the_product(db, settings):
     assert flow.shapes.get().instance.connector.name == "Sandbox"
 
 
-def test_the_demo_flow_syncs_sandbox_orders_to_a_us_instance_every_15_minutes(db, settings):
+def test_the_demo_flow_syncs_sandbox_orders_to_a_us_instance_every_15_minutes(transactional_db, settings):
     settings.DEBUG = True
     settings.SANDBOX_BASE_URL = f"http://127.0.0.1:{free_port()}/sandbox/api"
     sandbox_with_paginated_orders()

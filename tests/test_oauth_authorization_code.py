@@ -277,7 +277,8 @@ def test_abandoned_connect_steps_are_forgotten_by_the_scheduled_re_check(admin_c
     assert not OAuthAuthorization.objects.exists()
 
 
-def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client):
+def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client, settings):
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8093/sandbox/api"  # reached as localhost too
     response = client.get("/sandbox/api/oauth/authorize", {
         "response_type": "code", "client_id": "sandbox-app", "state": "s",
         "redirect_uri": "http://localhost:8093/instances/oauth/callback/",
@@ -286,3 +287,60 @@ def test_the_consent_page_may_redirect_only_to_the_callbacks_origin(client):
     assert "form-action 'self' http://localhost:8093;" in policy or policy.endswith("form-action 'self' http://localhost:8093")
     assert "script-src 'self'" in policy
     assert "form-action 'self';" in client.get("/login/")["Content-Security-Policy"] + ";"
+
+
+REGISTERED = "http://testserver/instances/oauth/callback/"
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    "http://testserver:8080/instances/oauth/callback/",  # another port
+    "http://testserver:80/instances/oauth/callback/",  # the default port spelled out
+    "http://testserver./instances/oauth/callback/",  # a trailing dot
+    "http://TESTSERVER/instances/oauth/callback/",  # another case in the host
+    "http://testserver/instances/oauth/callback/#",  # an empty fragment
+    "http://testserver/instances/oauth/callback/#frag",  # a fragment
+    "http://testserver/Instances/OAuth/Callback/",  # another case in the path
+    "http://testserver/instances/oauth/callback",  # no trailing slash
+    "http://testserver//instances/oauth/callback/",  # a doubled slash
+    "http://testserver/instances/oauth/callback/../callback/",  # a dot segment
+    "http://testserver/instances/oauth/callback/%2e%2e/callback/",  # an encoded dot segment
+    "http://testserver/instances/oauth/callback/;x",  # path parameters
+    "http://testserver/instances/oauth/callback/?x=1",  # an extra query
+    "http://testserver/instances/oauth/callback/?",  # an empty query
+    "http://user@testserver/instances/oauth/callback/",  # user info
+    "http://evil.example@testserver/instances/oauth/callback/",  # user info that looks like a host
+    "https://testserver/instances/oauth/callback/",  # https instead of http
+    "http://localhost:8001/instances/oauth/callback/",  # another port of the Sandbox's loopback address
+    " http://testserver/instances/oauth/callback/",  # leading space
+])
+def test_the_sandbox_compares_redirect_uris_exactly(client, settings, redirect_uri):
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8000/sandbox/api"
+    base = {"response_type": "code", "client_id": "sandbox-app", "state": "s"}
+    response = client.get("/sandbox/api/oauth/authorize", {**base, "redirect_uri": redirect_uri})
+    assert response.status_code == 400 and "is not registered with the Sandbox" in response.content.decode()
+    response = client.post("/sandbox/api/oauth/authorize", {
+        **base, "redirect_uri": redirect_uri, "username": "sandbox", "password": "sandbox-secret", "decision": "allow",
+    })
+    assert response.status_code == 400 and "Location" not in response
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    REGISTERED,  # the callback on the origin the consent page is served on
+    "http://127.0.0.1:8000/instances/oauth/callback/",  # on SANDBOX_BASE_URL's origin
+    "http://localhost:8000/instances/oauth/callback/",  # the same loopback address by name
+])
+def test_the_registered_redirect_uris_get_the_code(client, settings, redirect_uri):
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8000/sandbox/api"
+    response = client.post("/sandbox/api/oauth/authorize", {
+        "response_type": "code", "client_id": "sandbox-app", "state": "s", "redirect_uri": redirect_uri,
+        "username": "sandbox", "password": "sandbox-secret", "decision": "allow",
+    })
+    assert response.status_code == 302 and response["Location"].startswith(redirect_uri + "?code=")
+
+
+def test_configured_redirect_uris_are_the_only_ones_registered(client, settings):
+    settings.SANDBOX_REDIRECT_URIS = ["https://dash.example/instances/oauth/callback/"]
+    base = {"response_type": "code", "client_id": "sandbox-app", "state": "s"}
+    assert client.get("/sandbox/api/oauth/authorize", {**base, "redirect_uri": REGISTERED}).status_code == 400
+    assert client.get("/sandbox/api/oauth/authorize", {
+        **base, "redirect_uri": "https://dash.example/instances/oauth/callback/"}).status_code == 200

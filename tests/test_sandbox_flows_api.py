@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from patchworks_site import sandbox_data
 from patchworks_site import sandbox_api
 from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
+from instances import sandbox_accounts
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
 AS_OF = "2026-11-23T18:40:00Z"
@@ -19,6 +19,11 @@ AS_OF = "2026-11-23T18:40:00Z"
 @pytest.fixture
 def api(client, db):
     return client
+
+
+def account_key(company: Company) -> str:
+    """The company's Sandbox account key, as its instances send it."""
+    return sandbox_accounts.account_key(company.pk)
 
 
 def get(api, path: str, headers: dict | None = None, **params):
@@ -236,8 +241,8 @@ def test_received_orders_are_paginated(api):
     assert second["orders"][-1]["body"]["reference"] == "P-0"
 
 
-def test_only_the_newest_orders_are_kept(api, monkeypatch):
-    monkeypatch.setattr(sandbox_data, "RECEIVED_KEEP", 5)
+def test_only_the_newest_orders_are_kept(api, settings):
+    settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT = 5
     for n in range(4):
         post(api, [{"reference": f"K-{n}-{m}"} for m in range(2)])
     assert SandboxReceivedOrder.objects.count() == 5
@@ -272,19 +277,27 @@ def test_posting_needs_credentials(api):
 
 
 def test_each_account_lists_only_what_was_sent_for_it(api):
-    ours, theirs = sandbox_api.account_for(1), sandbox_api.account_for(2)
+    ours = account_key(Company.objects.create(name="Ours Ltd"))
+    theirs = account_key(Company.objects.create(name="Theirs Ltd"))
     post(api, {"reference": "OURS"}, account=ours)
     post(api, {"reference": "THEIRS"}, account=theirs)
-    post(api, {"reference": "NOBODY"}, account="not-an-account")  # malformed: stored for no account
+    post(api, {"reference": "NOBODY"})  # no account key: the anonymous account
     listed = get(api, "orders/received", headers={"X-Sandbox-Account": ours}).json()
     assert [o["body"]["reference"] for o in listed["orders"]] == ["OURS"]
     assert SandboxReceivedOrder.objects.get(body__reference="NOBODY").account == ""
 
 
+def test_an_unknown_account_key_is_refused_and_stores_nothing(api):
+    for key in ("not-an-account", sandbox_api.account_for(Company.objects.create(name="Known Ltd").pk), "k" * 500):
+        response = post(api, {"reference": "NOBODY"}, account=key)
+        assert response.status_code == 401 and response.json()["error"] == "unknown_account"
+        assert get(api, "orders/received", headers={"X-Sandbox-Account": key}).status_code == 401
+    assert not SandboxReceivedOrder.objects.exists()
+
+
 def test_a_company_never_sees_what_another_company_sent(user_client):
     other = Company.objects.create(name="Elsewhere Ltd")
-    post(user_client, {"reference": "THEIR-ORDER", "customer": {"name": "Someone Else"}},
-         account=sandbox_api.account_for(other.pk))
+    post(user_client, {"reference": "THEIR-ORDER", "customer": {"name": "Someone Else"}}, account=account_key(other))
     post(user_client, {"reference": "NO-ACCOUNT"})
     page = user_client.get("/sandbox/received-orders/").content.decode()
     assert "THEIR-ORDER" not in page and "Someone Else" not in page and "NO-ACCOUNT" not in page
@@ -299,7 +312,7 @@ def user_client(client, db):
     company = Company.objects.create(name="Sandbox Users Ltd")
     user = User.objects.create_user(username="reader", password=None, company=company, role=Role.READ_ONLY)
     client.force_login(user)
-    client.account = sandbox_api.account_for(company.pk)
+    client.account = account_key(company)
     return client
 
 
@@ -360,11 +373,12 @@ def test_credentials_are_checked_before_failing_on_demand(api):
 
 
 def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_server, company, sandbox_listing, install,
-                                                                        make_instance, client):
+                                                                        make_instance, client, settings):
     from flows import runner, runs
     from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
     from instances import transport
 
+    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"  # the live server is this deployment's Sandbox
     connector = install(sandbox_listing, company)
     instance = make_instance(connector, "Sandbox - live", {"api_token": "sandbox-token"},
                              auth_method=connector.auth_methods.get(key="token"),

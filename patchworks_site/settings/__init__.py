@@ -292,6 +292,23 @@ SANDBOX_BASE_URL_CONFIGURED = "SANDBOX_BASE_URL" in os.environ or "PORT" in os.e
 # How long the Sandbox's OAuth 2 access tokens (authorisation code grant) live,
 # short so that refreshing can be seen in the demo.
 SANDBOX_ACCESS_TOKEN_LIFETIME = int(os.environ.get("SANDBOX_ACCESS_TOKEN_LIFETIME", "120"))
+# The built-in Sandbox API (a public demo API) is served only when this is on: by default in development only.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", default=DEBUG)
+# Bounds of the Sandbox when it is on. The longest `delay_ms` a request may ask for (longer is refused with 400):
+SANDBOX_MAX_DELAY_MS = int(os.environ.get("SANDBOX_MAX_DELAY_MS", "2000"))
+# The newest orders each Sandbox account keeps, by count and by bytes (older ones are dropped):
+SANDBOX_MAX_ORDERS_PER_ACCOUNT = int(os.environ.get("SANDBOX_MAX_ORDERS_PER_ACCOUNT", "5000"))
+SANDBOX_MAX_BYTES_PER_ACCOUNT = int(os.environ.get("SANDBOX_MAX_BYTES_PER_ACCOUNT", str(10 * 1024 * 1024)))
+# The most bytes of received orders the Sandbox stores in all (beyond it, new orders are refused with 507):
+SANDBOX_MAX_STORED_BYTES = int(os.environ.get("SANDBOX_MAX_STORED_BYTES", str(200 * 1024 * 1024)))
+# Requests a second one client (address and account) may make to the Sandbox API (beyond: 429 with Retry-After):
+SANDBOX_RATE_LIMIT_PER_SECOND = int(os.environ.get("SANDBOX_RATE_LIMIT_PER_SECOND", "50"))
+# Wrong logins on the Sandbox's consent page allowed from one address within the window (then refused until it passes):
+SANDBOX_LOGIN_ATTEMPTS = int(os.environ.get("SANDBOX_LOGIN_ATTEMPTS", "5"))
+SANDBOX_LOGIN_WINDOW_SECONDS = int(os.environ.get("SANDBOX_LOGIN_WINDOW_SECONDS", "900"))
+# Redirect URIs registered with the Sandbox's OAuth app, compared exactly (comma-separated). Empty: the dashboard's
+# callback on the origin the consent page is served on, on SANDBOX_BASE_URL's origin, and OAUTH_REDIRECT_URI.
+SANDBOX_REDIRECT_URIS = [u.strip() for u in os.environ.get("SANDBOX_REDIRECT_URIS", "").split(",") if u.strip()]
 
 # The one OAuth 2 redirect URI of this deployment (register it with every provider).
 # Empty: the callback on the host the dashboard is served on.

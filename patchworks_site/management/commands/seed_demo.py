@@ -98,10 +98,13 @@ class Command(BaseCommand):
         from instances.models import ConnectionPool, Instance
         from marketplace import catalog
         from marketplace.models import Installation, Listing
-        from patchworks_site.models import Company, Role, User
+        from patchworks_site.models import Company, Role, SandboxAccount, User
 
         acme, _ = Company.objects.get_or_create(name="Acme Retail")
         globex, _ = Company.objects.get_or_create(name="Globex Trading")
+        for company in (acme, globex):
+            # Each company's Sandbox account; its instances are issued its key with their first request to it.
+            SandboxAccount.objects.for_company(company.pk)
 
         demo, created = User.objects.get_or_create(
             username="demo",

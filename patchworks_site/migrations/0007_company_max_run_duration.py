@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('patchworks_site', '0004_sandbox_accounts'),
+        ('patchworks_site', '0006_existing_sandbox_accounts'),
     ]
 
     operations = [

@@ -297,7 +297,7 @@ def _new_auth_method(name: str, auth_type: str, key: str, base_url: str) -> dict
         method["variables"] = [
             {"key": key_, "label": label, **secret, "secret": key_ != "consumer_key"}
             for key_, label in (("consumer_key", "Consumer key"), ("consumer_secret", "Consumer secret"),
-                                ("token", "Token"), ("token_secret", "Token secret"))
+                                ("token_id", "Token ID"), ("token_secret", "Token secret"))
         ]
     return method
 

@@ -241,8 +241,8 @@ class InstanceClient:
         """
         values = [v for v in self.secrets.values() if v]
         values += [v.default for v in self._connector_variables() if v.secret and v.default]
-        if self.auth_method.type == AuthType.OAUTH1 and self.values.get("token_id"):
-            values.append(self.values["token_id"])
+        if self.auth_method.type == AuthType.OAUTH1:
+            values += [self.values[key] for key in ("token_id", "token") if self.values.get(key)]
         return values + self.obtained_secrets
 
     def _obtained(self, *tokens: object) -> None:

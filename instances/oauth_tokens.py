@@ -306,7 +306,8 @@ def oauth1_client(values: dict[str, str], **fixed) -> oauth1.Client:
     return _OAuth1Client(
         values["consumer_key"],
         client_secret=values.get("consumer_secret", ""),
-        resource_owner_key=values.get("token_id") or None,
+        # Connectors built before the builder named it token_id call the token "token".
+        resource_owner_key=values.get("token_id") or values.get("token") or None,
         resource_owner_secret=values.get("token_secret") or None,
         signature_method=OAUTH1_SIGNATURE_METHODS[method],
         signature_type=oauth1.SIGNATURE_TYPE_QUERY if placement == "query" else oauth1.SIGNATURE_TYPE_AUTH_HEADER,

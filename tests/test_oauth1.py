@@ -150,3 +150,20 @@ def test_an_oauth1_sandbox_instance_is_added_through_the_wizard_only_with_valid_
     assert response.status_code == 302, response.content.decode()[:2000]
     instance = Instance.objects.get()
     assert instance.last_check_ok is True and instance.get_secrets() == SANDBOX_SECRETS
+
+
+def test_an_oauth1_method_made_in_the_builder_names_the_token_as_the_signer_reads_it():
+    from connectors.builder_views import _new_auth_method
+
+    method = _new_auth_method("OAuth 1", "oauth1", "oauth1", "https://api.example.com")
+    keys = [v["key"] for v in method["variables"]]
+    assert keys == ["consumer_key", "consumer_secret", "token_id", "token_secret"]
+    values = {"consumer_key": "ck", "consumer_secret": "cs", "token_id": "the-token", "token_secret": "ts"}
+    _, headers = oauth_tokens.sign_oauth1(values, "GET", "https://api.example.com/me", {})
+    assert header_params(headers)["oauth_token"] == "the-token"
+
+
+def test_connectors_built_with_a_token_variable_still_sign_with_their_token():
+    values = {"consumer_key": "ck", "consumer_secret": "cs", "token": "older-token", "token_secret": "ts"}
+    _, headers = oauth_tokens.sign_oauth1(values, "GET", "https://api.example.com/me", {})
+    assert header_params(headers)["oauth_token"] == "older-token"

@@ -400,6 +400,8 @@ def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
             return None
         items = [_check_object(v, spec.item or {}, f"{path}[{i}]", errors) for i, v in enumerate(value)]
         _check_unique_keys(items, path, errors)
+        if spec.item is VARIABLE:
+            _check_secret_defaults(items, path, errors)
         return items
     if spec.check and value is not None:
         problem = spec.check(value)
@@ -445,6 +447,16 @@ def _check_unique_keys(items: list, path: str, errors: list[str]) -> None:
         if key in seen:
             errors.append(f'{path}[{i}].key: duplicate key "{key}"')
         seen.add(key)
+
+
+def _check_secret_defaults(items: list, path: str, errors: list[str]) -> None:
+    """A secret has no default: the definition is exported and shown in plain, secrets only per instance."""
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("secret") and item.get("default"):
+            errors.append(
+                f"{path}[{i}].default: a secret variable cannot have a default value; "
+                "each instance enters its own (the connector's definition is not encrypted)"
+            )
 
 
 def _placeholders(value: Any) -> set[str]:

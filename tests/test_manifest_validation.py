@@ -137,3 +137,20 @@ def test_yaml_aliases_are_refused():
     with pytest.raises(manifests.ManifestError) as exc:
         manifests.loads("a: &x [1, 2]\nb: *x\n")
     assert exc.value.errors == ["manifest: not valid YAML at line 2, column 4 (aliases are not allowed in a manifest)"]
+
+
+def test_a_secret_variable_cannot_carry_a_default_value():
+    """The definition is exported and shown in plain: a secret is entered per instance, never defined with it."""
+    def mutate(d):
+        d["auth_methods"][1]["variables"][0]["default"] = "sk_live_in_the_definition"
+        d["variables"].append({"key": "signing_key", "label": "Signing key", "secret": True, "default": "also-secret"})
+
+    assert errors_for(mutate) == [
+        "variables[1].default: a secret variable cannot have a default value; each instance enters its own "
+        "(the connector's definition is not encrypted)",
+        "auth_methods[1].variables[0].default: a secret variable cannot have a default value; each instance "
+        "enters its own (the connector's definition is not encrypted)",
+    ]
+    public_default = copy.deepcopy(VALID)
+    public_default["variables"][0]["default"] = "acme"
+    assert manifests.validate(public_default)["variables"][0]["default"] == "acme"

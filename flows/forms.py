@@ -11,6 +11,7 @@ from connectors.models import Direction, Endpoint, Variable
 from flows import parameters, schedules
 from flows.models import FlowRunShape, ProcessFlow, RunStatus, RunTrigger, ScheduleKind, Shape, ShapeKind
 from flows.schedules import MINUTE_INTERVALS
+from flows.shapes import filter as filter_shape
 from instances.models import Instance
 from patchworks_site.models import Company
 
@@ -325,7 +326,7 @@ class FilterRuleForm(_RowForm):
         if not cleaned.get("field") and "field" not in self.errors:
             self.add_error("field", "Enter the field this rule compares.")
         if comparison == "in_last":
-            if not (value.isascii() and value.isdigit() and 0 < int(value) <= 100000):
+            if not (value.isascii() and value.isdigit() and 0 < int(value) <= filter_shape.MAX_IN_LAST):
                 self.add_error("value", "Enter a whole number of minutes, hours or days, at least 1.")
             if not cleaned.get("unit"):
                 self.add_error("unit", "Choose minutes, hours or days.")

@@ -457,6 +457,22 @@ def test_a_filter_without_rules_and_date_maps_without_instances_are_refused(comp
     ])
 
 
+
+@pytest.mark.parametrize("amount", ["1000000000000", "1e308", "100001"])
+def test_an_in_last_rule_further_back_than_a_date_can_go_is_refused_before_any_request(
+    company, instance, httpserver, amount
+):
+    """A rule stored without the form (an import, the admin) fails the run by name, never with an overflow."""
+    flow = flow_of(
+        company,
+        connection(instance, "list_orders"),
+        filter_shape({"field": "updated_at", "comparison": "in_last", "value": amount, "unit": "days"}),
+    )
+    run = run_flow(flow)
+    assert run.status == "failed"
+    assert run.failure_reason == f"Shape 2 (filter): rule 1: in_last may go back at most 100,000 days, not {amount}."
+    assert httpserver.log == []
+
 # --- retention ---------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ COMPARISONS = (
     "equals", "not_equals", "contains", "greater_than", "less_than", "is_empty", "in_last", "since_last_success",
 )
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+MAX_IN_LAST = 100_000  # of any unit (the rule form's bound); more would overflow a date
 MATCHES = ("all", "any")
 
 
@@ -55,6 +56,8 @@ def rules_of(config: object) -> tuple[str, list[dict], list[str]]:
             amount = _number(value)
             if amount is None or amount <= 0:
                 problems.append(f"rule {number}: in_last needs a positive number, not \"{value}\".")
+            elif amount > MAX_IN_LAST:
+                problems.append(f"rule {number}: in_last may go back at most {MAX_IN_LAST:,} {unit or 'units'}, not {value}.")
             if unit not in UNITS:
                 problems.append(f"rule {number}: in_last needs a unit (minutes, hours or days).")
         clean.append({"field": field, "comparison": comparison, "value": value, "unit": unit})

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from werkzeug import Response
+
 from connectors.models import Connector
 from flows.models import Shape, ProcessFlow
 
@@ -59,3 +64,18 @@ def filter_shape(*rules: dict, match: str = "all") -> dict:
 
 def map_shape(*fields: dict, keep_unmapped: bool = False) -> dict:
     return {"kind": "map", "config": {"fields": list(fields), "keep_unmapped": keep_unmapped}}
+
+
+def json_response(data: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(data), status=status, content_type="application/json", headers=headers or {})
+
+
+@pytest.fixture
+def connector(company, make_connector, httpserver) -> Connector:
+    """The shop connector on the test's HTTP server (import it into a test module to use it as a fixture)."""
+    return shop_connector(make_connector, company, httpserver.url_for("/api"))
+
+
+@pytest.fixture
+def instance(connector, make_instance):
+    return make_instance(connector, "Shop - UK", {"api_token": API_TOKEN})

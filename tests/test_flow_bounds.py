@@ -15,21 +15,8 @@ from flows import runner, runs, tasks
 from flows import shapes
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from flows.shapes import map as map_shape_module
-from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, map_shape, shop_connector
-
-
-def json_response(data: object, status: int = 200) -> Response:
-    return Response(json.dumps(data), status=status, content_type="application/json")
-
-
-@pytest.fixture
-def connector(company, make_connector, httpserver):
-    return shop_connector(make_connector, company, httpserver.url_for("/api"))
-
-
-@pytest.fixture
-def instance(connector, make_instance):
-    return make_instance(connector, "Shop - UK", {"api_token": API_TOKEN})
+from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
+from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json_response, map_shape
 
 
 def run_flow(flow) -> FlowRun:

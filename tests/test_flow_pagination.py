@@ -9,23 +9,14 @@ from werkzeug import Request, Response
 
 from flows import runner, runs
 from flows.models import RunStatus, RunTrigger, ShapeStatus
-from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, shop_connector
+from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
+from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json_response
 
 TOTAL = 7
 
 
 def order(n: int) -> dict:
     return {"id": n, "total": f"{n}.00"}
-
-
-def json_response(data: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(data), status=status, content_type="application/json", headers=headers or {})
-
-
-@pytest.fixture
-def instance(company, make_connector, make_instance, httpserver):
-    connector = shop_connector(make_connector, company, httpserver.url_for("/api"))
-    return make_instance(connector, "Shop - UK", {"api_token": API_TOKEN})
 
 
 def run_receive_and_send(company, instance, **endpoint_fields):

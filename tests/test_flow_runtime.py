@@ -14,25 +14,12 @@ from werkzeug import Request, Response
 from flows import retention, runner, runs
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from tests.raw_server import raw_server  # noqa: F401 - fixture
+from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
 from tests.flow_helpers import (
-    API_TOKEN, connection, endpoint_of, filter_shape, flow_of, map_shape, shop_connector,
+    API_TOKEN, connection, endpoint_of, filter_shape, flow_of, json_response, map_shape, shop_connector,
 )
 
 REFERENCE = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
-
-
-def json_response(data: object, status: int = 200) -> Response:
-    return Response(json.dumps(data), status=status, content_type="application/json")
-
-
-@pytest.fixture
-def connector(company, make_connector, httpserver):
-    return shop_connector(make_connector, company, httpserver.url_for("/api"))
-
-
-@pytest.fixture
-def instance(connector, make_instance):
-    return make_instance(connector, "Shop - UK", {"api_token": API_TOKEN})
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-import redis
 from werkzeug import Response
 
 from instances import limits
 from instances.client import InstanceClient
 from patchworks_site.models import AuditEntry, Role
+from tests.limits_helpers import close_store, use_store
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 NOW = 1_790_000_000
@@ -23,21 +23,9 @@ HOUR = 3600
 @pytest.fixture(params=["redis", "sqlite"])
 def backend(request, settings, tmp_path):
     """Point the limits at one store (Redis, or the embedded SQLite file)."""
-    if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-        settings.REDIS_URL = REDIS_URL
-    else:
-        settings.REDIS_URL = ""
-        settings.LIMITS_STORE_PATH = tmp_path / "limits.sqlite3"
-    limits._store.cache_clear()
+    use_store(request.param, settings, tmp_path, REDIS_URL)
     yield request.param
-    limits.store().close()
-    limits._store.cache_clear()
+    close_store()
 
 
 # --- the clamp --------------------------------------------------------------------------

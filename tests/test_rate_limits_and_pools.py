@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-import redis
 import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -24,6 +23,7 @@ from instances import limits
 from instances.checks import recheck
 from instances.client import InstanceClient
 from instances.models import ConnectionPool
+from tests.limits_helpers import close_store, use_store
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 FORK = multiprocessing.get_context("fork")
@@ -34,25 +34,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threade
 @pytest.fixture(params=["redis", "sqlite"])
 def backend(request, settings, tmp_path):
     """Point the limits at one store; returns a function that opens that store afresh (for child processes)."""
-    if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-        settings.REDIS_URL = REDIS_URL
-    else:
-        settings.REDIS_URL = ""
-        settings.LIMITS_STORE_PATH = tmp_path / "limits.sqlite3"
+    use_store(request.param, settings, tmp_path, REDIS_URL)
     url, path, prefix = settings.REDIS_URL, str(settings.LIMITS_STORE_PATH), settings.LIMITS_KEY_PREFIX
 
     def open_store() -> limits.Store:
         return limits.RedisStore(url, prefix) if url else limits.SQLiteStore(path, prefix)
 
     yield open_store
-    limits.store().close()
-    limits._store.cache_clear()
+    close_store()
 
 
 def _run(workers: int, target, *args, timeout: float = 30) -> None:

@@ -91,7 +91,7 @@ def child(base_url: str, scenario: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
     from connectors import manifest as manifests
     from connectors.models import Connector
-    from flows import runner
+    from flows import execution
     from flows.models import FlowRun, ProcessFlow, RunTrigger, Shape
     from instances.models import Instance
     from patchworks_site.models import Company
@@ -125,7 +125,7 @@ def child(base_url: str, scenario: str) -> None:
                                  queued_at=django.utils.timezone.now(), reference_time=django.utils.timezone.now())
     before = peak_rss_mb()
     started = time.monotonic()
-    run = runner.execute(run.pk)
+    run = execution.execute(run.pk)
     print(json.dumps({
         "status": run.status, "reason": run.failure_reason, "seconds": round(time.monotonic() - started, 2),
         "rss_before_mb": round(before, 1), "rss_peak_mb": round(peak_rss_mb(), 1),

@@ -341,10 +341,10 @@ class Mode:
 
 
 def queue(flow) -> int:
-    from flows import runs
+    from flows import queueing
     from flows.models import RunTrigger
 
-    return runs.queue_run(flow, RunTrigger.MANUAL).pk
+    return queueing.queue_run(flow, RunTrigger.MANUAL).pk
 
 
 def wait_for(run_pks: list[int], timeout: float, mode: Mode, poll: float = 0.05) -> list:
@@ -474,7 +474,7 @@ def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
     import pstats
     import tracemalloc
 
-    from flows import runner
+    from flows import execution
 
     count, _, send_as = args.profile.partition(":")
     flow = world.flow(int(count), send_as or "batch")
@@ -490,7 +490,7 @@ def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
         pk = queue(flow)
         profiler = cProfile.Profile()
         started = time.perf_counter()
-        run = profiler.runcall(runner.execute, pk)
+        run = profiler.runcall(execution.execute, pk)
         seconds = time.perf_counter() - started
         print(f"\nProfile: {flow.name}: {run.status}, {received(run)} received in {seconds:.2f} s "
               f"({received(run) / seconds:.0f} records/s, under cProfile)")
@@ -501,7 +501,7 @@ def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
         server_timings(world)
         pk = queue(flow)
         tracemalloc.start(10)
-        runner.execute(pk)
+        execution.execute(pk)
         current, peak = tracemalloc.get_traced_memory()
         gc.collect()  # what is still held, not garbage waiting for the cycle collector
         snapshot = tracemalloc.take_snapshot()

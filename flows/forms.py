@@ -263,7 +263,7 @@ class ConnectionSettingsForm(forms.Form):
         return cleaned
 
     def config(self) -> dict:
-        """The shape's config as the flow runner reads it."""
+        """The shape's config as flows.execution reads it."""
         data = self.cleaned_data
         return {
             "timeout": data["timeout"],

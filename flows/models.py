@@ -135,7 +135,7 @@ class FlowRun(models.Model):
     schedule = models.ForeignKey("FlowSchedule", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries")
     queued_at = models.DateTimeField()
-    # When the run's task was last handed to the queue (see runs.requeue_stale).
+    # When the run's task was last handed to the queue (see queueing.requeue_stale).
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # The time relative dates of the run are computed from: its own queued-at, or
     # for a retry the original run's (so a retry fetches the same window).

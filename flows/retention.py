@@ -1,5 +1,5 @@
 """Forgetting old runs: each company keeps run logs for run_log_retention_days and payload samples for
-payload_retention_hours (see Company); an hourly engine task (flows.tasks.clean_up_runs) applies both."""
+payload_retention_hours (see Company); an hourly huey task (flows.tasks.clean_up_runs) applies both."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 
 from flows.models import FlowRun, FlowSchedule, ProcessFlow, RunTrigger, ScheduleKind
-from flows.runs import queue_run
+from flows.queueing import queue_run
 
 logger = logging.getLogger(__name__)
 

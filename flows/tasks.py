@@ -1,4 +1,10 @@
-"""Huey tasks: they take primary keys; the rows say what to do (see flows.runner)."""
+"""Huey's periodic jobs for the flows: they take primary keys; the rows say what to do.
+
+The run task itself, execute_run, sits beside the code it runs in flows.execution:
+flows.queueing hands runs to it and this module imports flows.queueing, so
+imports run one way (tasks -> queueing -> execution) with no circle. Huey's
+autodiscovery imports this module, which registers every task of the flows.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,8 @@ from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, lock_task
 
-from flows import retention, runs, schedules
-from flows.engine import execute_run  # noqa: F401 (registered with huey when the worker imports this module)
+from flows import queueing, retention, schedules
+from flows.execution import execute_run  # noqa: F401 (registered with huey when the worker imports this module)
 from instances import rechecks
 
 
@@ -17,9 +23,9 @@ def tick_now() -> None:
     Reaping first frees the flows of lost runs for their schedules.
     """
     now = timezone.now()
-    runs.reap_expired_leases(now)
-    runs.reap_overdue(now)
-    runs.requeue_stale(now)
+    queueing.reap_expired_leases(now)
+    queueing.reap_overdue(now)
+    queueing.requeue_stale(now)
     schedules.enqueue_due(now)
 
 

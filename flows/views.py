@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from flows import editor, runs, schedules
+from flows import editor, queueing, schedules
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
 from flows.models import FlowRun, ProcessFlow, Shape, ShapeKind
 from patchworks_site import params
@@ -163,7 +163,7 @@ def run_now(request: HttpRequest, pk: int) -> HttpResponse:
     One pending run per flow: while a run is queued or running, the page links to it instead.
     """
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
-    queued = runs.run_now(flow, user=request.user)
+    queued = queueing.run_now(flow, user=request.user)
     if not queued.created:
         messages.info(request, _pending_message(queued.run, "No other run was queued."))
         return redirect("flows:detail", pk=flow.pk)
@@ -234,7 +234,7 @@ def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:
 @require_POST
 def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
-    outcome = runs.request_stop(run)
+    outcome = queueing.request_stop(run)
     if outcome == "stopped":
         messages.success(request, f"Run {run.pk} was stopped before it started.")
     elif outcome == "stopping":
@@ -247,7 +247,7 @@ def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
 @require_POST
 def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
-    queued = runs.request_retry(run, request.user)
+    queued = queueing.request_retry(run, request.user)
     if queued is None:
         messages.error(request, f"Only failed or stopped runs can be retried; run {run.pk} is {run.get_status_display()}.")
         return redirect("flows:run", run_pk=run.pk)

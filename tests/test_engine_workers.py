@@ -27,7 +27,7 @@ from huey.contrib.djhuey import HUEY
 from huey.storage import RedisStorage, SqliteStorage
 from werkzeug import Request, Response
 
-from flows import runs, schedules, tasks
+from flows import queueing, schedules, tasks
 from flows.models import FlowRun, FlowSchedule, RunStatus, RunTrigger, ScheduleKind
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 
@@ -139,8 +139,8 @@ def test_two_workers_run_every_queued_run_exactly_once(workers, company, instanc
     queued = []
     for flow in flows:
         with transaction.atomic():
-            run = runs.queue_run(flow, RunTrigger.MANUAL)
-            runs.enqueue(run)
+            run = queueing.queue_run(flow, RunTrigger.MANUAL)
+            queueing.enqueue(run)
         queued.append(run)
     workers.start()
     workers.start()
@@ -197,7 +197,7 @@ def test_a_killed_worker_s_run_fails_as_worker_lost_and_the_next_scheduled_run_s
 
     first = wait_until(lambda: FlowRun.objects.filter(pk=first.pk, status=RunStatus.FAILED).first(),
                        what=f"the lost run to fail; worker logs:\n{workers.logs()}")
-    assert first.failure_reason == runs.WORKER_LOST
+    assert first.failure_reason == queueing.WORKER_LOST
     assert first.shape_runs.get().status == "failed"
     # ... and the schedule's next due time enqueues a run that a live worker completes.
     second = wait_until(lambda: FlowRun.objects.filter(flow=flow, status=RunStatus.SUCCESS).first(),

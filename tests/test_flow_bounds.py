@@ -11,7 +11,7 @@ from django.db import connection as db_connection
 from django.utils import timezone as django_timezone
 from werkzeug import Request, Response
 
-from flows import runner, runs, tasks
+from flows import execution, queueing, tasks
 from flows import shapes
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from flows.shapes import map as map_shape_module
@@ -20,7 +20,7 @@ from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json
 
 
 def run_flow(flow) -> FlowRun:
-    return runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    return execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
 
 def bodies(httpserver, path: str = "/api/imports") -> list[bytes]:
@@ -262,7 +262,7 @@ def test_a_run_past_the_company_s_maximum_duration_is_stopped_at_its_next_reques
     company, instance, httpserver, monkeypatch
 ):
     clock = Clock()
-    monkeypatch.setattr(runner, "timezone", clock)
+    monkeypatch.setattr(execution, "timezone", clock)
     endpoint_of(instance, "list_orders", pagination={"style": "page_number", "page_parameter": "page"})
 
     def orders(request: Request) -> Response:
@@ -282,7 +282,7 @@ def test_a_run_past_the_company_s_maximum_duration_is_stopped_at_its_next_reques
 
 
 def overdue_run(flow, started: timedelta) -> FlowRun:
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
     now = django_timezone.now()
     FlowRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, started_at=now - started, lease_owner="stuck-worker",
@@ -311,7 +311,7 @@ def test_the_scheduler_tick_fails_runs_past_their_maximum_duration_even_with_a_s
     assert overdue.shape_runs.get().status == ShapeStatus.STOPPED
     assert within.status == RunStatus.RUNNING
     # The worker that comes back to it finds the run is not its own any more.
-    assert not runner.renew_lease(overdue.pk, "stuck-worker")
+    assert not execution.renew_lease(overdue.pk, "stuck-worker")
 
 
 def test_the_platform_ceiling_caps_a_company_s_maximum_duration(company, instance, settings):
@@ -319,7 +319,7 @@ def test_the_platform_ceiling_caps_a_company_s_maximum_duration(company, instanc
     company.max_run_duration_minutes = 600  # set before the ceiling was lowered
     company.save()
     run = overdue_run(flow_of(company, connection(instance, "list_orders")), timedelta(minutes=121))
-    runs.reap_overdue()
+    queueing.reap_overdue()
     run.refresh_from_db()
     assert run.failure_reason == (
         "The run was stopped after 2 hours, the platform's maximum run duration "

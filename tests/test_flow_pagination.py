@@ -7,7 +7,7 @@ import json
 import pytest
 from werkzeug import Request, Response
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger, ShapeStatus
 from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
 from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json_response
@@ -22,7 +22,7 @@ def order(n: int) -> dict:
 def run_receive_and_send(company, instance, **endpoint_fields):
     endpoint_of(instance, "list_orders", **endpoint_fields)
     flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order"))
-    return runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    return execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
 
 def sent(httpserver) -> list:

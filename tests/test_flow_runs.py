@@ -1,4 +1,4 @@
-"""The runner: connection shapes in order through the instance client, against a real HTTP server."""
+"""Flow execution: connection shapes in order through the instance client, against a real HTTP server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 from werkzeug import Request, Response
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import FlowRun, RunStatus, RunTrigger, ShapeStatus
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 
@@ -36,9 +36,9 @@ def test_a_run_receives_the_records_and_sends_each_one_as_json(flow, httpserver,
     httpserver.expect_request("/api/orders", method="GET").respond_with_json({"meta": {"count": 3}, "orders": ORDERS})
     httpserver.expect_request("/api/imports", method="POST").respond_with_json({"accepted": True}, status=201)
 
-    run = runs.queue_run(flow, RunTrigger.MANUAL, user=admin_user)
+    run = queueing.queue_run(flow, RunTrigger.MANUAL, user=admin_user)
     assert run.status == RunStatus.QUEUED and run.reference_time == run.queued_at
-    run = runner.execute(run.pk)
+    run = execution.execute(run.pk)
 
     assert run.status == RunStatus.SUCCESS and run.failure_reason == ""
     assert run.started_at <= run.finished_at and run.lease_expires_at is None
@@ -57,7 +57,7 @@ def test_a_run_receives_the_records_and_sends_each_one_as_json(flow, httpserver,
 def test_a_top_level_list_is_the_payload(flow, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json(ORDERS[:2])
     httpserver.expect_request("/api/imports").respond_with_json({})
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.SUCCESS
     assert sent_items(httpserver) == ORDERS[:2]
 
@@ -67,7 +67,7 @@ def test_a_refused_receive_fails_the_run_naming_the_shape_and_keeps_the_redacted
     httpserver.expect_request("/api/orders").respond_with_json(
         {"message": f"token {API_TOKEN} is not allowed here"}, status=403
     )
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
     assert run.status == RunStatus.FAILED
     assert run.failure_reason.startswith("Shape 1 (Shop - UK → List orders): The API answered 403 Forbidden.")
@@ -91,7 +91,7 @@ def test_items_the_api_refuses_make_a_partial_success(flow, httpserver):
         return Response(json.dumps({"imported": item["id"]}), status=201, content_type="application/json")
 
     httpserver.expect_request("/api/imports", method="POST").respond_with_handler(import_order)
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
     assert run.status == RunStatus.PARTIAL_SUCCESS
     send = run.shape_runs.get(position=1)
@@ -103,14 +103,14 @@ def test_items_the_api_refuses_make_a_partial_success(flow, httpserver):
 def test_when_every_item_is_refused_the_run_fails(flow, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
     httpserver.expect_request("/api/imports").respond_with_json({"message": "down"}, status=503)
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.FAILED
     assert run.failure_reason.startswith("Shape 2 (Shop - UK → Import order): none of the 3 item(s) was accepted.")
 
 
 def test_nothing_to_send_is_a_warning(flow, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json({"orders": []})
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.SUCCESS
     assert run.warnings == ["Shape 2 (Shop - UK → Import order): Nothing to send: no items came from the previous shape."]
     assert sent_items(httpserver) == []
@@ -120,7 +120,7 @@ def test_a_shape_whose_endpoint_was_removed_fails_the_run_before_any_request(flo
     shape = flow.shapes.get(position=1)
     shape.endpoint, shape.missing_endpoint = None, "Import order (POST /imports)"
     shape.save()
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.FAILED
     assert run.failure_reason == (
         "Shape 2 (Shop - UK → missing endpoint Import order (POST /imports)): its endpoint was removed by a "
@@ -132,65 +132,65 @@ def test_a_shape_whose_endpoint_was_removed_fails_the_run_before_any_request(flo
 def test_a_flow_without_shapes_fails_at_once(company, httpserver):
     from flows.models import ProcessFlow
 
-    run = runner.execute(runs.queue_run(ProcessFlow.objects.create(company=company, name="Empty"), RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(ProcessFlow.objects.create(company=company, name="Empty"), RunTrigger.MANUAL).pk)
     assert (run.status, run.failure_reason) == (RunStatus.FAILED, "The flow has no connection shapes.")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_stop_request_stops_the_run_before_its_next_request(flow, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
 
     def import_order(request: Request) -> Response:
-        runs.request_stop(run)  # a user presses stop while the first item is in flight
+        queueing.request_stop(run)  # a user presses stop while the first item is in flight
         connection.close()  # this server thread's own connection
         return Response("{}", status=201, content_type="application/json")
 
     httpserver.expect_request("/api/imports").respond_with_handler(import_order)
-    run = runner.execute(run.pk)
+    run = execution.execute(run.pk)
     assert (run.status, run.failure_reason) == (RunStatus.STOPPED, "Stopped by a user.")
     assert len(sent_items(httpserver)) == 1
     assert run.shape_runs.get(position=1).status == ShapeStatus.STOPPED
 
 
 def test_stopping_a_queued_run_means_it_never_starts(flow, httpserver):
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
-    assert runs.request_stop(run) == "stopped"
-    assert runner.execute(run.pk) is None
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    assert queueing.request_stop(run) == "stopped"
+    assert execution.execute(run.pk) is None
     run.refresh_from_db()
     assert run.status == RunStatus.STOPPED and run.started_at is None and httpserver.log == []
-    assert runs.request_stop(run) is None
+    assert queueing.request_stop(run) is None
 
 
 def test_a_run_is_claimed_once(flow):
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
-    assert runner.claim(run.pk, "worker-a") is True
-    assert runner.claim(run.pk, "worker-b") is False
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    assert execution.claim(run.pk, "worker-a") is True
+    assert execution.claim(run.pk, "worker-b") is False
     run.refresh_from_db()
     assert (run.status, run.lease_owner) == (RunStatus.RUNNING, "worker-a")
 
 
 def test_a_run_whose_lease_expired_is_failed_as_worker_lost(flow):
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
-    runner.claim(run.pk, "worker-a")
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    execution.claim(run.pk, "worker-a")
     now = timezone.now()
-    assert runs.reap_expired_leases(now) == 0  # the lease is still valid
-    assert runs.reap_expired_leases(now + runner.lease_duration() + timedelta(seconds=1)) == 1
+    assert queueing.reap_expired_leases(now) == 0  # the lease is still valid
+    assert queueing.reap_expired_leases(now + execution.lease_duration() + timedelta(seconds=1)) == 1
     run.refresh_from_db()
-    assert (run.status, run.failure_reason) == (RunStatus.FAILED, runs.WORKER_LOST)
+    assert (run.status, run.failure_reason) == (RunStatus.FAILED, queueing.WORKER_LOST)
     # The worker that lost its lease writes nothing more.
-    assert runner.renew_lease(run.pk, "worker-a") is False
+    assert execution.renew_lease(run.pk, "worker-a") is False
 
 
 def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user):
     httpserver.expect_request("/api/orders").respond_with_json({"message": "down"}, status=500)
-    first = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL, now=timezone.now() - timedelta(hours=2)).pk)
+    first = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL, now=timezone.now() - timedelta(hours=2)).pk)
     assert first.status == RunStatus.FAILED
-    retry = runs.retry_run(first, admin_user)
+    retry = queueing.retry_run(first, admin_user)
     assert (retry.trigger, retry.retry_of, retry.reference_time) == (RunTrigger.RETRY, first, first.reference_time)
     assert retry.queued_at > first.queued_at
     assert retry.trigger_text == f"retry of run {first.pk}"
-    assert runs.retry_run(FlowRun.objects.create(
+    assert queueing.retry_run(FlowRun.objects.create(
         company=flow.company, flow=flow, trigger=RunTrigger.MANUAL, queued_at=timezone.now(), reference_time=timezone.now()
     )) is None  # a queued run is not retried
 
@@ -202,12 +202,12 @@ def test_the_heartbeat_keeps_the_lease_of_a_request_that_outlasts_it(flow, https
 
     def slow_orders(request: Request) -> Response:
         time.sleep(1.5)  # more than twice the lease: only the heartbeat keeps it alive
-        reaped.append(runs.reap_expired_leases())
+        reaped.append(queueing.reap_expired_leases())
         connection.close()
         return Response(json.dumps({"orders": []}), content_type="application/json")
 
     httpserver.expect_request("/api/orders").respond_with_handler(slow_orders)
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert reaped == [0]
     assert run.status == RunStatus.SUCCESS
 
@@ -217,13 +217,13 @@ def test_queued_runs_whose_task_was_lost_are_handed_to_the_queue_again(flow, dja
 
     HUEY.flush()
     now = timezone.now()
-    lost = runs.queue_run(flow, RunTrigger.MANUAL, now=now - runs.REQUEUE_AFTER - timedelta(seconds=1))
-    fresh = runs.queue_run(flow, RunTrigger.MANUAL, now=now)
+    lost = queueing.queue_run(flow, RunTrigger.MANUAL, now=now - queueing.REQUEUE_AFTER - timedelta(seconds=1))
+    fresh = queueing.queue_run(flow, RunTrigger.MANUAL, now=now)
     with django_capture_on_commit_callbacks(execute=True):
-        assert runs.requeue_stale(now) == 1
+        assert queueing.requeue_stale(now) == 1
     assert [task.args for task in HUEY.pending()] == [(lost.pk,)]
     lost.refresh_from_db()
     assert lost.enqueued_at >= now and fresh.enqueued_at is None
     with django_capture_on_commit_callbacks(execute=True):
-        assert runs.requeue_stale(now + timedelta(seconds=1)) == 0  # just handed over
+        assert queueing.requeue_stale(now + timedelta(seconds=1)) == 0  # just handed over
     HUEY.flush()

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
 from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
@@ -73,12 +73,12 @@ def test_run_now_works_on_a_disabled_flow_and_says_so(admin_client, flow):
 
 def test_the_run_page_shows_the_timeline_and_stops_polling_when_the_run_ends(admin_client, flow, httpserver):
     httpserver.expect_request("/api/orders").respond_with_json({"message": f"bad token {API_TOKEN}"}, status=401)
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
     htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "run-timeline"}
     fragment = admin_client.get(f"/flows/runs/{run.pk}/", **htmx).content.decode()
     assert "<html" not in fragment and 'hx-trigger="every 2s"' in fragment
 
-    runner.execute(run.pk)
+    execution.execute(run.pk)
     fragment = admin_client.get(f"/flows/runs/{run.pk}/", **htmx).content.decode()
     assert "<html" not in fragment and "hx-trigger" not in fragment
     assert "Shape 1 (Shop - UK → List orders): The API answered 401 Unauthorized." in fragment
@@ -253,7 +253,7 @@ def test_an_unreachable_queue_leaves_the_run_queued_for_the_next_tick_instead_of
     assert run.status == RunStatus.QUEUED
     assert "Error calling" in caplog.text  # logged by Django's robust on-commit handling
     # The scheduler tick hands it over again once the queue is back.
-    assert runs.requeue_stale(run.queued_at + runs.REQUEUE_AFTER + timedelta(seconds=1)) == 1
+    assert queueing.requeue_stale(run.queued_at + queueing.REQUEUE_AFTER + timedelta(seconds=1)) == 1
 
 
 # --- one pending run per flow -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection as db_connection
 from werkzeug import Request, Response
 
-from flows import retention, runner, runs
+from flows import execution, queueing, retention
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from tests.raw_server import raw_server  # noqa: F401 - fixture
 from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
@@ -28,7 +28,7 @@ def quick_retries(settings):
 
 
 def run_flow(flow, *, now: datetime = REFERENCE) -> FlowRun:
-    return runner.execute(runs.queue_run(flow, RunTrigger.MANUAL, now=now).pk)
+    return execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL, now=now).pk)
 
 
 def posted(httpserver, path: str = "/api/imports") -> list:
@@ -134,7 +134,7 @@ def test_a_retry_filters_with_the_original_reference_time(company, instance, htt
     httpserver.clear()
     httpserver.expect_request("/api/orders").respond_with_json(items)
     accept_imports(httpserver)
-    retry = runner.execute(runs.retry_run(first).pk)
+    retry = execution.execute(queueing.retry_run(first).pk)
     assert retry.status == RunStatus.SUCCESS
     assert [item["id"] for item in posted(httpserver)] == [1]  # relative to 12:00, not to now
 
@@ -324,16 +324,16 @@ def test_the_shape_timeout_bounds_each_request(company, instance, httpserver):
 def test_a_stop_request_is_honoured_between_pages(company, instance, httpserver):
     flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order"))
     endpoint_of(instance, "list_orders", pagination={"style": "page_number", "page_parameter": "page"})
-    run = runs.queue_run(flow, RunTrigger.MANUAL)
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
 
     def orders(request: Request) -> Response:
-        runs.request_stop(run)  # pressed while page 1 is on its way
+        queueing.request_stop(run)  # pressed while page 1 is on its way
         db_connection.close()
         return json_response([{"id": int(request.args["page"])}])
 
     httpserver.expect_request("/api/orders").respond_with_handler(orders)
     accept_imports(httpserver)
-    run = runner.execute(run.pk)
+    run = execution.execute(run.pk)
     assert (run.status, run.failure_reason) == (RunStatus.STOPPED, "Stopped by a user.")
     # Page 1's item was being handed on; nothing more was requested.
     assert [r.path for r, _ in httpserver.log] == ["/api/orders"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from werkzeug import Request, Response
 
-from flows import runs
+from flows import queueing
 from flows.models import FlowRun, RunStatus, RunTrigger
 from instances.models import Instance
 from tests.flow_helpers import connection, endpoint_of, filter_shape, flow_of, map_shape
@@ -43,7 +43,7 @@ def test_a_worker_streams_pages_through_filter_and_map_to_the_send_endpoint(work
         connection(instance, "import_order", send_as="item"),
     )
     with transaction.atomic():
-        run = runs.queue_run(flow, RunTrigger.MANUAL)
+        run = queueing.queue_run(flow, RunTrigger.MANUAL)
     workers.start()
 
     run = wait_until(lambda: FlowRun.objects.filter(pk=run.pk, status__in=[RunStatus.SUCCESS, RunStatus.FAILED,

@@ -17,7 +17,7 @@ from django.apps import apps
 from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange, Endpoint
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
 from marketplace import catalog
 from marketplace.models import Listing, ListingVersion
@@ -31,7 +31,7 @@ def origin_of(server) -> str:
 
 
 def run_flow(flow):
-    return runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    return execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
 
 def redirecting_api(httpserver, httpserver_ipv4) -> str:

@@ -39,7 +39,7 @@ from werkzeug import Request, Response
 
 from connectors import editing
 from connectors.models import Connector, ConnectorChange
-from flows import runner
+from flows import execution
 from flows.models import FlowRun, FlowRunShape, RunStatus
 from instances.models import CredentialCheck, Instance
 from patchworks_site.models import Role, User
@@ -293,7 +293,7 @@ def test_no_secret_or_token_obtained_during_a_run_comes_back_out(
         texts += queue_texts()
         HUEY.flush()
         echo.last_answer = {}  # what the API repeats of the token endpoint's answers is this run's
-        run = runner.execute(run.pk)
+        run = execution.execute(run.pk)
         runs.append(run)
         # Each run read both pages, sent to both send endpoints and failed at the last one.
         shapes = list(FlowRunShape.objects.filter(run=run))

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from werkzeug import Request, Response
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
 from instances import checks, sandbox_accounts, transport
 from instances.models import CredentialCheck
@@ -72,7 +72,7 @@ def test_a_sandbox_instance_on_another_origin_never_receives_the_account_key_on_
     for position, key in enumerate(("list_orders", "create_order")):
         Shape.objects.create(flow=flow, position=position, instance=instance, endpoint=connector.endpoints.get(key=key))
     try:
-        run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+        run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     finally:
         transport.adapters.clear()
     assert run.status == RunStatus.SUCCESS, run.failure_reason
@@ -96,7 +96,7 @@ def test_the_deployments_own_sandbox_gets_the_key_and_it_is_redacted_in_the_chec
         Shape.objects.create(flow=flow, position=position, instance=instance, endpoint=connector.endpoints.get(key=key))
     try:
         result, check = checks.recheck(instance)
-        run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+        run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     finally:
         transport.adapters.clear()
     assert result.ok and run.status == RunStatus.SUCCESS, (result.message, run.failure_reason)

@@ -374,7 +374,7 @@ def test_credentials_are_checked_before_failing_on_demand(api):
 
 def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_server, company, sandbox_listing, install,
                                                                         make_instance, client, settings):
-    from flows import runner, runs
+    from flows import execution, queueing
     from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
     from instances import transport
 
@@ -391,7 +391,7 @@ def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_ser
         Shape.objects.create(flow=flow, position=position, instance=instance, endpoint=connector.endpoints.get(key=key))
 
     try:
-        run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+        run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     finally:
         transport.adapters.clear()  # the kept-alive connections end, and the server threads holding them
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
 from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, connection, flow_of
@@ -85,7 +85,7 @@ def test_public_variables_and_run_placeholders_are_saved_and_sent(user_client, i
                              **{"q": "{{region}}", "X-Note": "tz {{instance.time_zone}}"})
     assert response.status_code == 302
     httpserver.expect_request("/api/orders").respond_with_json([])
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.SUCCESS, run.failure_reason
     (request, _), = httpserver.log
     assert request.args["q"] == "eu" and request.headers["X-Note"] == "tz UTC"
@@ -101,7 +101,7 @@ def test_a_stored_shape_with_a_secret_placeholder_fails_before_any_request(compa
     steps = [connection(instance, "list_orders")] if key == "import_order" else []
     flow = flow_of(company, *steps, connection(instance, key, parameters={name: "{{api_token}}"}))
 
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
 
     assert run.status == RunStatus.FAILED
     assert (f"the {location} parameter {name} may not use {{{{api_token}}}}: it is a secret of the connector; "

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
 from instances.client import InstanceClient
 from instances.models import CredentialCheck
@@ -163,7 +163,7 @@ def test_a_run_fails_at_its_shape_s_timeout_when_the_api_drips_and_closes(
     instance = make_instance(shop_connector(make_connector, company, server_url), "Dripping", {"api_token": API_TOKEN})
     flow = flow_of(company, connection(instance, "list_orders", timeout=2))
 
-    run, elapsed = timed(lambda: runner.execute(runs.queue_run(flow, RunTrigger.MANUAL).pk))
+    run, elapsed = timed(lambda: execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk))
 
     assert elapsed < 2 + MARGIN
     assert run.status == RunStatus.FAILED

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from flows import runner, runs
+from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
 from instances.client import InstanceClient
 from tests.flow_helpers import connection, flow_of
@@ -117,7 +117,7 @@ def test_a_run_caches_its_access_token_encrypted_and_reuses_it(company, instance
     token_endpoint(httpserver)
     flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "list_orders"))
 
-    run = runner.execute(runs.queue_run(flow, RunTrigger.MANUAL, now=datetime(2026, 7, 1, tzinfo=UTC)).pk)
+    run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL, now=datetime(2026, 7, 1, tzinfo=UTC)).pk)
 
     assert run.status == RunStatus.SUCCESS, run.failure_reason
     assert token_requests(httpserver) == 1  # two requests, one token

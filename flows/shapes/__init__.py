@@ -1,7 +1,7 @@
-"""One module per shape kind, each providing a Stage class the runner streams pages through.
+"""One module per shape kind, each providing a Stage class flows.execution streams pages through.
 
 A page is a list of items (the records of one response page, or what a shape
-made of them). The runner hands every page a stage passes on to the next stage
+made of them). Execution (flows.execution) hands every page a stage passes on to the next stage
 before it asks for more, so at most one page per shape is held at a time. A
 stage records what it did on its FlowRunShape row (created when the stage gets
 its first page, or when it finishes without any) and raises ShapeFailed to
@@ -48,7 +48,7 @@ def storable_json(text: str) -> str:
     return NUL_ESCAPE_RE.sub(lambda m: m.group(1) + "\\ufffd", text)
 
 
-def dig(data: object, path: str) -> object:
+def value_at(data: object, path: str) -> object:
     """The value at the dotted `path` of `data` (digits index lists), or MISSING."""
     current = data
     for part in path.split("."):
@@ -61,7 +61,7 @@ def dig(data: object, path: str) -> object:
     return current
 
 
-def put(data: dict, path: str, value: object) -> None:
+def set_value_at(data: dict, path: str, value: object) -> None:
     """Set the dotted `path` of `data` to `value`, making the objects on the way."""
     parts = path.split(".")
     current = data
@@ -164,12 +164,14 @@ class Stage:
             )
         return self.record
 
-    def took(self, page: list) -> None:
+    def count_in(self, page: list) -> None:
+        """Count a page this stage received (items_in) and keep its first items as the input sample."""
         self.open().items_in += len(page)
         if len(self.sample_in) < SAMPLE_ITEMS:
             self.sample_in += page[: SAMPLE_ITEMS - len(self.sample_in)]
 
-    def gave(self, page: list) -> None:
+    def count_out(self, page: list) -> None:
+        """Count a page this stage passed on (items_out) and keep its first items as the output sample."""
         self.open().items_out += len(page)
         if len(self.sample_out) < SAMPLE_ITEMS:
             self.sample_out += page[: SAMPLE_ITEMS - len(self.sample_out)]

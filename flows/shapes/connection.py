@@ -31,7 +31,7 @@ from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
 from flows import dates, parameters
 from flows.shapes import bounds
-from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
+from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, value_at
 from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
 DEFAULT_TIMEOUT = 30
@@ -260,14 +260,14 @@ class Connection(Stage):
     # --- send ----------------------------------------------------------------
 
     def process(self, page: list) -> Iterator[list]:
-        self.took(page)
+        self.count_in(page)
         self.answers = bounds.PageSize(len(page), "The API's answers to one page are too large to pass on.")
         if self.config["send_as"] == "batch":
             out = self.send_batch(page)
         else:
             out = [answer for item in page if (answer := self.send_item(item)) is not MISSING]
         if out:
-            self.gave(out)
+            self.count_out(out)
             yield out
 
     def body_for(self, item: object) -> dict:
@@ -395,7 +395,7 @@ class Pages:
         stage = self.stage
         data = exchange.json
         if self.records_path:
-            found = dig(data, self.records_path)
+            found = value_at(data, self.records_path)
             if found is MISSING or not isinstance(found, list):
                 what = "no list" if found is MISSING else "no list but a single value"
                 raise ShapeFailed(
@@ -418,7 +418,7 @@ class Pages:
 
     def next_link(self, exchange: Exchange) -> str | None:
         if self.style == "next_url":
-            value = dig(exchange.json, str(self.option("next_url_path", "links.next")))
+            value = value_at(exchange.json, str(self.option("next_url_path", "links.next")))
             return self.resolve(value) if isinstance(value, str) and value.strip() else None
         header = next((v for k, v in exchange.response_headers.items() if k.lower() == "link"), "")
         match = LINK_NEXT_RE.search(header)
@@ -464,7 +464,7 @@ class Pages:
             bounds.PageSize(len(records), "Have the endpoint send fewer records per page.").add(
                 len(exchange.response_body), len(records)
             )
-            stage.gave(records)
+            stage.count_out(records)
             yield records
             # What comes next.
             if style == "none":
@@ -482,7 +482,7 @@ class Pages:
             elif style == "limit_offset":
                 offset += len(records)
             elif style == "cursor":
-                token = dig(exchange.json, str(self.option("cursor_path", "next_cursor")))
+                token = value_at(exchange.json, str(self.option("cursor_path", "next_cursor")))
                 if token in (MISSING, None, "") or isinstance(token, (dict, list)):
                     return
                 if str(token) == cursor:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from flows import dates
-from flows.shapes import MISSING, Context, Stage, dig
+from flows.shapes import MISSING, Context, Stage, value_at
 
 COMPARISONS = (
     "equals", "not_equals", "contains", "greater_than", "less_than", "is_empty", "in_last", "since_last_success",
@@ -121,7 +121,7 @@ class Filter(Stage):
             return None
 
     def test(self, rule: dict, item: object) -> bool:
-        found = dig(item, rule["field"])
+        found = value_at(item, rule["field"])
         comparison, expected = rule["comparison"], rule["value"]
         if comparison == "is_empty":
             return found is MISSING or found in (None, "", [], {})
@@ -161,10 +161,10 @@ class Filter(Stage):
         return all(results) if self.match == "all" else any(results)
 
     def process(self, page: list) -> Iterator[list]:
-        self.took(page)
+        self.count_in(page)
         out = [item for item in page if self.matches(item)]
         if out:
-            self.gave(out)
+            self.count_out(out)
             yield out
 
     def finish(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from django.conf import settings
 
 from flows import dates
-from flows.shapes import MISSING, Context, Stage, bounds, dig, put
+from flows.shapes import MISSING, Context, Stage, bounds, set_value_at, value_at
 
 
 def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
@@ -79,9 +79,9 @@ class Map(Stage):
             estimate += bounds.json_size(item)
         for spec in self.fields:
             if not spec["source"]:
-                put(out, spec["target"], spec["constant"])
+                set_value_at(out, spec["target"], spec["constant"])
                 continue
-            value = dig(item, spec["source"])
+            value = value_at(item, spec["source"])
             if value is MISSING:
                 continue
             if spec["convert_date"] and value not in (None, ""):
@@ -91,12 +91,12 @@ class Map(Stage):
                 except dates.DateError as exc:
                     raise ValueError(f'field "{spec["source"]}": {exc}') from exc
             estimate += bounds.json_size(value)
-            put(out, spec["target"], copy.deepcopy(value))
+            set_value_at(out, spec["target"], copy.deepcopy(value))
         size.add(estimate)
         return out
 
     def process(self, page: list) -> Iterator[list]:
-        self.took(page)
+        self.count_in(page)
         out = []
         size = bounds.PageSize(len(page), "Map fewer or shorter values, or have the endpoint send smaller pages.")
         for item in page:
@@ -106,5 +106,5 @@ class Map(Stage):
             except ValueError as exc:
                 self.error(f"Item {self.item_number}: {exc}; it was not passed on.")
         if out:
-            self.gave(out)
+            self.count_out(out)
             yield out

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from flows import engine, runner
+from flows import execution
 from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def enqueue(run: FlowRun) -> None:
     """
     def hand_over() -> None:
         FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
-        engine.execute_run(run.pk)
+        execution.execute_run(run.pk)
 
     transaction.on_commit(hand_over, robust=True)
 
@@ -185,7 +185,7 @@ def reap_overdue(now: datetime | None = None) -> int:
         company = run.company
         if run.started_at + company.run_duration_limit > now:
             continue
-        reason = runner.overdue_reason(company)
+        reason = execution.overdue_reason(company)
         if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_owner=run.lease_owner).update(
             status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None
         ):

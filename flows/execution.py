@@ -22,6 +22,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, DataError, connection
 from django.utils import timezone
+from huey.contrib.djhuey import db_task
 
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
@@ -99,7 +100,7 @@ def renew_lease(run_pk: int, owner: str) -> bool:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease while a long request is in flight (between requests the runner renews it too)."""
+    """Renews the lease while a long request is in flight (between requests Execution renews it too)."""
 
     def __init__(self, run_pk: int, owner: str):
         super().__init__(name=f"flow-run-{run_pk}-heartbeat", daemon=True)
@@ -129,6 +130,18 @@ def claim(run_pk: int, owner: str) -> bool:
             status=RunStatus.RUNNING, started_at=now, lease_owner=owner, lease_expires_at=now + lease_duration()
         )
     )
+
+
+@db_task()
+def execute_run(run_pk: int) -> None:
+    """The huey task that executes one flow run on a worker.
+
+    It lives beside the code it runs, below flows.queueing (which hands runs to it)
+    and flows.tasks (the periodic jobs, which import flows.queueing), so imports
+    run one way: tasks -> queueing -> execution. flows.tasks imports this module,
+    so huey's autodiscovery registers the task.
+    """
+    execute(run_pk)
 
 
 def execute(run_pk: int) -> FlowRun | None:

@@ -42,7 +42,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 benchmark: install
-	$(BIN)/python benchmarks/manage_connectors.py
+	$(BIN)/python -m benchmarks.manage_connectors
 
 clean:
 	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache

@@ -23,8 +23,8 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python benchmarks/amplification.py
-    .venv/bin/python benchmarks/amplification.py --records 300000 --page-bytes 33554432
+    .venv/bin/python -m benchmarks.amplification
+    .venv/bin/python -m benchmarks.amplification --records 300000 --page-bytes 33554432
 
 ``--page-bytes`` / ``--batch-records`` / ``--request-bytes`` set the bounds for
 the worker (their settings' defaults otherwise).
@@ -155,7 +155,7 @@ def main() -> int:
             **os.environ, "DEBUG": "1", "DJANGO_SETTINGS_MODULE": "patchworks_site.settings",
             "CREDENTIAL_KEYS": TEST_CREDENTIAL_KEYS,
             "LIMITS_STORE_PATH": f"{tmp}/limits.sqlite3", "HUEY_SQLITE_PATH": f"{tmp}/huey.sqlite3",
-            "OUTBOUND_ALLOW_LOOPBACK": "1", "PYTHONPATH": str(PROJECT_DIR),
+            "OUTBOUND_ALLOW_LOOPBACK": "1",
         }
         env.pop("REDIS_URL", None)
         for name, value in (("FLOW_MAX_PAGE_BYTES", args.page_bytes), ("FLOW_MAX_BATCH_RECORDS", args.batch_records),
@@ -165,8 +165,8 @@ def main() -> int:
         for scenario in args.scenarios.split(","):
             FakeApi.posts = []
             env["DATABASE_URL"] = f"sqlite:///{tmp}/{scenario}.sqlite3"  # a fresh database per flow
-            done = subprocess.run([sys.executable, __file__, "--child", base_url, scenario], env=env, cwd=PROJECT_DIR,
-                                  capture_output=True, text=True)
+            done = subprocess.run([sys.executable, "-m", "benchmarks.amplification", "--child", base_url, scenario],
+                                  env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr[-3000:])
                 return 1

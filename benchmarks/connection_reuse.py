@@ -29,8 +29,8 @@ included), and the ratios.
 
 How to run (from the project root)::
 
-    .venv/bin/python benchmarks/connection_reuse.py            # N=2000
-    .venv/bin/python benchmarks/connection_reuse.py -n 500 --rounds 4
+    .venv/bin/python -m benchmarks.connection_reuse          # N=2000
+    .venv/bin/python -m benchmarks.connection_reuse -n 500 --rounds 4
 """
 
 from __future__ import annotations
@@ -42,11 +42,8 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.update(
     {
         "DJANGO_SETTINGS_MODULE": "patchworks_site.settings",

@@ -50,9 +50,9 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python benchmarks/flow_run.py --quick      # 1,000 orders, 200 as item, memory at 1,000 and 3,000
-    .venv/bin/python benchmarks/flow_run.py              # 10,000 orders, 1,000 as item, memory at 1k/10k/30k
-    .venv/bin/python benchmarks/flow_run.py --profile 300:item
+    .venv/bin/python -m benchmarks.flow_run --quick      # 1,000 orders, 200 as item, memory at 1,000 and 3,000
+    .venv/bin/python -m benchmarks.flow_run              # 10,000 orders, 1,000 as item, memory at 1k/10k/30k
+    .venv/bin/python -m benchmarks.flow_run --profile 300:item
 
 Options: ``--count 10000 --item-count 1000 --per-page 100 --big-runs 2 --latency-runs 30
 --memory-counts 1000,10000,30000 --modes sqlite,redis --sqlite --redis-url redis://127.0.0.1:6379/9
@@ -76,11 +76,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = BENCH_DIR.parent
-sys.path[:0] = [str(PROJECT_DIR), str(BENCH_DIR)]
+from benchmarks import manage_connectors as bench  # the throwaway database and the test credential key
+from tests.processes import stop_all
 
-import manage_connectors as bench  # noqa: E402 - the throwaway database and the test credential key
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_flow_bench"
 SANDBOX_TOKEN = "sandbox-token"
@@ -321,15 +320,7 @@ class Mode:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob(f"{self.queue_name}-worker-*.log")))
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.processes, timeout=15)
         self.huey.storage.flush_all()
         self.huey.storage = self.original_storage
         if self.redis_url:

@@ -28,7 +28,7 @@ virtualenv (any Python >= 3.10)::
 
     python3 -m venv benchmarks/.venv
     benchmarks/.venv/bin/pip install -r benchmarks/requirements.txt
-    .venv/bin/python benchmarks/load.py
+    .venv/bin/python -m benchmarks.load
 
 Options: ``--users 50 --duration 60 --workers 4``; ``LOAD_DATABASE_URL`` picks
 another throwaway PostgreSQL database; ``LOCUST`` the locust executable.
@@ -123,9 +123,7 @@ if __name__ == "__main__":
 
     BENCH_DIR = Path(__file__).resolve().parent
     PROJECT_DIR = BENCH_DIR.parent
-    sys.path[:0] = [str(PROJECT_DIR), str(BENCH_DIR)]
-
-    import manage_connectors as bench  # the seeding and the throwaway database
+    from benchmarks import manage_connectors as bench  # the seeding and the throwaway database
 
     DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_load_bench"
     # Access-log paths -> the page names Locust reports.
@@ -165,8 +163,6 @@ if __name__ == "__main__":
         from django.test import Client
 
         from connectors.models import Connector
-        from flows.models import Shape, ProcessFlow
-        from instances.models import Instance
         from marketplace import catalog
         from patchworks_site.models import Role, User
 
@@ -187,13 +183,7 @@ if __name__ == "__main__":
             store[HASH_SESSION_KEY] = user.get_session_auth_hash()
             store.create()
             sessions.append(store.session_key)
-        instances = list(Instance.objects.filter(company=company).order_by("?").values_list("pk", flat=True)[:200])
-        for n in range(20):
-            flow = ProcessFlow.objects.create(company=company, name=f"Flow {n:02d}", enabled=n % 2 == 0)
-            for position, pk in enumerate(instances[n * 3:n * 3 + 3]):
-                instance = Instance.objects.select_related("connector").get(pk=pk)
-                Shape.objects.create(flow=flow, position=position, instance=instance,
-                                               endpoint=instance.connector.endpoints.first())
+        instances = bench.seed_flows(company)
         # The wizard's step URLs carry a signed state: walk steps 1-2 once to get them.
         sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()
         client = Client()

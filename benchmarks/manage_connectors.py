@@ -39,13 +39,13 @@ How to run (from the project root)
 ----------------------------------
 SQLite (default: a temporary file under /tmp, deleted at the end)::
 
-    .venv/bin/python benchmarks/manage_connectors.py
+    .venv/bin/python -m benchmarks.manage_connectors
     make benchmark
 
 PostgreSQL::
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_bench_manage \\
-        .venv/bin/python benchmarks/manage_connectors.py
+        .venv/bin/python -m benchmarks.manage_connectors
 
 When the database name contains "bench", the script manages it itself through
 psycopg (connecting to the "postgres" maintenance database with the same
@@ -74,9 +74,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-if str(PROJECT_DIR) not in sys.path:
-    sys.path.insert(0, str(PROJECT_DIR))
+from tests.manifest_parts import basic_method
 
 # The throwaway key from pytest.ini: never a real one.
 TEST_CREDENTIAL_KEYS = "test-1:a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
@@ -223,18 +221,7 @@ def custom_manifest(n: int, name: str) -> dict:
         }
     ]
     if n % 2:
-        auth_methods.append(
-            {
-                "key": "basic",
-                "name": "Username and password",
-                "type": "basic",
-                "variables": [
-                    {"key": "username", "label": "Username", "required": True},
-                    {"key": "password", "label": "Password", "required": True, "secret": True},
-                ],
-                "test_request": {"path": "/ping"},
-            }
-        )
+        auth_methods.append(basic_method(test_request={"path": "/ping"}))
     entities = ["Order", "Product", "Stock", "Customer", "Shipment", "Invoice"]
     endpoints = []
     for i, entity in enumerate(entities[: 2 + n % 5]):
@@ -434,6 +421,24 @@ def seed_shape(templates, n_connectors: int, per_connector: int) -> dict:
             [Through(connectionpool_id=p, connector_id=c) for p, c in sorted(pool_links)], ignore_conflicts=True
         )
     return {"company": company, "user": user}
+
+
+def seed_flows(company, count: int = 20) -> list[int]:
+    """`count` process flows of three connection shapes each, over random instances of `company`.
+
+    Returns the primary keys of up to 200 random instances (the pages' benchmarks pick from them).
+    """
+    from flows.models import ProcessFlow, Shape
+    from instances.models import Instance
+
+    instances = list(Instance.objects.filter(company=company).order_by("?").values_list("pk", flat=True)[:200])
+    for n in range(count):
+        flow = ProcessFlow.objects.create(company=company, name=f"Flow {n:02d}", enabled=n % 2 == 0)
+        for position, pk in enumerate(instances[n * 3:n * 3 + 3]):
+            instance = Instance.objects.select_related("connector").get(pk=pk)
+            Shape.objects.create(flow=flow, position=position, instance=instance,
+                                 endpoint=instance.connector.endpoints.first())
+    return instances
 
 
 # --- measuring -----------------------------------------------------------------

@@ -8,7 +8,7 @@ median and p90 wall time, the median CPU time and the number of queries. The
 pages alternate, so a change in machine load affects them alike; comparing two
 versions of the code is best done as a ratio of two runs made one after the other.
 
-    .venv/bin/python benchmarks/pages.py [--timed 200] [--warmup 5] [--profile "manage connectors"]
+    .venv/bin/python -m benchmarks.pages [--timed 200] [--warmup 5] [--profile "manage connectors"]
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/pw_bench_pages``; the
 name must contain "bench": the database is created and dropped). ``--profile PAGE``
@@ -27,12 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
-
-import manage_connectors as bench  # noqa: E402  (the seeding and the throwaway database)
+from benchmarks import manage_connectors as bench  # the seeding and the throwaway database
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_bench_pages"
 
@@ -42,21 +38,13 @@ def seed() -> tuple:
     from django.db import connection
 
     from connectors.models import Connector
-    from flows.models import ProcessFlow, Shape
-    from instances.models import Instance
     from marketplace import catalog
 
     catalog.load_catalog()
     templates = bench.make_templates()
     shape = bench.seed_shape(templates, 200, 10)
     company, user = shape["company"], shape["user"]
-    instances = list(Instance.objects.filter(company=company).order_by("?").values_list("pk", flat=True)[:200])
-    for n in range(20):
-        flow = ProcessFlow.objects.create(company=company, name=f"Flow {n:02d}", enabled=n % 2 == 0)
-        for position, pk in enumerate(instances[n * 3:n * 3 + 3]):
-            instance = Instance.objects.select_related("connector").get(pk=pk)
-            Shape.objects.create(flow=flow, position=position, instance=instance,
-                                 endpoint=instance.connector.endpoints.first())
+    instances = bench.seed_flows(company)
     sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")

@@ -21,8 +21,8 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python benchmarks/pool.py                  # Redis and the embedded store
-    .venv/bin/python benchmarks/pool.py --backend sqlite --lease 30
+    .venv/bin/python -m benchmarks.pool                  # Redis and the embedded store
+    .venv/bin/python -m benchmarks.pool --backend sqlite --lease 30
 
 Redis is BENCH_REDIS_URL (default redis://127.0.0.1:6379/14); keys carry a
 fresh prefix. The embedded store is a temporary file.
@@ -34,16 +34,13 @@ import argparse
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from rate_limit import FORK, ArrivalServer, open_store  # noqa: E402  (sets Django up)
+from benchmarks.rate_limit import FORK, ArrivalServer, open_store  # sets Django up
 
 import requests  # noqa: E402
 

@@ -26,8 +26,8 @@ How to run (from the project root)
 ::
 
     .venv/bin/pip install -r benchmarks/requirements.txt
-    .venv/bin/python benchmarks/rate_limit.py                  # Redis and the embedded store
-    .venv/bin/python benchmarks/rate_limit.py --backend sqlite --compare-pyrate
+    .venv/bin/python -m benchmarks.rate_limit                  # Redis and the embedded store
+    .venv/bin/python -m benchmarks.rate_limit --backend sqlite --compare-pyrate
 
 Redis is BENCH_REDIS_URL (default redis://127.0.0.1:6379/14); keys carry a
 fresh prefix and expire on their own. The embedded store is a temporary file.
@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -49,7 +48,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "patchworks_site.settings")
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("CREDENTIAL_KEYS", "bench-1:a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=")

@@ -30,6 +30,7 @@ from werkzeug import Request, Response
 from flows import queueing, schedules, tasks
 from flows.models import FlowRun, FlowSchedule, RunStatus, RunTrigger, ScheduleKind
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
+from tests.processes import stop_all
 
 LEASE_SECONDS = 2
 REDIS_URL = os.environ.get("TEST_HUEY_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -96,15 +97,7 @@ class Workers:
         return "\n".join(p.read_text() for p in sorted(self.tmp_path.glob("worker-*.log")))
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.processes, timeout=10)
         HUEY.storage.flush_all()
         HUEY.storage = self.original_storage
 

@@ -120,6 +120,8 @@ def base_env(database_url: str, tmp: Path) -> dict[str, str]:
         "SECURE_SSL_REDIRECT": "0",
         "STATIC_ROOT": str(tmp / "static"),
         "OUTBOUND_ALLOW_LOOPBACK": "1",  # the Sandbox is on 127.0.0.1
+        "SANDBOX_ENABLED": "1",  # served with DEBUG off too: the Sandbox is the API the flows call
+        "SANDBOX_RATE_LIMIT_PER_SECOND": "1000000",  # its own limit is not what is measured
         "LIMITS_STORE_PATH": str(tmp / "limits.sqlite3"),
         "LOG_LEVEL": "WARNING",
         "HUEY_LOG_LEVEL": "WARNING",

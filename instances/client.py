@@ -44,8 +44,8 @@ from instances.exchange import (
     render,
 )
 from instances.redaction import is_sensitive
-from instances import sandbox_accounts
-from patchworks_site import sandbox_api
+from sandbox import accounts as sandbox_accounts
+from sandbox import api as sandbox_api
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from connectors.manifest import MAX_RATE_LIMIT, PLACEHOLDER_RE, date_format_error, header_value_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
 from instances.models import CheckSchedule, ConnectionPool, Instance
-from patchworks_site import sandbox_api
+from sandbox import api as sandbox_api
 from patchworks_site.params import object_id
 
 NAME_HELP = (

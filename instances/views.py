@@ -28,7 +28,8 @@ from instances.forms import (
 )
 from instances.destinations import describe
 from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
-from patchworks_site import audit, params, sandbox_api
+from patchworks_site import audit, params
+from sandbox import api as sandbox_api
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 

@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import expect
 
 from flows.models import FlowRun, ProcessFlow, RunStatus, ShapeKind
-from patchworks_site import sandbox_data
-from patchworks_site.models import Role, SandboxReceivedOrder
+from sandbox import data as sandbox_data
+from patchworks_site.models import Role
+from sandbox.models import SandboxReceivedOrder
 from tests.test_engine_workers import Workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -9,7 +9,7 @@ from flows.models import ProcessFlow, ShapeKind
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
-from patchworks_site.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
+from sandbox.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
 from patchworks_site.models import Company, User
 
 

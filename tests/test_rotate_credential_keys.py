@@ -56,8 +56,8 @@ def test_generate_key_prints_a_usable_entry(capsys, settings):
 
 
 def test_rotation_re_encrypts_the_sandbox_account_keys_too(settings, company):
-    from instances import sandbox_accounts
-    from patchworks_site.models import SandboxAccount
+    from sandbox import accounts as sandbox_accounts
+    from sandbox.models import SandboxAccount
 
     key = sandbox_accounts.account_key(company.pk)
     assert crypto.key_id_of(SandboxAccount.objects.get(company=company).key_ciphertext) == "test-1"

@@ -11,9 +11,11 @@ from werkzeug import Request, Response
 
 from flows import runner, runs
 from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
-from instances import checks, sandbox_accounts, transport
+from instances import checks, transport
+from sandbox import accounts as sandbox_accounts
 from instances.models import CredentialCheck
-from patchworks_site.models import AuditEntry, Role, SandboxAccount, SandboxReceivedOrder
+from patchworks_site.models import AuditEntry, Role
+from sandbox.models import SandboxAccount, SandboxReceivedOrder
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
 

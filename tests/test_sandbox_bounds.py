@@ -11,8 +11,9 @@ import uuid
 
 from django.conf import settings as django_settings
 
-from instances import sandbox_accounts
-from patchworks_site.models import Role, SandboxReceivedOrder
+from sandbox import accounts as sandbox_accounts
+from patchworks_site.models import Role
+from sandbox.models import SandboxReceivedOrder
 from tests.test_settings import GOOD_SECRET_KEY, KEY
 
 TOKEN = {"X-Api-Key": "sandbox-token"}

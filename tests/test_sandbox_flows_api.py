@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from patchworks_site import sandbox_api
-from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
-from instances import sandbox_accounts
+from sandbox import api as sandbox_api
+from patchworks_site.models import Company, Role, User
+from sandbox.models import SandboxReceivedOrder
+from sandbox import accounts as sandbox_accounts
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
 AS_OF = "2026-11-23T18:40:00Z"

@@ -7,9 +7,10 @@ this command, then remove the old keys once it reports nothing left under them.
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from instances import crypto, sandbox_accounts
+from instances import crypto
+from sandbox import accounts as sandbox_accounts
 from instances.models import Instance
-from patchworks_site.models import SandboxAccount
+from sandbox.models import SandboxAccount
 
 
 class Command(BaseCommand):

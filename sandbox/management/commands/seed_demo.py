@@ -1,7 +1,7 @@
 """Demo data for `make run`: two companies, installed and custom connectors, instances, a flow.
 
-Like the root URLconf, this command composes every app, so it lives with the
-project package; no app imports it. It is idempotent (everything is looked up
+This command composes every app, so it lives in the sandbox app, on the top
+floor: it may import every app, and no app imports it. It is idempotent (everything is looked up
 by name first) and refuses to run with DEBUG off, because it creates a user
 with a known password.
 """
@@ -98,7 +98,8 @@ class Command(BaseCommand):
         from instances.models import ConnectionPool, Instance
         from marketplace import catalog
         from marketplace.models import Installation, Listing
-        from patchworks_site.models import Company, Role, SandboxAccount, User
+        from patchworks_site.models import Company, Role, User
+        from sandbox.models import SandboxAccount
 
         acme, _ = Company.objects.get_or_create(name="Acme Retail")
         globex, _ = Company.objects.get_or_create(name="Globex Trading")

@@ -1,6 +1,6 @@
 """The company's key for the Sandbox this deployment serves: issued on first use, held encrypted.
 
-The Sandbox (patchworks_site.sandbox_api) keeps only the key's hash; the plain
+The Sandbox (sandbox.api) keeps only the key's hash; the plain
 key is encrypted here under the credential keys, bound to its account, and the
 instance client sends it only to the Sandbox's own origin (sandbox_api.is_own_sandbox).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 
 from instances import crypto
-from patchworks_site.models import SandboxAccount, sandbox_key_hash
+from sandbox.models import SandboxAccount, sandbox_key_hash
 
 
 def _aad(account: SandboxAccount) -> str:

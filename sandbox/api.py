@@ -40,9 +40,10 @@ Data for process flows (records generated lazily, see sandbox.data):
   error), for demonstrations and tests.
 
 Accounts: what ``POST /orders`` stores belongs to the account whose key comes in
-the ``X-Sandbox-Account`` header (see SandboxAccount: the instance client sends
-its company's key to this deployment's Sandbox only); without one, to the
-anonymous account shared by every caller. An unknown or rotated key is refused.
+the ``X-Sandbox-Account`` header (see SandboxAccount: an Administrator issues the
+key on the received-orders page, and Sandbox instances send it as their "Sandbox
+account key" variable); without one (or with it empty), to the anonymous account
+shared by every caller. An unknown or rotated key is refused.
 
 Bounds (the Sandbox is public): it is served only when SANDBOX_ENABLED is on
 (by default with DEBUG), answers 429 to a client past SANDBOX_RATE_LIMIT_PER_SECOND,
@@ -92,11 +93,6 @@ OAUTH1_MAX_CLOCK_SKEW = 300
 CUSTOMERS = [{"id": 1, "name": "Ada Lovelace"}, {"id": 2, "name": "Grace Hopper"}]
 
 
-# The Sandbox address its catalog manifests give as the default; instances use
-# the address the dashboard is actually served on instead (see default_address).
-CATALOG_ADDRESS = "http://127.0.0.1:8000/sandbox/api"
-
-
 ACCOUNT_HEADER = "X-Sandbox-Account"
 MAX_ACCOUNT_KEY_LENGTH = 100
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -120,16 +116,6 @@ def origin(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def is_own_sandbox(url: str) -> bool:
-    """Whether `url` is on the Sandbox this deployment serves: the same scheme, host and port as SANDBOX_BASE_URL.
-
-    Only there does the instance client send a company's Sandbox account key; the
-    path is not looked at, so no other host can ask for it by imitating the Sandbox.
-    """
-    own = origin(settings.SANDBOX_BASE_URL)
-    return settings.SANDBOX_ENABLED and own is not None and origin(url) == own
-
-
 class UnknownAccount(Exception):
     """An X-Sandbox-Account key that opens no account (wrong, or replaced by a rotation)."""
 
@@ -137,7 +123,7 @@ class UnknownAccount(Exception):
 def account_of(request: HttpRequest) -> str:
     """The account a Sandbox request is made for: "" (anonymous) without an account key; UnknownAccount for a bad one."""
     key = request.headers.get(ACCOUNT_HEADER)
-    if key is None:
+    if not key:  # an instance whose "Sandbox account key" is left blank sends it empty
         return ""
     account = SandboxAccount.objects.account_with_key(key) if len(key) <= MAX_ACCOUNT_KEY_LENGTH else None
     if account is None:

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.http import HttpRequest
 
 
 class SandboxConfig(AppConfig):
@@ -6,3 +7,9 @@ class SandboxConfig(AppConfig):
 
     name = "sandbox"
     verbose_name = "Sandbox"
+
+    def deployment_values(self, request: HttpRequest | None = None) -> dict[str, str]:
+        """``{{deployment.sandbox_url}}``: where this deployment serves the Sandbox API (see instances.deployment)."""
+        from sandbox.api import default_address
+
+        return {"sandbox_url": default_address(request)}

@@ -35,18 +35,17 @@ class SandboxAccount(models.Model):
     """A company's account at the built-in Sandbox API: where what its flows send is kept apart.
 
     `account` is the account's public id (received orders are stored under it, so
-    they survive a rotation). The account key is a random credential: the Sandbox
-    keeps only its SHA-256 (`key_hash`); the instance client holds it encrypted
-    under the credential keys (`key_ciphertext`, written and read by the
-    instances app) and sends it only to the Sandbox this deployment serves.
-    Rotating empties both, so the old key stops working at once and the client
-    issues a new one the next time it calls the Sandbox.
+    they survive a rotation). The account key is a random credential that an
+    Administrator issues on the received-orders page and is shown once; the
+    Sandbox keeps only its SHA-256 (`key_hash`). Instances send it as their
+    "Sandbox account key", an ordinary secret variable of the Sandbox connector,
+    so it is encrypted, write-only and sent only where the instance's
+    credentials are approved to go. Issuing a new key refuses the old one at once.
     """
 
     company = models.OneToOneField(Company, on_delete=models.CASCADE, related_name="sandbox_account")
     account = models.CharField(max_length=64, unique=True, default=_new_sandbox_account_id, editable=False)
     key_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
-    key_ciphertext = models.TextField(blank=True, editable=False)
     rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = SandboxAccountQuerySet.as_manager()
@@ -57,22 +56,24 @@ class SandboxAccount(models.Model):
     def __str__(self) -> str:
         return f"Sandbox account of company {self.company_id}"
 
-    def rotate(self) -> None:
-        """Revoke the current key (a new one is issued on the next call to the Sandbox)."""
+    def issue_key(self) -> str:
+        """A new random key for the account, replacing the current one (refused from now on); only its hash is kept."""
         from django.utils import timezone
 
+        key = secrets.token_urlsafe(32)
+        self.key_hash = sandbox_key_hash(key)
         self.rotated_at = timezone.now()
-        SandboxAccount.objects.filter(pk=self.pk).update(key_hash="", key_ciphertext="", rotated_at=self.rotated_at)
-        self.key_hash = self.key_ciphertext = ""
+        SandboxAccount.objects.filter(pk=self.pk).update(key_hash=self.key_hash, rotated_at=self.rotated_at)
+        return key
 
 
 class SandboxReceivedOrder(models.Model):
     """An order the Sandbox API received (POST /sandbox/api/orders), so a flow's result can be seen.
 
     The Sandbox is one practice API shared by the whole dashboard, so it keeps
-    one account per company: the instance client sends its company's Sandbox
-    account key (see SandboxAccount) with every request to this deployment's
-    Sandbox, and each company sees only what its own flows sent. Requests
+    one account per company: a company's instances send its Sandbox account key
+    (see SandboxAccount) in the X-Sandbox-Account header, and each company sees
+    only what its own flows sent. Requests
     without a key share the anonymous account "". Each account keeps its newest
     orders within SANDBOX_MAX_ORDERS_PER_ACCOUNT and SANDBOX_MAX_BYTES_PER_ACCOUNT.
     """

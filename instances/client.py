@@ -32,7 +32,7 @@ from django.core.cache import cache
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import crypto, destinations, limits, oauth_tokens, redaction, ssrf, transport
+from instances import crypto, deployment, destinations, limits, oauth_tokens, redaction, ssrf, transport
 from instances.exchange import (
     RECORDED_HEADER_CHARS,
     CheckResult,
@@ -44,8 +44,6 @@ from instances.exchange import (
     render,
 )
 from instances.redaction import is_sensitive
-from instances import sandbox_accounts
-from patchworks_site import sandbox_api
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
@@ -170,6 +168,12 @@ def describe_failure(exc: BaseException, deadline: transport.Deadline, url: str)
     return f"The request failed: {exc.__class__.__name__}."
 
 
+def _only_blank(template: str, blank: set[str]) -> bool:
+    """Whether `template` has placeholders and each names a variable in `blank`."""
+    names = set(PLACEHOLDER_RE.findall(template))
+    return bool(names) and names <= blank
+
+
 class InstanceClient:
     def __init__(
         self,
@@ -223,11 +227,7 @@ class InstanceClient:
         return self._variable_rows
 
     def _merged_values(self, values: dict[str, str]) -> dict[str, str]:
-        # The Sandbox's catalog address stands for wherever the dashboard is served.
-        merged = {
-            v.key: settings.SANDBOX_BASE_URL if v.default == sandbox_api.CATALOG_ADDRESS else v.default
-            for v in self._variables() if v.default
-        }
+        merged = {v.key: deployment.filled_in(v.default) for v in self._variables() if v.default}
         merged.update({k: v for k, v in values.items() if v not in (None, "")})
         merged.update(self.secrets)
         return merged
@@ -329,7 +329,9 @@ class InstanceClient:
         values = dict(self.values)
         if token:
             values["access_token"] = token
-        headers = {k: render(v, values) for k, v in method.headers.items()}
+        # A header that names only optional variables left blank is not sent (an optional key, say).
+        blank = {v.key for v in self._variables() if not v.required and values.get(v.key) in (None, "")}
+        headers = {k: render(v, values) for k, v in method.headers.items() if not _only_blank(v, blank)}
         params = {k: render(v, values) for k, v in method.query_params.items()}
         params.update(self._alias_params())
         body = {k: render(v, values) for k, v in method.body.items()}
@@ -647,15 +649,6 @@ class InstanceClient:
         unapproved = self._unapproved(url)
         if unapproved:
             return self._refused(method, url, unapproved)
-        if self.instance is not None and self.instance.company_id and sandbox_api.is_own_sandbox(url):
-            # The Sandbox keeps one account per company (what a company's flows sent is theirs alone). Its key
-            # goes to the Sandbox this deployment serves, compared by origin, and to nowhere else.
-            # Read once per client (a run sends many requests), like the values and secrets.
-            account_key = getattr(self, "_sandbox_account_key", None)
-            if account_key is None:
-                account_key = self._sandbox_account_key = sandbox_accounts.account_key(self.instance.company_id)
-            self._obtained(account_key)
-            headers[sandbox_api.ACCOUNT_HEADER] = account_key
         if self.auth_method.type == AuthType.OAUTH1:
             url, headers, params, kwargs = self._signed_oauth1(method, url, headers, params, kwargs)
         if self.instance is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from connectors.manifest import PLACEHOLDER_RE
+from instances import deployment
 
 
 def origin(url: str) -> str:
@@ -51,7 +52,7 @@ def for_method(connector, auth_method, values: dict[str, str], variables: list |
         variables = connector.variables.all()
     variables = [v for v in variables if v.auth_method_id in (None, auth_method.pk)]
     secret_keys = {v.key for v in variables if v.secret}
-    public = {v.key: v.default for v in variables if v.default and not v.secret}
+    public = {v.key: deployment.filled_in(v.default) for v in variables if v.default and not v.secret}
     public.update({k: v for k, v in values.items() if v not in (None, "") and k not in secret_keys})
     return destinations([connector.base_url, auth_method.token_url, auth_method.authorize_url], public)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django import forms
 from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from connectors.manifest import MAX_RATE_LIMIT, PLACEHOLDER_RE, date_format_error, header_value_error, is_time_zone
 from connectors.models import AuthMethod, Connector, RateLimitUnit, Variable
+from instances import deployment
 from instances.models import CheckSchedule, ConnectionPool, Instance
-from patchworks_site import sandbox_api
 from patchworks_site.params import object_id
 
 NAME_HELP = (
@@ -134,11 +135,9 @@ def credential_variables(connector: Connector, auth_method: AuthMethod) -> list[
     ]
 
 
-def _default(variable: Variable, sandbox_address: str | None) -> str:
-    """A variable's default; the Sandbox's catalog address becomes the address it is served on."""
-    if sandbox_address and variable.default == sandbox_api.CATALOG_ADDRESS:
-        return sandbox_address
-    return variable.default
+def _default(variable: Variable, request: HttpRequest | None) -> str:
+    """A variable's default, with the deployment values it names filled in (instances.deployment)."""
+    return deployment.filled_in(variable.default, request)
 
 
 class CredentialsForm(forms.Form):
@@ -155,7 +154,7 @@ class CredentialsForm(forms.Form):
         auth_method: AuthMethod,
         stored_values: dict[str, str] | None = None,
         stored_secrets: dict[str, str] | None = None,
-        sandbox_address: str | None = None,
+        request: HttpRequest | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -172,7 +171,7 @@ class CredentialsForm(forms.Form):
                 max_length=1024,
                 required=variable.required and not has_stored_secret,
                 strip=not variable.secret,
-                initial=None if variable.secret else stored_values.get(variable.key, _default(variable, sandbox_address)),
+                initial=None if variable.secret else stored_values.get(variable.key, _default(variable, request)),
                 help_text=f"Sent as {variable.alias}." if variable.alias else "",
                 widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
                 if variable.secret

@@ -28,7 +28,7 @@ from instances.forms import (
 )
 from instances.destinations import describe
 from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
-from patchworks_site import audit, params, sandbox_api
+from patchworks_site import audit, params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
 
@@ -119,7 +119,7 @@ def _wizard_forms(connector: Connector, step: str, state: dict, data=None, reque
     method = _chosen_method(connector, state)
     return CredentialsForm(
         data, connector=connector, auth_method=method, stored_values=state.get("values", {}),
-        sandbox_address=sandbox_api.default_address(request),
+        request=request,
     )
 
 

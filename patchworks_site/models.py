@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -131,79 +129,3 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.object_repr} {self.action}"
-
-
-def _new_sandbox_account_id() -> str:
-    return secrets.token_hex(16)
-
-
-class SandboxAccountQuerySet(models.QuerySet):
-    def for_company(self, company_id: int) -> SandboxAccount:
-        """The company's Sandbox account, created on first use (without a key until one is issued)."""
-        account, _ = self.get_or_create(company_id=company_id)
-        return account
-
-    def account_with_key(self, key: str) -> str | None:
-        """The account id `key` opens, or None (unknown, or replaced by a rotation)."""
-        if not key:
-            return None
-        return self.filter(key_hash=sandbox_key_hash(key)).values_list("account", flat=True).first()
-
-
-def sandbox_key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class SandboxAccount(models.Model):
-    """A company's account at the built-in Sandbox API: where what its flows send is kept apart.
-
-    `account` is the account's public id (received orders are stored under it, so
-    they survive a rotation). The account key is a random credential: the Sandbox
-    keeps only its SHA-256 (`key_hash`); the instance client holds it encrypted
-    under the credential keys (`key_ciphertext`, written and read by the
-    instances app) and sends it only to the Sandbox this deployment serves.
-    Rotating empties both, so the old key stops working at once and the client
-    issues a new one the next time it calls the Sandbox.
-    """
-
-    company = models.OneToOneField(Company, on_delete=models.CASCADE, related_name="sandbox_account")
-    account = models.CharField(max_length=64, unique=True, default=_new_sandbox_account_id, editable=False)
-    key_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
-    key_ciphertext = models.TextField(blank=True, editable=False)
-    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    objects = SandboxAccountQuerySet.as_manager()
-
-    def __str__(self) -> str:
-        return f"Sandbox account of company {self.company_id}"
-
-    def rotate(self) -> None:
-        """Revoke the current key (a new one is issued on the next call to the Sandbox)."""
-        from django.utils import timezone
-
-        self.rotated_at = timezone.now()
-        SandboxAccount.objects.filter(pk=self.pk).update(key_hash="", key_ciphertext="", rotated_at=self.rotated_at)
-        self.key_hash = self.key_ciphertext = ""
-
-
-class SandboxReceivedOrder(models.Model):
-    """An order the Sandbox API received (POST /sandbox/api/orders), so a flow's result can be seen.
-
-    The Sandbox is one practice API shared by the whole dashboard, so it keeps
-    one account per company: the instance client sends its company's Sandbox
-    account key (see SandboxAccount) with every request to this deployment's
-    Sandbox, and each company sees only what its own flows sent. Requests
-    without a key share the anonymous account "". Each account keeps its newest
-    orders within SANDBOX_MAX_ORDERS_PER_ACCOUNT and SANDBOX_MAX_BYTES_PER_ACCOUNT.
-    """
-
-    received_at = models.DateTimeField(db_index=True)
-    account = models.CharField(max_length=64, blank=True, db_index=True)
-    body = models.JSONField()
-    size = models.PositiveIntegerField(default=0, help_text="Bytes of the order as JSON (for the storage bounds).")
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"Sandbox order received {self.received_at:%Y-%m-%d %H:%M:%S}"

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from patchworks_site import sandbox_api, views
+from patchworks_site import views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="connectors:manage", permanent=False), name="home"),
@@ -15,9 +15,7 @@ urlpatterns = [
     path("marketplace/", include("marketplace.urls")),
     path("audit/", views.audit_log, name="audit_log"),
     path("settings/company/", views.company_settings, name="company_settings"),
-    path("sandbox/api/", include(sandbox_api.urlpatterns)),
-    path("sandbox/received-orders/", sandbox_api.received_orders_page, name="sandbox_received_orders"),
-    path("sandbox/account/rotate/", sandbox_api.rotate_account_key, name="sandbox_rotate_account_key"),
+    path("sandbox/", include("sandbox.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import expect
 
 from flows.models import FlowRun, ProcessFlow, RunStatus, ShapeKind
-from patchworks_site import sandbox_data
-from patchworks_site.models import Role, SandboxReceivedOrder
+from sandbox import data as sandbox_data
+from patchworks_site.models import Role
+from sandbox.models import SandboxAccount, SandboxReceivedOrder
 from tests.test_engine_workers import Workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -35,15 +36,19 @@ def worker_pool(tmp_path, live_server):
 
 @pytest.fixture
 def sandbox_instances(live_server, company, sandbox_listing, install, make_instance, settings):
-    """Two instances of the Sandbox 1.3.0 connector, in London (ISO dates) and in New York (US dates)."""
+    """Two instances of the Sandbox 1.4.0 connector, in London (ISO dates) and in New York (US dates).
+
+    Both hold the company's Sandbox account key, as an Administrator issued it, so what they send is the company's.
+    """
     settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"
     connector = install(sandbox_listing, company)
-    assert connector.version == "1.3.0"
+    assert connector.version == "1.4.0"
     token = connector.auth_methods.get(key="token")
+    secrets = {"api_token": "sandbox-token", "account_key": SandboxAccount.objects.for_company(company.pk).issue_key()}
     values = {"base_url": f"{live_server.url}/sandbox/api"}
-    london = make_instance(connector, "Sandbox - London", {"api_token": "sandbox-token"}, auth_method=token,
+    london = make_instance(connector, "Sandbox - London", secrets, auth_method=token,
                            values=values, time_zone="Europe/London")
-    new_york = make_instance(connector, "Sandbox - New York", {"api_token": "sandbox-token"}, auth_method=token,
+    new_york = make_instance(connector, "Sandbox - New York", secrets, auth_method=token,
                              values=values, time_zone="America/New_York", date_format=US_FORMAT)
     # The catalog's 120 a minute would make the ~120 sends take a minute; 20 a second (a sliding window)
     # makes them take at least 5 s: long enough for the run page, refreshing every 2 s, to show it running.

@@ -38,7 +38,7 @@ def _latest_entries() -> dict:
 
 LATEST = _latest_entries()
 PAGED_SINCE = {  # the first version that says where records are and how lists page
-    "sandbox": "1.3.0", "bigcommerce": "1.2.0", "klaviyo": "1.2.0", "magento2": "1.1.0", "netsuite": "1.1.0",
+    "sandbox": "1.4.0", "bigcommerce": "1.2.0", "klaviyo": "1.2.0", "magento2": "1.1.0", "netsuite": "1.1.0",
     "paypal": "1.1.0", "sendgrid": "1.1.0", "shipstation": "1.1.0", "shopify": "1.2.0", "square": "1.2.0",
     "stripe": "1.1.0", "twilio": "1.1.0", "woocommerce": "1.1.0", "xero": "1.1.0", "zendesk": "1.1.0",
 }

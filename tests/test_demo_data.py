@@ -9,8 +9,9 @@ from flows.models import ProcessFlow, ShapeKind
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
-from patchworks_site.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
+from sandbox.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
 from patchworks_site.models import Company, User
+from sandbox.models import SandboxAccount
 
 
 # The demo's checks reach the Sandbox served on its own thread and connection: the demo data is committed
@@ -86,6 +87,10 @@ def test_the_demo_flow_syncs_sandbox_orders_to_a_us_instance_every_15_minutes(tr
     assert (receive.instance.time_zone, send.instance.time_zone) == ("Europe/London", "America/New_York")
     assert send.instance.date_format == "%m/%d/%Y %H:%M" and receive.instance.date_format != send.instance.date_format
     assert receive.instance.last_check_ok and send.instance.last_check_ok
+    # Both instances hold Acme's Sandbox account key (a secret), so what the flow sends is Acme's alone.
+    account = SandboxAccount.objects.get(company=flow.company)
+    for instance in (receive.instance, send.instance):
+        assert SandboxAccount.objects.account_with_key(instance.get_secrets()["account_key"]) == account.account
 
 
 def test_without_the_newer_sandbox_the_demo_flow_is_skipped(db, settings, capsys):

@@ -53,17 +53,3 @@ def test_generate_key_prints_a_usable_entry(capsys, settings):
     entry = capsys.readouterr().out.strip()
     assert entry.startswith("2027-01:")
     assert len(crypto.parse_keys(entry)["2027-01"]) == 32
-
-
-def test_rotation_re_encrypts_the_sandbox_account_keys_too(settings, company):
-    from instances import sandbox_accounts
-    from patchworks_site.models import SandboxAccount
-
-    key = sandbox_accounts.account_key(company.pk)
-    assert crypto.key_id_of(SandboxAccount.objects.get(company=company).key_ciphertext) == "test-1"
-    settings.CREDENTIAL_KEYS = f"{OLD},{NEW}"
-    call_command("rotate_credential_keys")
-    settings.CREDENTIAL_KEYS = NEW  # the old key can now be dropped
-    account = SandboxAccount.objects.get(company=company)
-    assert crypto.key_id_of(account.key_ciphertext) == "test-2"
-    assert sandbox_accounts.account_key(company.pk) == key

@@ -71,11 +71,12 @@ def test_a_new_sandbox_instance_defaults_to_the_address_the_dashboard_is_served_
     assert 'value="http://testserver/sandbox/api"' in page and "127.0.0.1:8000" not in page
 
 
-def test_with_port_set_the_sandbox_address_follows_it(admin_client, company, sandbox_listing, install, settings):
+@pytest.mark.parametrize("version", ["1.0.0", None])  # the first published version and the newest
+def test_with_port_set_the_sandbox_address_follows_it(admin_client, company, sandbox_listing, install, settings, version):
     # `PORT=8080 make run`: settings derive SANDBOX_BASE_URL from PORT.
     settings.SANDBOX_BASE_URL_CONFIGURED = True
     settings.SANDBOX_BASE_URL = "http://127.0.0.1:8080/sandbox/api"
-    connector = install(sandbox_listing, company)
+    connector = install(sandbox_listing, company, version=version)
     page = credentials_step(admin_client, connector, connector.auth_methods.get(key="token"))
     assert 'value="http://127.0.0.1:8080/sandbox/api"' in page
     # An instance that never had the variable set calls the same address.

@@ -11,8 +11,8 @@ import uuid
 
 from django.conf import settings as django_settings
 
-from instances import sandbox_accounts
-from patchworks_site.models import Role, SandboxReceivedOrder
+from patchworks_site.models import Role
+from sandbox.models import SandboxAccount, SandboxReceivedOrder
 from tests.test_settings import GOOD_SECRET_KEY, KEY
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
@@ -69,7 +69,7 @@ def test_the_sandbox_is_off_in_production_unless_a_setting_turns_it_on():
 
 def test_each_account_keeps_its_newest_orders_within_its_byte_bound(client, settings, company):
     settings.SANDBOX_MAX_BYTES_PER_ACCOUNT = 2000
-    key = sandbox_accounts.account_key(company.pk)
+    key = SandboxAccount.objects.for_company(company.pk).issue_key()
     for n in range(5):
         assert post(client, {"reference": f"B-{n}", "notes": "x" * 550}, key).status_code == 201
     kept = SandboxReceivedOrder.objects.order_by("id")
@@ -85,7 +85,7 @@ def test_each_account_keeps_its_newest_orders_within_its_byte_bound(client, sett
 
 def test_past_the_overall_bound_new_orders_are_refused_with_a_clear_error(client, settings, company, other_company):
     settings.SANDBOX_MAX_STORED_BYTES = 3000
-    ours, theirs = sandbox_accounts.account_key(company.pk), sandbox_accounts.account_key(other_company.pk)
+    ours, theirs = SandboxAccount.objects.for_company(company.pk).issue_key(), SandboxAccount.objects.for_company(other_company.pk).issue_key()
     assert post(client, {"notes": "a" * 1200}, ours).status_code == 201
     assert post(client, {"notes": "b" * 1200}, theirs).status_code == 201
     response = post(client, {"reference": "ONE-TOO-MANY", "notes": "c" * 1200})
@@ -118,7 +118,7 @@ def test_the_default_delay_bound_is_two_seconds():
 
 def test_an_account_has_its_own_rate_limit_whatever_its_address(client, settings, company):
     settings.SANDBOX_RATE_LIMIT_PER_SECOND = 3
-    key = sandbox_accounts.account_key(company.pk)
+    key = SandboxAccount.objects.for_company(company.pk).issue_key()
     answers = [client.get("/sandbox/api/me", headers={**TOKEN, "X-Sandbox-Account": key}, REMOTE_ADDR=an_address())
                for _ in range(10)]
     assert 429 in [a.status_code for a in answers]

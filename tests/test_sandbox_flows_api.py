@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from patchworks_site import sandbox_api
-from patchworks_site.models import Company, Role, SandboxReceivedOrder, User
-from instances import sandbox_accounts
+from sandbox import api as sandbox_api
+from patchworks_site.models import Company, Role, User
+from sandbox.models import SandboxAccount, SandboxReceivedOrder
 
 TOKEN = {"X-Api-Key": "sandbox-token"}
 AS_OF = "2026-11-23T18:40:00Z"
@@ -22,8 +22,8 @@ def api(client, db):
 
 
 def account_key(company: Company) -> str:
-    """The company's Sandbox account key, as its instances send it."""
-    return sandbox_accounts.account_key(company.pk)
+    """A new Sandbox account key for the company, as an Administrator issues it."""
+    return SandboxAccount.objects.for_company(company.pk).issue_key()
 
 
 def get(api, path: str, headers: dict | None = None, **params):
@@ -380,7 +380,7 @@ def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_ser
 
     settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"  # the live server is this deployment's Sandbox
     connector = install(sandbox_listing, company)
-    instance = make_instance(connector, "Sandbox - live", {"api_token": "sandbox-token"},
+    instance = make_instance(connector, "Sandbox - live", {"api_token": "sandbox-token", "account_key": account_key(company)},
                              auth_method=connector.auth_methods.get(key="token"),
                              values={"base_url": f"{live_server.url}/sandbox/api"})
     # The catalog's 120 a minute would make this test take two minutes.

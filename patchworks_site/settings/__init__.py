@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "instances",
     "flows",
     "marketplace",
+    "sandbox",
 ]
 
 MIDDLEWARE = [

@@ -7,9 +7,8 @@ this command, then remove the old keys once it reports nothing left under them.
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from instances import crypto, sandbox_accounts
+from instances import crypto
 from instances.models import Instance
-from patchworks_site.models import SandboxAccount
 
 
 class Command(BaseCommand):
@@ -42,23 +41,6 @@ class Command(BaseCommand):
                 instance.set_secrets(secrets)
                 Instance.objects.filter(pk=instance.pk).update(secrets_ciphertext=instance.secrets_ciphertext)
                 rotated += 1
-            accounts = self._rotate_sandbox_accounts(current)
         self.stdout.write(
             self.style.SUCCESS(f"Re-encrypted {rotated} instance(s) under key {current!r}; {unchanged} already used it.")
         )
-        if accounts:
-            self.stdout.write(f"Re-encrypted {accounts} Sandbox account key(s).")
-
-    def _rotate_sandbox_accounts(self, current: str) -> int:
-        rotated = 0
-        for account in SandboxAccount.objects.select_for_update().exclude(key_ciphertext=""):
-            if crypto.key_id_of(account.key_ciphertext) == current:
-                continue
-            try:
-                key = sandbox_accounts.decrypt_key(account)
-            except crypto.CredentialDecryptError as exc:
-                raise CommandError(f"The Sandbox account key of company {account.company_id}: {exc}. "
-                                   "Nothing was re-encrypted.") from exc
-            SandboxAccount.objects.filter(pk=account.pk).update(key_ciphertext=sandbox_accounts.encrypt_key(account, key))
-            rotated += 1
-        return rotated

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 
-from patchworks_site.models import SandboxReceivedOrder
+from sandbox.models import SandboxReceivedOrder
 
 ORDER_STEP = timedelta(minutes=12)
 ANCHOR_ROUNDING = timedelta(minutes=10)

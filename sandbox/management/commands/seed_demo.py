@@ -1,7 +1,7 @@
 """Demo data for `make run`: two companies, installed and custom connectors, instances, a flow.
 
-Like the root URLconf, this command composes every app, so it lives with the
-project package; no app imports it. It is idempotent (everything is looked up
+This command composes every app, so it lives in the sandbox app, on the top
+floor: it may import every app, and no app imports it. It is idempotent (everything is looked up
 by name first) and refuses to run with DEBUG off, because it creates a user
 with a known password.
 """
@@ -98,13 +98,19 @@ class Command(BaseCommand):
         from instances.models import ConnectionPool, Instance
         from marketplace import catalog
         from marketplace.models import Installation, Listing
-        from patchworks_site.models import Company, Role, SandboxAccount, User
+        from patchworks_site.models import Company, Role, User
+        from sandbox.models import SandboxAccount
 
         acme, _ = Company.objects.get_or_create(name="Acme Retail")
         globex, _ = Company.objects.get_or_create(name="Globex Trading")
-        for company in (acme, globex):
-            # Each company's Sandbox account; its instances are issued its key with their first request to it.
-            SandboxAccount.objects.for_company(company.pk)
+        account_keys: dict[int, str] = {}
+
+        def account_key(company) -> str:
+            """The company's Sandbox account key, issued now when it has none (a key issued before is not known)."""
+            if company.pk not in account_keys:
+                account = SandboxAccount.objects.for_company(company.pk)
+                account_keys[company.pk] = "" if account.key_hash else account.issue_key()
+            return account_keys[company.pk]
 
         demo, created = User.objects.get_or_create(
             username="demo",
@@ -136,6 +142,8 @@ class Command(BaseCommand):
             if found:
                 return found
             method = connector.auth_methods.get(key=method_key)
+            if connector.variables.filter(key="account_key", secret=True).exists() and account_key(connector.company):
+                secrets = {**secrets, "account_key": account_key(connector.company)}  # its orders are the company's
             obj = Instance.with_connector_defaults(
                 connector,
                 name=name,
@@ -222,8 +230,8 @@ class Command(BaseCommand):
     def _seed_order_sync(self, acme, sandbox, demo, instance) -> None:
         """A flow that runs on its own: Sandbox orders of the last 24 hours, mapped, sent to a US Sandbox instance.
 
-        It needs the Sandbox version whose List orders pages and takes updated_since
-        (DEMO_FLOW_SANDBOX_VERSION or newer). Acme's own Sandbox connector stays at
+        It needs the Sandbox version whose List orders pages and takes updated_since,
+        and whose instances send Acme's account key (DEMO_FLOW_SANDBOX_VERSION or newer). Acme's own Sandbox connector stays at
         1.0.0 (so "update available" shows); the newer version is installed alongside
         it, as a user would. Without that version in the catalog the flow is skipped.
         """
@@ -286,4 +294,4 @@ class Command(BaseCommand):
 
 
 DEMO_FLOW_NAME = "Sandbox orders to Sandbox (US)"
-DEMO_FLOW_SANDBOX_VERSION = "1.3.0"
+DEMO_FLOW_SANDBOX_VERSION = "1.4.0"

@@ -214,7 +214,7 @@ def test_instance_rows_show_the_first_five_by_name_with_their_pool_and_rate_limi
 def test_the_rows_exact_time_is_the_date_format_of_the_templates(moment):
     from django.utils.dateformat import format as date_format
 
-    from connectors.templatetags.instance_rows import exact_time
+    from instances.templatetags.instance_rows import exact_time
 
     assert exact_time(moment) == date_format(moment, "j M Y, H:i:s T")
 

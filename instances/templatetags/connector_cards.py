@@ -14,7 +14,7 @@ from django.template.defaultfilters import date as date_filter
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from connectors.templatetags.instance_rows import _row, esc
+from instances.templatetags.instance_rows import _row, esc
 from patchworks_site.templatetags.pk_urls import pk_url
 
 register = template.Library()

@@ -1,4 +1,4 @@
-"""`{% instance_rows instances connector.pk %}`: the rows of connectors/_instance_table.html.
+"""`{% instance_rows instances connector.pk %}`: the rows of instances/_instance_table.html.
 
 The manage connectors page shows 100 instance rows; rendered through the
 template engine they were a third of the page's time, built here they cost a

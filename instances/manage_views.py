@@ -13,12 +13,14 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from connectors.models import AuthMethod, Connector, Endpoint, SystemType
 from instances.manage_rows import instance_rows, set_first_instances, show_highlighted_instance
 from instances.models import Instance
 from patchworks_site import params
+from patchworks_site.templatetags.pk_urls import pk_urls
 from patchworks_site.tenancy import company_of
 
 PAGE_SIZE = 20
@@ -58,7 +60,8 @@ def _render_fragment(request: HttpRequest, template_name: str, context: dict) ->
     The connector cards and instance rows are Jinja2 templates (instances/jinja2/): through
     Django's engine their 100 rows doubled the manage page's CPU (see patchworks_site/jinja2.py).
     """
-    return mark_safe(render_to_string(template_name, {"user": request.user, **context}, request, using="jinja2"))
+    context = {"user": request.user, "pk_url": pk_urls(), "tz": timezone.get_current_timezone(), **context}
+    return mark_safe(render_to_string(template_name, context, request, using="jinja2"))
 
 
 def manage(request: HttpRequest) -> HttpResponse:

@@ -31,14 +31,14 @@ def exact_time(local) -> str:
             f"{local.hour:02d}:{local.minute:02d}:{local.second:02d} UTC")
 
 
-def _exact(value) -> str:
-    """Django's `date:"j M Y, H:i:s T"`: in the current time zone."""
-    return exact_time(timezone.localtime(value))
+def _exact(value, tz=None) -> str:
+    """Django's `date:"j M Y, H:i:s T"`: in the current time zone (`tz`, when the template has it at hand)."""
+    return exact_time(timezone.localtime(value, tz))
 
 
-def _iso(value) -> str:
+def _iso(value, tz=None) -> str:
     """Django's `date:"c"` (what it returns, without building a DateFormat): in the current time zone."""
-    return timezone.localtime(value).isoformat()
+    return timezone.localtime(value, tz).isoformat()
 
 
 def _date(value, format_string: str) -> str:

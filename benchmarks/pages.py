@@ -199,9 +199,15 @@ def worker(code_dir: Path, user_pk: int, args) -> int:
         from patchworks_site.models import User
 
         assert Path(sys.modules["patchworks_site"].__file__).is_relative_to(code_dir)
+        from connectors.models import Connector
+        from instances.models import Instance
+
+        user = User.objects.get(pk=user_pk)
         client = Client()
-        client.force_login(User.objects.get(pk=user_pk))
-        url = pages([], None)[args.page]()
+        client.force_login(user)
+        instances = list(Instance.objects.filter(company=user.company_id).order_by("pk").values_list("pk", flat=True))
+        sandbox = Connector.objects.filter(company=user.company_id, installation__isnull=False).order_by("pk").first()
+        url = pages(instances, sandbox)[args.page]()
         for _ in range(args.warmup):
             assert client.get(url).status_code == 200
         cpu = []

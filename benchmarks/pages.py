@@ -9,6 +9,14 @@ pages alternate, so a change in machine load affects them alike; comparing two
 versions of the code is best done as a ratio of two runs made one after the other.
 
     .venv/bin/python -m benchmarks.pages [--timed 200] [--warmup 5] [--profile "manage connectors"]
+    .venv/bin/python -m benchmarks.pages --compare main [--page "manage connectors"] [--rounds 7] [--timed 60]
+
+``--compare REV`` measures one page (the manage connectors page by default) of
+the code at git revision REV (extracted with ``git archive``) and of this
+checkout side by side, on the same seeded database: each round runs one
+process per version (their order alternating), each timing ``--timed``
+requests after the warm-up; it prints the median CPU per request of each
+version per round, their ratio (this checkout / REV), and the median ratio.
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/pw_bench_pages``; the
 name must contain "bench": the database is created and dropped). ``--profile PAGE``
@@ -19,14 +27,17 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from benchmarks import manage_connectors as bench  # the seeding and the throwaway database
 
@@ -68,7 +79,13 @@ def main() -> int:
     parser.add_argument("--timed", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profile", default="", help="a page name: print its cProfile")
+    parser.add_argument("--compare", default="", metavar="REV", help="a git revision: its code vs this checkout's")
+    parser.add_argument("--page", default="manage connectors", help="the page --compare measures")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of --compare (one process per version each)")
+    parser.add_argument("--worker", nargs=2, metavar=("CODE_DIR", "USER_PK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(Path(args.worker[0]), int(args.worker[1]), args)
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     if "bench" not in database_url.rsplit("/", 1)[-1]:
         raise SystemExit("This benchmark drops its database at the end: use a name containing 'bench'.")
@@ -78,6 +95,8 @@ def main() -> int:
             print(f"Database: {db.label}")
             bench.setup_django(db.url, static_root)
             user, instances, sandbox = seed()
+            if args.compare:
+                return compare(db.url, user, args)
             return measure(user, pages(instances, sandbox), args)
     finally:
         shutil.rmtree(static_root, ignore_errors=True)
@@ -129,6 +148,76 @@ def measure(user, urls: dict, args) -> int:
         print(f"{name:<24} {statistics.median(wall[name]):>9.1f} {bench.percentile(wall[name], 90):>7.1f} "
               f"{statistics.median(cpu[name]):>7.1f} {len(ctx.captured_queries):>7} {len(response.content) / 1024:>6.1f}")
     print(f"\nLoad average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    return 0
+
+
+def compare(database_url: str, user, args) -> int:
+    """The page's CPU per request: the code at `args.compare` vs this checkout, one process per version a round."""
+    from django.db import connections
+
+    connections.close_all()
+    project = Path(__file__).resolve().parent.parent
+    old_code = Path(tempfile.mkdtemp(prefix="patchworks-pages-old-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(project), "archive", args.compare], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive, check=True)
+        revision = subprocess.run(["git", "-C", str(project), "rev-parse", "--short", args.compare], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        versions = {f"{args.compare} ({revision})": old_code, "this checkout": project}
+        cpu: dict[str, list[float]] = {name: [] for name in versions}
+        ratios = []
+        print(f"\n{args.page!r}: CPU ms per request, median of {args.timed} requests (after {args.warmup} warm-up) "
+              f"per version and round, DEBUG off\n")
+        names = list(versions)
+        print(f"{'round':>5} {names[0]:>22} {names[1]:>15} {'ratio':>7}")
+        for n in range(args.rounds):
+            for name in names if n % 2 == 0 else reversed(names):
+                command = [sys.executable, "-m", "benchmarks.pages", "--worker", str(versions[name]), str(user.pk),
+                           "--page", args.page, "--timed", str(args.timed), "--warmup", str(args.warmup)]
+                output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=project,
+                                        env={**os.environ, "BENCH_DATABASE_URL": database_url}).stdout
+                cpu[name].append(json.loads(output.strip().splitlines()[-1])["cpu_ms"])
+            ratios.append(cpu[names[1]][-1] / cpu[names[0]][-1])
+            print(f"{n + 1:>5} {cpu[names[0]][-1]:>22.2f} {cpu[names[1]][-1]:>15.2f} {ratios[-1]:>7.3f}")
+        print(f"{'median':>5} {statistics.median(cpu[names[0]]):>22.2f} {statistics.median(cpu[names[1]]):>15.2f} "
+              f"{statistics.median(ratios):>7.3f}")
+        print(f"\nLoad average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    finally:
+        shutil.rmtree(old_code, ignore_errors=True)
+    return 0
+
+
+def worker(code_dir: Path, user_pk: int, args) -> int:
+    """One version of the code (`code_dir` first on the path) on the seeded database: prints its median CPU."""
+    sys.path.insert(0, str(code_dir))
+    static_root = tempfile.mkdtemp(prefix="patchworks-pages-static-")
+    try:
+        bench.setup_django(os.environ["BENCH_DATABASE_URL"], static_root)
+        from django.test import Client
+
+        from patchworks_site.models import User
+
+        assert Path(sys.modules["patchworks_site"].__file__).is_relative_to(code_dir)
+        from connectors.models import Connector
+        from instances.models import Instance
+
+        user = User.objects.get(pk=user_pk)
+        client = Client()
+        client.force_login(user)
+        instances = list(Instance.objects.filter(company=user.company_id).order_by("pk").values_list("pk", flat=True))
+        sandbox = Connector.objects.filter(company=user.company_id, installation__isnull=False).order_by("pk").first()
+        url = pages(instances, sandbox)[args.page]()
+        for _ in range(args.warmup):
+            assert client.get(url).status_code == 200
+        cpu = []
+        for _ in range(args.timed):
+            start = time.process_time()
+            client.get(url)
+            cpu.append((time.process_time() - start) * 1000)
+        print(json.dumps({"cpu_ms": statistics.median(cpu)}))
+    finally:
+        shutil.rmtree(static_root, ignore_errors=True)
     return 0
 
 

@@ -10,7 +10,7 @@ import re
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Min, Q, Subquery
 
 from patchworks_site.models import Company
 
@@ -136,6 +136,44 @@ class Connector(models.Model):
     def connector_variables(self) -> list[Variable]:
         """Connector-level variables (uses the prefetched `variables` when present)."""
         return [v for v in self.variables.all() if v.auth_method_id is None]
+
+    @staticmethod
+    def note_alongside_copies(company: Company, connectors: list[Connector]) -> None:
+        """Mark each out-of-date prebuilt connector whose latest version is installed alongside.
+
+        Sets `connector.alongside_copy` (the newer copy, or None) with one query for the page.
+        The query returns one copy per listing (the oldest: lowest pk), however many there are.
+        """
+        listing_ids = {
+            c.installation.listing_version.listing_id
+            for c in connectors
+            if hasattr(c, "installation") and c.installation.update_available
+        }
+        copies: dict[int, Connector] = {}
+        if listing_ids:
+            first_of_each_listing = (
+                Connector.objects.for_company(company)
+                .filter(
+                    installation__listing_version__listing_id__in=listing_ids,
+                    installation__listing_version=F("installation__listing_version__listing__latest_version"),
+                )
+                .order_by()
+                .values("installation__listing_version__listing_id")
+                .annotate(first=Min("pk"))
+                .values("first")
+            )
+            latest = (
+                Connector.objects.filter(pk__in=Subquery(first_of_each_listing))
+                .only("pk", "name", "version")
+                .annotate(listing_id=F("installation__listing_version__listing_id"))
+            )
+            copies = {copy.listing_id: copy for copy in latest}
+        for connector in connectors:
+            installation = getattr(connector, "installation", None)
+            connector.alongside_copy = (
+                copies.get(installation.listing_version.listing_id)
+                if installation is not None and installation.update_available else None
+            )
 
 
 class Variable(models.Model):

@@ -9,7 +9,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="connectors:manage", permanent=False), name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("connectors/", include("connectors.urls")),
+    path("connectors/", include("instances.connector_urls")),
     path("instances/", include("instances.urls")),
     path("flows/", include("flows.urls")),
     path("marketplace/", include("marketplace.urls")),

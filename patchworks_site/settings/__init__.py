@@ -104,6 +104,12 @@ TEMPLATES = [
             ],
         },
     },
+    # Only the manage connectors page's cards and instance rows (<app>/jinja2/): see patchworks_site/jinja2.py.
+    {
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "APP_DIRS": True,
+        "OPTIONS": {"environment": "patchworks_site.jinja2.environment"},
+    },
 ]
 
 WSGI_APPLICATION = "patchworks_site.wsgi.application"

@@ -9,6 +9,7 @@ then puts its pk where the marker was. The result is the same as `{% url %}`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from django import template
 from django.conf import settings
@@ -30,10 +31,20 @@ def _parts(name: str, script_prefix: str, urlconf) -> tuple[str, str] | None:
 
 @register.simple_tag
 def pk_url(name: str, pk) -> str:
-    parts = _parts(name, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    return _pk_url(name, pk, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+
+
+def _pk_url(name: str, pk, script_prefix: str, urlconf) -> str:
+    parts = _parts(name, script_prefix, urlconf)
     if parts is None:
         return reverse(name, args=[pk])
     return f"{parts[0]}{int(pk)}{parts[1]}"
+
+
+def pk_urls() -> Callable[[str, object], str]:
+    """`pk_url` for one response: the script prefix and URLconf of the request looked up once, not per link."""
+    script_prefix, urlconf = get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF
+    return functools.partial(_pk_url, script_prefix=script_prefix, urlconf=urlconf)
 
 
 @functools.lru_cache(maxsize=128)

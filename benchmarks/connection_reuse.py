@@ -66,8 +66,8 @@ django.setup()
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from instances import transport  # noqa: E402
-from instances.client import InstanceClient  # noqa: E402
+from instances.outbound import transport  # noqa: E402
+from instances.outbound.client import InstanceClient  # noqa: E402
 from tests.raw_server import KeepAliveServer  # noqa: E402
 
 

@@ -47,7 +47,7 @@ from rate_limit import FORK, ArrivalServer, open_store  # noqa: E402  (sets Djan
 
 import requests  # noqa: E402
 
-from instances import limits  # noqa: E402
+from instances.outbound import limits  # noqa: E402
 
 SLOTS, HOLD, INSTANCES, PROCESSES = 5, 0.2, 3, 4
 

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
-from instances import crypto, destinations, limits
+from instances import crypto, destinations
+from instances.outbound import limits
 from patchworks_site.models import Company
 
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 from oauthlib.common import add_params_to_uri
 
 from connectors.models import AuthMethod, AuthType
-from instances.client import ClientError, InstanceClient, render
+from instances.outbound.client import ClientError, InstanceClient, render
 from instances.models import CredentialCheck, Instance, OAuthAuthorization
-from instances.oauth_tokens import TOKEN_KEYS, web_client, record, refresh_due_at, token_request
+from instances.outbound.auth import TOKEN_KEYS, web_client, record, refresh_due_at, token_request
 
 PENDING_MAX_AGE = timedelta(minutes=15)  # from Connect to the callback
 

@@ -17,7 +17,8 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances import checks, limits, oauth, rechecks
+from instances import checks, oauth, rechecks
+from instances.outbound import limits
 from instances.forms import (
     AuthMethodForm,
     CheckScheduleForm,

@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import pytest
 from werkzeug import Response
 
-from instances import limits
-from instances.client import InstanceClient
+from instances.outbound import limits
+from instances.outbound.client import InstanceClient
 from patchworks_site.models import AuditEntry, Role
 from tests.limits_helpers import close_store, use_store
 

@@ -19,9 +19,9 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from instances import limits
+from instances.outbound import limits
 from instances.checks import recheck
-from instances.client import InstanceClient
+from instances.outbound.client import InstanceClient
 from instances.models import ConnectionPool
 from tests.limits_helpers import close_store, use_store
 

@@ -11,7 +11,8 @@ from werkzeug import Request, Response
 
 from flows import runner, runs
 from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
-from instances import checks, sandbox_accounts, transport
+from instances import checks, sandbox_accounts
+from instances.outbound import transport
 from instances.models import CredentialCheck
 from patchworks_site.models import AuditEntry, Role, SandboxAccount, SandboxReceivedOrder
 

@@ -15,7 +15,7 @@ from django.core.cache import cache
 
 from flows import runner, runs
 from flows.models import RunStatus, RunTrigger
-from instances.client import InstanceClient
+from instances.outbound.client import InstanceClient
 from tests.flow_helpers import connection, flow_of
 
 pytestmark = pytest.mark.django_db

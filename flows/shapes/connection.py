@@ -32,7 +32,7 @@ from connectors.models import BodyEncoding, Direction
 from flows import dates, parameters
 from flows.shapes import bounds
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, dig
-from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
+from instances.outbound.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
 
 DEFAULT_TIMEOUT = 30
 MAX_TIMEOUT = 120

@@ -32,8 +32,10 @@ from django.core.cache import cache
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
-from instances import crypto, destinations, limits, oauth_tokens, redaction, ssrf, transport
-from instances.exchange import (
+from instances import crypto, destinations, redaction
+from instances.outbound import auth as oauth_tokens
+from instances.outbound import limits, ssrf, transport
+from instances.outbound.exchange import (
     RECORDED_HEADER_CHARS,
     CheckResult,
     ClientError,

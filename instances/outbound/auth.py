@@ -32,7 +32,7 @@ from oauthlib.oauth2 import WebApplicationClient
 
 from connectors.models import AuthMethod, Connector
 from instances import redaction
-from instances.exchange import ClientError, Exchange, _message_from_body, _status_text, render
+from instances.outbound.exchange import ClientError, Exchange, _message_from_body, _status_text, render
 from instances.models import CredentialCheck, Instance
 from instances.status import note_status_change, status_text
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
-from instances.outbound.client import InstanceClient
+from instances.outbound import InstanceClient
 from instances.models import Instance
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
 from instances import redaction
-from instances.outbound.client import CheckResult, InstanceClient
+from instances.outbound import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
 from instances.status import note_status_change, status_text
 

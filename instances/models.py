@@ -9,7 +9,6 @@ from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
 from instances import crypto, destinations
-from instances.outbound import limits
 from patchworks_site.models import Company
 
 
@@ -185,6 +184,9 @@ class Instance(models.Model):
         """Set `rate_limit_paused_until` on each row (an instance, or a row with its pk, uid, company_id and
         rate_limit_group): when the pause an API's 429 set ends, or None. One read of the rate limit store;
         when the store is unavailable, no row is shown paused."""
+        # Imported here: the outbound client's token flows use these models.
+        from instances.outbound import limits
+
         try:
             pauses = limits.rate_limit_pauses(rows)
         except limits.STORE_ERRORS:

@@ -1,17 +1,16 @@
-"""OAuth for instances: the authorisation code grant's pages (Connect and the callback).
+"""OAuth for instances: the authorisation code grant's steps (Connect and the callback).
 
 Connect remembers a step and sends the browser to the provider's authorise
 page (PKCE, state); the callback claims that step once and trades the code for
-tokens. The protocol work is oauthlib's. The token request itself, refreshing
-and OAuth 1 signing happen per request inside the instance client and are in
-`instances/oauth_tokens.py`, which this module uses.
+tokens (`auth.exchange_code` of the outbound client, which owns every token
+flow). The protocol work is oauthlib's.
 """
 
 from __future__ import annotations
 
 import secrets as random_secrets
 from datetime import timedelta
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
@@ -19,9 +18,9 @@ from django.utils import timezone
 from oauthlib.common import add_params_to_uri
 
 from connectors.models import AuthMethod, AuthType
-from instances.outbound.client import ClientError, InstanceClient, render
 from instances.models import CredentialCheck, Instance, OAuthAuthorization
-from instances.outbound.auth import TOKEN_KEYS, web_client, record, refresh_due_at, token_request
+from instances.outbound import ClientError, InstanceClient, auth
+from instances.outbound.exchange import fill_placeholders
 
 PENDING_MAX_AGE = timedelta(minutes=15)  # from Connect to the callback
 
@@ -56,7 +55,7 @@ def start(
     """Remember a Connect step and return (it, the provider's authorise URL to send the browser to)."""
     client = InstanceClient(connector, auth_method, values, secrets)
     try:
-        authorize_url = render(auth_method.authorize_url, client.values)
+        authorize_url = fill_placeholders(auth_method.authorize_url, client.values)
     except ClientError as exc:
         raise OAuthError(f"The authorise address could not be built: {exc}.") from None
     if urlsplit(authorize_url).scheme not in ("https", "http") or not urlsplit(authorize_url).hostname:
@@ -65,7 +64,7 @@ def start(
     if not client_id:
         raise OAuthError('Enter the client ID first: it is sent to the provider with "Connect".')
     forget_expired()
-    oauth = web_client(client_id)
+    oauth = auth.web_client(client_id)
     verifier = oauth.create_code_verifier(64)
     challenge = oauth.create_code_challenge(verifier, "S256")
     pending = OAuthAuthorization(
@@ -142,18 +141,13 @@ def exchange_code(pending: OAuthAuthorization, code: str, user=None) -> tuple[di
     """Trade the authorisation code for tokens: (secrets with the tokens, refresh due time); OAuthError if refused."""
     stored = pending.get_secrets()
     verifier = stored.pop("code_verifier", "")
-    client = InstanceClient(pending.connector, pending.auth_method, pending.values, stored)
-    body = web_client(client.values.get("client_id", "")).prepare_request_body(
-        code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier, include_client_id=True,
-    )
-    data = dict(parse_qsl(body))
-    client._obtained(code, verifier)
-    token, exchange, problem = token_request(client, data)
-    if token is None:
-        check = record(client, exchange, ok=False, message=problem, user=user)
-        raise OAuthError(f"{problem} Nothing was saved.", check)
-    secrets = {**stored, **{k: token[k] for k in TOKEN_KEYS if isinstance(token.get(k), str) and token[k]}}
-    return secrets, refresh_due_at(token)
+    endpoint = InstanceClient(pending.connector, pending.auth_method, pending.values, stored).token_endpoint()
+    credentials = auth.exchange_code(endpoint, code, verifier, pending.redirect_uri)
+    if credentials.secrets is None:
+        secret_values = [*endpoint.secret_values, *credentials.obtained]
+        check = auth.record(endpoint, credentials.failed, secret_values, ok=False, message=credentials.problem, user=user)
+        raise OAuthError(f"{credentials.problem} Nothing was saved.", check)
+    return {**stored, **credentials.secrets}, credentials.refresh_due_at
 
 
 def is_authorization_code(auth_method: AuthMethod) -> bool:

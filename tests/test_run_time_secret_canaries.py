@@ -375,10 +375,10 @@ def test_a_form_encoded_token_answer_is_recorded_before_anything_stores_it(compa
         content_type="application/x-www-form-urlencoded",
     )
     client = InstanceClient(connector, connector.auth_methods.get(), {"client_id": "c"}, {"client_secret": "client-s"})
-    token, exchange, problem = auth.token_request(client, {"grant_type": "refresh_token", "refresh_token": "x"})
-    assert token["access_token"] == "form-access-99" and not problem
-    assert {"form-access-99", "form-refresh-99", "form-id-99"} <= set(client.secret_values)
-    stored = json.dumps(client.record_of(exchange))
+    answer = auth.token_request(client.token_endpoint(), {"grant_type": "refresh_token", "refresh_token": "x"})
+    assert answer.token["access_token"] == "form-access-99" and not answer.problem
+    assert {"form-access-99", "form-refresh-99", "form-id-99"} <= set(answer.obtained)
+    stored = json.dumps(answer.exchange.redacted_record([*client.secret_values, *answer.obtained]))
     assert not [t for t in ("form-access-99", "form-refresh-99", "form-id-99") if t in stored], stored
 
 

@@ -1,114 +1,169 @@
-"""The OAuth work the instance client does per request, on the client it is given.
+"""Every token flow of the outbound client; each returns what it obtained and never changes the client.
 
-A fresh OAuth 2 access token for an instance (refreshed when due or after a
-401), the token request itself, recording a token exchange like a credential
-check, and OAuth 1.0a signatures. The protocol work is oauthlib's; every
-request goes through the client passed in (`InstanceClient.send`), so the SSRF
-guard, timeouts, the total deadline and redaction apply to token requests as to
-any other. The client imports this module, so this module does not import
-the client (`TokenClient` below is what it uses of it); the authorisation
-code pages (Connect, callback) are in `instances/oauth.py`.
+- OAuth 2 client credentials (`client_credentials`), its token cached encrypted;
+- the authorisation code exchange of the Connect callback (`exchange_code`);
+- a fresh access token for an instance, refreshed when due or after a 401
+  (`access_token`), single-flight across worker processes: the instance's row
+  is locked (``SELECT ... FOR UPDATE``; on SQLite the immediate transaction
+  locks the database) while one worker spends the refresh token, and the
+  others then use the tokens it stored instead of spending the (rotated)
+  refresh token again;
+- OAuth 1.0a signatures (`sign_oauth1`).
 
-Refreshing is single-flight across worker processes: the instance's row is
-locked (``SELECT ... FOR UPDATE``; on SQLite the immediate transaction locks
-the database) while one worker spends the refresh token, and the others then
-use the tokens it stored instead of spending the (rotated) refresh token again.
+The protocol work is oauthlib's. ONE function builds a token request
+(`token_request`); it goes out through the `send` of the `TokenEndpoint` the
+client describes itself with, so the SSRF guard, timeouts, the total deadline
+and redaction apply to token requests as to any other. A flow answers with
+`Credentials`: the token, the secrets it met (the client redacts them from
+then on), and what is now stored; the client adopts them.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
-from datetime import timedelta
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from oauthlib import oauth1
 from oauthlib.oauth2 import WebApplicationClient
 
 from connectors.models import AuthMethod, Connector
-from instances import redaction
-from instances.outbound.exchange import ClientError, Exchange, _message_from_body, _status_text, render
+from instances import crypto, redaction
 from instances.models import CredentialCheck, Instance
+from instances.outbound.exchange import ClientError, Exchange, fill_placeholders
 from instances.status import note_status_change, status_text
 
 logger = logging.getLogger(__name__)
 
-
-class TokenClient(Protocol):
-    """What this module uses of the instance client (`instances.client.InstanceClient`, which imports this module).
-
-    The client passes itself to these functions; token requests go through its
-    `send`, and what they obtain joins its secrets for redaction.
-    """
-
-    connector: Connector
-    auth_method: AuthMethod
-    instance: Instance | None
-    values: dict[str, str]
-    secrets: dict[str, str]
-
-    @property
-    def secret_values(self) -> list[str]: ...
-
-    def send(self, method: str, url: str, **kwargs) -> Exchange: ...
-
-    def redact(self, text: str, *, limit: int | None = None) -> str: ...
-
-    def record_of(self, exchange: Exchange, message: str = "") -> dict: ...
-
-    def _obtained(self, *tokens: object) -> None: ...
-
-
 REFRESH_MARGIN_SECONDS = 60  # refresh this long before expiry (a quarter of short lifetimes)
+TOKEN_EXPIRY_MARGIN = 60  # seconds before expiry a cached client credentials token is renewed
 REFRESH_FAILED = "Re-authentication needed: the access token could not be refreshed"
 TOKEN_KEYS = ("access_token", "refresh_token")
+VENDOR_MESSAGE_CHARS = 200  # of the API's own error message quoted to the user
 
 # OAuth 1.0a variables of an auth method (consumer = the integration, token = the user's access token).
 OAUTH1_SIGNATURE_METHODS = {"HMAC-SHA1": oauth1.SIGNATURE_HMAC_SHA1, "HMAC-SHA256": oauth1.SIGNATURE_HMAC_SHA256}
+
+
+@dataclass(frozen=True)
+class TokenEndpoint:
+    """What a token flow needs of the client: the auth method, the values, a way to send, the secrets known."""
+
+    connector: Connector
+    auth_method: AuthMethod
+    values: dict[str, str]  # the instance's values with its secrets (client_id, client_secret, ...)
+    send: Callable[..., Exchange]  # one request through the SSRF guard, within its deadline
+    secret_values: list[str]  # every secret known before the flow (redacted from what it says)
+
+    def with_secrets(self, secrets: dict[str, str]) -> TokenEndpoint:
+        return replace(
+            self, values={**self.values, **secrets}, secret_values=[*self.secret_values, *(v for v in secrets.values() if v)]
+        )
+
+
+@dataclass
+class Credentials:
+    """What a token flow obtained, for the client to adopt."""
+
+    access_token: str | None = None
+    obtained: list[str] = field(default_factory=list)  # every secret met: tokens, secret fields of answers, codes
+    failed: Exchange | None = None  # why there is no token
+    problem: str = ""  # that in one sentence, redacted
+    secrets: dict[str, str] | None = None  # the instance's secrets as they are stored now (None: not read)
+    refresh_due_at: datetime | None = None
+    reauth_reason: str | None = None  # the instance's, as stored now (None: not read)
+
+
+def secrets_in(*tokens: object) -> list[str]:
+    """The secrets `tokens` hold: each is a token, or a token endpoint's whole answer (a dict) with its
+    access, refresh and id tokens and every string field named like a secret."""
+    found: list[str] = []
+    for token in tokens:
+        for value in redaction.token_answer_secrets(token) if isinstance(token, dict) else [token]:
+            if isinstance(value, str) and value and value not in found:
+                found.append(value)
+    return found
+
+
+class _Found:
+    """The secrets a flow knows and those it obtains, the moment it obtains them."""
+
+    def __init__(self, known: list[str], obtained: list[str] | None = None):
+        self.known = known
+        self.obtained: list[str] = list(obtained or [])
+
+    def add(self, *tokens: object) -> None:
+        self.obtained += [value for value in secrets_in(*tokens) if value not in self.obtained]
+
+    @property
+    def every(self) -> list[str]:
+        return [*self.known, *self.obtained]
+
+    def redact(self, text: str, *, limit: int | None = None) -> str:
+        variants = redaction.secret_variants(self.every)
+        return redaction.scrub_text(text, variants) if limit is None else redaction.truncate(text, limit, variants)
 
 
 def web_client(client_id: str) -> WebApplicationClient:
     return WebApplicationClient(client_id)
 
 
-def token_request(client: TokenClient, data: dict[str, str]) -> tuple[dict | None, Exchange, str]:
-    """POST `data` to the method's token URL through the client: (token dict or None, exchange, problem)."""
-    token_url = render(client.auth_method.token_url, client.values)
-    client_id = client.values.get("client_id", "")
-    pair = f"{client_id}:{client.values.get('client_secret', '')}".encode()
-    exchange = client.send(
+@dataclass
+class TokenAnswer:
+    token: dict | None  # the parsed answer, expires_in judged (None: refused or unusable)
+    exchange: Exchange
+    problem: str  # why there is no token, redacted
+    obtained: list[str]
+
+
+def token_request(endpoint: TokenEndpoint, data: dict[str, str], found: _Found | None = None) -> TokenAnswer:
+    """POST `data` to the method's token URL, authenticated with the client ID and secret (HTTP Basic)."""
+    found = found or _Found(endpoint.secret_values)
+    token_url = fill_placeholders(endpoint.auth_method.token_url, endpoint.values)
+    client_id = endpoint.values.get("client_id", "")
+    pair = f"{client_id}:{endpoint.values.get('client_secret', '')}".encode()
+    exchange = endpoint.send(
         "POST", token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
     )
     # The whole answer, JSON or form-encoded: its tokens and any other secret field, before anything stores it.
     answer = exchange.json if isinstance(exchange.json, dict) else dict(parse_qsl(exchange.response_body or ""))
-    client._obtained(answer)
+    found.add(answer)
+
+    def refused(problem: str) -> TokenAnswer:
+        return TokenAnswer(None, exchange, problem, found.obtained)
+
     if exchange.error:
-        return None, exchange, client.redact(exchange.error)
+        return refused(found.redact(exchange.error))
     status = exchange.response_status or 0
     if status != 200:
-        detail = client.redact(_message_from_body(exchange), limit=200)
-        problem = f"The token request was refused: {_status_text(status)}."
+        detail = found.redact(exchange.api_message(), limit=VENDOR_MESSAGE_CHARS)
+        problem = f"The token request was refused: {exchange.status_text()}."
         if detail:
             problem += f' The API said: "{detail.rstrip(".")}".'
-        return None, exchange, problem
+        return refused(problem)
     body, expires_in = _without_expiry(exchange.response_body)
     try:
         token = dict(web_client(client_id).parse_request_body_response(body))
     except Exception as exc:  # noqa: BLE001 - oauthlib raises its own errors, ValueError, Warning, ...
         description = getattr(exc, "description", "") or ""
         problem = "The token endpoint did not return a usable access token"
-        return None, exchange, client.redact(f"{problem}{': ' + description if description else ''}.", limit=300)
+        return refused(found.redact(f"{problem}{': ' + description if description else ''}.", limit=300))
     if not isinstance(token.get("access_token"), str) or not token["access_token"]:
-        return None, exchange, "The token endpoint did not return a usable access token."
+        return refused("The token endpoint did not return a usable access token.")
     lifetime = token_lifetime(expires_in)
     if lifetime is not None:
         token["expires_in"] = lifetime
-    return token, exchange, ""
+    return TokenAnswer(token, exchange, "", found.obtained)
 
 
 def _bounded_int(text: str) -> int | float:
@@ -158,7 +213,7 @@ def token_lifetime(expires_in: object) -> int | None:
     return maximum if number >= maximum else max(1, int(number))
 
 
-def refresh_due_at(token: dict) -> object:
+def refresh_due_at(token: dict) -> datetime | None:
     """When to refresh a token from this response (None when it says nothing usable about expiry)."""
     seconds = token_lifetime(token.get("expires_in"))
     if seconds is None:
@@ -167,101 +222,156 @@ def refresh_due_at(token: dict) -> object:
     return timezone.now() + timedelta(seconds=max(0, seconds - margin))
 
 
-def record(client: TokenClient, exchange: Exchange, *, ok: bool, message: str, instance=None, user=None) -> CredentialCheck:
-    """Store an exchange (a token request) redacted, like a credential check."""
-    record = client.record_of(exchange, message)
+def record(
+    endpoint: TokenEndpoint, exchange: Exchange, secret_values: list[str], *, ok: bool, message: str,
+    instance: Instance | None = None, user=None,
+) -> CredentialCheck:
+    """Store an exchange (a token request) redacted with `secret_values`, like a credential check."""
+    stored = exchange.redacted_record(secret_values, message)
     return CredentialCheck.objects.create(
-        company=client.connector.company,
-        connector=client.connector,
+        company=endpoint.connector.company,
+        connector=endpoint.connector,
         instance=instance,
-        auth_method=client.auth_method,
+        auth_method=endpoint.auth_method,
         created_by=user if getattr(user, "pk", None) else None,
         ok=ok,
-        message=redaction.truncate(record.pop("message"), 300, redaction.secret_variants(client.secret_values)),
-        **record,
+        message=redaction.truncate(stored.pop("message"), 300, redaction.secret_variants(secret_values)),
+        **stored,
     )
 
 
-# --- refresh ------------------------------------------------------------------
+def _refused(endpoint: TokenEndpoint, reason: str) -> Exchange:
+    exchange = Exchange(request_method="POST", request_url=endpoint.auth_method.token_url, request_headers={})
+    exchange.error = reason
+    return exchange
+
+
+# --- OAuth 2 client credentials -----------------------------------------------------
+
+
+def token_cache_key(endpoint: TokenEndpoint, token_url: str) -> str:
+    """Where the client credentials token of these credentials is cached (the secret is part of the key, hashed)."""
+    values = endpoint.values
+    material = f"{token_url}\0{values.get('client_id', '')}\0{values.get('client_secret', '')}\0{endpoint.auth_method.scope}"
+    digest = hmac.new(settings.SECRET_KEY.encode(), material.encode(), hashlib.sha256).hexdigest()
+    return f"oauth2-token:{digest}"
+
+
+def client_credentials(endpoint: TokenEndpoint, *, use_cache: bool = True) -> Credentials:
+    """An OAuth 2 client credentials access token, from the cache (encrypted there) or the token endpoint."""
+    method = endpoint.auth_method
+    token_url = fill_placeholders(method.token_url, endpoint.values)
+    key = token_cache_key(endpoint, token_url)
+    if use_cache:
+        # Encrypted in the cache (Redis is shared, and not where credentials are kept in plain).
+        cached = crypto.decrypt_cached(cache.get(key), key)
+        if cached:
+            return Credentials(access_token=cached, obtained=[cached])
+    data = {"grant_type": "client_credentials"}
+    if method.scope:
+        data["scope"] = method.scope
+    data.update({k: fill_placeholders(v, endpoint.values) for k, v in method.body.items()})
+    answer = token_request(endpoint, data)
+    if answer.token is None:
+        return Credentials(obtained=answer.obtained, failed=answer.exchange, problem=answer.problem)
+    token, lifetime = answer.token["access_token"], answer.token.get("expires_in")
+    if lifetime is not None and lifetime > TOKEN_EXPIRY_MARGIN:
+        cache.set(key, crypto.encrypt_cached(token, key), timeout=lifetime - TOKEN_EXPIRY_MARGIN)
+    return Credentials(access_token=token, obtained=answer.obtained)
+
+
+# --- OAuth 2 authorisation code: the code exchange and refreshing -------------------------
+
+
+def exchange_code(endpoint: TokenEndpoint, code: str, verifier: str, redirect_uri: str) -> Credentials:
+    """Trade an authorisation code (with its PKCE verifier) for tokens: `secrets` holds them, or `problem` says why not."""
+    found = _Found(endpoint.secret_values)
+    found.add(code, verifier)
+    body = web_client(endpoint.values.get("client_id", "")).prepare_request_body(
+        code=code, redirect_uri=redirect_uri, code_verifier=verifier, include_client_id=True,
+    )
+    answer = token_request(endpoint, dict(parse_qsl(body)), found)
+    if answer.token is None:
+        return Credentials(obtained=answer.obtained, failed=answer.exchange, problem=answer.problem)
+    tokens = {k: answer.token[k] for k in TOKEN_KEYS if isinstance(answer.token.get(k), str) and answer.token[k]}
+    return Credentials(
+        access_token=tokens["access_token"], obtained=answer.obtained, secrets=tokens,
+        refresh_due_at=refresh_due_at(answer.token),
+    )
 
 
 def _refresh_due(instance: Instance) -> bool:
     return instance.token_refresh_due_at is not None and instance.token_refresh_due_at <= timezone.now()
 
 
-def _adopt(client: TokenClient, instance: Instance, secrets: dict[str, str]) -> None:
-    client.secrets = {k: v for k, v in secrets.items() if v}
-    client.values.update(client.secrets)
-    client._obtained(*(secrets.get(k) for k in TOKEN_KEYS))
-    for name in ("token_refresh_due_at", "reauth_reason"):
-        setattr(client.instance, name, getattr(instance, name))
+def _as_stored(locked: Instance, secrets: dict[str, str], found: _Found, failed: Exchange | None = None) -> Credentials:
+    """The instance's tokens as `locked` holds them now (a failure: no access token)."""
+    found.add(*(secrets.get(k) for k in TOKEN_KEYS))
+    return Credentials(
+        access_token=None if failed is not None else secrets.get("access_token"), obtained=found.obtained,
+        failed=failed, secrets=secrets, refresh_due_at=locked.token_refresh_due_at, reauth_reason=locked.reauth_reason,
+    )
 
 
-def access_token(client: TokenClient, *, rejected: str | None = None) -> tuple[str | None, Exchange | None]:
-    """A usable access token for the client's instance: (token, None) or (None, failed exchange).
+def access_token(
+    endpoint: TokenEndpoint, instance: Instance, *, current: str | None, rejected: str | None = None
+) -> Credentials:
+    """A usable access token for `instance`, whose client holds `current`.
 
     Refreshes it when it is due, or when the API just rejected `rejected`
     (a 401) — unless another worker has refreshed it meanwhile.
     """
-    instance = client.instance
-    current = client.secrets.get("access_token")
     if rejected is None and not _refresh_due(instance):
-        return current, None
+        return Credentials(access_token=current)
+    found = _Found(endpoint.secret_values)
     with transaction.atomic():
         locked = Instance.objects.select_for_update().get(pk=instance.pk)
         stored = locked.get_secrets()
         if stored.get("access_token") != (rejected or current) or (rejected is None and not _refresh_due(locked)):
-            _adopt(client, locked, stored)  # someone else refreshed while we waited for the lock
-            return stored.get("access_token"), None
+            return _as_stored(locked, stored, found)  # someone else refreshed while we waited for the lock
         if locked.reauth_reason:
-            _adopt(client, locked, stored)
-            return None, _refused(client, locked.reauth_reason)
-        return _refresh(client, locked, stored)
+            return _as_stored(locked, stored, found, _refused(endpoint, locked.reauth_reason))
+        return _refresh(endpoint.with_secrets(stored), locked, stored)
 
 
-def _refused(client: TokenClient, reason: str) -> Exchange:
-    exchange = Exchange(request_method="POST", request_url=client.auth_method.token_url, request_headers={})
-    exchange.error = reason
-    return exchange
-
-
-def _refresh(client: TokenClient, locked: Instance, stored: dict[str, str]) -> tuple[str | None, Exchange | None]:
+def _refresh(endpoint: TokenEndpoint, locked: Instance, stored: dict[str, str]) -> Credentials:
     refresh_token = stored.get("refresh_token")
-    client._obtained(*(stored.get(k) for k in TOKEN_KEYS))
+    found = _Found(endpoint.secret_values)
+    found.add(*(stored.get(k) for k in TOKEN_KEYS))
     if not refresh_token:
         reason = f"{REFRESH_FAILED}: the provider gave no refresh token. Connect again."
-        Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason[:300])
-        note_status_change(locked, status_text(locked.last_check_ok), status_text(None, reason), reason)
-        locked.reauth_reason = reason[:300]
-        _adopt(client, locked, stored)
-        return None, _refused(client, reason)
-    client.secrets, client.values = stored, {**client.values, **stored}
-    body = web_client(client.values.get("client_id", "")).prepare_refresh_body(refresh_token=refresh_token)
-    token, exchange, problem = token_request(client, dict(parse_qsl(body)))
+        _needs_reauth(locked, reason)
+        return _as_stored(locked, stored, found, _refused(endpoint, reason))
+    body = web_client(endpoint.values.get("client_id", "")).prepare_refresh_body(refresh_token=refresh_token)
+    answer = token_request(endpoint, dict(parse_qsl(body)), found)
+    token, exchange = answer.token, answer.exchange
     rotated = _rotated_refresh_token(token, exchange, refresh_token)
     if rotated:
         # The provider has spent the old refresh token: keep the new one before anything else can fail.
         stored = {**stored, "refresh_token": rotated}
         _store_secrets(locked, stored)
     if token is None:
-        reason = f"{REFRESH_FAILED}: {problem} Reconnect the instance."[:300]
-        Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason)
-        note_status_change(locked, status_text(locked.last_check_ok), status_text(None, reason), reason)
-        locked.reauth_reason = reason
-        record(client, exchange, ok=False, message=reason, instance=locked)
-        _adopt(client, locked, stored)
+        reason = f"{REFRESH_FAILED}: {answer.problem} Reconnect the instance."[:300]
+        _needs_reauth(locked, reason)
+        record(endpoint, exchange, found.every, ok=False, message=reason, instance=locked)
         exchange.error = reason
-        return None, exchange
+        return _as_stored(locked, stored, found, exchange)
     new = {**stored, "access_token": token["access_token"]}
     locked.token_refresh_due_at = refresh_due_at(token)
     _store_secrets(locked, new, token_refresh_due_at=locked.token_refresh_due_at)
     try:
         with transaction.atomic():  # a savepoint: failing to record this does not undo the stored tokens
-            record(client, exchange, ok=True, message="Access token refreshed.", instance=locked)
+            record(endpoint, exchange, found.every, ok=True, message="Access token refreshed.", instance=locked)
     except DatabaseError:
         logger.exception("The refresh of instance %s could not be recorded; its new tokens are stored.", locked.pk)
-    _adopt(client, locked, new)
-    return new["access_token"], None
+    return _as_stored(locked, new, found)
+
+
+def _needs_reauth(locked: Instance, reason: str) -> None:
+    """The instance cannot refresh its token any more: the user must Connect again."""
+    Instance.objects.filter(pk=locked.pk).update(reauth_reason=reason[:300])
+    note_status_change(locked, status_text(locked.last_check_ok), status_text(None, reason), reason)
+    locked.reauth_reason = reason[:300]
 
 
 def _rotated_refresh_token(token: dict | None, exchange: Exchange, spent: str) -> str | None:

@@ -9,7 +9,9 @@ flow). The protocol work is oauthlib's.
 from __future__ import annotations
 
 import secrets as random_secrets
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -18,6 +20,7 @@ from django.utils import timezone
 from oauthlib.common import add_params_to_uri
 
 from connectors.models import AuthMethod, AuthType
+from instances import checks
 from instances.models import CredentialCheck, Instance, OAuthAuthorization
 from instances.outbound import ClientError, InstanceClient, auth
 from instances.outbound.exchange import fill_placeholders
@@ -28,9 +31,20 @@ PENDING_MAX_AGE = timedelta(minutes=15)  # from Connect to the callback
 class OAuthError(Exception):
     """A step of the authorisation failed; the message is phrased for the user (and redacted)."""
 
-    def __init__(self, message: str, check: CredentialCheck | None = None):
+    def __init__(self, message: str, check: CredentialCheck | None = None, pending: OAuthAuthorization | None = None):
         super().__init__(message)
         self.check = check  # the recorded token exchange, when there was one
+        self.pending = pending  # the Connect step to resume, once one was claimed
+
+
+@dataclass
+class Connected:
+    """A Connect step whose code was traded for tokens that passed the credential check: ready to save."""
+
+    pending: OAuthAuthorization
+    secrets: dict[str, str]
+    refresh_due_at: datetime | None
+    check: CredentialCheck
 
 
 # --- the redirect URI ---------------------------------------------------------
@@ -123,7 +137,8 @@ def claim(user, state: str) -> OAuthAuthorization:
     if pending.created_at < timezone.now() - PENDING_MAX_AGE:
         raise OAuthError(
             f"The Connect step took longer than {int(PENDING_MAX_AGE.total_seconds() // 60)} minutes and has expired. "
-            "Nothing was saved; use Connect again."
+            "Nothing was saved; use Connect again.",
+            pending=pending,
         )
     return pending
 
@@ -137,17 +152,37 @@ def provider_error(pending: OAuthAuthorization, error: str, description: str) ->
     return f'{pending.connector.name} reported an error: "{detail}". Nothing was saved.'
 
 
-def exchange_code(pending: OAuthAuthorization, code: str, user=None) -> tuple[dict[str, str], object]:
-    """Trade the authorisation code for tokens: (secrets with the tokens, refresh due time); OAuthError if refused."""
+def finish(user, answer: Mapping[str, str]) -> Connected:
+    """The callback's work before anything is saved: claim the Connect step, trade the code, check the tokens.
+
+    `answer` is the provider's query string. CallbackRefused when it matches no
+    usable Connect step of `user`; any other OAuthError says why nothing was
+    saved and carries the step to resume.
+    """
+    pending = claim(user, answer.get("state", ""))
+    if answer.get("error") or not answer.get("code"):
+        error = answer.get("error", "")
+        raise OAuthError(
+            provider_error(pending, error, answer.get("error_description", "")) if error
+            else "The provider sent no authorisation code back. Nothing was saved; use Connect again.",
+            pending=pending,
+        )
+    # The code is traded for tokens once; the Connect step's secrets are forgotten whatever happens.
     stored = pending.get_secrets()
     verifier = stored.pop("code_verifier", "")
+    pending.secrets_ciphertext = ""
+    OAuthAuthorization.objects.filter(pk=pending.pk).update(secrets_ciphertext="")
     endpoint = InstanceClient(pending.connector, pending.auth_method, pending.values, stored).token_endpoint()
-    credentials = auth.exchange_code(endpoint, code, verifier, pending.redirect_uri)
+    credentials = auth.exchange_code(endpoint, answer["code"], verifier, pending.redirect_uri, user=user)
     if credentials.secrets is None:
-        secret_values = [*endpoint.secret_values, *credentials.obtained]
-        check = auth.record(endpoint, credentials.failed, secret_values, ok=False, message=credentials.problem, user=user)
-        raise OAuthError(f"{credentials.problem} Nothing was saved.", check)
-    return {**stored, **credentials.secrets}, credentials.refresh_due_at
+        raise OAuthError(f"{credentials.problem} Nothing was saved.", credentials.check, pending)
+    secrets = {**stored, **credentials.secrets}
+    result, check = checks.check_and_record(
+        connector=pending.connector, auth_method=pending.auth_method, values=pending.values, secrets=secrets, user=user
+    )
+    if not result.ok:
+        raise OAuthError(f"Connected, but the test request failed: {result.message} Nothing was saved.", pending=pending)
+    return Connected(pending, secrets, credentials.refresh_due_at, check)
 
 
 def is_authorization_code(auth_method: AuthMethod) -> bool:

@@ -61,6 +61,7 @@ class TokenEndpoint:
 
     connector: Connector
     auth_method: AuthMethod
+    token_url: str  # placeholders filled
     values: dict[str, str]  # the instance's values with its secrets (client_id, client_secret, ...)
     send: Callable[..., Exchange]  # one request through the SSRF guard, within its deadline
     secret_values: list[str]  # every secret known before the flow (redacted from what it says)
@@ -82,6 +83,7 @@ class Credentials:
     secrets: dict[str, str] | None = None  # the instance's secrets as they are stored now (None: not read)
     refresh_due_at: datetime | None = None
     reauth_reason: str | None = None  # the instance's, as stored now (None: not read)
+    check: CredentialCheck | None = None  # the refused token exchange, when the flow recorded it
 
 
 def secrets_in(*tokens: object) -> list[str]:
@@ -124,46 +126,51 @@ class TokenAnswer:
     exchange: Exchange
     problem: str  # why there is no token, redacted
     obtained: list[str]
+    refresh_due_at: datetime | None = None
 
 
 def token_request(endpoint: TokenEndpoint, data: dict[str, str], found: _Found | None = None) -> TokenAnswer:
     """POST `data` to the method's token URL, authenticated with the client ID and secret (HTTP Basic)."""
     found = found or _Found(endpoint.secret_values)
-    token_url = fill_placeholders(endpoint.auth_method.token_url, endpoint.values)
     client_id = endpoint.values.get("client_id", "")
     pair = f"{client_id}:{endpoint.values.get('client_secret', '')}".encode()
     exchange = endpoint.send(
-        "POST", token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
+        "POST", endpoint.token_url, headers={"Authorization": "Basic " + base64.b64encode(pair).decode()}, data=data
     )
+    token, problem = _parsed(exchange, client_id)
+    said, status = exchange.api_message(), exchange.status_text()
     # The whole answer, JSON or form-encoded: its tokens and any other secret field, before anything stores it.
-    answer = exchange.json if isinstance(exchange.json, dict) else dict(parse_qsl(exchange.response_body or ""))
-    found.add(answer)
-
-    def refused(problem: str) -> TokenAnswer:
-        return TokenAnswer(None, exchange, problem, found.obtained)
-
+    found.add(exchange.json if isinstance(exchange.json, dict) else dict(parse_qsl(exchange.response_body or "")))
+    if token is not None:
+        return TokenAnswer(token, exchange, "", found.obtained, refresh_due_at(token))
     if exchange.error:
-        return refused(found.redact(exchange.error))
-    status = exchange.response_status or 0
-    if status != 200:
-        detail = found.redact(exchange.api_message(), limit=VENDOR_MESSAGE_CHARS)
-        problem = f"The token request was refused: {exchange.status_text()}."
+        problem = found.redact(exchange.error)
+    elif (exchange.response_status or 0) != 200:
+        detail = found.redact(said, limit=VENDOR_MESSAGE_CHARS)
+        problem = f"The token request was refused: {status}."
         if detail:
             problem += f' The API said: "{detail.rstrip(".")}".'
-        return refused(problem)
+    else:
+        problem = found.redact(problem, limit=300)
+    return TokenAnswer(None, exchange, problem, found.obtained)
+
+
+def _parsed(exchange: Exchange, client_id: str) -> tuple[dict | None, str]:
+    """(the token a 200 answer carries, its expires_in judged; or None and why it is unusable)."""
+    if exchange.error or exchange.response_status != 200:
+        return None, ""
     body, expires_in = _without_expiry(exchange.response_body)
     try:
         token = dict(web_client(client_id).parse_request_body_response(body))
     except Exception as exc:  # noqa: BLE001 - oauthlib raises its own errors, ValueError, Warning, ...
         description = getattr(exc, "description", "") or ""
-        problem = "The token endpoint did not return a usable access token"
-        return refused(found.redact(f"{problem}{': ' + description if description else ''}.", limit=300))
+        return None, f"The token endpoint did not return a usable access token{': ' + description if description else ''}."
     if not isinstance(token.get("access_token"), str) or not token["access_token"]:
-        return refused("The token endpoint did not return a usable access token.")
+        return None, "The token endpoint did not return a usable access token."
     lifetime = token_lifetime(expires_in)
     if lifetime is not None:
         token["expires_in"] = lifetime
-    return TokenAnswer(token, exchange, "", found.obtained)
+    return token, ""
 
 
 def _bounded_int(text: str) -> int | float:
@@ -260,8 +267,7 @@ def token_cache_key(endpoint: TokenEndpoint, token_url: str) -> str:
 def client_credentials(endpoint: TokenEndpoint, *, use_cache: bool = True) -> Credentials:
     """An OAuth 2 client credentials access token, from the cache (encrypted there) or the token endpoint."""
     method = endpoint.auth_method
-    token_url = fill_placeholders(method.token_url, endpoint.values)
-    key = token_cache_key(endpoint, token_url)
+    key = token_cache_key(endpoint, endpoint.token_url)
     if use_cache:
         # Encrypted in the cache (Redis is shared, and not where credentials are kept in plain).
         cached = crypto.decrypt_cached(cache.get(key), key)
@@ -283,20 +289,23 @@ def client_credentials(endpoint: TokenEndpoint, *, use_cache: bool = True) -> Cr
 # --- OAuth 2 authorisation code: the code exchange and refreshing -------------------------
 
 
-def exchange_code(endpoint: TokenEndpoint, code: str, verifier: str, redirect_uri: str) -> Credentials:
-    """Trade an authorisation code (with its PKCE verifier) for tokens: `secrets` holds them, or `problem` says why not."""
-    found = _Found(endpoint.secret_values)
-    found.add(code, verifier)
+def exchange_code(endpoint: TokenEndpoint, code: str, verifier: str, redirect_uri: str, *, user=None) -> Credentials:
+    """Trade an authorisation code (with its PKCE verifier) for tokens: `secrets` holds them.
+
+    When the provider refuses, `problem` says why and the refused exchange is
+    recorded like a credential check (`check`).
+    """
+    found = _Found(endpoint.secret_values, obtained=[code, verifier])
     body = web_client(endpoint.values.get("client_id", "")).prepare_request_body(
         code=code, redirect_uri=redirect_uri, code_verifier=verifier, include_client_id=True,
     )
     answer = token_request(endpoint, dict(parse_qsl(body)), found)
     if answer.token is None:
-        return Credentials(obtained=answer.obtained, failed=answer.exchange, problem=answer.problem)
+        check = record(endpoint, answer.exchange, found.every, ok=False, message=answer.problem, user=user)
+        return Credentials(obtained=answer.obtained, failed=answer.exchange, problem=answer.problem, check=check)
     tokens = {k: answer.token[k] for k in TOKEN_KEYS if isinstance(answer.token.get(k), str) and answer.token[k]}
     return Credentials(
-        access_token=tokens["access_token"], obtained=answer.obtained, secrets=tokens,
-        refresh_due_at=refresh_due_at(answer.token),
+        access_token=tokens["access_token"], obtained=answer.obtained, secrets=tokens, refresh_due_at=answer.refresh_due_at
     )
 
 
@@ -357,7 +366,7 @@ def _refresh(endpoint: TokenEndpoint, locked: Instance, stored: dict[str, str]) 
         exchange.error = reason
         return _as_stored(locked, stored, found, exchange)
     new = {**stored, "access_token": token["access_token"]}
-    locked.token_refresh_due_at = refresh_due_at(token)
+    locked.token_refresh_due_at = answer.refresh_due_at
     _store_secrets(locked, new, token_refresh_due_at=locked.token_refresh_due_at)
     try:
         with transaction.atomic():  # a savepoint: failing to record this does not undo the stored tokens

@@ -129,7 +129,10 @@ class InstanceClient:
 
     def token_endpoint(self) -> auth.TokenEndpoint:
         """This client as a token flow sees it (auth.py): token requests go through `send`."""
-        return auth.TokenEndpoint(self.connector, self.auth_method, dict(self.values), self.send, self.secret_values)
+        token_url = fill_placeholders(self.auth_method.token_url, self.values) if self.auth_method.token_url else ""
+        return auth.TokenEndpoint(
+            self.connector, self.auth_method, token_url, dict(self.values), self.send, self.secret_values
+        )
 
     def record_of(self, exchange: Exchange, message: str = "") -> dict:
         """`exchange` as it may be stored: redacted whole with every secret of this client, then cut and made storable."""

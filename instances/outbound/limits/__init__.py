@@ -347,6 +347,18 @@ def rate_limit_pauses(instances) -> dict[int, datetime]:
     }
 
 
+def note_rate_limit_pauses(rows: list) -> None:
+    """Set `rate_limit_paused_until` on each row (an instance, or a row with its pk, uid, company_id and
+    rate_limit_group): when the pause an API's 429 set ends, or None. One read of the store; when the
+    store is unavailable, no row is shown paused."""
+    try:
+        pauses = rate_limit_pauses(rows)
+    except STORE_ERRORS:
+        pauses = {}
+    for row in rows:
+        row.rate_limit_paused_until = pauses.get(row.pk)
+
+
 def clear_rate_limit_pause(instance) -> bool:
     """End the instance's rate limit pause now, for every worker; whether there was one."""
     return store().clear_pause(rate_bucket(instance))

@@ -97,7 +97,7 @@ def secrets_in(*tokens: object) -> list[str]:
     return found
 
 
-class _Found:
+class _KnownSecrets:
     """The secrets a flow knows and those it obtains, the moment it obtains them."""
 
     def __init__(self, known: list[str], obtained: list[str] | None = None):
@@ -129,9 +129,9 @@ class TokenAnswer:
     refresh_due_at: datetime | None = None
 
 
-def token_request(endpoint: TokenEndpoint, data: dict[str, str], found: _Found | None = None) -> TokenAnswer:
+def token_request(endpoint: TokenEndpoint, data: dict[str, str], found: _KnownSecrets | None = None) -> TokenAnswer:
     """POST `data` to the method's token URL, authenticated with the client ID and secret (HTTP Basic)."""
-    found = found or _Found(endpoint.secret_values)
+    found = found or _KnownSecrets(endpoint.secret_values)
     client_id = endpoint.values.get("client_id", "")
     pair = f"{client_id}:{endpoint.values.get('client_secret', '')}".encode()
     exchange = endpoint.send(
@@ -295,7 +295,7 @@ def exchange_code(endpoint: TokenEndpoint, code: str, verifier: str, redirect_ur
     When the provider refuses, `problem` says why and the refused exchange is
     recorded like a credential check (`check`).
     """
-    found = _Found(endpoint.secret_values, obtained=[code, verifier])
+    found = _KnownSecrets(endpoint.secret_values, obtained=[code, verifier])
     body = web_client(endpoint.values.get("client_id", "")).prepare_request_body(
         code=code, redirect_uri=redirect_uri, code_verifier=verifier, include_client_id=True,
     )
@@ -313,7 +313,7 @@ def _refresh_due(instance: Instance) -> bool:
     return instance.token_refresh_due_at is not None and instance.token_refresh_due_at <= timezone.now()
 
 
-def _as_stored(locked: Instance, secrets: dict[str, str], found: _Found, failed: Exchange | None = None) -> Credentials:
+def _as_stored(locked: Instance, secrets: dict[str, str], found: _KnownSecrets, failed: Exchange | None = None) -> Credentials:
     """The instance's tokens as `locked` holds them now (a failure: no access token)."""
     found.add(*(secrets.get(k) for k in TOKEN_KEYS))
     return Credentials(
@@ -332,7 +332,7 @@ def access_token(
     """
     if rejected is None and not _refresh_due(instance):
         return Credentials(access_token=current)
-    found = _Found(endpoint.secret_values)
+    found = _KnownSecrets(endpoint.secret_values)
     with transaction.atomic():
         locked = Instance.objects.select_for_update().get(pk=instance.pk)
         stored = locked.get_secrets()
@@ -345,7 +345,7 @@ def access_token(
 
 def _refresh(endpoint: TokenEndpoint, locked: Instance, stored: dict[str, str]) -> Credentials:
     refresh_token = stored.get("refresh_token")
-    found = _Found(endpoint.secret_values)
+    found = _KnownSecrets(endpoint.secret_values)
     found.add(*(stored.get(k) for k in TOKEN_KEYS))
     if not refresh_token:
         reason = f"{REFRESH_FAILED}: the provider gave no refresh token. Connect again."

@@ -9,11 +9,11 @@ does not compete with the client for the GIL), for four ways of sending:
 
 * ``requests.get``            a new connection for every request;
 * ``requests.Session``        one session, its connection reused;
-* ``instance client, before`` ``InstanceClient.send`` with OUTBOUND_KEEP_ALIVE
+* ``instance client, before`` ``sending.send`` with OUTBOUND_KEEP_ALIVE
                               off: a fresh pinned adapter (so a new connection)
                               per request, as the client did before connections
                               were kept;
-* ``instance client, after``  ``InstanceClient.send`` as configured by default:
+* ``instance client, after``  ``sending.send`` as configured by default:
                               kept-alive connections pinned to the approved IP.
 
 Both instance client variants do everything a real call does (SSRF resolve and
@@ -42,7 +42,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 os.environ.update(
     {
@@ -63,17 +62,9 @@ django.setup()
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from instances import transport  # noqa: E402
-from instances.client import InstanceClient  # noqa: E402
+from instances.outbound import transport  # noqa: E402
+from instances.outbound import sending  # noqa: E402
 from tests.raw_server import KeepAliveServer  # noqa: E402
-
-
-class BareClient(InstanceClient):
-    """The instance client's send path with no connector behind it (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.secrets = {}
-        self.auth_method = SimpleNamespace(headers={})
 
 
 def plain_get(url: str) -> Callable[[], None]:
@@ -95,11 +86,9 @@ def plain_session(url: str) -> Callable[[], None]:
 
 
 def instance_client(url: str, keep_alive: bool) -> Callable[[], None]:
-    client = BareClient()
-
     def send() -> None:
         settings.OUTBOUND_KEEP_ALIVE = keep_alive
-        exchange = client.send("GET", url)
+        exchange = sending.send("GET", url)
         assert exchange.response_status == 200 and exchange.json and not exchange.error, exchange.error
 
     return send

@@ -44,7 +44,7 @@ from benchmarks.rate_limit import FORK, ArrivalServer, open_store  # sets Django
 
 import requests  # noqa: E402
 
-from instances import limits  # noqa: E402
+from instances.outbound import limits  # noqa: E402
 
 SLOTS, HOLD, INSTANCES, PROCESSES = 5, 0.2, 3, 4
 

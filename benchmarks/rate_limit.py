@@ -58,7 +58,7 @@ django.setup()
 
 import requests  # noqa: E402
 
-from instances import limits  # noqa: E402
+from instances.outbound import limits  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 FORK = multiprocessing.get_context("fork")

@@ -27,7 +27,7 @@ from huey.contrib.djhuey import db_task
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
-from instances.client import InstanceClient
+from instances.outbound import InstanceClient
 from instances.models import Instance
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances import redaction
-from instances.client import CheckResult, InstanceClient
+from instances.outbound import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
 from instances.status import note_status_change, status_text
 
@@ -40,7 +39,7 @@ def check_and_record(
         auth_method=auth_method,
         created_by=user if getattr(user, "pk", None) else None,
         ok=result.ok,
-        message=redaction.truncate(record.pop("message"), 300, redaction.secret_variants(client.secret_values)),
+        message=client.redact(record.pop("message"), limit=300),
         **record,
     )
     if instance is not None:
@@ -55,7 +54,8 @@ def note_check(instance: Instance, check: CredentialCheck) -> None:
         check.save(update_fields=["instance"])
     previous = Instance.objects.filter(pk=instance.pk).values("last_check_ok", "reauth_reason").first() or {}
     reauth = previous.get("reauth_reason", "")
-    note_status_change(instance, status_text(previous.get("last_check_ok"), reauth), status_text(check.ok, reauth), check.message)
+    before, after = status_text(previous.get("last_check_ok"), reauth), status_text(check.ok, reauth)
+    note_status_change(instance, before, after, check.message)
     Instance.objects.filter(pk=instance.pk).update(
         last_checked_at=check.created_at, last_check_ok=check.ok, last_check_message=check.message[:300]
     )

@@ -115,6 +115,17 @@ class SettingsForm(forms.Form):
         return data
 
 
+def earlier_steps(connector: Connector, state: dict) -> tuple[NameForm, SettingsForm]:
+    """The wizard's name and settings steps validated again against the database (whatever the signed state says)."""
+    name_form = NameForm({"name": state["name"]}, connector=connector)
+    settings_form = SettingsForm(
+        {k: ("" if v is None else v) for k, v in state["settings"].items()}, connector=connector
+    )
+    name_form.is_valid()
+    settings_form.is_valid()
+    return name_form, settings_form
+
+
 class AuthMethodForm(forms.Form):
     auth_method = forms.ModelChoiceField(
         queryset=AuthMethod.objects.none(), empty_label=None, widget=forms.RadioSelect,

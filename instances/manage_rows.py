@@ -18,6 +18,7 @@ from django.utils.encoding import force_str
 
 from connectors.models import Connector, RateLimitUnit
 from instances.models import Instance, InstanceQuerySet
+from instances.outbound import limits
 
 INSTANCES_SHOWN = 5
 INSTANCE_COLUMNS = (
@@ -53,7 +54,7 @@ class InstanceRow:
     uid: object
     company_id: int
     connection_pool: SimpleNamespace | None
-    rate_limit_paused_until: datetime | None = None  # set by Instance.note_rate_limit_pauses
+    rate_limit_paused_until: datetime | None = None  # set by limits.note_rate_limit_pauses
 
     @property
     def rate_limit_display(self) -> str:
@@ -85,7 +86,7 @@ def set_first_instances(connectors: list[Connector]) -> None:
         pool = SimpleNamespace(name=pool_name, limit=pool_limit) if pool_name is not None else None
         row = InstanceRow(*values, connection_pool=pool)
         by_pk[row.connector_id].first_instances.append(row)
-    Instance.note_rate_limit_pauses([row for c in connectors for row in c.first_instances])
+    limits.note_rate_limit_pauses([row for c in connectors for row in c.first_instances])
 
 
 def show_highlighted_instance(connectors: list[Connector], pk: int) -> None:
@@ -95,5 +96,5 @@ def show_highlighted_instance(connectors: list[Connector], pk: int) -> None:
     if instance is not None:
         shown = by_pk[instance.connector_id].first_instances
         if all(i.pk != pk for i in shown):
-            Instance.note_rate_limit_pauses([instance])
+            limits.note_rate_limit_pauses([instance])
             shown.append(instance)

@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from connectors.models import AuthMethod, Connector, Endpoint, SystemType
 from instances.manage_rows import instance_rows, set_first_instances, show_highlighted_instance
 from instances.models import Instance
+from instances.outbound import limits
 from patchworks_site import params
 from patchworks_site.templatetags.pk_urls import pk_urls
 from patchworks_site.tenancy import company_of
@@ -126,7 +127,7 @@ def connector_instances(request: HttpRequest, pk: int) -> HttpResponse:
         rows = rows.filter(name__icontains=query)
     page = Paginator(rows, INSTANCE_PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
-    Instance.note_rate_limit_pauses(page.object_list)
+    limits.note_rate_limit_pauses(page.object_list)
     target = f"instances-of-{connector.pk}"
     table = _render_fragment(request, "instances/instance_table.html", {
         "connector": connector, "instances": page.object_list, "can_manage": request.user.can_manage_instances,

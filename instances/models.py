@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
-from instances import crypto, destinations, limits
+from instances import crypto, destinations
 from patchworks_site.models import Company
 
 
@@ -167,6 +167,26 @@ class Instance(models.Model):
     def secrets_key_id(self) -> str:
         return crypto.key_id_of(self.secrets_ciphertext)
 
+    def take_connected(
+        self, auth_method: AuthMethod, values: dict[str, str], secrets: dict[str, str], refresh_due_at, **details
+    ) -> None:
+        """Take on the credentials an OAuth Connect obtained and checked, with the settings given beside them.
+
+        `details` are settings (name, time zone, date format, rate limit, connection_pool: a pool, its pk or
+        None). Once saved, the credentials are approved for where they go now; no re-authentication is due.
+        """
+        if "connection_pool" in details:
+            pool = details.pop("connection_pool")
+            self.connection_pool_id = pool.pk if isinstance(pool, models.Model) else pool
+        for name, value in details.items():
+            setattr(self, name, value)
+        self.auth_method = auth_method
+        self.values = values
+        self.reauth_reason = ""
+        self.token_refresh_due_at = refresh_due_at
+        self.credentials_approved_for = []  # approved for today's destinations when saved (see save)
+        self.set_secrets(secrets)
+
     def flows_using(self) -> list:
         """Process flows with a connection shape on this instance, by name.
 
@@ -178,18 +198,6 @@ class Instance(models.Model):
     @property
     def rate_limit_display(self) -> str:
         return f"{self.rate_limit_amount} {self.get_rate_limit_unit_display()}"
-
-    @staticmethod
-    def note_rate_limit_pauses(rows: list) -> None:
-        """Set `rate_limit_paused_until` on each row (an instance, or a row with its pk, uid, company_id and
-        rate_limit_group): when the pause an API's 429 set ends, or None. One read of the rate limit store;
-        when the store is unavailable, no row is shown paused."""
-        try:
-            pauses = limits.rate_limit_pauses(rows)
-        except limits.STORE_ERRORS:
-            pauses = {}
-        for row in rows:
-            row.rate_limit_paused_until = pauses.get(row.pk)
 
     def sharing_rate_limit(self) -> InstanceQuerySet:
         """The other instances of the company in the same shared rate limit."""

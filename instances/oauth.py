@@ -1,17 +1,18 @@
-"""OAuth for instances: the authorisation code grant's pages (Connect and the callback).
+"""OAuth for instances: the authorisation code grant's steps (Connect and the callback).
 
 Connect remembers a step and sends the browser to the provider's authorise
 page (PKCE, state); the callback claims that step once and trades the code for
-tokens. The protocol work is oauthlib's. The token request itself, refreshing
-and OAuth 1 signing happen per request inside the instance client and are in
-`instances/oauth_tokens.py`, which this module uses.
+tokens (`auth.exchange_code` of the outbound client, which owns every token
+flow). The protocol work is oauthlib's.
 """
 
 from __future__ import annotations
 
 import secrets as random_secrets
-from datetime import timedelta
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.urls import reverse
@@ -19,9 +20,10 @@ from django.utils import timezone
 from oauthlib.common import add_params_to_uri
 
 from connectors.models import AuthMethod, AuthType
-from instances.client import ClientError, InstanceClient, render
+from instances import checks
 from instances.models import CredentialCheck, Instance, OAuthAuthorization
-from instances.oauth_tokens import TOKEN_KEYS, web_client, record, refresh_due_at, token_request
+from instances.outbound import ClientError, InstanceClient, auth
+from instances.outbound.exchange import fill_placeholders
 
 PENDING_MAX_AGE = timedelta(minutes=15)  # from Connect to the callback
 
@@ -29,9 +31,20 @@ PENDING_MAX_AGE = timedelta(minutes=15)  # from Connect to the callback
 class OAuthError(Exception):
     """A step of the authorisation failed; the message is phrased for the user (and redacted)."""
 
-    def __init__(self, message: str, check: CredentialCheck | None = None):
+    def __init__(self, message: str, check: CredentialCheck | None = None, pending: OAuthAuthorization | None = None):
         super().__init__(message)
         self.check = check  # the recorded token exchange, when there was one
+        self.pending = pending  # the Connect step to resume, once one was claimed
+
+
+@dataclass
+class Connected:
+    """A Connect step whose code was traded for tokens that passed the credential check: ready to save."""
+
+    pending: OAuthAuthorization
+    secrets: dict[str, str]
+    refresh_due_at: datetime | None
+    check: CredentialCheck
 
 
 # --- the redirect URI ---------------------------------------------------------
@@ -56,7 +69,7 @@ def start(
     """Remember a Connect step and return (it, the provider's authorise URL to send the browser to)."""
     client = InstanceClient(connector, auth_method, values, secrets)
     try:
-        authorize_url = render(auth_method.authorize_url, client.values)
+        authorize_url = fill_placeholders(auth_method.authorize_url, client.values)
     except ClientError as exc:
         raise OAuthError(f"The authorise address could not be built: {exc}.") from None
     if urlsplit(authorize_url).scheme not in ("https", "http") or not urlsplit(authorize_url).hostname:
@@ -65,7 +78,7 @@ def start(
     if not client_id:
         raise OAuthError('Enter the client ID first: it is sent to the provider with "Connect".')
     forget_expired()
-    oauth = web_client(client_id)
+    oauth = auth.web_client(client_id)
     verifier = oauth.create_code_verifier(64)
     challenge = oauth.create_code_challenge(verifier, "S256")
     pending = OAuthAuthorization(
@@ -124,7 +137,8 @@ def claim(user, state: str) -> OAuthAuthorization:
     if pending.created_at < timezone.now() - PENDING_MAX_AGE:
         raise OAuthError(
             f"The Connect step took longer than {int(PENDING_MAX_AGE.total_seconds() // 60)} minutes and has expired. "
-            "Nothing was saved; use Connect again."
+            "Nothing was saved; use Connect again.",
+            pending=pending,
         )
     return pending
 
@@ -138,22 +152,37 @@ def provider_error(pending: OAuthAuthorization, error: str, description: str) ->
     return f'{pending.connector.name} reported an error: "{detail}". Nothing was saved.'
 
 
-def exchange_code(pending: OAuthAuthorization, code: str, user=None) -> tuple[dict[str, str], object]:
-    """Trade the authorisation code for tokens: (secrets with the tokens, refresh due time); OAuthError if refused."""
+def finish(user, answer: Mapping[str, str]) -> Connected:
+    """The callback's work before anything is saved: claim the Connect step, trade the code, check the tokens.
+
+    `answer` is the provider's query string. CallbackRefused when it matches no
+    usable Connect step of `user`; any other OAuthError says why nothing was
+    saved and carries the step to resume.
+    """
+    pending = claim(user, answer.get("state", ""))
+    if answer.get("error") or not answer.get("code"):
+        error = answer.get("error", "")
+        raise OAuthError(
+            provider_error(pending, error, answer.get("error_description", "")) if error
+            else "The provider sent no authorisation code back. Nothing was saved; use Connect again.",
+            pending=pending,
+        )
+    # The code is traded for tokens once; the Connect step's secrets are forgotten whatever happens.
     stored = pending.get_secrets()
     verifier = stored.pop("code_verifier", "")
-    client = InstanceClient(pending.connector, pending.auth_method, pending.values, stored)
-    body = web_client(client.values.get("client_id", "")).prepare_request_body(
-        code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier, include_client_id=True,
+    pending.secrets_ciphertext = ""
+    OAuthAuthorization.objects.filter(pk=pending.pk).update(secrets_ciphertext="")
+    endpoint = InstanceClient(pending.connector, pending.auth_method, pending.values, stored).token_endpoint()
+    credentials = auth.exchange_code(endpoint, answer["code"], verifier, pending.redirect_uri, user=user)
+    if credentials.secrets is None:
+        raise OAuthError(f"{credentials.problem} Nothing was saved.", credentials.check, pending)
+    secrets = {**stored, **credentials.secrets}
+    result, check = checks.check_and_record(
+        connector=pending.connector, auth_method=pending.auth_method, values=pending.values, secrets=secrets, user=user
     )
-    data = dict(parse_qsl(body))
-    client._obtained(code, verifier)
-    token, exchange, problem = token_request(client, data)
-    if token is None:
-        check = record(client, exchange, ok=False, message=problem, user=user)
-        raise OAuthError(f"{problem} Nothing was saved.", check)
-    secrets = {**stored, **{k: token[k] for k in TOKEN_KEYS if isinstance(token.get(k), str) and token[k]}}
-    return secrets, refresh_due_at(token)
+    if not result.ok:
+        raise OAuthError(f"Connected, but the test request failed: {result.message} Nothing was saved.", pending=pending)
+    return Connected(pending, secrets, credentials.refresh_due_at, check)
 
 
 def is_authorization_code(auth_method: AuthMethod) -> bool:

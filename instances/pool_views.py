@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
-from instances import limits
+from instances.outbound import limits
 from instances.forms import ConnectionPoolForm
 from instances.models import ConnectionPool
 from patchworks_site import params

@@ -1,7 +1,7 @@
 """An instance's authentication status as the manage connectors page words it, and its changes in the audit log.
 
 Used by credential checks (`instances/checks.py`) and by token refreshes
-(`instances/oauth_tokens.py`).
+(`instances/outbound/auth.py`).
 """
 
 from __future__ import annotations

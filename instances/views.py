@@ -17,7 +17,8 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
-from instances import checks, limits, oauth, rechecks
+from instances import checks, oauth, rechecks
+from instances.outbound import limits
 from instances.forms import (
     AuthMethodForm,
     CheckScheduleForm,
@@ -25,6 +26,7 @@ from instances.forms import (
     DetailsForm,
     NameForm,
     SettingsForm,
+    earlier_steps,
 )
 from instances.destinations import describe
 from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
@@ -204,17 +206,6 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
     return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state, request=request), push_url=next_url)
 
 
-def _earlier_steps(connector: Connector, state: dict) -> tuple[NameForm, SettingsForm]:
-    """The name and settings steps re-validated against the database (whatever the signed state says)."""
-    name_form = NameForm({"name": state["name"]}, connector=connector)
-    settings_form = SettingsForm(
-        {k: ("" if v is None else v) for k, v in state["settings"].items()}, connector=connector
-    )
-    name_form.is_valid()
-    settings_form.is_valid()
-    return name_form, settings_form
-
-
 def _changed_step_response(request, connector, state, name_form, settings_form) -> HttpResponse | None:
     for step, earlier in (("name", name_form), ("settings", settings_form)):
         if not earlier.is_valid():
@@ -228,7 +219,7 @@ def _changed_step_response(request, connector, state, name_form, settings_form) 
 def _finish_wizard(request: HttpRequest, connector: Connector, state: dict, form: CredentialsForm) -> HttpResponse:
     method = _chosen_method(connector, state)
     values, secrets = form.split()
-    name_form, settings_form = _earlier_steps(connector, state)
+    name_form, settings_form = earlier_steps(connector, state)
     changed = _changed_step_response(request, connector, state, name_form, settings_form)
     if changed is not None:
         return changed
@@ -321,82 +312,56 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
     require(request, "can_manage_instances")
     try:
         # Scoped to the user (and so to their company): another's state is not found.
-        pending = oauth.claim(request.user, request.GET.get("state", ""))
+        connected = oauth.finish(request.user, request.GET)
     except oauth.CallbackRefused as exc:
         return render(request, "instances/oauth_error.html", {"error": str(exc)}, status=400)
     except oauth.OAuthError as exc:
-        pending = OAuthAuthorization.objects.for_user(request.user).get(state=request.GET["state"])
         messages.error(request, str(exc))
-        return redirect(_resume_url(pending))
-    if request.GET.get("error") or not request.GET.get("code"):
-        error = request.GET.get("error", "")
-        message = (
-            oauth.provider_error(pending, error, request.GET.get("error_description", ""))
-            if error else "The provider sent no authorisation code back. Nothing was saved; use Connect again."
-        )
-        messages.error(request, message)
-        return redirect(_resume_url(pending))
-    try:
-        secrets, refresh_due = oauth.exchange_code(pending, request.GET["code"], user=request.user)
-    except oauth.OAuthError as exc:
-        messages.error(request, str(exc))
-        return redirect(_resume_url(pending))
-    finally:
-        pending.set_secrets({})
-        OAuthAuthorization.objects.filter(pk=pending.pk).update(secrets_ciphertext="")
-    connector, method, values = pending.connector, pending.auth_method, pending.values
-    result, check = checks.check_and_record(
-        connector=connector, auth_method=method, values=values, secrets=secrets, user=request.user
-    )
-    if not result.ok:
-        messages.error(request, f"Connected, but the test request failed: {result.message} Nothing was saved.")
-        return redirect(_resume_url(pending))
-    if pending.instance_id:
-        return _reconnected(request, pending, secrets, refresh_due, check)
-    state = pending.wizard_state
-    name_form, settings_form = _earlier_steps(connector, state)
-    if not (name_form.is_valid() and settings_form.is_valid()):
-        messages.error(request, "Something changed since you filled in the wizard; please check it again. Nothing was saved.")
-        return redirect(_step_url(connector, "name", state))
-    instance = _create_instance(connector, method, name_form, settings_form, values, secrets, request.user)
-    instance.token_refresh_due_at = refresh_due
-    try:
-        with transaction.atomic():
-            instance.save()
-            checks.note_check(instance, check)
-    except IntegrityError:
-        state.pop("name", None)
-        messages.error(request, "An instance with this name was just added by someone else. Choose another name.")
-        return redirect(_step_url(connector, "name", state))
-    messages.success(request, f'Instance "{instance.name}" is connected, authenticated and ready to use in process flows.')
-    return redirect(_manage_url(instance))
+        return redirect(_resume_url(exc.pending))
+    return _save_connected(request, connected)
 
 
-def _reconnected(request, pending: OAuthAuthorization, secrets: dict, refresh_due, check) -> HttpResponse:
-    """Save the new tokens (and the details posted with Connect) on the existing instance."""
+RECONNECT_DETAILS = ("name", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit", "connection_pool")
+
+
+def _save_connected(request: HttpRequest, connected: oauth.Connected) -> HttpResponse:
+    """Save the checked tokens: on the instance being connected again (with the details posted with Connect),
+    or as the new instance the wizard described (its earlier steps validated again)."""
+    pending, state = connected.pending, connected.pending.wizard_state
+    connector, method = pending.connector, pending.auth_method
+    resume_url = _resume_url(pending)
+    name_step_url = _step_url(connector, "name", state)
+    other_name_url = _step_url(connector, "name", {k: v for k, v in state.items() if k != "name"})
     with transaction.atomic():
-        instance = Instance.objects.select_for_update().get(pk=pending.instance_id, company=pending.company)
-        auth_fields = {v.key for v in CredentialsForm(connector=instance.connector, auth_method=pending.auth_method).variables}
-        for name, value in (pending.details or {}).items():
-            if name == "connection_pool":
-                instance.connection_pool_id = value
-            elif name in ("name", "time_zone", "date_format", "rate_limit_amount", "rate_limit_unit"):
-                setattr(instance, name, value)
-        instance.auth_method = pending.auth_method
-        instance.values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **pending.values}
-        instance.set_secrets(secrets)
-        instance.credentials_approved_for = instance.current_destinations()
-        instance.reauth_reason = ""
-        instance.token_refresh_due_at = refresh_due
+        if pending.instance_id:
+            instance = Instance.objects.select_for_update().get(pk=pending.instance_id, company=pending.company)
+            auth_fields = {v.key for v in CredentialsForm(connector=instance.connector, auth_method=method).variables}
+            details = {k: v for k, v in (pending.details or {}).items() if k in RECONNECT_DETAILS}
+            values = {**{k: v for k, v in instance.values.items() if k not in auth_fields}, **pending.values}
+        else:
+            name_form, settings_form = earlier_steps(connector, state)
+            if not (name_form.is_valid() and settings_form.is_valid()):
+                messages.error(request, "Something changed since you filled in the wizard; please check it again. Nothing was saved.")
+                return redirect(name_step_url)
+            instance = Instance(company=connector.company, connector=connector, created_by=request.user)
+            details = {"name": name_form.cleaned_data["name"], **settings_form.cleaned_data}
+            values = pending.values
+        instance.take_connected(method, values, connected.secrets, connected.refresh_due_at, **details)
         try:
             with transaction.atomic():
                 instance.save()
+                checks.note_check(instance, connected.check)
         except IntegrityError:
-            messages.error(request, "Another instance of this connector has just taken that name. Nothing was saved.")
-            return redirect(_resume_url(pending))
-        checks.note_check(instance, check)
-    messages.success(request, f'Instance "{instance.name}" is connected again; the new credentials were checked and are valid.')
-    return redirect(reverse("instances:settings", args=[instance.pk]))
+            if pending.instance_id:
+                messages.error(request, "Another instance of this connector has just taken that name. Nothing was saved.")
+                return redirect(resume_url)
+            messages.error(request, "An instance with this name was just added by someone else. Choose another name.")
+            return redirect(other_name_url)
+    if pending.instance_id:
+        messages.success(request, f'Instance "{instance.name}" is connected again; the new credentials were checked and are valid.')
+        return redirect(reverse("instances:settings", args=[instance.pk]))
+    messages.success(request, f'Instance "{instance.name}" is connected, authenticated and ready to use in process flows.')
+    return redirect(_manage_url(instance))
 
 
 @require_GET

@@ -7,7 +7,7 @@ import os
 import pytest
 import redis
 
-from instances import limits
+from instances.outbound import limits
 
 
 def use_store(kind: str, settings, tmp_path, redis_url: str) -> None:

@@ -496,7 +496,7 @@ def test_retention_deletes_old_runs_and_clears_old_payload_samples(company, othe
 
 
 def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, httpserver):
-    from instances import limits
+    from instances.outbound import limits
     from instances.models import ConnectionPool
 
     pool = ConnectionPool.objects.create(company=company, name="Storefront", limit=1, timeout_seconds=10)

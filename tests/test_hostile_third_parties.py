@@ -390,7 +390,7 @@ def test_dripping_stops_at_the_deadline_not_after_the_whole_reply(
 
 
 def test_a_gzip_bomb_is_not_inflated_past_the_cap(connector_for, httpserver, raw_server):
-    from instances.client import InstanceClient
+    from instances.outbound.client import InstanceClient
 
     connector = connector_for(sends_a_gzip_bomb(httpserver, raw_server))
     client = InstanceClient(connector, connector.auth_methods.get(), {}, {"api_token": NEW_TOKEN})

@@ -12,8 +12,8 @@ import pytest
 from django.core.cache import cache
 from werkzeug import Response
 
-from instances import ssrf, transport
-from instances.client import MAX_BODY_BYTES, MAX_REDIRECTS, RECORDED_BODY_CHARS, InstanceClient
+from instances.outbound import ssrf, transport
+from instances.outbound.client import MAX_BODY_BYTES, MAX_REDIRECTS, RECORDED_BODY_CHARS, InstanceClient
 from instances.redaction import redact_exchange
 from tests.manifest_parts import basic_method
 from tests.raw_server import Conn, keepalive_server, raw_server  # noqa: F401 - fixtures

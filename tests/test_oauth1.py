@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from instances import checks, oauth_tokens
-from instances.client import InstanceClient
+from instances import checks
+from instances.outbound import auth
+from instances.outbound.client import InstanceClient
 
 PHOTOS = {  # RFC 5849 section 1.2
     "consumer_key": "dpf43f3p2l4k3l03", "consumer_secret": "kd94hf93k423kf44",
@@ -27,7 +28,7 @@ def header_params(headers: dict[str, str]) -> dict[str, str]:
 
 
 def test_the_rfc_5849_photos_request_gets_its_published_signature():
-    url, headers = oauth_tokens.sign_oauth1(
+    url, headers = auth.sign_oauth1(
         PHOTOS, "GET", "http://photos.example.net/photos?file=vacation.jpg&size=original", {},
         nonce="chapoH", timestamp="137131202", send_version=False,
     )
@@ -52,7 +53,7 @@ RFC_BASE_STRING = (
 def test_the_rfc_5849_example_request_is_signed_over_its_published_base_string(method, digest):
     values = {"consumer_key": "9djdj82h48djs9d2", "consumer_secret": "j49sk3j29djd",
               "token_id": "kkk9d7dh3k39sjv7", "token_secret": "dh893hdasih9", "signature_method": method}
-    _, headers = oauth_tokens.sign_oauth1(
+    _, headers = auth.sign_oauth1(
         values, "POST", "http://example.com/request?b5=%3D%253D&a3=a&c%40=&a2=r%20b", {},
         "c2&a3=2+q", nonce="7d8f3e4a", timestamp="137131201", send_version=False,
     )
@@ -62,8 +63,8 @@ def test_the_rfc_5849_example_request_is_signed_over_its_published_base_string(m
 
 
 def test_an_unknown_signature_method_is_a_clear_error():
-    with pytest.raises(oauth_tokens.ClientError, match="HMAC-SHA1 or HMAC-SHA256"):
-        oauth_tokens.sign_oauth1({**PHOTOS, "signature_method": "PLAINTEXT"}, "GET", "http://example.com/", {})
+    with pytest.raises(auth.ClientError, match="HMAC-SHA1 or HMAC-SHA256"):
+        auth.sign_oauth1({**PHOTOS, "signature_method": "PLAINTEXT"}, "GET", "http://example.com/", {})
 
 
 SANDBOX_KEYS = {"consumer_key": "sandbox-consumer", "token_id": "sandbox-token-id"}
@@ -111,14 +112,14 @@ def test_a_signature_in_the_query_string_works_as_woocommerce_over_plain_http_us
 
 @pytest.mark.django_db
 def test_the_sandbox_refuses_a_replayed_request(client, settings):
-    url, headers = oauth_tokens.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {})
+    url, headers = auth.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {})
     assert client.get("/sandbox/api/me", headers=headers).status_code == 200
     assert client.get("/sandbox/api/me", headers=headers).status_code == 401  # same nonce again
 
 
 @pytest.mark.django_db
 def test_the_sandbox_refuses_a_stale_timestamp(client):
-    _, headers = oauth_tokens.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {}, timestamp="137131201")
+    _, headers = auth.sign_oauth1({**SANDBOX_KEYS, **SANDBOX_SECRETS}, "GET", "http://testserver/sandbox/api/me", {}, timestamp="137131201")
     assert client.get("/sandbox/api/me", headers=headers).status_code == 401
 
 
@@ -159,11 +160,11 @@ def test_an_oauth1_method_made_in_the_builder_names_the_token_as_the_signer_read
     keys = [v["key"] for v in method["variables"]]
     assert keys == ["consumer_key", "consumer_secret", "token_id", "token_secret"]
     values = {"consumer_key": "ck", "consumer_secret": "cs", "token_id": "the-token", "token_secret": "ts"}
-    _, headers = oauth_tokens.sign_oauth1(values, "GET", "https://api.example.com/me", {})
+    _, headers = auth.sign_oauth1(values, "GET", "https://api.example.com/me", {})
     assert header_params(headers)["oauth_token"] == "the-token"
 
 
 def test_connectors_built_with_a_token_variable_still_sign_with_their_token():
     values = {"consumer_key": "ck", "consumer_secret": "cs", "token": "older-token", "token_secret": "ts"}
-    _, headers = oauth_tokens.sign_oauth1(values, "GET", "https://api.example.com/me", {})
+    _, headers = auth.sign_oauth1(values, "GET", "https://api.example.com/me", {})
     assert header_params(headers)["oauth_token"] == "older-token"

@@ -13,7 +13,7 @@ from django.utils import timezone
 from werkzeug import Response
 
 from instances import checks
-from instances.client import InstanceClient
+from instances.outbound.client import InstanceClient
 from instances.models import CredentialCheck, Instance
 from tests.oauth_helpers import callback, provider_connector, provider_url, query
 

@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import pytest
 from werkzeug import Response
 
-from instances import limits
-from instances.client import InstanceClient
+from instances.outbound import limits, retry
+from instances.outbound import InstanceClient
 from patchworks_site.models import AuditEntry, Role
 from tests.limits_helpers import close_store, use_store
 
@@ -45,7 +45,7 @@ def backend(request, settings, tmp_path):
 )
 def test_an_absurd_retry_after_or_reset_header_waits_at_most_an_hour(headers):
     for _ in range(5):
-        assert limits.retry_delay(headers, attempt=0, now=NOW) == HOUR
+        assert retry.after_429().pause(0, headers=headers, now=NOW) == HOUR
 
 
 @pytest.mark.parametrize(
@@ -60,13 +60,13 @@ def test_an_absurd_retry_after_or_reset_header_waits_at_most_an_hour(headers):
     ],
 )
 def test_negative_past_and_unreadable_values_are_handled_without_errors(headers, low, high):
-    assert low <= limits.retry_delay(headers, attempt=0, now=NOW) <= high
+    assert low <= retry.after_429().pause(0, headers=headers, now=NOW) <= high
 
 
 def test_the_longest_pause_is_a_setting(settings):
     settings.OUTBOUND_MAX_RETRY_AFTER_SECONDS = 120
-    assert limits.retry_delay({"Retry-After": "7200"}, attempt=0, now=NOW) == 120
-    assert 7 <= limits.retry_delay({"Retry-After": "7"}, attempt=0, now=NOW) <= 8.05
+    assert retry.after_429().pause(0, headers={"Retry-After": "7200"}, now=NOW) == 120
+    assert 7 <= retry.after_429().pause(0, headers={"Retry-After": "7"}, now=NOW) <= 8.05
 
 
 @pytest.mark.django_db

@@ -19,9 +19,9 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from instances import limits
+from instances.outbound import limits, retry
 from instances.checks import recheck
-from instances.client import InstanceClient
+from instances.outbound import InstanceClient
 from instances.models import ConnectionPool
 from tests.limits_helpers import close_store, use_store
 
@@ -291,7 +291,7 @@ NOW = 1_790_000_000
 )
 def test_the_pause_after_a_429_follows_the_apis_headers(headers, low, high):
     for _ in range(20):
-        assert low <= limits.retry_delay(headers, attempt=2, now=NOW) <= high
+        assert low <= retry.after_429().pause(2, headers=headers, now=NOW) <= high
 
 
 # --- connection pools ------------------------------------------------------------------

@@ -339,7 +339,7 @@ def test_no_secret_or_token_obtained_during_a_run_comes_back_out(
 
 def test_the_run_s_redaction_covers_a_token_obtained_after_the_run_started(company, make_connector):
     from flows.shapes import Context
-    from instances.client import InstanceClient
+    from instances.outbound.client import InstanceClient
 
     connector = make_connector(company)
     client = InstanceClient(connector, connector.auth_methods.get(), {}, {"api_token": "stored-token-1234"})
@@ -364,8 +364,8 @@ def test_every_secret_looking_field_of_a_token_answer_is_a_secret():
 
 
 def test_a_form_encoded_token_answer_is_recorded_before_anything_stores_it(company, httpserver):
-    from instances import oauth_tokens
-    from instances.client import InstanceClient
+    from instances.outbound import auth
+    from instances.outbound.client import InstanceClient
     from tests.oauth_helpers import provider_connector
 
     base = httpserver.url_for("").rstrip("/")
@@ -375,10 +375,10 @@ def test_a_form_encoded_token_answer_is_recorded_before_anything_stores_it(compa
         content_type="application/x-www-form-urlencoded",
     )
     client = InstanceClient(connector, connector.auth_methods.get(), {"client_id": "c"}, {"client_secret": "client-s"})
-    token, exchange, problem = oauth_tokens.token_request(client, {"grant_type": "refresh_token", "refresh_token": "x"})
-    assert token["access_token"] == "form-access-99" and not problem
-    assert {"form-access-99", "form-refresh-99", "form-id-99"} <= set(client.secret_values)
-    stored = json.dumps(client.record_of(exchange))
+    answer = auth.token_request(client.token_endpoint(), {"grant_type": "refresh_token", "refresh_token": "x"})
+    assert answer.token["access_token"] == "form-access-99" and not answer.problem
+    assert {"form-access-99", "form-refresh-99", "form-id-99"} <= set(answer.obtained)
+    stored = json.dumps(answer.exchange.redacted_record([*client.secret_values, *answer.obtained]))
     assert not [t for t in ("form-access-99", "form-refresh-99", "form-id-99") if t in stored], stored
 
 

@@ -80,7 +80,7 @@ def test_with_port_set_the_sandbox_address_follows_it(admin_client, company, san
     page = credentials_step(admin_client, connector, connector.auth_methods.get(key="token"))
     assert 'value="http://127.0.0.1:8080/sandbox/api"' in page
     # An instance that never had the variable set calls the same address.
-    from instances.client import InstanceClient
+    from instances.outbound.client import InstanceClient
 
     client = InstanceClient(connector, connector.auth_methods.get(key="token"), {}, {"api_token": "sandbox-token"})
     assert client.url_for("/me") == "http://127.0.0.1:8080/sandbox/api/me"

@@ -376,7 +376,7 @@ def test_a_flow_run_moves_sandbox_orders_into_what_the_sandbox_received(live_ser
                                                                         make_instance, client, settings):
     from flows import execution, queueing
     from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
-    from instances import transport
+    from instances.outbound import transport
 
     settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"  # the live server is this deployment's Sandbox
     connector = install(sandbox_listing, company)

@@ -35,7 +35,7 @@ from django.test import Client
 from django.utils.html import escape
 from werkzeug import Request, Response
 
-from instances.client import RECORDED_BODY_CHARS
+from instances.outbound.client import RECORDED_BODY_CHARS
 from instances.models import Instance
 from instances.views import WIZARD_SALT
 from patchworks_site.models import Role, User

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from instances import limits
+from instances.outbound import limits
 from instances.models import ConnectionPool, Instance
 from tests.test_instance_settings import form_data
 

@@ -8,8 +8,8 @@ import socket
 import pytest
 import requests
 
-from instances import ssrf, transport
-from instances.client import InstanceClient
+from instances.outbound import ssrf, transport
+from instances.outbound.client import InstanceClient
 
 
 @pytest.fixture

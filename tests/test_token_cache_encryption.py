@@ -15,7 +15,7 @@ from django.core.cache import cache
 
 from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
-from instances.client import InstanceClient
+from instances.outbound import InstanceClient, auth
 from tests.flow_helpers import connection, flow_of
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +139,7 @@ def test_a_cached_value_that_does_not_decrypt_is_a_miss_and_is_logged_without_it
     token_endpoint(httpserver)
     client = InstanceClient.for_instance(instance)
     client.request("GET", "/orders")
-    key = client._token_cache_key(httpserver.url_for("/oauth/token"))
+    key = auth.token_cache_key(client.token_endpoint(), httpserver.url_for("/oauth/token"))
     sealed = cache.get(key)
     assert sealed.startswith("v1:")
     tampered = sealed[:-8] + ("AAAAAAA=" if not sealed.endswith("AAAAAAA=") else "BBBBBBB=")

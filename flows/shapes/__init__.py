@@ -21,7 +21,7 @@ from django.utils import timezone
 from flows import dates
 from flows.models import FlowRun, FlowRunShape, Shape, ShapeStatus
 from instances import redaction
-from instances.exchange import clean_text
+from instances.outbound import clean_text
 
 # Per shape, at most this many error messages, warnings and failed exchanges are stored.
 MAX_RECORDED_FAILURES = 20

@@ -9,7 +9,9 @@ of the shape (partial success); when none is accepted the shape fails. With
 
 The shape's config (see the contract in Shape's docstring):
 ``timeout`` seconds per request (1-120), ``retries`` (0-2) on a transport
-error, 5xx or 429 the client gave up on, ``allow_unsuccessful``, ``send_as``
+error, 5xx or 429 the client gave up on (paused as the outbound client's one
+retry policy says: exponential with jitter, the API's Retry-After honoured),
+``allow_unsuccessful``, ``send_as``
 ("item" | "batch") and ``parameters`` (values for the endpoint's declared
 request parameters; ``{{since}}``, ``{{run_time}}``, ``{{last_success}}``,
 ``{{instance.time_zone}}``, ``{{instance.date_format}}`` and the instance's
@@ -32,7 +34,7 @@ from connectors.models import BodyEncoding, Direction
 from flows import dates, parameters
 from flows.shapes import bounds
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, value_at
-from instances.client import ClientError, Exchange, InstanceClient, _message_from_body, _status_text
+from instances.outbound import ClientError, Exchange, InstanceClient, retry
 
 DEFAULT_TIMEOUT = 30
 MAX_TIMEOUT = 120
@@ -170,6 +172,7 @@ class Connection(Stage):
     def call(self, *, url: str | None = None, params: dict | None = None, **body) -> Exchange:
         """One request with the shape's timeout and retries; waits out a rate limit throttle (see wait_until)."""
         endpoint, record = self.shape.endpoint, self.open()
+        policy = retry.for_shape(self.config["retries"])
         attempt = 0
         while True:
             self.ctx.checkpoint()
@@ -191,10 +194,10 @@ class Connection(Stage):
                 record.requests -= 1  # nothing was sent
                 self.wait_until(exchange.throttled_until)
                 continue
-            if attempt < self.config["retries"] and self.retryable(exchange):
+            if policy.allows(attempt) and self.retryable(exchange):
+                self.pause(policy.pause(attempt, headers=exchange.response_headers))
                 attempt += 1
                 record.retries += 1
-                self.pause(settings.FLOW_RETRY_DELAY_SECONDS * attempt)
                 continue
             return exchange
 
@@ -235,8 +238,8 @@ class Connection(Stage):
         if exchange.error:
             message = exchange.error
         else:
-            message = f"The API answered {_status_text(exchange.response_status)}."
-            detail = _message_from_body(exchange)
+            message = f"The API answered {exchange.status_text()}."
+            detail = exchange.api_message()
             if detail:
                 message += f' The API said: "{detail.rstrip(".")}".'
         message = self.ctx.redact(self.client.redact(message), limit=MESSAGE_CHARS)

@@ -270,7 +270,7 @@ OUTBOUND_READ_TIMEOUT = float(os.environ.get("OUTBOUND_READ_TIMEOUT", "15"))
 OUTBOUND_TOTAL_TIMEOUT = float(os.environ.get("OUTBOUND_TOTAL_TIMEOUT", "20"))
 # Keep connections to third-party APIs alive between requests (per worker process).
 OUTBOUND_KEEP_ALIVE = env_bool("OUTBOUND_KEEP_ALIVE", default=True)
-# Rate limits and connection pools (instances/limits.py). With REDIS_URL they
+# Rate limits and connection pools (instances/outbound/limits/). With REDIS_URL they
 # live in Redis (every machine); otherwise in this SQLite file, shared by every
 # process of the machine but not by other machines.
 LIMITS_STORE_PATH = Path(os.environ.get("LIMITS_STORE_PATH") or BASE_DIR / "limits.sqlite3")

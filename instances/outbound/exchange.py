@@ -1,10 +1,9 @@
-"""What a request of the instance client was and what came back, shared by the client and its OAuth steps.
+"""What a request of the outbound client was and what came back.
 
-A leaf module: the data types (Exchange, CheckResult, ClientError), storable
-text, ``{{placeholder}}`` rendering and the wording of an API's answer. It
-imports nothing else of the instances package, so the client
-(`instances/client.py`) and the per-request OAuth work
-(`instances/oauth_tokens.py`) can both use it.
+The data types (Exchange, CheckResult, ClientError), storable text and
+records, ``{{placeholder}}`` filling and the wording of an API's answer
+(`Exchange.status_text()`, `Exchange.api_message()`), shared by the client
+(`client.py`) and its token flows (`auth.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +15,10 @@ from http import HTTPStatus
 from urllib.parse import quote
 
 from connectors.manifest import PLACEHOLDER_RE
+from instances import redaction
 
 RECORDED_HEADER_CHARS = 4 * 1024  # store at most this much of each header
+RECORDED_BODY_CHARS = 16 * 1024  # and at most this much of a body
 
 
 class ClientError(Exception):
@@ -91,6 +92,33 @@ class Exchange:
             "rate_limit_note": self.rate_limit_note,
         }
 
+    def status_text(self) -> str:
+        """The answer's status with its phrase ("404 Not Found")."""
+        return status_text(self.response_status or 0)
+
+    def api_message(self) -> str:
+        """The API's own error message, when its answer carries one (not redacted)."""
+        return api_message(self)
+
+    def redacted_record(self, secret_values: list[str], message: str = "") -> dict:
+        """The exchange as it may be stored: redacted whole with `secret_values`, then cut and made storable."""
+        return storable(redaction.redact_exchange(
+            {**self.as_record(), "message": message}, secret_values,
+            body_limit=RECORDED_BODY_CHARS, header_limit=RECORDED_HEADER_CHARS,
+        ))
+
+
+def storable(record: dict) -> dict:
+    """A recorded exchange with every string (dict keys and values too) made storable."""
+    def clean(value):
+        if isinstance(value, str):
+            return clean_text(value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    return {key: clean(value) for key, value in record.items()}
+
 
 @dataclass
 class CheckResult:
@@ -99,7 +127,7 @@ class CheckResult:
     exchange: Exchange
 
 
-def render(template: str, values: dict[str, str], *, quote_values: bool = False) -> str:
+def fill_placeholders(template: str, values: dict[str, str], *, quote_values: bool = False) -> str:
     """Substitute ``{{key}}`` placeholders; a missing value is a ClientError."""
 
     def substitute(match: re.Match) -> str:
@@ -112,14 +140,14 @@ def render(template: str, values: dict[str, str], *, quote_values: bool = False)
     return PLACEHOLDER_RE.sub(substitute, template)
 
 
-def _status_text(status: int) -> str:
+def status_text(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
 
 
-def _message_from_body(exchange: Exchange) -> str:
+def api_message(exchange: Exchange) -> str:
     """The vendor's own error message, when the body carries one."""
     data = exchange.json
     if isinstance(data, dict):

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import yaml
 from django.db import transaction
 
-from connectors import documents
+from connectors import safe_loading
 
 from connectors.models import (
     AuthMethod,
@@ -63,7 +63,7 @@ MAX_PAGE_SIZE = 100_000
 RUN_PLACEHOLDERS = frozenset({"since", "run_time", "last_success", "instance.time_zone", "instance.date_format"})
 MAX_ERRORS_SHOWN = 50
 # The uploaded or edited text: a manifest at every limit above stays well below these.
-MANIFEST_LIMITS = documents.Limits(
+MANIFEST_LIMITS = safe_loading.Limits(
     max_bytes=1024 * 1024, max_depth=16, max_nodes=100_000, allow_aliases=False, what="manifest"
 )
 # strftime directives accepted in a date format (portable across platforms).
@@ -332,7 +332,7 @@ def _check_value(value: Any, spec: Field, path: str, errors: list[str]) -> Any:
         if value is None and not spec.required:
             return None
         if isinstance(value, str) and INTEGER_TEXT_RE.match(value):
-            # An integer too long to be read as a number (documents.MAX_INT_DIGITS).
+            # An integer too long to be read as a number (safe_loading.MAX_INT_DIGITS).
             limit = spec.min_value if value.lstrip().startswith("-") else spec.max_value
             word = "least" if value.lstrip().startswith("-") else "most"
             errors.append(f"{path}: must be at {word} {limit}" if limit is not None else f"{path}: number too large")
@@ -587,7 +587,7 @@ def validate(data: Any, *, draft: bool = False) -> dict:
     return manifest  # type: ignore[return-value]
 
 
-def parse(text: str, deadline: documents.Deadline | None = None) -> Any:
+def parse(text: str, deadline: safe_loading.Deadline | None = None) -> Any:
     """YAML (or JSON, which is YAML) text as data; ManifestError saying where it is broken.
 
     The text is checked against MANIFEST_LIMITS (size, nesting, node count, no
@@ -601,12 +601,12 @@ def parse(text: str, deadline: documents.Deadline | None = None) -> Any:
             f"manifest: too large ({size / 1024:,.0f} KB); a manifest may be at most {MANIFEST_LIMITS.max_bytes // 1024:,} KB"
         ])
     try:
-        return documents.load_yaml(text, MANIFEST_LIMITS, deadline or documents.Deadline())
-    except documents.DocumentError as exc:
+        return safe_loading.load_yaml(text, MANIFEST_LIMITS, deadline or safe_loading.Deadline())
+    except safe_loading.DocumentError as exc:
         raise ManifestError([f"manifest: {exc.describe()}"]) from None
 
 
-def loads(text: str, deadline: documents.Deadline | None = None) -> dict:
+def loads(text: str, deadline: safe_loading.Deadline | None = None) -> dict:
     """Parse YAML (or JSON) text and validate it."""
     return validate(parse(text, deadline))
 

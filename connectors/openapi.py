@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
-from connectors import documents
+from connectors import safe_loading
 from connectors.manifest import (
     HEADER_NAME_RE,
     KEY_RE,
@@ -38,7 +38,7 @@ from connectors.manifest import (
 MAX_BYTES = 8 * 1024 * 1024
 # Real documents nest schemas a few dozen levels deep and use anchors rarely;
 # aliases are counted where they are used, so an alias bomb is refused early.
-LIMITS = documents.Limits(
+LIMITS = safe_loading.Limits(
     max_bytes=MAX_BYTES, max_depth=100, max_nodes=500_000, allow_aliases=True, what="OpenAPI document"
 )
 MAX_OPERATIONS = 2000
@@ -121,13 +121,13 @@ class ImportDraft:
 # --- parsing --------------------------------------------------------------
 
 
-def parse(data: bytes, filename: str = "", deadline: documents.Deadline | None = None) -> dict:
+def parse(data: bytes, filename: str = "", deadline: safe_loading.Deadline | None = None) -> dict:
     """The uploaded file as a mapping, or OpenAPIError saying why it is not an OpenAPI 3 document.
 
     Size, nesting depth and node count (aliases expanded) are checked before
     the document is built, and the whole read runs within `deadline`.
     """
-    deadline = deadline or documents.Deadline()
+    deadline = deadline or safe_loading.Deadline()
     if len(data) > MAX_BYTES:
         raise OpenAPIError(
             f"The file is too large ({len(data) / 1024 / 1024:.1f} MB); the limit is {MAX_BYTES // 1024 // 1024} MB."
@@ -144,13 +144,13 @@ def parse(data: bytes, filename: str = "", deadline: documents.Deadline | None =
         try:
             if not text.lstrip().startswith(("{", "[")):
                 raise ValueError("the text does not start with { or [")
-            document = documents.load_json(text, LIMITS, deadline)
+            document = safe_loading.load_json(text, LIMITS, deadline)
         except ValueError as json_error:
-            if isinstance(json_error, documents.DocumentError):
+            if isinstance(json_error, safe_loading.DocumentError):
                 raise
             try:
-                document = documents.load_yaml(text, LIMITS, deadline)
-            except documents.DocumentError as exc:
+                document = safe_loading.load_yaml(text, LIMITS, deadline)
+            except safe_loading.DocumentError as exc:
                 if exc.syntax and filename.lower().endswith(".json"):
                     raise OpenAPIError(f"The file is not valid JSON: {json_error}.") from None
                 if exc.syntax:
@@ -158,7 +158,7 @@ def parse(data: bytes, filename: str = "", deadline: documents.Deadline | None =
                     detail = f": {exc.problem}" if exc.problem and not exc.line else ""
                     raise OpenAPIError(f"The file is not valid JSON or YAML{where}{detail}.") from None
                 raise
-    except documents.DocumentError as exc:
+    except safe_loading.DocumentError as exc:
         raise OpenAPIError(f"The file cannot be imported: {exc.describe()}.") from None
     _check_version(document)
     return document
@@ -353,7 +353,7 @@ class _RawOperation:
     servers: list  # path- or operation-level servers, empty when the document's apply
 
 
-def _raw_operations(document: dict, warnings: list[str], deadline: documents.Deadline) -> list[_RawOperation]:
+def _raw_operations(document: dict, warnings: list[str], deadline: safe_loading.Deadline) -> list[_RawOperation]:
     paths = document.get("paths")
     if paths is not None and not isinstance(paths, dict):
         raise OpenAPIError('The document\'s "paths" must be a mapping of paths to operations.')
@@ -878,20 +878,20 @@ def _operation_name(op: _RawOperation) -> str:
     return _clip(name, NAME_MAX)
 
 
-def draft_from_openapi(document: dict, deadline: documents.Deadline | None = None) -> ImportDraft:
+def draft_from_openapi(document: dict, deadline: safe_loading.Deadline | None = None) -> ImportDraft:
     """Everything the connector builder can use from `document`, and warnings about the rest.
 
     Raises OpenAPIError when the document cannot be used, or when reading it
     takes longer than `deadline` allows.
     """
-    deadline = deadline or documents.Deadline()
+    deadline = deadline or safe_loading.Deadline()
     _check_version(document)
     check_shape(document)
     warnings: list[str] = []
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
     try:
         raw = _raw_operations(document, warnings, deadline)
-    except documents.DocumentError as exc:
+    except safe_loading.DocumentError as exc:
         raise OpenAPIError(f"The file cannot be imported: {exc.describe()}.") from None
     base_url, variables = _base_url(document, warnings)
     auth = _auth_methods(document, raw, base_url, warnings)

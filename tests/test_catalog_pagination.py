@@ -99,7 +99,7 @@ def _spec_operations(slug: str) -> tuple:
     for path in sorted(p for p in (SPECS_DIR / slug).iterdir() if p.suffix in SPEC_SUFFIXES):
         document = openapi.parse(Path(path).read_bytes(), path.name)
         servers = document.get("servers") or [{"url": "/"}]
-        for op in openapi._raw_operations(document, [], openapi.documents.Deadline(300)):
+        for op in openapi._raw_operations(document, [], openapi.safe_loading.Deadline(300)):
             for server in op.servers or servers:
                 found.append((document, op, _template_pattern(_server_path(server["url"]) + op.path)))
     return tuple(found)

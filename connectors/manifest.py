@@ -22,32 +22,24 @@ from django.db import transaction
 
 from connectors import safe_loading
 from connectors.models import AuthMethod, Connector, Endpoint, Variable
-from connectors.schema import (  # noqa: F401 -- the schema's names are used through this module
+from connectors.schema import (  # noqa: F401 -- other modules read the schema's limits and checks here
     DATE_DIRECTIVES,
-    HEADER_NAME_RE,
-    KEY_RE,
-    MAX_AUTH_METHODS,
-    MAX_AUTH_VARIABLES,
     MAX_CONCURRENCY,
-    MAX_ENDPOINTS,
     MAX_PAGE_SIZE,
     MAX_PAGES,
-    MAX_PAIR_NAME,
     MAX_PAIR_VALUE,
     MAX_PAIRS,
     MAX_RATE_LIMIT,
-    MAX_STATUS_CODES,
-    MAX_VARIABLES,
     PAGINATION,
     PAGINATION_DEFAULT,
     PAGINATION_KEYS_BY_STYLE,
-    PAGINATION_REQUIRED,
     PARAMETER_LOCATIONS,
     PLACEHOLDER_RE,
     REQUEST_PARAMETER_DEFAULTS,
     RUN_PLACEHOLDERS,
     ManifestError,
     check,
+    check_listing,
     date_format_error,
     header_value_error,
     is_time_zone,
@@ -60,6 +52,14 @@ MANIFEST_LIMITS = safe_loading.Limits(
 )
 
 
+def _shown(exc: ManifestError) -> ManifestError:
+    """The first MAX_ERRORS_SHOWN problems and how many more there are."""
+    errors = exc.errors
+    if len(errors) <= MAX_ERRORS_SHOWN:
+        return exc
+    return ManifestError(errors[:MAX_ERRORS_SHOWN] + [f"… and {len(errors) - MAX_ERRORS_SHOWN} more problems"])
+
+
 def validate(data: Any, *, draft: bool = False) -> dict:
     """The normalised manifest, or ManifestError listing every problem by path.
 
@@ -69,10 +69,15 @@ def validate(data: Any, *, draft: bool = False) -> dict:
     try:
         return check(data, draft=draft)
     except ManifestError as exc:
-        errors = exc.errors
-        if len(errors) > MAX_ERRORS_SHOWN:
-            raise ManifestError(errors[:MAX_ERRORS_SHOWN] + [f"… and {len(errors) - MAX_ERRORS_SHOWN} more problems"]) from None
-        raise
+        raise _shown(exc) from None
+
+
+def validate_listing(data: Any) -> tuple[dict, str]:
+    """A marketplace catalog file as its normalised manifest and changelog, or ManifestError."""
+    try:
+        return check_listing(data)
+    except ManifestError as exc:
+        raise _shown(exc) from None
 
 
 def parse(text: str, deadline: safe_loading.Deadline | None = None) -> Any:

@@ -43,6 +43,7 @@ from connectors.models import (
     RateLimitUnit,
     SystemType,
 )
+from connectors.safe_loading import MAX_INT_DIGITS
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -151,9 +152,9 @@ def _headers_error(headers: dict[str, str]) -> str | None:
     for name, value in headers.items():
         if not HEADER_NAME_RE.match(name):
             return f'"{name[:60]}" is not a valid header name (letters, digits and -, no spaces)'
-        problem = header_value_error(value)
-        if problem:
-            return f'the value of "{name[:60]}" {problem}'
+        value_problem = header_value_error(value)
+        if value_problem:
+            return f'the value of "{name[:60]}" {value_problem}'
     return None
 
 
@@ -184,6 +185,9 @@ def _read_text(*, strip: bool = True, what: str = "must be a string") -> Callabl
     return read
 
 
+_read_trimmed_text = _read_text()
+
+
 def _checked(check: Callable[[str], str | None]) -> AfterValidator:
     def run(value: str) -> str:
         message = check(value)
@@ -196,27 +200,27 @@ def _checked(check: Callable[[str], str | None]) -> AfterValidator:
 def Text(max_length: int, *, required: bool = False, check: Callable[[str], str | None] | None = None) -> Any:
     """Trimmed text of at most `max_length` characters; required means not empty."""
     parts: list[Any] = [
-        BeforeValidator(_read_text()), StringConstraints(min_length=1 if required else None, max_length=max_length),
+        BeforeValidator(_read_trimmed_text), StringConstraints(min_length=1 if required else None, max_length=max_length),
     ]
     if check:
         parts.append(_checked(check))
     return Annotated[(str, *parts)]
 
 
-def Choice(choices: list[str] | tuple[str, ...]) -> Any:
-    """One of `choices` (written as text, trimmed); an empty value counts as missing."""
+def Choice(choices: list[str] | tuple[str, ...], *, required: bool = False) -> Any:
+    """One of `choices` (written as text, trimmed); required means not empty."""
     def read(value: Any) -> Any:
-        value = _read_text()(value)
-        if not value:
+        value = _read_trimmed_text(value)
+        if required and not value:
             raise problem("required")
         return value
     return Annotated[Literal[tuple(choices)], BeforeValidator(read)]
 
 
 def Number(minimum: int, maximum: int) -> Any:
-    """A whole number within bounds; integers too long to convert (kept as their digits) are out of range."""
+    """A whole number within bounds; integers the loader kept as their digits (too long to convert) are out of range."""
     def read(value: Any) -> Any:
-        if isinstance(value, str) and INTEGER_TEXT_RE.match(value):
+        if isinstance(value, str) and INTEGER_TEXT_RE.match(value) and sum(c.isdigit() for c in value) > MAX_INT_DIGITS:
             negative = value.lstrip().startswith("-")
             raise problem(f"must be at least {minimum}" if negative else f"must be at most {maximum}")
         return value
@@ -261,7 +265,9 @@ def _read_statuses(value: Any) -> Any:
 
 StatusCodes = Annotated[list[Annotated[int, BeforeValidator(_read_status)]], BeforeValidator(_read_statuses)]
 Key = Text(64, required=True, check=_key_error)
-Flag = bool
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 class Part(BaseModel):
@@ -273,7 +279,8 @@ class Part(BaseModel):
     @classmethod
     def _nulls_are_missing(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {str(name): value for name, value in data.items() if value is not None}
+            fields = _FIELD_NAMES.get(cls) or _FIELD_NAMES.setdefault(cls, frozenset(cls.model_fields))
+            return {str(name): value for name, value in data.items() if value is not None or str(name) not in fields}
         return data
 
 
@@ -285,10 +292,10 @@ class Variable(Part):
     label: Text(120, required=True)
     alias: Text(120) = ""
     default: Text(1024) = ""
-    required: Flag = False
-    configurable: Flag = True
-    advanced: Flag = False
-    secret: Flag = False
+    required: bool = False
+    configurable: bool = True
+    advanced: bool = False
+    secret: bool = False
 
     @model_validator(mode="after")
     def _secret_has_no_default(self) -> Variable:
@@ -310,7 +317,7 @@ class TestRequest(Part):
 class AuthMethod(Part):
     key: Key
     name: Text(120, required=True)
-    type: Choice(AuthType.values)
+    type: Choice(AuthType.values, required=True)
     token_url: Text(500, check=_optional_url_error) = ""
     authorize_url: Text(500, check=_optional_url_error) = ""
     scope: Text(500) = ""
@@ -326,8 +333,8 @@ class Parameter(Part):
 
     name: Text(MAX_PAIR_NAME, required=True)
     location: Choice(PARAMETER_LOCATIONS) = "query"
-    required: Flag = False
-    default: Annotated[str, BeforeValidator(_read_text()), StringConstraints(max_length=MAX_PAIR_VALUE)] = ""
+    required: bool = False
+    default: Annotated[str, BeforeValidator(_read_trimmed_text), StringConstraints(max_length=MAX_PAIR_VALUE)] = ""
     label: Text(120) = ""  # "" becomes the name
 
     @model_validator(mode="after")
@@ -356,8 +363,8 @@ class Endpoint(Part):
     key: Key
     name: Text(120, required=True)
     entity: Text(80, required=True)
-    direction: Choice(Direction.values)
-    method: Choice(HttpMethod.values)
+    direction: Choice(Direction.values, required=True)
+    method: Choice(HttpMethod.values, required=True)
     path: Text(500, required=True, check=_path_error)
     parameters: Pairs = Field(default_factory=dict)
     request_parameters: list[Parameter] = Field(default_factory=list, max_length=MAX_PAIRS)
@@ -365,18 +372,18 @@ class Endpoint(Part):
     records_path: Text(200, check=_dotted_path_error) = ""
     pagination: Pagination = Field(default_factory=Pagination)
     # Runs fail on a redirect to another origin unless the endpoint allows it.
-    follow_redirects_to_other_origins: Flag = False
+    follow_redirects_to_other_origins: bool = False
 
 
 class RateLimit(Part):
     amount: Number(1, MAX_RATE_LIMIT)
-    unit: Choice(RateLimitUnit.values)
+    unit: Choice(RateLimitUnit.values, required=True)
 
 
 class Manifest(Part):
     name: Text(120, required=True)
     description: Text(5000) = ""
-    system_type: Choice(SystemType.values)
+    system_type: Choice(SystemType.values, required=True)
     colour: Choice(Colour.values) = "blue"
     protocol: Choice(Protocol.values) = "HTTP"
     version: Text(40, required=True)
@@ -443,6 +450,7 @@ MESSAGES: dict[str, Callable[[dict], str]] = {
     "too_long": lambda ctx: f"at most {ctx['max_length']} allowed (found {ctx['actual_length']})"
     if ctx.get("field_type") == "List" else f"must be at most {ctx['max_length']} characters",
     "string_too_short": lambda ctx: "required",
+    "too_short": lambda ctx: "required",  # text constrained after a validator: empty
     "string_too_long": lambda ctx: f"must be at most {ctx['max_length']} characters",
     "greater_than_equal": lambda ctx: f"must be at least {ctx['ge']}",
     "less_than_equal": lambda ctx: f"must be at most {ctx['le']}",
@@ -454,9 +462,6 @@ def describe(error: ValidationError, root: str = "manifest") -> list[str]:
     lines = []
     for item in error.errors(include_url=False, include_input=False):
         loc, ctx = item["loc"], item.get("ctx") or {}
-        if loc and loc[-1] == "[key]":  # a mapping's name that is not text
-            lines.append(f"{error_path(loc[:-2]) or root}: names must be text (found {str(loc[-2])[:40]})")
-            continue
         translate = MESSAGES.get(item["type"])
         message = translate(ctx) if translate else item["msg"]
         lines.append(f"{error_path(loc) + ctx.get('at', '') or root}: {message}")
@@ -581,13 +586,30 @@ def rule_errors(m: dict, *, draft: bool = False) -> list[str]:
     return errors
 
 
-def check(data: Any, *, draft: bool = False) -> dict:
-    """The manifest normalised (every field, defaults filled, fixed key order), or ManifestError."""
+class ListingFile(Manifest):
+    """A marketplace catalog file: a manifest plus what changed in this version (shown on the
+    listing page; not part of the connector's definition)."""
+
+    changelog: Annotated[str, BeforeValidator(_read_text(what="must be text"))] = ""
+
+
+def _validated(model: type[Manifest], data: Any, draft: bool) -> dict:
     try:
-        manifest = Manifest.model_validate(data).model_dump()
+        manifest = model.model_validate(data).model_dump()
     except ValidationError as exc:
         raise ManifestError(describe(exc)) from None
     errors = rule_errors(manifest, draft=draft)
     if errors:
         raise ManifestError(errors)
     return manifest
+
+
+def check(data: Any, *, draft: bool = False) -> dict:
+    """The manifest normalised (every field, defaults filled, fixed key order), or ManifestError."""
+    return _validated(Manifest, data, draft)
+
+
+def check_listing(data: Any) -> tuple[dict, str]:
+    """A catalog file's normalised manifest and its changelog, or ManifestError."""
+    manifest = _validated(ListingFile, data, False)
+    return manifest, manifest.pop("changelog")

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
 from connectors import safe_loading
@@ -131,12 +131,24 @@ def _single_value(value: Any) -> Any:
     return value
 
 
+def _text_names(value: Any) -> Any:
+    for name in value if isinstance(value, dict) else ():
+        if not isinstance(name, str):
+            raise PydanticCustomError("openapi", "names must be text (found {name})", {"name": str(name)[:40]})
+    return value
+
+
 def Ref(kind: Any) -> Any:
     return Annotated[kind, WrapValidator(_through_ref)]
 
 
+def Names(kind: Any) -> Any:
+    """A mapping from text to `kind`."""
+    return Ref(Annotated[dict[str, kind], BeforeValidator(_text_names)])
+
+
 Scalar = Annotated[Any, AfterValidator(_single_value), WrapValidator(_through_ref)]
-Mapping = Ref(dict[str, Any])
+Mapping = Names(Any)
 
 
 class Shape(BaseModel):
@@ -195,16 +207,16 @@ class SecuritySchemeShape(Shape):
     bearerFormat: Scalar = None  # noqa: N815
     in_: Scalar = Field(None, alias="in")
     name: Scalar = None
-    flows: Ref(dict[str, Ref(FlowShape)]) | None = None
+    flows: Names(Ref(FlowShape)) | None = None
 
 
 class ComponentsShape(Shape):
-    securitySchemes: Ref(dict[str, Ref(SecuritySchemeShape)]) | None = None  # noqa: N815
+    securitySchemes: Names(Ref(SecuritySchemeShape)) | None = None  # noqa: N815
 
 
 class DocumentShape(Shape):
     servers: Servers | None = None
-    paths: Ref(dict[str, Ref(PathItemShape)]) | None = None
+    paths: Names(Ref(PathItemShape)) | None = None
     components: Ref(ComponentsShape) | None = None
     security: Security | None = None
 

@@ -24,16 +24,9 @@ from connectors import safe_loading
 from connectors.models import AuthMethod, Connector, Endpoint, Variable
 from connectors.schema import (  # noqa: F401 -- other modules read the schema's limits and checks here
     DATE_DIRECTIVES,
-    MAX_CONCURRENCY,
-    MAX_PAGE_SIZE,
-    MAX_PAGES,
-    MAX_PAIR_VALUE,
-    MAX_PAIRS,
     MAX_RATE_LIMIT,
     PAGINATION,
     PAGINATION_DEFAULT,
-    PAGINATION_KEYS_BY_STYLE,
-    PARAMETER_LOCATIONS,
     PLACEHOLDER_RE,
     REQUEST_PARAMETER_DEFAULTS,
     RUN_PLACEHOLDERS,

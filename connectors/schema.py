@@ -32,17 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from connectors.models import (
-    AuthType,
-    BodyEncoding,
-    Colour,
-    Direction,
-    HttpMethod,
-    PaginationStyle,
-    Protocol,
-    RateLimitUnit,
-    SystemType,
-)
+from connectors import models
 from connectors.safe_loading import MAX_INT_DIGITS
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -309,7 +299,7 @@ class Variable(Part):
 
 
 class TestRequest(Part):
-    method: Choice(HttpMethod.values) = HttpMethod.GET.value
+    method: Choice(models.HttpMethod.values) = models.HttpMethod.GET.value
     path: Text(500, required=True, check=_path_error)
     expected_status: StatusCodes = Field(default_factory=lambda: [200])
 
@@ -317,7 +307,7 @@ class TestRequest(Part):
 class AuthMethod(Part):
     key: Key
     name: Text(120, required=True)
-    type: Choice(AuthType.values, required=True)
+    type: Choice(models.AuthType.values, required=True)
     token_url: Text(500, check=_optional_url_error) = ""
     authorize_url: Text(500, check=_optional_url_error) = ""
     scope: Text(500) = ""
@@ -347,7 +337,7 @@ class Parameter(Part):
 class Pagination(Part):
     """How a receive endpoint pages; which keys a style uses: PAGINATION_KEYS_BY_STYLE."""
 
-    style: Choice(PaginationStyle.values) = PaginationStyle.NONE.value
+    style: Choice(models.PaginationStyle.values) = models.PaginationStyle.NONE.value
     next_url_path: Text(200, check=_dotted_path_error) = ""
     page_parameter: Text(MAX_PAIR_NAME) = ""
     limit_parameter: Text(MAX_PAIR_NAME) = ""
@@ -363,12 +353,12 @@ class Endpoint(Part):
     key: Key
     name: Text(120, required=True)
     entity: Text(80, required=True)
-    direction: Choice(Direction.values, required=True)
-    method: Choice(HttpMethod.values, required=True)
+    direction: Choice(models.Direction.values, required=True)
+    method: Choice(models.HttpMethod.values, required=True)
     path: Text(500, required=True, check=_path_error)
     parameters: Pairs = Field(default_factory=dict)
     request_parameters: list[Parameter] = Field(default_factory=list, max_length=MAX_PAIRS)
-    body_encoding: Choice(BodyEncoding.values) = BodyEncoding.JSON.value
+    body_encoding: Choice(models.BodyEncoding.values) = models.BodyEncoding.JSON.value
     records_path: Text(200, check=_dotted_path_error) = ""
     pagination: Pagination = Field(default_factory=Pagination)
     # Runs fail on a redirect to another origin unless the endpoint allows it.
@@ -377,15 +367,15 @@ class Endpoint(Part):
 
 class RateLimit(Part):
     amount: Number(1, MAX_RATE_LIMIT)
-    unit: Choice(RateLimitUnit.values, required=True)
+    unit: Choice(models.RateLimitUnit.values, required=True)
 
 
 class Manifest(Part):
     name: Text(120, required=True)
     description: Text(5000) = ""
-    system_type: Choice(SystemType.values, required=True)
-    colour: Choice(Colour.values) = "blue"
-    protocol: Choice(Protocol.values) = "HTTP"
+    system_type: Choice(models.SystemType.values, required=True)
+    colour: Choice(models.Colour.values) = "blue"
+    protocol: Choice(models.Protocol.values) = "HTTP"
     version: Text(40, required=True)
     version_name: Text(120) = ""
     base_url: Text(500, required=True, check=_url_error)
@@ -402,19 +392,19 @@ PAGINATION = tuple(Pagination.model_fields)
 PAGINATION_DEFAULT = Pagination().model_dump()
 REQUEST_PARAMETER_DEFAULTS = {name: field.default for name, field in Parameter.model_fields.items()}
 PAGINATION_KEYS_BY_STYLE = {
-    PaginationStyle.NONE: (),
-    PaginationStyle.NEXT_URL: ("next_url_path", "max_pages"),
-    PaginationStyle.LINK_HEADER: ("max_pages",),
-    PaginationStyle.PAGE_NUMBER: ("page_parameter", "limit_parameter", "limit", "first_page", "max_pages"),
-    PaginationStyle.LIMIT_OFFSET: ("limit_parameter", "limit", "offset_parameter", "max_pages"),
-    PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter", "max_pages"),
+    models.PaginationStyle.NONE: (),
+    models.PaginationStyle.NEXT_URL: ("next_url_path", "max_pages"),
+    models.PaginationStyle.LINK_HEADER: ("max_pages",),
+    models.PaginationStyle.PAGE_NUMBER: ("page_parameter", "limit_parameter", "limit", "first_page", "max_pages"),
+    models.PaginationStyle.LIMIT_OFFSET: ("limit_parameter", "limit", "offset_parameter", "max_pages"),
+    models.PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter", "max_pages"),
 }
 # Keys a style cannot do without.
 PAGINATION_REQUIRED = {
-    PaginationStyle.NEXT_URL: ("next_url_path",),
-    PaginationStyle.PAGE_NUMBER: ("page_parameter",),
-    PaginationStyle.LIMIT_OFFSET: ("offset_parameter", "limit_parameter"),
-    PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter"),
+    models.PaginationStyle.NEXT_URL: ("next_url_path",),
+    models.PaginationStyle.PAGE_NUMBER: ("page_parameter",),
+    models.PaginationStyle.LIMIT_OFFSET: ("offset_parameter", "limit_parameter"),
+    models.PaginationStyle.CURSOR: ("cursor_path", "cursor_parameter"),
 }
 
 
@@ -508,7 +498,7 @@ def _request_parameter_errors(endpoint: dict, path: str, known: set[str]) -> lis
             header_problem = header_value_error(parameter["default"])
             if header_problem:
                 errors.append(f"{where}.default: {header_problem}")
-        if location == "body" and endpoint["method"] == HttpMethod.GET:
+        if location == "body" and endpoint["method"] == models.HttpMethod.GET:
             errors.append(f"{where}.location: a GET request has no body (use query or header)")
         for unknown in sorted(_placeholders(parameter["default"]) - known):
             errors.append(f'{where}.default: unknown variable "{{{{{unknown}}}}}"')
@@ -520,12 +510,12 @@ def _pagination_errors(endpoint: dict, path: str) -> list[str]:
     pagination = endpoint["pagination"]
     style = pagination["style"]
     where = f"{path}.pagination"
-    if style != PaginationStyle.NONE and endpoint["direction"] == Direction.SEND:
+    if style != models.PaginationStyle.NONE and endpoint["direction"] == models.Direction.SEND:
         return [f"{where}.style: only receive endpoints are paginated"]
     errors = [f"{where}.{key}: required for {style} pagination" for key in PAGINATION_REQUIRED.get(style, ()) if not pagination[key]]
-    if style == PaginationStyle.PAGE_NUMBER and pagination["limit"] and not pagination["limit_parameter"]:
+    if style == models.PaginationStyle.PAGE_NUMBER and pagination["limit"] and not pagination["limit_parameter"]:
         errors.append(f"{where}.limit_parameter: required when a limit is set")
-    if style in (PaginationStyle.PAGE_NUMBER, PaginationStyle.LIMIT_OFFSET) and pagination["limit_parameter"] \
+    if style in (models.PaginationStyle.PAGE_NUMBER, models.PaginationStyle.LIMIT_OFFSET) and pagination["limit_parameter"] \
             and not pagination["limit"]:
         errors.append(f"{where}.limit: give the page size to send in {pagination['limit_parameter'][:60]}")
     used = PAGINATION_KEYS_BY_STYLE.get(style, ())
@@ -551,16 +541,16 @@ def rule_errors(m: dict, *, draft: bool = False) -> list[str]:
         keys = {v["key"] for v in method["variables"]}
         all_auth_keys |= keys
         needed = {
-            AuthType.BASIC: ("username", "password"),
-            AuthType.OAUTH2_CLIENT_CREDENTIALS: ("client_id", "client_secret"),
+            models.AuthType.BASIC: ("username", "password"),
+            models.AuthType.OAUTH2_CLIENT_CREDENTIALS: ("client_id", "client_secret"),
         }.get(method["type"], ())
         errors += [f'{path}.variables: a {method["type"]} method needs a "{key}" variable' for key in needed if key not in keys]
-        if method["type"] in (AuthType.OAUTH2_CLIENT_CREDENTIALS, AuthType.OAUTH2_AUTHORIZATION_CODE):
+        if method["type"] in (models.AuthType.OAUTH2_CLIENT_CREDENTIALS, models.AuthType.OAUTH2_AUTHORIZATION_CODE):
             if not method["token_url"]:
                 errors.append(f"{path}.token_url: required for OAuth 2")
-        if method["type"] == AuthType.OAUTH2_AUTHORIZATION_CODE and not method["authorize_url"]:
+        if method["type"] == models.AuthType.OAUTH2_AUTHORIZATION_CODE and not method["authorize_url"]:
             errors.append(f"{path}.authorize_url: required for OAuth 2 (authorisation code)")
-        if method["type"] == AuthType.TOKEN and not (method["headers"] or method["query_params"]):
+        if method["type"] == models.AuthType.TOKEN and not (method["headers"] or method["query_params"]):
             errors.append(f"{path}: a token method must send its token in headers or query_params")
         known = connector_keys | keys | {"access_token"}
         for field in ("headers", "query_params", "body", "token_url", "authorize_url"):
@@ -573,9 +563,9 @@ def rule_errors(m: dict, *, draft: bool = False) -> list[str]:
         for name in sorted(_placeholders(endpoint["path"]) - connector_keys - all_auth_keys):
             errors.append(f'endpoints[{i}].path: unknown variable "{{{{{name}}}}}"')
         direction, method = endpoint["direction"], endpoint["method"]
-        if direction == Direction.RECEIVE and method not in (HttpMethod.GET, HttpMethod.POST):
+        if direction == models.Direction.RECEIVE and method not in (models.HttpMethod.GET, models.HttpMethod.POST):
             errors.append(f"endpoints[{i}].method: a receive endpoint uses GET (or POST for searches)")
-        if direction == Direction.SEND and method == HttpMethod.GET:
+        if direction == models.Direction.SEND and method == models.HttpMethod.GET:
             errors.append(f"endpoints[{i}].method: a send endpoint uses POST, PUT, PATCH or DELETE")
         errors += _request_parameter_errors(endpoint, f"endpoints[{i}]", connector_keys | all_auth_keys | RUN_PLACEHOLDERS)
         errors += _pagination_errors(endpoint, f"endpoints[{i}]")

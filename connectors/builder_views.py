@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from connectors import documents, editing, openapi
+from connectors import editing, openapi, safe_loading
 from connectors import manifest as manifests
 from connectors.forms import (
     AuthMethodForm,
@@ -456,13 +456,13 @@ def import_manifest(request: HttpRequest) -> HttpResponse:
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        deadline = documents.Deadline()
+        deadline = safe_loading.Deadline()
         try:
             manifest = manifests.loads(upload.read().decode("utf-8-sig"), deadline)
             deadline.check()
         except UnicodeDecodeError:
             errors = ["manifest: the file is not UTF-8 text"]
-        except documents.DocumentError as exc:
+        except safe_loading.DocumentError as exc:
             errors = [f"manifest: {exc.describe()}"]
         except manifests.ManifestError as exc:
             errors = exc.errors
@@ -548,7 +548,7 @@ def import_openapi(request: HttpRequest) -> HttpResponse:
         return _render_pick(request, draft, errors, selected=set(selected), name=name, system_type=system_type, status=422)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        deadline = documents.Deadline()
+        deadline = safe_loading.Deadline()
         try:
             draft = openapi.draft_from_openapi(openapi.parse(upload.read(), upload.name, deadline), deadline)
         except openapi.OpenAPIError as exc:

@@ -8,8 +8,8 @@ from xml.etree import ElementTree
 from django import forms
 
 from connectors.editing import format_pairs, parse_pairs
-from connectors.manifest import (
-    MANIFEST_LIMITS,
+from connectors.manifest import MANIFEST_LIMITS
+from connectors.schema import (
     MAX_CONCURRENCY,
     MAX_PAGE_SIZE,
     MAX_PAGES,

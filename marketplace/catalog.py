@@ -42,11 +42,8 @@ def read_entry(path: Path, slug: str | None = None) -> CatalogEntry:
         raise manifests.ManifestError([f"{path.name}: {e.removeprefix('manifest: ')}" for e in exc.errors]) from exc
     if not isinstance(data, dict):
         raise manifests.ManifestError([f"{path.name}: must be a mapping"])
-    changelog = data.pop("changelog", "") or ""
-    if not isinstance(changelog, str):
-        raise manifests.ManifestError([f"{path.name}: changelog: must be text"])
-    manifest = manifests.validate(data)
-    return CatalogEntry(slug=slug or path.parent.name, path=path, changelog=changelog.strip(), manifest=manifest)
+    manifest, changelog = manifests.validate_listing(data)  # the manifest's schema, plus the changelog
+    return CatalogEntry(slug=slug or path.parent.name, path=path, changelog=changelog, manifest=manifest)
 
 
 def iter_catalog(directory: Path = CATALOG_DIR) -> list[CatalogEntry]:

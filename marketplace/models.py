@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.db import models
 
 from connectors import manifest as manifests
+from connectors import schema
 from connectors.models import Colour, Connector, SystemType
 
 
@@ -30,7 +31,7 @@ def differs_from_published(current: dict, published: dict) -> bool:
 # listing version it was installed from (immutable once published), and the code
 # that exports and compares, so a deployment that changes them starts afresh.
 _MODIFIED_CODE = hashlib.sha256(
-    Path(manifests.__file__).read_bytes() + Path(__file__).read_bytes()
+    Path(manifests.__file__).read_bytes() + Path(schema.__file__).read_bytes() + Path(__file__).read_bytes()
 ).hexdigest()[:16]
 MODIFIED_CACHE_SECONDS = 24 * 3600
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors import openapi
+from connectors import safe_loading
+from connectors.openapi import document as openapi_document
+from connectors.openapi import operations
 from connectors.manifest import PAGINATION_DEFAULT
 from marketplace import catalog
 from marketplace.models import Listing
@@ -97,9 +99,9 @@ def _spec_operations(slug: str) -> tuple:
     """(document, raw operation, compiled server path + path) for every operation of the vendor's spec files."""
     found = []
     for path in sorted(p for p in (SPECS_DIR / slug).iterdir() if p.suffix in SPEC_SUFFIXES):
-        document = openapi.parse(Path(path).read_bytes(), path.name)
+        document = openapi_document.parse(Path(path).read_bytes(), path.name)
         servers = document.get("servers") or [{"url": "/"}]
-        for op in openapi._raw_operations(document, [], openapi.documents.Deadline(300)):
+        for op in openapi_document.raw_operations(document, [], safe_loading.Deadline(300)):
             for server in op.servers or servers:
                 found.append((document, op, _template_pattern(_server_path(server["url"]) + op.path)))
     return tuple(found)
@@ -111,7 +113,7 @@ def _walk(document: dict, schema: dict, dotted: str) -> dict | None:
         properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         if part not in properties:
             return None
-        schema = openapi._schema(document, properties[part])
+        schema = operations.schema_of(document, properties[part])
     return schema
 
 
@@ -135,15 +137,15 @@ def test_records_path_and_pagination_are_what_the_vendor_spec_documents(slug, en
     matches.sort(key=lambda m: m[1].path.count("{"))
     assert matches, f"{endpoint['method']} {full_path} is not in the {slug} spec"
     document, op = matches[0]
-    response = openapi._success_schema(document, op)
+    response = operations.success_schema(document, op)
     assert response, "the spec documents no JSON success response"
 
     if endpoint["records_path"]:
         records = _walk(document, response, endpoint["records_path"])
-        assert records is not None and openapi._is_array(document, records), \
+        assert records is not None and operations.is_array(document, records), \
             f"{endpoint['records_path']} is not a list in the documented response"
     else:
-        assert openapi._is_array(document, response), "no records path, but the response is not a list"
+        assert operations.is_array(document, response), "no records path, but the response is not a list"
 
     pagination = endpoint["pagination"]
     query = {str(p.get("name")): p for p in op.parameters if p.get("in") == "query"}
@@ -151,7 +153,7 @@ def test_records_path_and_pagination_are_what_the_vendor_spec_documents(slug, en
         if pagination[key]:
             assert pagination[key] in query, f"{key} {pagination[key]} is not a query parameter of the operation"
     if pagination["limit_parameter"]:
-        schema = openapi._schema(document, query[pagination["limit_parameter"]].get("schema"))
+        schema = operations.schema_of(document, query[pagination["limit_parameter"]].get("schema"))
         if isinstance(schema.get("maximum"), int):
             assert 0 < pagination["limit"] <= schema["maximum"]
         else:  # no maximum documented: the documented default (or example)
@@ -161,5 +163,5 @@ def test_records_path_and_pagination_are_what_the_vendor_spec_documents(slug, en
     for key in ("next_url_path", "cursor_path"):
         if pagination[key]:
             field = _walk(document, response, pagination[key])
-            assert field is not None and not openapi._is_array(document, field), \
+            assert field is not None and not operations.is_array(document, field), \
                 f"{pagination[key]} is not a field of the documented response"

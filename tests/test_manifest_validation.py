@@ -154,3 +154,22 @@ def test_a_secret_variable_cannot_carry_a_default_value():
     public_default = copy.deepcopy(VALID)
     public_default["variables"][0]["default"] = "acme"
     assert manifests.validate(public_default)["variables"][0]["default"] == "acme"
+
+
+def test_an_unknown_field_is_reported_even_when_it_is_empty():
+    assert errors_for(lambda d: d["endpoints"][0].update(verb=None)) == ["endpoints[0].verb: unknown field"]
+
+
+def test_an_empty_choice_is_required_or_names_the_choices():
+    errors = errors_for(lambda d: d.update(colour="", system_type=" "))
+    assert "system_type: required" in errors
+    assert any(error.startswith("colour: must be one of blue, cyan, ") for error in errors), errors
+
+
+def test_text_fields_take_numbers_as_text_but_flags_and_numbers_stay_strict():
+    def mutate(d):
+        d["version"] = 2.5
+        d["variables"][0]["required"] = "yes"
+        d["rate_limit"]["amount"] = "10"
+
+    assert sorted(errors_for(mutate)) == ["rate_limit.amount: must be a whole number", "variables[0].required: must be true or false"]

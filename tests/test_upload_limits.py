@@ -9,7 +9,7 @@ import time
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from connectors import documents, openapi
+from connectors import openapi, safe_loading
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
 
@@ -317,7 +317,7 @@ def test_imports_stop_when_their_time_budget_is_spent(admin_client, settings):
 
 
 def test_the_deadline_allows_work_within_its_budget():
-    deadline = documents.Deadline(5)
+    deadline = safe_loading.Deadline(5)
     deadline.check()
     assert deadline.seconds == 5
 

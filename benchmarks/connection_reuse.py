@@ -62,8 +62,10 @@ django.setup()
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from instances.outbound import transport  # noqa: E402
-from instances.outbound import sending  # noqa: E402
+from instances.outbound import (
+    sending,  # noqa: E402
+    transport,  # noqa: E402
+)
 from tests.raw_server import KeepAliveServer  # noqa: E402
 
 

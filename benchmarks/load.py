@@ -156,8 +156,8 @@ if __name__ == "__main__":
         call_command("collectstatic", verbosity=0, interactive=False)
 
     def seed(n_users: int) -> dict:
-        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
         from django.conf import settings
+        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
         from django.contrib.sessions.backends.db import SessionStore
         from django.db import connection
         from django.test import Client

@@ -40,10 +40,9 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.rate_limit import FORK, ArrivalServer, open_store  # sets Django up
-
 import requests  # noqa: E402
 
+from benchmarks.rate_limit import FORK, ArrivalServer, open_store  # sets Django up
 from instances.outbound import limits  # noqa: E402
 
 SLOTS, HOLD, INSTANCES, PROCESSES = 5, 0.2, 3, 4

@@ -9,6 +9,17 @@ from django import forms
 
 from connectors.editing import format_pairs, parse_pairs
 from connectors.manifest import MANIFEST_LIMITS
+from connectors.models import (
+    AuthType,
+    BodyEncoding,
+    Colour,
+    Direction,
+    HttpMethod,
+    PaginationStyle,
+    Protocol,
+    RateLimitUnit,
+    SystemType,
+)
 from connectors.schema import (
     MAX_CONCURRENCY,
     MAX_PAGE_SIZE,
@@ -21,17 +32,6 @@ from connectors.schema import (
     PARAMETER_LOCATIONS,
     date_format_error,
     is_time_zone,
-)
-from connectors.models import (
-    AuthType,
-    BodyEncoding,
-    Colour,
-    Direction,
-    HttpMethod,
-    PaginationStyle,
-    Protocol,
-    RateLimitUnit,
-    SystemType,
 )
 
 ICON_MAX_BYTES = 256 * 1024

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any, Callable, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,

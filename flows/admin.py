@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from flows.models import Shape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow
+from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, Shape
 
 
 class ConnectionShapeInline(admin.TabularInline):

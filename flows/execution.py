@@ -26,9 +26,11 @@ from huey.contrib.djhuey import db_task
 
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
-from flows.shapes import connection as connection_shape, filter as filter_shape, map as map_shape
-from instances.outbound import InstanceClient
+from flows.shapes import connection as connection_shape
+from flows.shapes import filter as filter_shape
+from flows.shapes import map as map_shape
 from instances.models import Instance
+from instances.outbound import InstanceClient
 
 logger = logging.getLogger(__name__)
 

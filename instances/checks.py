@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
-from instances.outbound import CheckResult, InstanceClient
 from instances.models import CredentialCheck, Instance
+from instances.outbound import CheckResult, InstanceClient
 from instances.status import note_status_change, status_text
 
 

@@ -11,9 +11,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
-from instances.outbound import limits
 from instances.forms import ConnectionPoolForm
 from instances.models import ConnectionPool
+from instances.outbound import limits
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require

@@ -18,7 +18,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from connectors.manifest import date_format_error, is_time_zone
 from connectors.models import Connector
 from instances import checks, oauth, rechecks
-from instances.outbound import limits
+from instances.destinations import describe
 from instances.forms import (
     AuthMethodForm,
     CheckScheduleForm,
@@ -28,8 +28,8 @@ from instances.forms import (
     SettingsForm,
     earlier_steps,
 )
-from instances.destinations import describe
 from instances.models import CheckSchedule, CredentialCheck, Instance, OAuthAuthorization, destination_changed_message
+from instances.outbound import limits
 from patchworks_site import audit, params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require

@@ -61,7 +61,7 @@ import functools
 import hmac
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings

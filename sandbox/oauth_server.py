@@ -25,8 +25,21 @@ from django.utils.csp import CSP
 from django.views.decorators.csrf import csrf_exempt
 
 from sandbox.api import (
-    ACCESS_SALT, BASIC_PASSWORD, BASIC_USERNAME, CLIENT_CREDENTIALS_SALT, CLIENT_ID, CLIENT_SECRET, DEFAULT_PORTS,
-    LOOPBACK_NAMES, TOKEN_LIFETIME, basic_credentials, error, origin, rate_limited, same, served,
+    ACCESS_SALT,
+    BASIC_PASSWORD,
+    BASIC_USERNAME,
+    CLIENT_CREDENTIALS_SALT,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DEFAULT_PORTS,
+    LOOPBACK_NAMES,
+    TOKEN_LIFETIME,
+    basic_credentials,
+    error,
+    origin,
+    rate_limited,
+    same,
+    served,
 )
 
 APP_CLIENT_ID = "sandbox-app"

@@ -19,8 +19,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from django.contrib import admin
 from django.contrib.auth.models import Group
@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
-from flows.models import Shape, FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
+from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeStatus
 from flows.schedules import create_schedule
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from marketplace import catalog

@@ -8,7 +8,7 @@ import pytest
 from werkzeug import Response
 
 from connectors.models import Connector
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 
 API_TOKEN = "tok-S3cr3t-value-9876"
 

@@ -20,8 +20,8 @@ from playwright.sync_api import expect
 from connectors.models import Connector
 from flows.models import FlowRun, FlowRunShape, ProcessFlow, RunStatus, RunTrigger
 from instances.models import ConnectionPool, Instance
-from sandbox import api as sandbox_api
 from patchworks_site.models import Company, Role, User
+from sandbox import api as sandbox_api
 from sandbox.models import SandboxReceivedOrder
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

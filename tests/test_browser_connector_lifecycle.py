@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from connectors.models import Connector
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing

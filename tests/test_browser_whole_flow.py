@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import expect
 
 from flows.models import FlowRun, ProcessFlow, RunStatus, ShapeKind
-from sandbox import data as sandbox_data
 from patchworks_site.models import Role
+from sandbox import data as sandbox_data
 from sandbox.models import SandboxAccount, SandboxReceivedOrder
 from tests.test_engine_workers import Workers
 

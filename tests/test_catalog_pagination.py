@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from connectors import safe_loading
+from connectors.manifest import PAGINATION_DEFAULT
 from connectors.openapi import document as openapi_document
 from connectors.openapi import operations
-from connectors.manifest import PAGINATION_DEFAULT
 from marketplace import catalog
 from marketplace.models import Listing
 from tests.test_catalog_vendor_specs import (

@@ -1,6 +1,6 @@
 import pytest
 
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import Instance
 from patchworks_site.models import Role
 from tests.wizard_helpers import run_wizard

@@ -5,7 +5,7 @@ import pytest
 from connectors import editing
 from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing

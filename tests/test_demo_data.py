@@ -9,10 +9,9 @@ from flows.models import ProcessFlow, ShapeKind
 from instances.models import Instance
 from marketplace import catalog
 from marketplace.models import Listing
-from sandbox.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
 from patchworks_site.models import Company, User
+from sandbox.management.commands.seed_demo import DEMO_FLOW_NAME, DEMO_FLOW_SANDBOX_VERSION
 from sandbox.models import SandboxAccount
-
 
 # The demo's checks reach the Sandbox served on its own thread and connection: the demo data is committed
 # (transactional_db), so the Sandbox finds the company's account key the checks send.

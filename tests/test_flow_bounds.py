@@ -11,12 +11,19 @@ from django.db import connection as db_connection
 from django.utils import timezone as django_timezone
 from werkzeug import Request, Response
 
-from flows import execution, queueing, tasks
-from flows import shapes
+from flows import execution, queueing, shapes, tasks
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from flows.shapes import map as map_shape_module
-from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
-from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json_response, map_shape
+from tests.flow_helpers import (  # noqa: F401 - fixtures
+    API_TOKEN,
+    connection,
+    connector,
+    endpoint_of,
+    flow_of,
+    instance,
+    json_response,
+    map_shape,
+)
 
 
 def run_flow(flow) -> FlowRun:

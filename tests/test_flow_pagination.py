@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from werkzeug import Request, Response
 
 from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger, ShapeStatus
-from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
-from tests.flow_helpers import API_TOKEN, connection, endpoint_of, flow_of, json_response
+from tests.flow_helpers import API_TOKEN, connection, connector, endpoint_of, flow_of, instance, json_response  # noqa: F401 - fixtures
 
 TOTAL = 7
 

@@ -13,11 +13,19 @@ from werkzeug import Request, Response
 
 from flows import execution, queueing, retention
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
-from tests.raw_server import raw_server  # noqa: F401 - fixture
-from tests.flow_helpers import connector, instance  # noqa: F401 - fixtures
-from tests.flow_helpers import (
-    API_TOKEN, connection, endpoint_of, filter_shape, flow_of, json_response, map_shape, shop_connector,
+from tests.flow_helpers import (  # noqa: F401 - fixtures
+    API_TOKEN,
+    connection,
+    connector,
+    endpoint_of,
+    filter_shape,
+    flow_of,
+    instance,
+    json_response,
+    map_shape,
+    shop_connector,
 )
+from tests.raw_server import raw_server  # noqa: F401 - fixture
 
 REFERENCE = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
@@ -496,8 +504,8 @@ def test_retention_deletes_old_runs_and_clears_old_payload_samples(company, othe
 
 
 def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, httpserver):
-    from instances.outbound import limits
     from instances.models import ConnectionPool
+    from instances.outbound import limits
 
     pool = ConnectionPool.objects.create(company=company, name="Storefront", limit=1, timeout_seconds=10)
     pool.connectors.add(connector)

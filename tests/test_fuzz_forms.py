@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from connectors import manifest as manifests
 from connectors.models import AuthMethod, Connector, ConnectorChange, Endpoint, Variable
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import ConnectionPool, Instance
 from patchworks_site.models import AuditEntry
 from tests.manifest_parts import basic_method

@@ -215,14 +215,14 @@ def redirects_to_a_private_address(httpserver, raw_server) -> str:
 
 def declares_an_unknown_charset(httpserver, raw_server) -> str:
     httpserver.expect_request("/api/me").respond_with_data(
-        "Invalid key".encode(), status=401, content_type="text/plain; charset=x-no-such-charset"
+        b"Invalid key", status=401, content_type="text/plain; charset=x-no-such-charset"
     )
     return httpserver.url_for("/api")
 
 
 def declares_a_charset_that_is_no_text_encoding(httpserver, raw_server) -> str:
     httpserver.expect_request("/api/me").respond_with_data(
-        "Invalid key".encode(), status=401, content_type="text/plain; charset=base64"
+        b"Invalid key", status=401, content_type="text/plain; charset=base64"
     )
     return httpserver.url_for("/api")
 

@@ -4,7 +4,7 @@ import time
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import Instance
 
 

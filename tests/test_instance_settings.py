@@ -165,7 +165,7 @@ def test_read_only_users_can_view_but_not_save(make_user, company, client_for, i
 
 
 def test_a_flow_using_the_instance_picks_up_changes(admin_client, instance, connector):
-    from flows.models import Shape, ProcessFlow
+    from flows.models import ProcessFlow, Shape
 
     flow = ProcessFlow.objects.create(company=instance.company, name="Orders", enabled=True)
     Shape.objects.create(flow=flow, instance=instance, endpoint=connector.endpoints.first())

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from connectors.models import Connector
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from patchworks_site.models import AuditEntry, Role
 from tests import crawl

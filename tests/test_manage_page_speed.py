@@ -2,8 +2,7 @@
 
 import copy
 import re
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.cache import cache
@@ -210,7 +209,7 @@ def test_instance_rows_show_the_first_five_by_name_with_their_pool_and_rate_limi
 
 @settings(max_examples=300, deadline=None)
 @given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                           timezones=st.sampled_from([ZoneInfo("UTC"), ZoneInfo("Europe/London"), dt_timezone.utc])))
+                           timezones=st.sampled_from([ZoneInfo("UTC"), ZoneInfo("Europe/London"), UTC])))
 def test_the_rows_exact_time_is_the_date_format_of_the_templates(moment):
     from django.utils.dateformat import format as date_format
 

@@ -11,7 +11,6 @@ from connectors import manifest as manifests
 from connectors.models import Connector, ConnectorChange, Endpoint
 from marketplace import catalog
 from marketplace.models import Listing, ListingVersion
-
 from tests.test_manifest_validation import VALID
 
 ORDERS = {

@@ -13,8 +13,8 @@ from django.utils import timezone
 from werkzeug import Response
 
 from instances import checks
-from instances.outbound.client import InstanceClient
 from instances.models import CredentialCheck, Instance
+from instances.outbound.client import InstanceClient
 from tests.oauth_helpers import callback, provider_connector, provider_url, query
 
 TOKENS = {"client_secret": "app-secret-123", "access_token": "at-1-abcdef", "refresh_token": "rt-1-abcdef"}

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import pytest
 from werkzeug import Response
 
-from instances.outbound import limits, retry
-from instances.outbound import InstanceClient
+from instances.outbound import InstanceClient, limits, retry
 from patchworks_site.models import AuditEntry, Role
 from tests.limits_helpers import close_store, use_store
 

@@ -19,10 +19,9 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from instances.outbound import limits, retry
 from instances.checks import recheck
-from instances.outbound import InstanceClient
 from instances.models import ConnectionPool
+from instances.outbound import InstanceClient, limits, retry
 from tests.limits_helpers import close_store, use_store
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from connectors.models import Connector
-from flows.models import Shape, ProcessFlow
+from flows.models import ProcessFlow, Shape
 from marketplace import catalog
 from marketplace.models import Installation
 from patchworks_site.models import Role

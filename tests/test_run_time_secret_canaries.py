@@ -396,7 +396,7 @@ TOKEN = 'Tok/en+9zQ\u00e9"\\\U0001f511x'  # "/", "+", non-ASCII (also outside th
     base64.b64encode(f"Bearer {TOKEN}".encode()).decode().replace("/", "\\/"),
     base64.b64encode(f"someone:{TOKEN}".encode()).decode(),
     base64.urlsafe_b64encode(f"xy:{TOKEN}".encode()).decode(),
-    base64.b64encode(f"Bearer {TOKEN}".encode("utf-8").decode("latin-1").encode("utf-8")).decode(),
+    base64.b64encode(f"Bearer {TOKEN}".encode().decode("latin-1").encode("utf-8")).decode(),
     base64.b64encode(f"Bearer {TOKEN[:10]}".encode("latin-1")).decode(),  # header bytes as sent
     repr(TOKEN),
 ])

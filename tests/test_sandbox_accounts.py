@@ -12,8 +12,8 @@ from werkzeug import Request, Response
 from flows import execution, queueing
 from flows.models import ProcessFlow, RunStatus, RunTrigger, Shape
 from instances import checks
-from instances.outbound import transport
 from instances.models import CredentialCheck
+from instances.outbound import transport
 from patchworks_site.models import AuditEntry, Role
 from sandbox.models import SandboxAccount, SandboxReceivedOrder
 

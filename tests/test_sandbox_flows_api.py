@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandbox import api as sandbox_api
 from patchworks_site.models import Company, Role, User
+from sandbox import api as sandbox_api
 from sandbox.models import SandboxAccount, SandboxReceivedOrder
 
 TOKEN = {"X-Api-Key": "sandbox-token"}

@@ -6,7 +6,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from flows import schedules
 from flows.models import FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ScheduleKind

@@ -35,8 +35,8 @@ from django.test import Client
 from django.utils.html import escape
 from werkzeug import Request, Response
 
-from instances.outbound.client import RECORDED_BODY_CHARS
 from instances.models import Instance
+from instances.outbound.client import RECORDED_BODY_CHARS
 from instances.views import WIZARD_SALT
 from patchworks_site.models import Role, User
 from tests import crawl

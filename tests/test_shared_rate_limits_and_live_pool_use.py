@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from instances.outbound import limits
 from instances.models import ConnectionPool, Instance
+from instances.outbound import limits
 from tests.test_instance_settings import form_data
 
 

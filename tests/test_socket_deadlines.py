@@ -26,8 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from flows import execution, queueing
 from flows.models import RunStatus, RunTrigger
-from instances.outbound.client import InstanceClient
 from instances.models import CredentialCheck
+from instances.outbound.client import InstanceClient
 from tests.flow_helpers import API_TOKEN, connection, flow_of, shop_connector
 from tests.raw_server import Conn, raw_server  # noqa: F401 - a fixture
 from tests.wizard_helpers import settings_data, state_from

@@ -9,8 +9,8 @@ import time
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from connectors import openapi, safe_loading
 from connectors import manifest as manifests
+from connectors import openapi, safe_loading
 from connectors.models import Connector, ConnectorChange
 
 BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(

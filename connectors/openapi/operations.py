@@ -11,8 +11,24 @@ import re
 from typing import Any
 
 from connectors.openapi.document import RawOperation, resolve
-from connectors.openapi.naming import LABEL_MAX, NAME_MAX, as_text, clip, entity_name, humanise, looks_plural, split_words
-from connectors.schema import HEADER_NAME_RE, MAX_PAGE_SIZE, MAX_PAIR_NAME, MAX_PAIR_VALUE, MAX_PAIRS, PAGINATION_DEFAULT
+from connectors.openapi.naming import (
+    LABEL_MAX,
+    NAME_MAX,
+    as_text,
+    clip,
+    entity_name,
+    humanise,
+    looks_plural,
+    split_words,
+)
+from connectors.schema import (
+    HEADER_NAME_RE,
+    MAX_PAGE_SIZE,
+    MAX_PAIR_NAME,
+    MAX_PAIR_VALUE,
+    MAX_PAIRS,
+    PAGINATION_DEFAULT,
+)
 
 # Header parameters the client sets itself or that belong to the auth method.
 IGNORED_HEADERS = {"accept", "content-type", "authorization", "user-agent", "content-length"}

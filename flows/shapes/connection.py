@@ -32,8 +32,7 @@ from django.conf import settings
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
 from flows import dates, parameters
-from flows.shapes import bounds
-from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, value_at
+from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, bounds, value_at
 from instances.outbound import ClientError, Exchange, InstanceClient, retry
 
 DEFAULT_TIMEOUT = 30

@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 from urllib.parse import urlencode, urlsplit
 
-from django.conf import settings
-
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import AuthMethod, AuthType, Connector, Variable
 from instances import deployment, destinations, redaction

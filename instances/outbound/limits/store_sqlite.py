@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
 
-from instances.outbound.limits.store import MICRO, WAITER_LEASE_SECONDS, WINDOW_SECONDS, Attempt, KeyPrefixed, Reservation
+from instances.outbound.limits.store import (
+    MICRO,
+    WAITER_LEASE_SECONDS,
+    WINDOW_SECONDS,
+    Attempt,
+    KeyPrefixed,
+    Reservation,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_entry (bucket TEXT NOT NULL, at INTEGER NOT NULL, sent INTEGER NOT NULL);

@@ -94,7 +94,7 @@ class Command(BaseCommand):
         from connectors import editing
         from connectors import manifest as manifests
         from connectors.models import Connector
-        from flows.models import Shape, ProcessFlow
+        from flows.models import ProcessFlow, Shape
         from instances.models import ConnectionPool, Instance
         from marketplace import catalog
         from marketplace.models import Installation, Listing

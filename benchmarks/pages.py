@@ -126,7 +126,9 @@ def measure(user, urls: dict, args) -> int:
             get(url_of())
         profile.disable()
         stats = pstats.Stats(profile)
-        stats.sort_stats("cumulative").print_stats(r"patchworks|connectors|instances|marketplace|flows|templatetags|loader_tags|crispy|widgets|forms", 40)
+        stats.sort_stats("cumulative").print_stats(
+            r"patchworks|connectors|instances|marketplace|flows|templatetags|loader_tags|crispy|widgets|forms", 40
+        )
         stats.sort_stats("tottime").print_stats(25)
         return 0
     wall = {name: [] for name in urls}

@@ -104,7 +104,10 @@ def main() -> None:
         t.join()
     arrivals = sorted(server.arrivals)
     base = sum(1 for a in arrivals if a < arrivals[0] + args.seconds / 2) / (args.seconds / 2)
-    print(f"  baseline without a pool (5 plain threads, {args.seconds / 2:g} s): {base:.1f}/s = {100 * base / (SLOTS / HOLD):.1f}% of the ideal")
+    print(
+        f"  baseline without a pool (5 plain threads, {args.seconds / 2:g} s): "
+        f"{base:.1f}/s = {100 * base / (SLOTS / HOLD):.1f}% of the ideal"
+    )
     for backend in backends:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         print(f"\n[{backend}]")

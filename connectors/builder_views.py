@@ -338,7 +338,8 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
                 manifest["auth_methods"].append(
                     _new_auth_method(new_form.cleaned_data["name"], new_form.cleaned_data["type"], key, manifest["base_url"])
                 )
-                if _save(request, connector, manifest, f'Authentication method "{new_form.cleaned_data["name"]}" added. Check its test request below.', new_form):
+                added = f'Authentication method "{new_form.cleaned_data["name"]}" added. Check its test request below.'
+                if _save(request, connector, manifest, added, new_form):
                     return redirect(_step_url(connector, "auth", edit=key))
         elif method is not None:
             target = next(m for m in manifest["auth_methods"] if m["key"] == method["key"])
@@ -352,7 +353,9 @@ def _auth(request: HttpRequest, connector: Connector) -> HttpResponse:
                 if form.is_valid():
                     data = form.cleaned_data
                     target.update({k: data[k] for k in ("name", "token_url", "authorize_url", "scope", "headers", "query_params", "body")})
-                    target["test_request"] = {"method": data["test_method"], "path": data["test_path"], "expected_status": data["test_expected_status"]}
+                    target["test_request"] = {
+                        "method": data["test_method"], "path": data["test_path"], "expected_status": data["test_expected_status"],
+                    }
                     if _save(request, connector, manifest, f'Authentication method "{data["name"]}" saved.', form):
                         return redirect(_step_url(connector, "auth", edit=method["key"]))
             elif action == "delete_variable":
@@ -398,7 +401,11 @@ def _endpoints(request: HttpRequest, connector: Connector) -> HttpResponse:
             return redirect(_step_url(connector, "endpoints"))
         if action == "clone":
             taken = {e["key"] for e in manifest["endpoints"]}
-            copy_ = {**copy.deepcopy(target), "key": editing.unique_key(target["key"] + "_copy", taken), "name": f'{target["name"]} (copy)'[:120]}
+            copy_ = {
+                **copy.deepcopy(target),
+                "key": editing.unique_key(target["key"] + "_copy", taken),
+                "name": f'{target["name"]} (copy)'[:120],
+            }
             manifest["endpoints"].insert(manifest["endpoints"].index(target) + 1, copy_)
             if _save(request, connector, manifest, f'Endpoint "{target["name"]}" cloned.'):
                 return redirect(_step_url(connector, "endpoints", edit=copy_["key"]))
@@ -543,7 +550,10 @@ def import_openapi(request: HttpRequest) -> HttpResponse:
                 connector = Connector(company=company)
                 editing.save_definition(connector, manifest, user=request.user, action=ConnectorChange.Action.IMPORTED,
                                         summary=f"imported from an OpenAPI document ({len(selected)} endpoints)")
-                messages.success(request, f"{connector.name} was imported with {len(selected)} endpoints. Check each authentication method's test request.")
+                messages.success(
+                    request,
+                    f"{connector.name} was imported with {len(selected)} endpoints. Check each authentication method's test request.",
+                )
                 return redirect(_step_url(connector, "auth"))
         return _render_pick(request, draft, errors, selected=set(selected), name=name, system_type=system_type, status=422)
     if request.method == "POST" and form.is_valid():

@@ -36,7 +36,11 @@ from connectors.schema import (
 
 ICON_MAX_BYTES = 256 * 1024
 ICON_TYPES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/gif": b"GIF8", "image/jpeg": b"\xff\xd8\xff"}
-SVG_FORBIDDEN = re.compile(r"<script|javascript:|<foreignObject|\son[a-z]+\s*=|<!ENTITY|<!DOCTYPE|xlink:href\s*=\s*[\"'](?!#)|href\s*=\s*[\"'](?!#)", re.I)
+SVG_FORBIDDEN = re.compile(
+    r"<script|javascript:|<foreignObject|\son[a-z]+\s*=|<!ENTITY|<!DOCTYPE"
+    r"|xlink:href\s*=\s*[\"'](?!#)|href\s*=\s*[\"'](?!#)",
+    re.I,
+)
 
 
 def _image_size(data: bytes, content_type: str) -> tuple[int, int] | None:
@@ -138,7 +142,10 @@ class DetailsForm(forms.Form):
 
     def apply_to(self, manifest: dict) -> dict:
         data = self.cleaned_data
-        for key in ("name", "version", "description", "system_type", "protocol", "base_url", "date_format", "time_zone", "colour", "concurrency_limit"):
+        for key in (
+            "name", "version", "description", "system_type", "protocol", "base_url",
+            "date_format", "time_zone", "colour", "concurrency_limit",
+        ):
             manifest[key] = data[key]
         manifest["rate_limit"] = {"amount": data["rate_limit_amount"], "unit": data["rate_limit_unit"]}
         return manifest
@@ -146,7 +153,13 @@ class DetailsForm(forms.Form):
     @staticmethod
     def initial_from(manifest: dict) -> dict:
         return {
-            **{k: manifest[k] for k in ("name", "version", "description", "system_type", "protocol", "base_url", "date_format", "time_zone", "colour", "concurrency_limit")},
+            **{
+                k: manifest[k]
+                for k in (
+                    "name", "version", "description", "system_type", "protocol", "base_url",
+                    "date_format", "time_zone", "colour", "concurrency_limit",
+                )
+            },
             "rate_limit_amount": manifest["rate_limit"]["amount"],
             "rate_limit_unit": manifest["rate_limit"]["unit"],
         }
@@ -196,14 +209,20 @@ DIRECTION_CHOICES = [(value, value) for value in Direction.values]
 class AuthMethodForm(forms.Form):
     name = forms.CharField(max_length=120)
     token_url = forms.CharField(max_length=500, required=False, label="Token URL", help_text="OAuth 2 only.")
-    authorize_url = forms.CharField(max_length=500, required=False, label="Authorisation URL", help_text="OAuth 2 (authorisation code) only.")
+    authorize_url = forms.CharField(
+        max_length=500, required=False, label="Authorisation URL", help_text="OAuth 2 (authorisation code) only."
+    )
     scope = forms.CharField(max_length=500, required=False)
     headers = _pairs_field("Headers", "One per line, Name: value — sent with every request, e.g. Authorization: Bearer {{api_key}}")
     query_params = _pairs_field("URL parameters", "One per line, name: value")
     body = _pairs_field("Body parameters", "One per line, name: value")
     test_method = forms.ChoiceField(choices=HTTP_METHOD_CHOICES, initial="GET", label="Test request method")
-    test_path = forms.CharField(max_length=500, label="Test request path", help_text="A cheap request that only succeeds with valid credentials, e.g. /me")
-    test_expected_status = forms.CharField(max_length=100, initial="200", label="Expected status codes", help_text="Comma-separated, e.g. 200, 204")
+    test_path = forms.CharField(
+        max_length=500, label="Test request path", help_text="A cheap request that only succeeds with valid credentials, e.g. /me"
+    )
+    test_expected_status = forms.CharField(
+        max_length=100, initial="200", label="Expected status codes", help_text="Comma-separated, e.g. 200, 204"
+    )
 
     def clean_test_expected_status(self) -> list[int]:
         try:
@@ -312,7 +331,10 @@ class EndpointForm(forms.Form):
     )
     next_url_path = forms.CharField(
         max_length=200, required=False, label="Next page URL path",
-        help_text="Next page URL only: where the next page's URL is in a response, e.g. links.next (relative URLs are resolved against the base URL).",
+        help_text=(
+            "Next page URL only: where the next page's URL is in a response, e.g. links.next "
+            "(relative URLs are resolved against the base URL)."
+        ),
     )
     page_parameter = forms.CharField(max_length=200, required=False, label="Page parameter", help_text="Page number only: e.g. page")
     first_page = forms.TypedChoiceField(
@@ -326,13 +348,16 @@ class EndpointForm(forms.Form):
         min_value=0, max_value=MAX_PAGE_SIZE, required=False, label="Page size",
         help_text="Page number or limit and offset: records asked for per page (0 or blank: not sent).",
     )
-    offset_parameter = forms.CharField(max_length=200, required=False, label="Offset parameter", help_text="Limit and offset only: e.g. offset")
+    offset_parameter = forms.CharField(
+        max_length=200, required=False, label="Offset parameter", help_text="Limit and offset only: e.g. offset"
+    )
     cursor_path = forms.CharField(
         max_length=200, required=False, label="Next token path",
         help_text="Token / cursor only: where the next page's token is in a response, e.g. meta.next_cursor",
     )
     cursor_parameter = forms.CharField(
-        max_length=200, required=False, label="Token parameter", help_text="Token / cursor only: the parameter the token is sent in, e.g. cursor",
+        max_length=200, required=False, label="Token parameter",
+        help_text="Token / cursor only: the parameter the token is sent in, e.g. cursor",
     )
     max_pages = forms.IntegerField(
         min_value=0, max_value=MAX_PAGES, required=False, label="Page cap",

@@ -15,7 +15,10 @@ class InstanceAdmin(admin.ModelAdmin):
     list_select_related = ["connector", "company", "auth_method", "connection_pool"]
     # The encrypted credentials are never shown, not even as ciphertext.
     exclude = ["secrets_ciphertext"]
-    readonly_fields = ["uid", "secrets_key", "credentials_approved_for", "reauth_reason", "last_checked_at", "last_check_ok", "last_check_message", "created_at", "updated_at"]
+    readonly_fields = [
+        "uid", "secrets_key", "credentials_approved_for", "reauth_reason",
+        "last_checked_at", "last_check_ok", "last_check_message", "created_at", "updated_at",
+    ]
 
     @admin.display(description="Credentials")
     def secrets_key(self, obj: Instance) -> str:

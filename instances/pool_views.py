@@ -88,7 +88,9 @@ def pool_new(request: HttpRequest) -> HttpResponse:
     company = require(request, "can_manage_connectors")
     form = ConnectionPoolForm(request.POST or None, company=company, instance=ConnectionPool(company=company))
     if request.method == "POST" and form.is_valid() and (pool := _save(request, form)):
-        messages.success(request, f'Connection pool "{pool.name}" created. Choose it in the settings of the instances that should share it.')
+        messages.success(
+            request, f'Connection pool "{pool.name}" created. Choose it in the settings of the instances that should share it.'
+        )
         return redirect(_list_url(pool))
     status = 422 if form.errors else 200
     return render(request, "instances/pools/form.html", {"form": form, "pool": None}, status=status)

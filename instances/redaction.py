@@ -42,7 +42,7 @@ def secret_variants(secrets: list[str]) -> list[str]:
     """Every spelling of each secret that could show up on the wire, longest first."""
     variants: set[str] = set()
     values = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
-    for value in {form for value in values for form in _mangled(value)}:
+    for value in {form for secret in values for form in _mangled(secret)}:
         variants |= {value, quote(value, safe=""), quote_plus(value)}
         for raw in _encodings(value):
             variants |= {

@@ -169,7 +169,9 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
         Connector.objects.for_company(company).prefetch_related("variables", "auth_methods", "endpoints"), pk=connector_pk
     )
     if not connector.is_ready:
-        messages.error(request, f"{connector.name} needs at least one authentication method and one endpoint before instances can be added.")
+        messages.error(
+            request, f"{connector.name} needs at least one authentication method and one endpoint before instances can be added."
+        )
         return redirect("connectors:detail", pk=connector.pk)
     source = request.POST if request.method == "POST" else request.GET
     steps = _steps_for(connector)
@@ -180,7 +182,10 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
         state = _load_state(source.get("state", ""), connector)
     except WizardStateError as exc:
         state = {"connector": connector.pk}
-        return _render_wizard(request, connector, "name", state, _wizard_forms(connector, "name", state, request=request), error=str(exc), status=400 if request.method == "POST" else 200)
+        return _render_wizard(
+            request, connector, "name", state, _wizard_forms(connector, "name", state, request=request),
+            error=str(exc), status=400 if request.method == "POST" else 200,
+        )
     missing = _first_missing_step(connector, state)
     if missing and steps.index(missing) < steps.index(step):
         step = missing
@@ -203,7 +208,9 @@ def new(request: HttpRequest, connector_pk: int) -> HttpResponse:
     next_url = _step_url(connector, next_step, state)
     if not request.htmx:
         return redirect(next_url)  # post/redirect/get: refresh and back never re-submit
-    return _render_wizard(request, connector, next_step, state, _wizard_forms(connector, next_step, state, request=request), push_url=next_url)
+    return _render_wizard(
+        request, connector, next_step, state, _wizard_forms(connector, next_step, state, request=request), push_url=next_url
+    )
 
 
 def _changed_step_response(request, connector, state, name_form, settings_form) -> HttpResponse | None:

@@ -112,7 +112,7 @@ def anchor_from(params, now: datetime | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInput("invalid_as_of", '"as_of" must be an ISO 8601 date and time in UTC, e.g. 2026-11-23T18:40:00Z.')
+        raise InvalidInput("invalid_as_of", '"as_of" must be an ISO 8601 date and time in UTC, e.g. 2026-11-23T18:40:00Z.') from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:
@@ -134,7 +134,7 @@ def time_zone_from(headers) -> ZoneInfo:
         raise InvalidInput(
             "invalid_time_zone",
             f'The X-Sandbox-Time-Zone header "{name}" is not a time zone name (e.g. UTC, Europe/London).',
-        )
+        ) from None
 
 
 def date_format_from(headers) -> str:
@@ -159,7 +159,7 @@ def parse_moment(value: str, fmt: str, zone: ZoneInfo, name: str = "updated_sinc
         raise InvalidInput(
             f"invalid_{name}",
             f'"{name}" must be a date in the format {fmt} in the time zone {zone.key}{example}; got "{value[:60]}".',
-        )
+        ) from None
 
 
 # --- orders --------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def offset_from(cursor: str) -> int:
             raise ValueError
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("invalid_cursor", 'The "cursor" parameter is not one the Sandbox gave out (follow links.next).')
+        raise InvalidInput("invalid_cursor", 'The "cursor" parameter is not one the Sandbox gave out (follow links.next).') from None
 
 
 # --- received orders -------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _check_storable(value: object) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidInput("invalid_order", "The order contains text that is not valid Unicode.")
+                raise InvalidInput("invalid_order", "The order contains text that is not valid Unicode.") from None
 
 
 def received_orders_from(body: object) -> list[dict]:

@@ -130,7 +130,9 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
     redirect_uri = params["redirect_uri"]
     # Errors about the client or the redirect URI are shown here, never sent to an unchecked address.
     if not same(params["client_id"], APP_CLIENT_ID):
-        return render(request, "sandbox/authorize.html", {"fatal": "Unknown client_id: this app is not registered with the Sandbox."}, status=400)
+        return render(
+            request, "sandbox/authorize.html", {"fatal": "Unknown client_id: this app is not registered with the Sandbox."}, status=400
+        )
     if not _registered(request, redirect_uri):
         return render(request, "sandbox/authorize.html", {
             "fatal": "The redirect_uri is not registered with the Sandbox: it accepts exactly this dashboard's "
@@ -140,12 +142,16 @@ def oauth_authorize(request: HttpRequest) -> HttpResponse:
     if params["response_type"] != "code":
         return _redirect_with(redirect_uri, {"error": "unsupported_response_type", "state": params["state"]})
     if params["code_challenge"] and params["code_challenge_method"] != "S256":
-        return _redirect_with(redirect_uri, {"error": "invalid_request", "error_description": "Use PKCE with S256.", "state": params["state"]})
+        return _redirect_with(
+            redirect_uri, {"error": "invalid_request", "error_description": "Use PKCE with S256.", "state": params["state"]}
+        )
     context = {"params": params, "scopes": params["scope"].split()}
     if request.method != "POST":
         return _consent_page(request, context, redirect_uri)
     if request.POST.get("decision") == "deny":
-        return _redirect_with(redirect_uri, {"error": "access_denied", "error_description": "The user denied access.", "state": params["state"]})
+        return _redirect_with(
+            redirect_uri, {"error": "access_denied", "error_description": "The user denied access.", "state": params["state"]}
+        )
     if _login_locked(request):
         minutes = max(1, settings.SANDBOX_LOGIN_WINDOW_SECONDS // 60)
         context["login_error"] = (

@@ -233,7 +233,8 @@ def connector_manifest(marker: str, base_url: str, token_base: str | None = None
             },
         ],
         "endpoints": [
-            {"key": "orders", "name": f"{marker} orders", "entity": f"{marker}Order", "direction": "receive", "method": "GET", "path": "/orders"},
+            {"key": "orders", "name": f"{marker} orders", "entity": f"{marker}Order", "direction": "receive",
+             "method": "GET", "path": "/orders"},
             {"key": "stock", "name": f"{marker} stock", "entity": f"{marker}Stock", "direction": "send", "method": "PUT", "path": "/stock"},
         ],
     }
@@ -469,7 +470,8 @@ ROUTES: dict[str, Fill] = {
         ADMIN, lambda own, w: [{"content_type_id": _content_type_id(w.connector), "object_id": w.connector.pk}]
     ),
     "admin/^(?P<app_label>auth|patchworks_site|connectors|instances|flows|marketplace)/$": Fill(
-        ADMIN, lambda own, w: [{"app_label": label} for label in ("auth", "patchworks_site", "connectors", "instances", "flows", "marketplace")]
+        ADMIN,
+        lambda own, w: [{"app_label": label} for label in ("auth", "patchworks_site", "connectors", "instances", "flows", "marketplace")],
     ),
     "admin/(?P<url>.*)$": Fill(ADMIN, lambda own, w: [{"url": "no/such/page/"}]),
     "admin/patchworks_site/user/<id>/password/": Fill(ADMIN, _of(lambda w: {"id": w.users[Role.ADMINISTRATOR].pk})),

@@ -48,7 +48,9 @@ def test_saving_a_pool_unchanged_records_nothing(admin_client, company, shopify)
     pool = ConnectionPool.objects.create(company=company, name="Storefront", limit=3, timeout_seconds=45)
     pool.connectors.add(shopify)
     AuditEntry.objects.all().delete()
-    admin_client.post(f"/instances/pools/{pool.pk}/", {"name": "Storefront", "limit": "3", "timeout_seconds": "45", "connectors": [shopify.pk]})
+    admin_client.post(
+        f"/instances/pools/{pool.pk}/", {"name": "Storefront", "limit": "3", "timeout_seconds": "45", "connectors": [shopify.pk]}
+    )
     assert not AuditEntry.objects.exists()
 
 

@@ -194,7 +194,8 @@ def test_the_name_constraint_still_holds_when_a_concurrent_request_wins(company,
 
 def test_editing_changes_the_pool(admin_client, pool, erp):
     response = admin_client.post(
-        f"/instances/pools/{pool.pk}/", _data(name="Storefront EU", limit="4", timeout_seconds="60", connectors=[pool.connectors.get().pk, erp.pk])
+        f"/instances/pools/{pool.pk}/",
+        _data(name="Storefront EU", limit="4", timeout_seconds="60", connectors=[pool.connectors.get().pk, erp.pk]),
     )
     assert response.status_code == 302
     pool.refresh_from_db()

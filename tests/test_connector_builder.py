@@ -46,7 +46,10 @@ def test_building_a_custom_connector_end_to_end_and_adding_an_instance(admin_cli
         "test_method": "GET", "test_path": "/ping", "test_expected_status": "200, 204",
     })
     assert response.status_code == 302, response.content.decode()[:3000]
-    admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {"action": "save", "key": "", "name": "List stock", "entity": "Stock", "direction": "receive", "method": "GET", "path": "/stock", "parameters": "limit: 50"})
+    admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {
+        "action": "save", "key": "", "name": "List stock", "entity": "Stock", "direction": "receive",
+        "method": "GET", "path": "/stock", "parameters": "limit: 50",
+    })
     admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {"action": "clone", "key": "list_stock"})
 
     manifest = manifests.export(editing.fresh(connector))
@@ -82,12 +85,16 @@ def test_builder_errors_name_the_problem_and_save_nothing(admin_client, company,
     assert manifests.export(editing.fresh(connector)) == before
 
 
+SVG_WITH_SCRIPT = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><script>alert(1)</script></svg>'
+SVG_WITH_ONLOAD = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10" onload="alert(1)"/>'
+
+
 @pytest.mark.parametrize(
     "upload, message",
     [
         (SimpleUploadedFile("wide.png", png(64, 32), "image/png"), "must be square"),
-        (SimpleUploadedFile("x.svg", b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><script>alert(1)</script></svg>', "image/svg+xml"), "contains scripts"),
-        (SimpleUploadedFile("x.svg", b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10" onload="alert(1)"/>', "image/svg+xml"), "contains scripts"),
+        (SimpleUploadedFile("x.svg", SVG_WITH_SCRIPT, "image/svg+xml"), "contains scripts"),
+        (SimpleUploadedFile("x.svg", SVG_WITH_ONLOAD, "image/svg+xml"), "contains scripts"),
         (SimpleUploadedFile("big.png", png(10, 10) + b"\x00" * 300_000, "image/png"), "at most 256 KB"),
         (SimpleUploadedFile("x.bmp", b"BM" + b"\x00" * 100, "image/bmp"), "Upload a JPG, GIF, PNG or SVG image."),
     ],
@@ -101,16 +108,23 @@ def test_bad_icons_are_refused(admin_client, company, upload, message):
 
 def test_a_plain_square_svg_icon_is_served_with_a_restrictive_policy(admin_client, company):
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><circle cx="12" cy="12" r="10" fill="teal"/></svg>'
-    admin_client.post("/connectors/new/", {**DETAILS, "base_url": "https://api.example.com", "icon": SimpleUploadedFile("i.svg", svg, "image/svg+xml")})
+    admin_client.post(
+        "/connectors/new/", {**DETAILS, "base_url": "https://api.example.com", "icon": SimpleUploadedFile("i.svg", svg, "image/svg+xml")}
+    )
     connector = Connector.objects.get()
     response = admin_client.get(f"/connectors/{connector.pk}/icon/")
     assert response.content == svg and response["Content-Type"] == "image/svg+xml"
     assert "sandbox" in response["Content-Security-Policy"]
 
 
-def test_modifying_a_prebuilt_connector_shows_version_info_and_a_readable_history(admin_client, admin_user, company, sandbox_listing, install):
+def test_modifying_a_prebuilt_connector_shows_version_info_and_a_readable_history(
+    admin_client, admin_user, company, sandbox_listing, install
+):
     connector = install(sandbox_listing, company)
-    admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {"action": "save", "key": "", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": ""})
+    admin_client.post(f"/connectors/{connector.pk}/build/endpoints/", {
+        "action": "save", "key": "", "name": "List refunds", "entity": "Refund", "direction": "receive",
+        "method": "GET", "path": "/refunds", "parameters": "",
+    })
     manage = admin_client.get("/connectors/").content.decode()
     assert "modified from version 1.4.0" in manage and "last changed by ada" in manage
     history = admin_client.get(f"/connectors/{connector.pk}/history/").content.decode()
@@ -148,7 +162,10 @@ def test_export_then_import_a_manifest_creates_an_identical_custom_connector(adm
 
 
 def test_an_invalid_manifest_upload_lists_errors_by_path(admin_client, company):
-    bad = b"name: X\nsystem_type: CRM\nversion: '1'\nbase_url: https://x.example\nrate_limit: {amount: 0, unit: second}\nauth_methods: []\nendpoints: []\n"
+    bad = (
+        b"name: X\nsystem_type: CRM\nversion: '1'\nbase_url: https://x.example\n"
+        b"rate_limit: {amount: 0, unit: second}\nauth_methods: []\nendpoints: []\n"
+    )
     response = admin_client.post("/connectors/import/", {"file": SimpleUploadedFile("bad.yaml", bad)})
     assert response.status_code == 422
     assert "rate_limit.amount: must be at least 1" in response.content.decode()
@@ -170,7 +187,9 @@ def test_importing_an_openapi_document_creates_the_picked_endpoints(admin_client
     draft = page.context["draft"]
     picked = [op.key for op in draft.operations if f"{op.method} {op.path}" in operations]
     assert len(picked) == len(operations)
-    response = admin_client.post("/connectors/import/openapi/", {"draft": page.context["state"], "operations": picked, "name": "Imported", "system_type": "Other"})
+    response = admin_client.post(
+        "/connectors/import/openapi/", {"draft": page.context["state"], "operations": picked, "name": "Imported", "system_type": "Other"}
+    )
     connector = Connector.objects.get(company=company)
     assert response["Location"] == f"/connectors/{connector.pk}/build/auth/"
     assert sorted(f"{e.method} {e.path}" for e in connector.endpoints.all()) == sorted(operations)
@@ -179,7 +198,9 @@ def test_importing_an_openapi_document_creates_the_picked_endpoints(admin_client
 
 def test_a_tampered_or_empty_openapi_pick_is_refused(admin_client, company):
     assert admin_client.post("/connectors/import/openapi/", {"draft": "forged", "operations": ["x"]}).status_code == 400
-    response = admin_client.post("/connectors/import/openapi/", {"file": SimpleUploadedFile("swagger.json", b'{"swagger": "2.0", "paths": {}}')})
+    response = admin_client.post(
+        "/connectors/import/openapi/", {"file": SimpleUploadedFile("swagger.json", b'{"swagger": "2.0", "paths": {}}')}
+    )
     assert response.status_code == 422 and "Swagger 2.0" in response.content.decode()
     assert not Connector.objects.exists()
 
@@ -225,7 +246,9 @@ def test_editing_as_a_manifest_validates_and_records_the_change(admin_client, co
     assert response["Location"] == f"/connectors/{connector.pk}/"
     assert connector.endpoints.get().name == "All orders"
     assert connector.changes.get().summary == "endpoint changed: All orders"
-    response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": text.replace("unit: second", "unit: fortnight")}, follow=True)
+    response = admin_client.post(
+        f"/connectors/{connector.pk}/manifest/", {"manifest": text.replace("unit: second", "unit: fortnight")}, follow=True
+    )
     assert "rate_limit.unit: must be one of second, minute, hour, day" in response.content.decode()
     response = admin_client.post(f"/connectors/{connector.pk}/manifest/", {"manifest": "name: [oops"})
     assert response.status_code == 422 and "not valid YAML at line" in response.content.decode()

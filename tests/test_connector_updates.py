@@ -31,7 +31,10 @@ def in_use(old_sandbox, make_instance):
 
 def modify(connector, user, **endpoint) -> None:
     manifest = copy.deepcopy(manifests.export(editing.fresh(connector)))
-    manifest["endpoints"].append({"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": {}, **endpoint})
+    manifest["endpoints"].append({
+        "key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive",
+        "method": "GET", "path": "/refunds", "parameters": {}, **endpoint,
+    })
     editing.save_definition(connector, manifest, user=user)
 
 
@@ -149,7 +152,9 @@ def test_only_administrators_and_managers_update(make_user, company, client_for,
     assert client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "update"}).status_code == 403
 
 
-def test_custom_connectors_and_other_companies_connectors_have_no_update_page(admin_client, company, other_company, make_connector, sandbox_listing, install):
+def test_custom_connectors_and_other_companies_connectors_have_no_update_page(
+    admin_client, company, other_company, make_connector, sandbox_listing, install
+):
     assert admin_client.get(f"/marketplace/updates/{make_connector(company).pk}/").status_code == 404
     assert admin_client.get(f"/marketplace/updates/{install(sandbox_listing, other_company, version='1.0.0').pk}/").status_code == 404
 
@@ -166,7 +171,10 @@ def test_a_change_that_fails_half_way_leaves_the_old_definition_intact(old_sandb
     before = manifests.export(editing.fresh(old_sandbox))
     broken = copy.deepcopy(before)
     broken["name"] = "Renamed first"
-    broken["endpoints"].append({"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": {}})
+    broken["endpoints"].append({
+        "key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive",
+        "method": "GET", "path": "/refunds", "parameters": {},
+    })
     broken["auth_methods"] = [a for a in broken["auth_methods"] if a["key"] != "token"]  # used by an instance
     with pytest.raises(ProtectedError):
         editing.save_definition(old_sandbox, broken)

@@ -4,7 +4,9 @@ from instances import checks
 from patchworks_site.models import Role
 
 
-def test_staff_review_any_companys_checks_redacted_in_the_admin(make_user, company, other_company, make_connector, make_instance, httpserver):
+def test_staff_review_any_companys_checks_redacted_in_the_admin(
+    make_user, company, other_company, make_connector, make_instance, httpserver
+):
     httpserver.expect_request("/me").respond_with_json({"error": "nope"}, status=401)
     connector = make_connector(other_company, name="Globex API", base_url=httpserver.url_for(""))
     instance = make_instance(connector, "Globex live", secrets={"api_token": "globex-secret-value"})

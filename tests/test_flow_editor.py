@@ -79,7 +79,7 @@ def test_add_each_kind_in_order_with_defaults_and_summaries(admin_client, flow, 
     assert page.count('data-testid="shape"') == 3
     assert "No rules yet: every item passes." in page and "No output fields yet: items pass unchanged." in page
     assert "timeout 30 s" in page
-    assert 'aria-label="Move step 1 up" title="Move up" data-focus-key="%d-up" disabled' % connection.pk in page
+    assert f'aria-label="Move step 1 up" title="Move up" data-focus-key="{connection.pk}-up" disabled' in page
 
 
 def test_connection_settings_are_saved_as_the_runner_reads_them(admin_client, flow, instance):
@@ -184,10 +184,13 @@ def test_filter_rules_are_saved_blank_and_removed_rows_skipped(admin_client, flo
     assert page.count('data-testid="shape-row"') == 6 and 'value="updated_at"' in page
 
 
+WHOLE_NUMBER_ERROR = "Enter a whole number of minutes, hours or days, at least 1."
+
+
 @pytest.mark.parametrize("rule, field, error", [
-    ({"field": "updated_at", "comparison": "in_last", "value": "abc", "unit": "hours"}, "value", "Enter a whole number of minutes, hours or days, at least 1."),
-    ({"field": "updated_at", "comparison": "in_last", "value": "0", "unit": "hours"}, "value", "Enter a whole number of minutes, hours or days, at least 1."),
-    ({"field": "updated_at", "comparison": "in_last", "value": "²", "unit": "hours"}, "value", "Enter a whole number of minutes, hours or days, at least 1."),
+    ({"field": "updated_at", "comparison": "in_last", "value": "abc", "unit": "hours"}, "value", WHOLE_NUMBER_ERROR),
+    ({"field": "updated_at", "comparison": "in_last", "value": "0", "unit": "hours"}, "value", WHOLE_NUMBER_ERROR),
+    ({"field": "updated_at", "comparison": "in_last", "value": "²", "unit": "hours"}, "value", WHOLE_NUMBER_ERROR),
     ({"field": "updated_at", "comparison": "in_last", "value": "3", "unit": ""}, "unit", "Choose minutes, hours or days."),
     ({"field": "total", "comparison": "greater_than", "value": ""}, "value", "Enter the value to compare with."),
     ({"field": "", "comparison": "equals", "value": "x"}, "field", "Enter the field this rule compares."),

@@ -66,8 +66,8 @@ def test_since_is_written_in_each_instance_s_zone_and_format(company, connector,
                           time_zone="Asia/Tokyo", date_format="%Y-%m-%dT%H:%M:%S%z")
     httpserver.expect_request("/api/orders").respond_with_json([])
     rule = {"field": "updated_at", "comparison": "in_last", "value": "24", "unit": "hours"}
-    for instance in (london, tokyo):
-        run = run_flow(flow_of(company, connection(instance, "list_orders"), filter_shape(rule), name=instance.name))
+    for city in (london, tokyo):
+        run = run_flow(flow_of(company, connection(city, "list_orders"), filter_shape(rule), name=city.name))
         assert run.status == RunStatus.SUCCESS, run.failure_reason
     (london_request, _), (tokyo_request, _) = httpserver.log
     # 2026-06-30 12:00 UTC

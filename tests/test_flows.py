@@ -30,7 +30,9 @@ def test_create_a_flow_add_and_remove_shapes_and_enable_it(admin_client, company
     assert not Shape.objects.exists()
 
 
-def test_an_endpoint_of_another_connector_or_company_is_refused(admin_client, company, other_company, instance, make_connector, make_instance):
+def test_an_endpoint_of_another_connector_or_company_is_refused(
+    admin_client, company, other_company, instance, make_connector, make_instance
+):
     flow = ProcessFlow.objects.create(company=company, name="Flow")
     other = make_connector(company, name="Other API")
     foreign = make_instance(make_connector(other_company, name="Globex API"), "Globex")

@@ -219,7 +219,9 @@ def test_fuzz_flow_forms(admin_client, company, instance, name, target, confirm)
     flow, _ = ProcessFlow.objects.get_or_create(company=company, name="Orders")
     endpoint = instance.connector.endpoints.first()
     before = counts()
-    value = target.draw(st.one_of(st.just(f"{instance.pk}:{endpoint.pk}"), st.builds(lambda a, b: f"{a}:{b}", ids(instance.pk), ids(endpoint.pk)), junk))
+    value = target.draw(
+        st.one_of(st.just(f"{instance.pk}:{endpoint.pk}"), st.builds(lambda a, b: f"{a}:{b}", ids(instance.pk), ids(endpoint.pk)), junk)
+    )
     expect_success_or_error(admin_client.post(f"/flows/{flow.pk}/", {"target": value}), before)
     kind = target.draw(st.one_of(st.sampled_from(["filter", "map", "connection"]), junk))
     response = admin_client.post(f"/flows/{flow.pk}/", {"kind": kind, "target": value})
@@ -274,7 +276,8 @@ def test_fuzz_shape_editor(admin_client, company, instance, kind, match, rules, 
     expect_success_or_error(response, before, changed=lambda: Shape.objects.get(pk=shape.pk).config != config)
     response = admin_client.post(f"/flows/{flow.pk}/shapes/{shape.pk}/move/", {"direction": move})
     assert response.status_code == 302
-    assert sorted(Shape.objects.filter(flow=flow).values_list("position", flat=True)) == list(range(Shape.objects.filter(flow=flow).count()))
+    shapes = Shape.objects.filter(flow=flow)
+    assert sorted(shapes.values_list("position", flat=True)) == list(range(shapes.count()))
 
 
 # --- the connector builder ---------------------------------------------------------------------------------
@@ -469,7 +472,8 @@ def test_fuzz_get_parameters_of_every_page(admin_client, connector, instance, po
         "/connectors/", "/connectors/new/", "/connectors/import/", "/connectors/import/openapi/", f"/connectors/{connector.pk}/",
         f"/connectors/{connector.pk}/build/details/", f"/connectors/{connector.pk}/build/variables/",
         f"/connectors/{connector.pk}/build/auth/", f"/connectors/{connector.pk}/build/endpoints/", f"/connectors/{connector.pk}/manifest/",
-        f"/connectors/{connector.pk}/manifest.yaml", f"/connectors/{connector.pk}/history/", f"/connectors/{connector.pk}/history/{change.pk}/",
+        f"/connectors/{connector.pk}/manifest.yaml", f"/connectors/{connector.pk}/history/",
+        f"/connectors/{connector.pk}/history/{change.pk}/",
         f"/instances/new/{connector.pk}/", "/instances/date-preview/", f"/instances/{instance.pk}/", "/instances/pools/",
         "/instances/pools/new/", f"/instances/pools/{pool.pk}/", f"/instances/pools/{pool.pk}/delete/", "/flows/", f"/flows/{flow.pk}/",
         "/marketplace/", "/marketplace/sandbox/", "/audit/", "/flows/runs/", f"/flows/{flow.pk}/runs/", "/settings/company/",

@@ -87,7 +87,9 @@ def test_credential_fields_mark_required_hide_secrets_and_group_advanced(admin_c
     url = f"/instances/new/{api_connector.pk}/"
     response = admin_client.post(url, {"step": "name", "state": "", "name": "X"})
     response = admin_client.post(url, {"step": "settings", "state": state_from(response), **settings_data()})
-    response = admin_client.post(url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk})
+    response = admin_client.post(
+        url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk}
+    )
     page = admin_client.get(response["Location"]).content.decode()
     assert 'type="password" name="var_api_token"' in page
     assert "API token<span class=\"asteriskField\">*</span>" in page
@@ -209,7 +211,9 @@ def test_resubmitting_the_last_step_does_not_create_a_duplicate(admin_client, ap
     url = f"/instances/new/{api_connector.pk}/"
     response = admin_client.post(url, {"step": "name", "state": "", "name": "Once"})
     response = admin_client.post(url, {"step": "settings", "state": state_from(response), **settings_data()})
-    response = admin_client.post(url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk})
+    response = admin_client.post(
+        url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk}
+    )
     final = {"step": "credentials", "state": state_from(response), "var_api_token": "t0ken"}
     assert admin_client.post(url, final).status_code == 302
     again = admin_client.post(url, final)
@@ -242,16 +246,23 @@ def test_htmx_success_redirects_the_browser(admin_client, api_connector, httpser
     url = f"/instances/new/{api_connector.pk}/"
     response = admin_client.post(url, {"step": "name", "state": "", "name": "Htmx"})
     response = admin_client.post(url, {"step": "settings", "state": state_from(response), **settings_data()})
-    response = admin_client.post(url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk})
-    response = admin_client.post(url, {"step": "credentials", "state": state_from(response), "var_api_token": "x1y2z3"}, headers={"HX-Request": "true"})
+    response = admin_client.post(
+        url, {"step": "auth", "state": state_from(response), "auth_method": api_connector.auth_methods.get(key="token").pk}
+    )
+    response = admin_client.post(
+        url, {"step": "credentials", "state": state_from(response), "var_api_token": "x1y2z3"}, headers={"HX-Request": "true"}
+    )
     instance = Instance.objects.get()
     assert response["HX-Redirect"] == f"/connectors/?highlight=instance-{instance.pk}#instance-{instance.pk}"
 
 
 def test_the_date_preview_shows_now_in_the_chosen_zone_and_format(admin_client):
-    assert admin_client.get("/instances/date-preview/", {"date_format": "%Y", "time_zone": "Asia/Tokyo"}).content.decode().startswith("Now: 20")
-    assert "unknown directive" in admin_client.get("/instances/date-preview/", {"date_format": "%Q", "time_zone": "UTC"}).content.decode()
-    assert "Choose a time zone" in admin_client.get("/instances/date-preview/", {"date_format": "%Y", "time_zone": "Nowhere"}).content.decode()
+    tokyo = admin_client.get("/instances/date-preview/", {"date_format": "%Y", "time_zone": "Asia/Tokyo"}).content.decode()
+    assert tokyo.startswith("Now: 20")
+    unknown = admin_client.get("/instances/date-preview/", {"date_format": "%Q", "time_zone": "UTC"}).content.decode()
+    assert "unknown directive" in unknown
+    nowhere = admin_client.get("/instances/date-preview/", {"date_format": "%Y", "time_zone": "Nowhere"}).content.decode()
+    assert "Choose a time zone" in nowhere
 
 
 def test_read_only_users_cannot_open_the_wizard(make_user, company, client_for, api_connector):

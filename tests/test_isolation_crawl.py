@@ -53,7 +53,9 @@ def _snapshot(world: crawl.World) -> dict:
             Instance.objects.filter(company=company).values_list("pk", "name", "secrets_ciphertext", "connection_pool_id")
         ),
         "pools": sorted(ConnectionPool.objects.filter(company=company).values_list("pk", "name", "limit")),
-        "pool_connectors": sorted(ConnectionPool.connectors.through.objects.filter(connectionpool__company=company).values_list("pk", flat=True)),
+        "pool_connectors": sorted(
+            ConnectionPool.connectors.through.objects.filter(connectionpool__company=company).values_list("pk", flat=True)
+        ),
         "flows": sorted(ProcessFlow.objects.filter(company=company).values_list("pk", "name", "enabled")),
         "shapes": sorted(Shape.objects.filter(flow__company=company).values_list("pk", "instance_id", "endpoint_id")),
         "checks": CredentialCheck.objects.filter(company=company).count(),
@@ -169,7 +171,9 @@ def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
     _, client = crawl.role_clients(own)[Role.ADMINISTRATOR]
     token = {"csrfmiddlewaretoken": crawl.CSRF_SECRET}
 
-    response = client.post(f"/flows/{own.flow.pk}/", {**token, "instance": other.instance.pk, "endpoint": other.connector.endpoints.first().pk})
+    response = client.post(
+        f"/flows/{own.flow.pk}/", {**token, "instance": other.instance.pk, "endpoint": other.connector.endpoints.first().pk}
+    )
     assert response.status_code in (200, 422)
     assert not Shape.objects.filter(flow=own.flow, instance=other.instance).exists()
 

@@ -44,7 +44,8 @@ def test_a_modified_prebuilt_connector_shows_version_information_and_who_changed
     connector = install(sandbox_listing, company)
     changed = copy.deepcopy(manifests.export(connector))
     changed["endpoints"].append(
-        {"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive", "method": "GET", "path": "/refunds", "parameters": {}}
+        {"key": "list_refunds", "name": "List refunds", "entity": "Refund", "direction": "receive",
+         "method": "GET", "path": "/refunds", "parameters": {}}
     )
     manifests.apply(manifests.validate(changed), connector=connector, user=admin_user)
     page = admin_client.get("/connectors/").content.decode()

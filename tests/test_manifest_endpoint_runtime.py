@@ -65,10 +65,13 @@ def test_declared_parameters_are_normalised_and_run_placeholders_are_accepted():
     assert endpoint["pagination"]["style"] == "page_number" and endpoint["pagination"]["first_page"] == 0
 
 
+DOTTED_PATH_ERROR = "endpoints[0].records_path: must be a dotted path of names (letters, digits, _ and -), e.g. data.items"
+
+
 @pytest.mark.parametrize(("changes", "expected"), [
     ({"body_encoding": "xml"}, "endpoints[0].body_encoding: must be one of json, form"),
-    ({"records_path": "data..orders"}, "endpoints[0].records_path: must be a dotted path of names (letters, digits, _ and -), e.g. data.items"),
-    ({"records_path": "data[0]"}, "endpoints[0].records_path: must be a dotted path of names (letters, digits, _ and -), e.g. data.items"),
+    ({"records_path": "data..orders"}, DOTTED_PATH_ERROR),
+    ({"records_path": "data[0]"}, DOTTED_PATH_ERROR),
     ({"records_path": "x" * 201}, "endpoints[0].records_path: must be at most 200 characters"),
     ({"request_parameters": [{"location": "query"}]}, "endpoints[0].request_parameters[0].name: required"),
     ({"request_parameters": [{"name": "a", "location": "cookie"}]},

@@ -39,7 +39,9 @@ def consent(client, authorize_url: str, decision: str = "allow"):
 
 def test_connect_sends_the_browser_to_the_authorise_page_with_state_and_pkce_and_saves_nothing(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     params = query(url)
     assert url.startswith(f"{base}/oauth/authorize?")
     assert params["response_type"] == "code" and params["client_id"] == "sandbox-app"
@@ -55,7 +57,13 @@ def test_connect_sends_the_browser_to_the_authorise_page_with_state_and_pkce_and
 
 def test_the_whole_dance_against_the_sandbox_saves_a_checked_instance_with_encrypted_tokens(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, name="Sandbox app", auth_method=method)
+    url = connect(
+        admin_client,
+        connector,
+        {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"},
+        name="Sandbox app",
+        auth_method=method,
+    )
     back = consent(admin_client, url)
     assert back.startswith("http://testserver/instances/oauth/callback/?")
     response = admin_client.get(back.removeprefix("http://testserver"))
@@ -81,7 +89,9 @@ def test_the_whole_dance_against_the_sandbox_saves_a_checked_instance_with_encry
 
 def test_denied_consent_saves_nothing_and_the_wizard_resumes_at_the_credentials_step(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     back = consent(admin_client, url, decision="deny")
     assert "error=access_denied" in back
     response = admin_client.get(back.removeprefix("http://testserver"))
@@ -95,7 +105,9 @@ def test_denied_consent_saves_nothing_and_the_wizard_resumes_at_the_credentials_
 
 def test_a_wrong_client_secret_is_refused_at_the_token_endpoint_and_nothing_is_saved(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "wrong-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "wrong-secret"}, auth_method=method
+    )
     response = admin_client.get(consent(admin_client, url).removeprefix("http://testserver"))
     assert "step=credentials" in response["Location"]
     [message] = shown_messages(response)
@@ -115,7 +127,9 @@ def test_a_wrong_state_is_refused(admin_client, sandbox):
 
 def test_a_state_is_used_once(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     back = consent(admin_client, url).removeprefix("http://testserver")
     assert admin_client.get(back).status_code == 302
     again = admin_client.get(back)
@@ -125,7 +139,9 @@ def test_a_state_is_used_once(admin_client, sandbox):
 
 def test_a_state_is_bound_to_the_user_who_started_connect(admin_client, sandbox, make_user, company, client_for):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     back = consent(admin_client, url).removeprefix("http://testserver")
     colleague = client_for(make_user(company, Role.MANAGER))
     response = colleague.get(back)
@@ -137,7 +153,9 @@ def test_a_state_is_bound_to_the_user_who_started_connect(admin_client, sandbox,
 
 def test_an_expired_connect_step_saves_nothing(admin_client, sandbox):
     connector, method, base = sandbox
-    url = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    url = connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     from datetime import timedelta
 
     from django.utils import timezone
@@ -164,7 +182,9 @@ def test_a_token_endpoint_500_is_a_clear_message_and_nothing_is_saved(admin_clie
     httpserver.expect_request("/token", method="POST").respond_with_data("boom", status=500)
     params = started(admin_client, provider)
     response = callback(admin_client, code="c-1", state=params["state"])
-    assert shown_messages(response) == ['The token request was refused: 500 Internal Server Error. The API said: "boom". Nothing was saved.']
+    assert shown_messages(response) == [
+        'The token request was refused: 500 Internal Server Error. The API said: "boom". Nothing was saved.'
+    ]
     assert not Instance.objects.exists()
 
 
@@ -235,7 +255,13 @@ def test_a_configured_redirect_uri_is_the_one_shown_and_sent(admin_client, sandb
     response = admin_client.post(url, {"step": "auth", "state": state_from(response), "auth_method": method.pk})
     page = admin_client.get(response["Location"]).content.decode()
     assert 'value="https://dashboard.example.com/instances/oauth/callback/"' in page and 'data-copy-field="oauth-redirect-uri"' in page
-    authorize = connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "x-secret"}, auth_method=method, name="Other")
+    authorize = connect(
+        admin_client,
+        connector,
+        {"base_url": base, "client_id": "sandbox-app", "client_secret": "x-secret"},
+        auth_method=method,
+        name="Other",
+    )
     assert query(authorize)["redirect_uri"] == settings.OAUTH_REDIRECT_URI
 
 
@@ -269,7 +295,9 @@ def test_abandoned_connect_steps_are_forgotten_by_the_scheduled_re_check(admin_c
     from instances import rechecks
 
     connector, method, base = sandbox
-    connect(admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method)
+    connect(
+        admin_client, connector, {"base_url": base, "client_id": "sandbox-app", "client_secret": "sandbox-app-secret"}, auth_method=method
+    )
     rechecks.run_due_checks()
     assert OAuthAuthorization.objects.count() == 1  # still within its 15 minutes
     OAuthAuthorization.objects.update(created_at=timezone.now() - timedelta(minutes=16))

@@ -77,7 +77,8 @@ def test_a_status_change_is_written_to_the_audit_log(api, make_instance, httpser
     # No change, no entry.
     checked(instance, 2 * 24 * 60, ok=False)
     rechecks.run_due_checks()
-    assert AuditEntry.objects.filter(object_type="instance", object_id=str(instance.pk), changes__has_key="authentication status").count() == 1
+    entries = AuditEntry.objects.filter(object_type="instance", object_id=str(instance.pk), changes__has_key="authentication status")
+    assert entries.count() == 1
 
 
 def test_a_failed_refresh_is_written_to_the_audit_log(company, httpserver, make_instance):

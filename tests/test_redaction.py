@@ -80,7 +80,9 @@ def test_credential_request_headers_are_redacted_by_name():
 
 def test_credential_response_headers_are_redacted_by_name():
     out = redact_exchange(
-        record(response_headers={"Set-Cookie": "sid=abc; HttpOnly", "X-Auth-Token": "t-1", "Content-Type": "application/json", "X-Request-Id": "r-42"}),
+        record(response_headers={
+            "Set-Cookie": "sid=abc; HttpOnly", "X-Auth-Token": "t-1", "Content-Type": "application/json", "X-Request-Id": "r-42",
+        }),
         [],
     )
 

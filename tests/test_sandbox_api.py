@@ -18,7 +18,9 @@ def test_basic_credentials_are_accepted(api):
     assert response.json() == {"account": "Sandbox Retail", "authenticated_with": "basic"}
 
 
-@pytest.mark.parametrize("headers", [basic("sandbox", "wrong"), basic("other", "sandbox-secret"), {"X-Api-Key": "nope"}, {"Authorization": "Bearer nope"}, {}])
+@pytest.mark.parametrize(
+    "headers", [basic("sandbox", "wrong"), basic("other", "sandbox-secret"), {"X-Api-Key": "nope"}, {"Authorization": "Bearer nope"}, {}]
+)
 def test_anything_else_gets_401_with_a_json_error(api, headers):
     response = api.get("/sandbox/api/me", headers=headers)
     assert response.status_code == 401
@@ -63,7 +65,9 @@ def credentials_step(client, connector, method) -> str:
     return client.get(response["Location"]).content.decode()
 
 
-def test_a_new_sandbox_instance_defaults_to_the_address_the_dashboard_is_served_on(admin_client, company, sandbox_listing, install, settings):
+def test_a_new_sandbox_instance_defaults_to_the_address_the_dashboard_is_served_on(
+    admin_client, company, sandbox_listing, install, settings
+):
     # `manage.py runserver 8080` without PORT or SANDBOX_BASE_URL: the wizard's own host.
     settings.SANDBOX_BASE_URL_CONFIGURED = False
     connector = install(sandbox_listing, company)

@@ -85,7 +85,8 @@ def test_each_account_keeps_its_newest_orders_within_its_byte_bound(client, sett
 
 def test_past_the_overall_bound_new_orders_are_refused_with_a_clear_error(client, settings, company, other_company):
     settings.SANDBOX_MAX_STORED_BYTES = 3000
-    ours, theirs = SandboxAccount.objects.for_company(company.pk).issue_key(), SandboxAccount.objects.for_company(other_company.pk).issue_key()
+    ours = SandboxAccount.objects.for_company(company.pk).issue_key()
+    theirs = SandboxAccount.objects.for_company(other_company.pk).issue_key()
     assert post(client, {"notes": "a" * 1200}, ours).status_code == 201
     assert post(client, {"notes": "b" * 1200}, theirs).status_code == 201
     response = post(client, {"reference": "ONE-TOO-MANY", "notes": "c" * 1200})

@@ -219,7 +219,9 @@ class EchoApi:
         body, headers = self.echo(values)
         if self.token_mode == "refuse":
             secret = values[-1] if values else ""
-            return Response(json.dumps({"message": f"Invalid client secret {secret}", **body}), 401, headers, content_type="application/json")
+            return Response(
+                json.dumps({"message": f"Invalid client secret {secret}", **body}), 401, headers, content_type="application/json"
+            )
         refresh = self.canaries.new("oauth2-refresh-token")
         self.issued.append(refresh)
         if self.token_mode == "no-access-token":
@@ -367,7 +369,7 @@ def _exercise(client: Client, world: crawl.World, api: EchoApi, observed: Observ
 def _pages(own: crawl.World, instances: list[Instance]) -> list[tuple[str, dict]]:
     """Every GET URL of the company with its own ids, every tab and htmx partial."""
     urls: list[tuple[str, dict]] = []
-    for route, fill, url in crawl.requests_for(own, own):
+    for _route, fill, url in crawl.requests_for(own, own):
         if fill.kind != crawl.ADMIN and not fill.post_only:
             urls.append((url, {}))
     htmx = {"HTTP_HX_REQUEST": "true"}

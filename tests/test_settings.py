@@ -12,7 +12,8 @@ GOOD_SECRET_KEY = "a-long-random-production-secret-key-" + "q8Zr!x2@Lm#4Vb$7Nc%1
 
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    unset = {"DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     clean.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120

@@ -65,7 +65,10 @@ def test_shared_carrier_grade_nat_addresses_are_refused():
     assert "100.64.1.2" in refusal("http://100.64.1.2/")
 
 
-@pytest.mark.parametrize("url, scheme", [("file:///etc/passwd", "file"), ("ftp://example.com/x", "ftp"), ("gopher://example.com/", "gopher"), ("//example.com/", "(none)")])
+@pytest.mark.parametrize(
+    "url, scheme",
+    [("file:///etc/passwd", "file"), ("ftp://example.com/x", "ftp"), ("gopher://example.com/", "gopher"), ("//example.com/", "(none)")],
+)
 def test_only_http_and_https_are_allowed(url, scheme):
     assert refusal(url) == f'only http and https URLs are allowed, not "{scheme}"'
 
@@ -80,7 +83,8 @@ def test_a_host_name_that_does_not_resolve_is_refused_with_its_name():
 
 
 @pytest.mark.parametrize(
-    "url, ip", [("http://93.184.215.14/", "93.184.215.14"), ("https://8.8.8.8:8443/x", "8.8.8.8"), ("https://[2606:4700::1111]/", "2606:4700::1111")]
+    "url, ip",
+    [("http://93.184.215.14/", "93.184.215.14"), ("https://8.8.8.8:8443/x", "8.8.8.8"), ("https://[2606:4700::1111]/", "2606:4700::1111")],
 )
 def test_a_public_ip_literal_is_allowed(url, ip):
     assert ssrf.resolve(url) == ip

@@ -309,7 +309,7 @@ def _auth_methods(
     # Keys and names must be unique among the methods.
     keys: set[str] = set()
     seen_names: dict[str, int] = {}
-    for scheme_name, method in methods:
+    for _scheme_name, method in methods:
         method["key"] = unique(method["key"], keys)
         seen_names[method["name"]] = seen_names.get(method["name"], 0) + 1
     for scheme_name, method in methods:

@@ -421,7 +421,8 @@ class InstanceClient:
         elif status in (401, 403):
             message = f"The credentials were refused: {exchange.status_text()}"
         else:
-            message = f"Unexpected answer from the API: {exchange.status_text()} (expected {', '.join(map(str, method.test_expected_status))})"
+            expected = ", ".join(map(str, method.test_expected_status))
+            message = f"Unexpected answer from the API: {exchange.status_text()} (expected {expected})"
         message += "."
         if detail:
             message += f' The API said: "{detail.rstrip(".")}".'

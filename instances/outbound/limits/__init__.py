@@ -263,7 +263,9 @@ def acquire_rate(
 
 
 @contextmanager
-def rate_limited(bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None) -> Iterator[RateTicket]:
+def rate_limited(
+    bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None
+) -> Iterator[RateTicket]:
     """Send one request inside the block under the bucket's rate limit."""
     ticket = acquire_rate(bucket, amount, unit, max_wait=max_wait, store_=store_)
     try:

@@ -215,8 +215,10 @@ class Command(BaseCommand):
                         }
                     ],
                     "endpoints": [
-                        {"key": "list_stock", "name": "List stock", "entity": "Stock", "direction": "receive", "method": "GET", "path": "/stock"},
-                        {"key": "create_shipment", "name": "Create shipment", "entity": "Shipment", "direction": "send", "method": "POST", "path": "/shipments"},
+                        {"key": "list_stock", "name": "List stock", "entity": "Stock", "direction": "receive",
+                         "method": "GET", "path": "/stock"},
+                        {"key": "create_shipment", "name": "Create shipment", "entity": "Shipment", "direction": "send",
+                         "method": "POST", "path": "/shipments"},
                     ],
                 }
             )

@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 $$HOME/.pyen
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
 DEV_ENV := DEBUG=1 PORT=$(PORT)
 
-.PHONY: run test install setup demo lint benchmark clean
+.PHONY: run test lint install setup benchmark clean
 
 $(BIN)/.installed: requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (none found on PATH)."; exit 1; }
@@ -40,6 +40,9 @@ run: setup
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 benchmark: install
 	$(BIN)/python -m benchmarks.manage_connectors

@@ -118,7 +118,7 @@ class _FifoLock:
                 self._held = False
 
 
-class _Turns:
+class _ArrivalOrder:
     """The requests of one bucket in this process: they reserve in arrival order and go in that order.
 
     Reservations are made one at a time (a FIFO lock around one round trip to
@@ -155,24 +155,24 @@ class _Turns:
             self._cond.notify_all()
 
 
-_bucket_turns: dict[str, _Turns] = {}
-_bucket_turns_guard = threading.Lock()
+_arrival_orders: dict[str, _ArrivalOrder] = {}
+_arrival_orders_guard = threading.Lock()
 
 
-def _forget_bucket_turns() -> None:
+def _forget_arrival_orders() -> None:
     # A forked child (a gunicorn worker) starts with no turns taken: the
     # threads that held them live on in the parent only.
-    global _bucket_turns_guard
-    _bucket_turns.clear()
-    _bucket_turns_guard = threading.Lock()
+    global _arrival_orders_guard
+    _arrival_orders.clear()
+    _arrival_orders_guard = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_bucket_turns)
+os.register_at_fork(after_in_child=_forget_arrival_orders)
 
 
-def _turns(bucket: str) -> _Turns:
-    with _bucket_turns_guard:
-        return _bucket_turns.setdefault(bucket, _Turns())
+def _arrival_order(bucket: str) -> _ArrivalOrder:
+    with _arrival_orders_guard:
+        return _arrival_orders.setdefault(bucket, _ArrivalOrder())
 
 
 def rate_bucket(instance) -> str:
@@ -239,7 +239,7 @@ def acquire_rate(
         max_wait = settings.OUTBOUND_RATE_LIMIT_MAX_WAIT
     store_ = store_ or store()
     window = WINDOW_SECONDS[unit] + settings.RATE_LIMIT_MARGIN_SECONDS
-    turns = _turns(bucket)
+    turns = _arrival_order(bucket)
     with turns.reserving:
         turn = turns.join()
         before = time.monotonic()

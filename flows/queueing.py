@@ -157,13 +157,18 @@ def reap_expired_leases(now: datetime | None = None) -> int:
     )
     reaped = 0
     for pk, owner in lost:
-        # Conditional on the same owner and an expired lease: a worker that renewed meanwhile keeps its run.
-        reaped += FlowRun.objects.filter(
-            pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now
-        ).update(status=RunStatus.FAILED, finished_at=now, failure_reason=WORKER_LOST)
-        FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
-            status=ShapeStatus.FAILED, finished_at=now
-        )
+        # The run and its shapes change in one commit, so no page ever shows a failed run with
+        # a shape still running; conditional on the same owner and an expired lease, so a
+        # worker that renewed meanwhile keeps its run and its shapes alike.
+        with transaction.atomic():
+            failed = FlowRun.objects.filter(
+                pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now
+            ).update(status=RunStatus.FAILED, finished_at=now, failure_reason=WORKER_LOST)
+            if failed:
+                FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
+                    status=ShapeStatus.FAILED, finished_at=now
+                )
+        reaped += failed
     if reaped:
         logger.warning("%d flow run(s) failed: worker lost.", reaped)
     return reaped
@@ -186,13 +191,15 @@ def reap_overdue(now: datetime | None = None) -> int:
         if run.started_at + company.run_duration_limit > now:
             continue
         reason = execution.overdue_reason(company)
-        if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_owner=run.lease_owner).update(
-            status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None
-        ):
-            reaped += 1
-            FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
-                status=ShapeStatus.STOPPED, finished_at=now
+        with transaction.atomic():  # the run and its shapes in one commit
+            failed = FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_owner=run.lease_owner).update(
+                status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None
             )
+            if failed:
+                FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
+                    status=ShapeStatus.STOPPED, finished_at=now
+                )
+        reaped += failed
     if reaped:
         logger.warning("%d flow run(s) failed: past their maximum run duration.", reaped)
     return reaped

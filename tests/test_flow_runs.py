@@ -12,7 +12,7 @@ from django.utils import timezone
 from werkzeug import Request, Response
 
 from flows import execution, queueing
-from flows.models import FlowRun, RunStatus, RunTrigger, ShapeStatus
+from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 
 ORDERS = [{"id": 1, "total": "9.99"}, {"id": 2, "total": "20.00"}, {"id": 3, "total": "5.00"}]
@@ -181,6 +181,40 @@ def test_a_run_whose_lease_expired_is_failed_as_worker_lost(flow):
     # The worker that lost its lease writes nothing more.
     assert execution.renew_lease(run.pk, "worker-a") is False
 
+
+
+def _running_shape(run) -> FlowRunShape:
+    return FlowRunShape.objects.create(run=run, position=0, shape_name="connection", started_at=timezone.now())
+
+
+def test_a_worker_lost_run_and_its_running_shapes_fail_together(flow):
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    execution.claim(run.pk, "worker-a")
+    shape_run = _running_shape(run)
+    assert queueing.reap_expired_leases(timezone.now() + execution.lease_duration() + timedelta(seconds=1)) == 1
+    run.refresh_from_db()
+    shape_run.refresh_from_db()
+    assert (run.status, shape_run.status) == (RunStatus.FAILED, ShapeStatus.FAILED)
+    assert shape_run.finished_at == run.finished_at
+
+
+def test_a_worker_that_renews_its_lease_while_the_reaper_looks_keeps_its_run_and_its_shapes(flow, monkeypatch):
+    """The reaper read the run as lost, then the worker renewed: neither the run nor its shapes are failed."""
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    execution.claim(run.pk, "worker-a")
+    shape_run = _running_shape(run)
+    later = timezone.now() + execution.lease_duration() + timedelta(seconds=1)
+
+    def read_then_renew(rows):
+        found = [*rows]
+        FlowRun.objects.filter(pk=run.pk).update(lease_expires_at=later + execution.lease_duration())
+        return found
+
+    monkeypatch.setattr(queueing, "list", read_then_renew, raising=False)
+    assert queueing.reap_expired_leases(later) == 0
+    run.refresh_from_db()
+    shape_run.refresh_from_db()
+    assert (run.status, shape_run.status) == (RunStatus.RUNNING, ShapeStatus.RUNNING)
 
 def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user):
     httpserver.expect_request("/api/orders").respond_with_json({"message": "down"}, status=500)

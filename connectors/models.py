@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Min, Q, Subquery
 
@@ -317,6 +318,20 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.method} {self.path})"
+
+    def clean(self) -> None:
+        """The idempotency declaration as the manifest allows it (the admin edits rows directly)."""
+        from connectors.schema import idempotency_name_error
+
+        if self.idempotency_key_in == IdempotencyKeyIn.NONE:
+            if self.idempotency_key_name:
+                raise ValidationError({"idempotency_key_name": "Leave it blank when the key is not sent."})
+            return
+        if self.direction != Direction.SEND:
+            raise ValidationError({"idempotency_key_in": "Only send endpoints take an idempotency key."})
+        problem = idempotency_name_error(self.idempotency_key_in, self.idempotency_key_name.strip())
+        if problem:
+            raise ValidationError({"idempotency_key_name": problem[:1].upper() + problem[1:] + "."})
 
 
 class ConnectorChange(models.Model):

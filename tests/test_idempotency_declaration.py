@@ -329,3 +329,27 @@ def test_stored_manifests_gain_the_default_so_installed_connectors_stay_unmodifi
     assert history.after["endpoints"][0]["idempotency"] == {"in": "none", "name": ""} and history.before is None
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())  # every app at its newest migration again, for the next tests
+
+
+def test_the_admin_refuses_a_declaration_the_manifest_would_refuse(admin_client, admin_user, company, make_connector):
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    connector = make_connector(company, endpoints=[MANIFEST["endpoints"][1]])
+    endpoint = connector.endpoints.get()
+    form = {
+        "connector": connector.pk, "key": endpoint.key, "name": endpoint.name, "entity": endpoint.entity,
+        "direction": endpoint.direction, "method": endpoint.method, "path": endpoint.path, "parameters": "{}",
+        "request_parameters": "[]", "body_encoding": "json", "records_path": "", "pagination": "{}", "position": 0,
+        "idempotency_key_in": "header",
+    }
+    url = f"/admin/connectors/endpoint/{endpoint.pk}/change/"
+    response = admin_client.post(url, {**form, "idempotency_key_name": "Authorization"})
+    assert response.status_code == 200 and "cannot carry the key" in response.content.decode()
+    response = admin_client.post(url, {**form, "idempotency_key_name": "Idempotency-Key", "direction": "receive"})
+    assert response.status_code == 200 and "Only send endpoints take an idempotency key." in response.content.decode()
+    endpoint.refresh_from_db()
+    assert (endpoint.idempotency_key_in, endpoint.idempotency_key_name) == ("header", "Idempotency-Key")
+    response = admin_client.post(url, {**form, "idempotency_key_in": "body", "idempotency_key_name": "idempotency_key"})
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.idempotency_key_in, endpoint.idempotency_key_name) == ("body", "idempotency_key")

@@ -291,11 +291,28 @@ class Earlier:
     in_doubt: bool = False
 
 
-# The fields of a shape's row a page changes (written for every shape at once, see Execution.commit).
-SHAPE_FIELDS = [
+# The fields of a shape's row a page changes (written for every shape at once, see Execution.commit):
+# the counters always, the JSON fields only when one of them changed (they may be kilobytes).
+COUNTER_FIELDS = [
     "status", "finished_at", "items_in", "items_out", "pages", "requests", "retries", "rate_limit_wait_ms",
-    "pool_wait_ms", "warnings", "errors", "failed_exchanges", "payload_sample",
+    "pool_wait_ms",
 ]
+JSON_FIELDS = ["warnings", "errors", "failed_exchanges", "payload_sample"]
+SHAPE_FIELDS = COUNTER_FIELDS + JSON_FIELDS
+
+
+def json_state(record: FlowRunShape) -> tuple:
+    """What tells whether a row's JSON fields changed since written: the lists only grow, the sample is replaced.
+
+    The sample itself is kept in the state (compared by identity), so its id cannot be reused meanwhile.
+    """
+    return (len(record.warnings), len(record.errors), len(record.failed_exchanges), record.payload_sample)
+
+
+def json_changed(stage: Stage) -> bool:
+    written = getattr(stage, "json_written", None)
+    now = json_state(stage.record)
+    return written is None or written[:3] != now[:3] or written[3] is not now[3]
 
 
 class Execution:
@@ -440,9 +457,11 @@ class Execution:
         """
         dirty = [stage for stage in self.stages if stage.dirty and stage.record is not None]
         if dirty:
+            changed = [stage for stage in dirty if json_changed(stage)]
+            fields = SHAPE_FIELDS if changed else COUNTER_FIELDS
             try:
                 with transaction.atomic():
-                    FlowRunShape.objects.bulk_update([stage.record for stage in dirty], SHAPE_FIELDS)
+                    FlowRunShape.objects.bulk_update([stage.record for stage in dirty], fields)
             except DataError as exc:
                 for stage in dirty:
                     try:
@@ -452,6 +471,8 @@ class Execution:
                         refused.stage = stage
                         raise refused from exc
                 raise
+        for stage in dirty:
+            stage.json_written = json_state(stage.record)
         for stage in self.stages:
             stage.dirty = False
 

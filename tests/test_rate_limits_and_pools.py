@@ -313,7 +313,7 @@ def test_a_pool_never_admits_more_than_its_limit_across_processes(backend, api):
     assert len(state["arrivals"]) == 20
     assert state["max"] == 2
     # 20 requests x 0.1 s / 2 slots = 1 s of work; a lost wake-up would stall a
-    # waiter for WAITER_LEASE_SECONDS / 3 = 2 s (the bound leaves room for a busy machine).
+    # waiter for a third of its place's lease, 1.5 s (the bound leaves room for a busy machine).
     assert elapsed < 3.0
     assert backend().pool_usage("pool-a") == ([], [])
 

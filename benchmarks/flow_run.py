@@ -29,6 +29,32 @@ task thread) does a one-order warm-up run, then one run of that many orders:
 ``VmHWM`` after the warm-up and after the run, and the growth. The runtime
 holds one page per shape, so the growth must not follow the record count.
 
+**Against a bare loop** (``--ratio`` runs only this): the product's records/s
+divided by those of the plainest client making the same HTTP calls, as a median
+of ``--ratio-pairs`` (5) pairs measured alternately in one invocation (product,
+bare, product, bare, ...), ``--count`` orders sent as batch:
+
+* *product*: one run queued (``queueing.queue_run``, as the Run button does) to
+  one worker process (``run_huey``, SQLite queue, warmed up by a one-order run);
+  timed from before queueing until this process sees the run finished (polled
+  every 10 ms). It includes the hand-over and the worker's polling, reading the
+  flow, every page's GET, parsing the JSON, filter (each date parsed), map,
+  building the POST body, the POSTs, the outbound checks (SSRF guard, rate limit,
+  pool slot, deadlines, redaction of what is kept) and the run's bookkeeping in
+  the database.
+* *bare*: one ``requests.Session`` (kept alive across all pairs, its connection
+  opened before the first pair) replaying the calls the product made in a
+  recorded run (executed once in this process before the pairs): the same
+  method, URL with its query (``count``, ``page``, ``per_page``), headers (the
+  API key, User-Agent, Accept, Content-Type) and POST bodies, byte for byte,
+  in the same order, one after the other; each answer is read and its JSON
+  parsed. Nothing else: no filter or map (the bodies are already built), no
+  database, no queue.
+
+Both serve the same records to the same Sandbox server, so the Sandbox's own
+time is in both; the ratio is the share of the bare loop's speed the product
+keeps. Records = orders received.
+
 ``--profile COUNT[:item|batch]`` runs one flow run in this process instead,
 under cProfile (``--profile-callees REGEX`` for what chosen functions call),
 times the Sandbox alone (GET /me beside POST /orders) and runs it again under
@@ -53,10 +79,11 @@ How to run (from the project root)
     .venv/bin/python -m benchmarks.flow_run --quick      # 1,000 orders, 200 as item, memory at 1,000 and 3,000
     .venv/bin/python -m benchmarks.flow_run              # 10,000 orders, 1,000 as item, memory at 1k/10k/30k
     .venv/bin/python -m benchmarks.flow_run --profile 300:item
+    .venv/bin/python -m benchmarks.flow_run --ratio --count 10000   # only the comparison with the bare loop
 
 Options: ``--count 10000 --item-count 1000 --per-page 100 --big-runs 2 --latency-runs 30
---memory-counts 1000,10000,30000 --modes sqlite,redis --sqlite --redis-url redis://127.0.0.1:6379/9
---timeout 900``.
+--memory-counts 1000,10000,30000 --modes sqlite,redis --ratio-pairs 5 --sqlite
+--redis-url redis://127.0.0.1:6379/9 --timeout 900``.
 """
 
 from __future__ import annotations
@@ -375,13 +402,13 @@ class Timed:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-def timed_runs(mode: Mode, flow, runs: int, timeout: float) -> Timed:
+def timed_runs(mode: Mode, flow, runs: int, timeout: float, poll: float = 0.05) -> Timed:
     """`runs` runs of `flow` queued at once: records = orders received, time from the first queued to the last done."""
     from flows.models import RunStatus
 
     started = time.perf_counter()
     pks = [queue(flow) for _ in range(runs)]
-    finished = wait_for(pks, timeout, mode)
+    finished = wait_for(pks, timeout, mode, poll=poll)
     timed = Timed(runs=len(finished), seconds=time.perf_counter() - started)
     timed.records = sum(received(run) for run in finished)
     for run in finished:
@@ -458,6 +485,93 @@ def measure_memory(world: World, args, env: dict[str, str], tmp: Path) -> list[M
         finally:
             mode.close()
     return rows
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request as the product sent it: what the bare loop sends again."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+def record_calls(flow, env: dict[str, str], tmp: Path) -> tuple[list[Call], int]:
+    """Run `flow` once in this process and keep every request it sent, as sent (auth headers included)."""
+    from flows import execution
+    from flows.models import RunStatus
+    from instances.outbound import sending
+
+    calls: list[Call] = []
+    original = sending._send_one
+
+    def recording(method, url, headers, body, cookies, deadline):
+        calls.append(Call(method, url, dict(headers), body))
+        return original(method, url, headers, body, cookies, deadline)
+
+    mode = Mode("sqlite", 0, env, tmp)  # a throwaway queue: the queued task is never picked up
+    sending._send_one = recording
+    try:
+        run = execution.execute(queue(flow))
+    finally:
+        sending._send_one = original
+        mode.close()
+    if run.status != RunStatus.SUCCESS:
+        raise SystemExit(f"The recorded run ended {run.status}: {run.failure_reason}")
+    return calls, received(run)
+
+
+def bare_loop(session, calls: list[Call]) -> float:
+    """Seconds to send `calls` one after the other on `session`, reading each answer and parsing its JSON."""
+    import json
+
+    started = time.perf_counter()
+    for call in calls:
+        response = session.request(call.method, call.url, headers=call.headers, data=call.body, timeout=60)
+        if response.status_code >= 400:
+            raise SystemExit(f"The bare loop: {call.method} {call.url} answered {response.status_code}")
+        json.loads(response.content)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Pair:
+    product: Timed
+    bare_seconds: float
+
+    @property
+    def bare_records_per_second(self) -> float:
+        return self.product.records / self.bare_seconds if self.bare_seconds else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.product.records_per_second / self.bare_records_per_second if self.bare_seconds else 0.0
+
+
+def measure_ratio(world: World, args, env: dict[str, str], tmp: Path) -> tuple[list[Pair], int]:
+    """Product runs on one worker and the bare loop over the recorded calls, alternately (see the docstring)."""
+    import requests
+
+    flow = world.flow(args.count, "batch")
+    calls, records = record_calls(flow, env, tmp)
+    mode = Mode("sqlite", 1, env, tmp)
+    pairs = []
+    try:
+        mode.start()
+        warm_up(mode, world, args.timeout)
+        with requests.Session() as session:
+            get = next(call for call in calls if call.method == "GET")
+            session.get(world.source.values["base_url"] + "/me", headers=get.headers, timeout=60).raise_for_status()
+            for n in range(args.ratio_pairs):
+                print(f"Ratio: pair {n + 1} of {args.ratio_pairs} ...", file=sys.stderr)
+                product = timed_runs(mode, flow, 1, args.timeout, poll=0.01)
+                if product.records != records:
+                    raise SystemExit(f"The product run received {product.records} orders, the recorded one {records}")
+                pairs.append(Pair(product, bare_loop(session, calls)))
+    finally:
+        mode.close()
+    return pairs, len(calls)
 
 
 def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
@@ -552,6 +666,19 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
+def print_ratio(pairs: list[Pair], calls: int, args) -> None:
+    print()
+    print(f"Against a bare loop: {args.count:,} orders sent as batch ({calls} HTTP calls); product = one run queued to"
+          " one worker (SQLite queue), queueing to finished; bare = one kept-alive requests.Session replaying the"
+          " product's recorded calls (same URLs, headers, bodies), each answer's JSON parsed. Alternately, in order:")
+    table(["pair", "product s", "product rec/s", "bare s", "bare rec/s", "ratio"], [
+        [str(n), f"{p.product.seconds:.2f}", f"{p.product.records_per_second:.0f}", f"{p.bare_seconds:.2f}",
+         f"{p.bare_records_per_second:.0f}", f"{p.ratio:.2f}"] for n, p in enumerate(pairs, 1)
+    ])
+    print(f"Median ratio (product rec/s ÷ bare loop rec/s) of {len(pairs)}: "
+          f"{statistics.median(p.ratio for p in pairs):.2f}")
+
+
 def print_report(results: list[Result], memory: list[Memory], args, database: str, server: str) -> None:
     print()
     print(f"Flow run benchmark: {database}; Sandbox served by {server}; load average {args.load_at_start} at the"
@@ -600,6 +727,9 @@ def main() -> None:
     parser.add_argument("--memory-counts", default="1000,10000,30000",
                         help="sizes of the memory runs, comma-separated (empty: none)")
     parser.add_argument("--modes", default="sqlite,redis", help="throughput modes (empty: none)")
+    parser.add_argument("--ratio", action="store_true",
+                        help="only the comparison with a bare requests.Session loop making the same calls")
+    parser.add_argument("--ratio-pairs", type=int, default=5, help="product/bare pairs of the comparison (0: none)")
     parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite database instead of PostgreSQL")
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--profile", default="", metavar="COUNT[:item|batch]",
@@ -617,6 +747,8 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(modes) - {"sqlite", "redis"}:
         parser.error("--modes takes sqlite and/or redis")
+    if args.ratio:
+        modes, args.memory_counts, args.ratio_pairs = [], [], max(args.ratio_pairs, 1)
 
     database_url = None if args.sqlite else os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     args.load_at_start = load_average()
@@ -633,7 +765,8 @@ def main() -> None:
             world = seed(f"http://127.0.0.1:{port}/sandbox/api", args.per_page)
             if args.profile:
                 profile(world, args, env, tmp)
-                modes, args.memory_counts = [], []
+                modes, args.memory_counts, args.ratio_pairs = [], [], 0
+            pairs, calls = measure_ratio(world, args, env, tmp) if args.ratio_pairs else ([], 0)
             results = []
             for name in modes:
                 redis_url = (args.redis_url or free_redis_url()) if name == "redis" else ""
@@ -646,6 +779,8 @@ def main() -> None:
             memory = measure_memory(world, args, env, tmp)
             if results or memory:
                 print_report(results, memory, args, database.label, server_name)
+            if pairs:
+                print_ratio(pairs, calls, args)
             from django.db import connections
 
             connections.close_all()

@@ -51,6 +51,10 @@ bare, product, bare, ...), ``--count`` orders sent as batch:
   parsed. Nothing else: no filter or map (the bodies are already built), no
   database, no queue.
 
+Each pair also shows the CPU seconds of the worker process during the product
+run and of the bare loop: on a shared machine they vary less than the wall
+time, and say how much of the difference is the worker's own work.
+
 Both serve the same records to the same Sandbox server, so the Sandbox's own
 time is in both; the ratio is the share of the bare loop's speed the product
 keeps. Records = orders received.
@@ -332,6 +336,18 @@ class Mode:
             self.processes.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=PROJECT_DIR,
                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
+    def cpu_seconds(self) -> float:
+        """The CPU time (user + system) the worker processes have used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for process in self.processes:
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
+
     def memory_mib(self, field_name: str = "VmHWM") -> float:
         """The largest `field_name` (VmHWM: peak RSS, VmRSS: RSS now) of the worker processes, in MiB."""
         values = []
@@ -539,6 +555,8 @@ def bare_loop(session, calls: list[Call]) -> float:
 class Pair:
     product: Timed
     bare_seconds: float
+    product_cpu: float  # the worker's CPU seconds during the product run
+    bare_cpu: float  # this process's CPU seconds during the bare loop
 
     @property
     def bare_records_per_second(self) -> float:
@@ -565,10 +583,14 @@ def measure_ratio(world: World, args, env: dict[str, str], tmp: Path) -> tuple[l
             session.get(world.source.values["base_url"] + "/me", headers=get.headers, timeout=60).raise_for_status()
             for n in range(args.ratio_pairs):
                 print(f"Ratio: pair {n + 1} of {args.ratio_pairs} ...", file=sys.stderr)
+                cpu = mode.cpu_seconds()
                 product = timed_runs(mode, flow, 1, args.timeout, poll=0.01)
+                product_cpu = mode.cpu_seconds() - cpu
                 if product.records != records:
                     raise SystemExit(f"The product run received {product.records} orders, the recorded one {records}")
-                pairs.append(Pair(product, bare_loop(session, calls)))
+                cpu = time.process_time()
+                bare_seconds = bare_loop(session, calls)
+                pairs.append(Pair(product, bare_seconds, product_cpu, time.process_time() - cpu))
     finally:
         mode.close()
     return pairs, len(calls)
@@ -671,12 +693,16 @@ def print_ratio(pairs: list[Pair], calls: int, args) -> None:
     print(f"Against a bare loop: {args.count:,} orders sent as batch ({calls} HTTP calls); product = one run queued to"
           " one worker (SQLite queue), queueing to finished; bare = one kept-alive requests.Session replaying the"
           " product's recorded calls (same URLs, headers, bodies), each answer's JSON parsed. Alternately, in order:")
-    table(["pair", "product s", "product rec/s", "bare s", "bare rec/s", "ratio"], [
+    table(["pair", "product s", "product rec/s", "bare s", "bare rec/s", "ratio", "worker CPU s", "bare CPU s"], [
         [str(n), f"{p.product.seconds:.2f}", f"{p.product.records_per_second:.0f}", f"{p.bare_seconds:.2f}",
-         f"{p.bare_records_per_second:.0f}", f"{p.ratio:.2f}"] for n, p in enumerate(pairs, 1)
+         f"{p.bare_records_per_second:.0f}", f"{p.ratio:.2f}", f"{p.product_cpu:.2f}", f"{p.bare_cpu:.2f}"]
+        for n, p in enumerate(pairs, 1)
     ])
     print(f"Median ratio (product rec/s ÷ bare loop rec/s) of {len(pairs)}: "
-          f"{statistics.median(p.ratio for p in pairs):.2f}")
+          f"{statistics.median(p.ratio for p in pairs):.2f}; load average {load_average()}. CPU: the worker's during"
+          " the product run (its own, not the Sandbox's or the database's) and the bare loop's; the median worker"
+          f" CPU is {statistics.median(p.product_cpu for p in pairs):.2f} s against"
+          f" {statistics.median(p.bare_cpu for p in pairs):.2f} s.")
 
 
 def print_report(results: list[Result], memory: list[Memory], args, database: str, server: str) -> None:

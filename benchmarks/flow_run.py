@@ -58,8 +58,11 @@ run and of the bare loop: on a shared machine they vary less than the wall
 time, and say how much of the difference is the worker's own work.
 
 Both serve the same records to the same Sandbox server, so the Sandbox's own
-time is in both; the ratio is the share of the bare loop's speed the product
-keeps. Records = orders received.
+time is in both (gunicorn's sync workers close every connection, so both sides
+open one per request; the orders each side posts stay in the Sandbox, which
+slows a little as they add up, so each bare loop follows its product run);
+the ratio is the share of the bare loop's speed the product keeps. Records =
+orders received.
 
 ``--profile COUNT[:item|batch]`` runs one flow run in this process instead,
 under cProfile (``--profile-callees REGEX`` for what chosen functions call),

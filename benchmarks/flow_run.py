@@ -59,8 +59,8 @@ time, and say how much of the difference is the worker's own work.
 
 Both serve the same records to the same Sandbox server, so the Sandbox's own
 time is in both (gunicorn's sync workers close every connection, so both sides
-open one per request; the orders each side posts stay in the Sandbox, which
-slows a little as they add up, so each bare loop follows its product run);
+open one per request; both post the same orders, which the Sandbox stores,
+keeping each account's newest within SANDBOX_MAX_ORDERS_PER_ACCOUNT);
 the ratio is the share of the bare loop's speed the product keeps. Records =
 orders received.
 

@@ -153,7 +153,7 @@ def test_each_page_is_one_update_of_the_run_and_one_of_its_shapes(company, pagin
 
 @pytest.mark.django_db(transaction=True)
 def test_a_resumed_attempt_sends_the_batch_in_flight_again_with_the_same_key_and_the_api_stores_it_once(
-    company, paginated, httpserver
+    company, paginated, httpserver, client_for, make_user
 ):
     shop = Shop(httpserver)
     keyed(paginated)
@@ -179,6 +179,10 @@ def test_a_resumed_attempt_sends_the_batch_in_flight_again_with_the_same_key_and
     assert run.attempts[0]["resumed_at"]
     receive, send = run.shape_runs.all()
     assert (receive.pages, receive.items_out, send.items_in, send.items_out) == (4, 8, 8, 8)
+    from patchworks_site.models import Role
+
+    page = client_for(make_user(company, Role.READ_ONLY)).get(f"/flows/runs/{run.pk}/").content.decode()
+    assert "attempt 2: resumed from page 2 after the worker was lost at " in page
 
 
 def test_keys_follow_the_records_so_a_retry_repeats_them_and_running_again_from_the_start_does_not(

@@ -218,6 +218,9 @@ HUEY = {
         "workers": int(os.environ.get("HUEY_WORKERS", "2")),
         "worker_type": "thread",
         "check_worker_health": True,
+        # An idle worker polls the SQLite queue with a back-off: at most this long between looks,
+        # so a run queued on an idle worker starts within a second (huey's default is 10 s).
+        "max_delay": float(os.environ.get("HUEY_MAX_DELAY", "1.0")),
     },
 }
 if REDIS_URL:

@@ -72,6 +72,9 @@ def _field_for(error: str, form: forms.Form | None) -> str | None:
         return None
     segments = [re.sub(r"\[\d+\]$", "", part) for part in error.partition(": ")[0].split(".")]
     for index, segment in enumerate(segments):
+        if segment == "idempotency":  # idempotency.name is not the endpoint's name
+            name = "idempotency_key_name" if segments[index + 1:index + 2] == ["name"] else "idempotency_key_in"
+            return name if name in form.fields else None
         name = f"test_{segment}" if index and segments[index - 1] == "test_request" else FIELD_ALIASES.get(segment, segment)
         if name in form.fields:
             return name

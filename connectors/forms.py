@@ -15,13 +15,16 @@ from connectors.models import (
     Colour,
     Direction,
     HttpMethod,
+    IdempotencyKeyIn,
     PaginationStyle,
     Protocol,
     RateLimitUnit,
     SystemType,
 )
 from connectors.schema import (
+    IDEMPOTENCY_DEFAULT,
     MAX_CONCURRENCY,
+    MAX_IDEMPOTENCY_KEY_NAME,
     MAX_PAGE_SIZE,
     MAX_PAGES,
     MAX_PAIR_VALUE,
@@ -325,6 +328,18 @@ class EndpointForm(forms.Form):
         help_text="In runs, a redirect to another origin is followed (without credentials) and that site's answer "
         "is used. Off: the request fails, naming both origins.",
     )
+    idempotency_key_in = forms.ChoiceField(
+        choices=[(IdempotencyKeyIn.NONE, "not sent"), (IdempotencyKeyIn.HEADER, "in a header"),
+                 (IdempotencyKeyIn.BODY, "in a body field")],
+        initial=IdempotencyKeyIn.NONE, required=False, label="Idempotency key",
+        help_text="Send endpoints only, as the API documents it. A run that resumes after a lost worker sends "
+        "the same key again for the same batch, so an API that honours keys stores it once instead of twice.",
+    )
+    idempotency_key_name = forms.CharField(
+        max_length=MAX_IDEMPOTENCY_KEY_NAME, required=False, label="Idempotency key name",
+        help_text="The header's name (e.g. Idempotency-Key) or the JSON body field's name (e.g. idempotency_key); "
+        "blank when the key is not sent.",
+    )
     pagination_style = forms.ChoiceField(
         choices=PaginationStyle.choices, initial=PaginationStyle.NONE, required=False, label="Pagination",
         help_text="How the API hands out a long list a page at a time.",
@@ -403,7 +418,14 @@ class EndpointForm(forms.Form):
             "records_path": data["records_path"].strip(),
             "pagination": self.pagination(),
             "follow_redirects_to_other_origins": bool(data.get("follow_redirects_to_other_origins")),
+            "idempotency": self.idempotency(),
         }
+
+    def idempotency(self) -> dict:
+        """Where the key goes; a name typed in and then "not sent" chosen is dropped with it."""
+        where = self.cleaned_data.get("idempotency_key_in") or IdempotencyKeyIn.NONE.value
+        name = (self.cleaned_data.get("idempotency_key_name") or "").strip()
+        return {"in": where, "name": "" if where == IdempotencyKeyIn.NONE else name}
 
     @staticmethod
     def initial_from(endpoint: dict) -> dict:
@@ -415,6 +437,8 @@ class EndpointForm(forms.Form):
             "pagination_style": pagination["style"],
             **{k: pagination[k] for k in PAGINATION_FIELDS},
             "follow_redirects_to_other_origins": endpoint.get("follow_redirects_to_other_origins", False),
+            "idempotency_key_in": endpoint.get("idempotency", IDEMPOTENCY_DEFAULT)["in"],
+            "idempotency_key_name": endpoint.get("idempotency", IDEMPOTENCY_DEFAULT)["name"],
         }
 
 

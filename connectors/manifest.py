@@ -24,6 +24,7 @@ from connectors import safe_loading
 from connectors.models import AuthMethod, Connector, Endpoint, Variable
 from connectors.schema import (  # noqa: F401 -- other modules read the schema's limits and checks here
     DATE_DIRECTIVES,
+    IDEMPOTENCY_DEFAULT,
     MAX_RATE_LIMIT,
     PAGINATION,
     PAGINATION_DEFAULT,
@@ -181,6 +182,7 @@ def export(connector: Connector) -> dict:
                 "records_path": e.records_path,
                 "pagination": _pagination_dict(e.pagination),
                 "follow_redirects_to_other_origins": e.follow_redirects_to_other_origins,
+                "idempotency": {"in": e.idempotency_key_in, "name": e.idempotency_key_name},
             }
             for e in connector.endpoints.all()
         ],
@@ -260,6 +262,8 @@ def apply(manifest: dict, *, connector: Connector, user=None, detach_removed_end
             setattr(endpoint, name, item[name])
         endpoint.request_parameters = [dict(p) for p in item["request_parameters"]]
         endpoint.pagination = dict(item["pagination"])
+        endpoint.idempotency_key_in = item["idempotency"]["in"]
+        endpoint.idempotency_key_name = item["idempotency"]["name"]
         endpoint.position = position
         endpoint.save()
     for stale in endpoints.values():

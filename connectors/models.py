@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Min, Q, Subquery
 
@@ -269,6 +270,14 @@ class PaginationStyle(models.TextChoices):
     CURSOR = "cursor", "Next page token / cursor"
 
 
+class IdempotencyKeyIn(models.TextChoices):
+    """Where an endpoint's API takes an idempotency key, as the vendor documents it."""
+
+    NONE = "none", "Not sent"
+    HEADER = "header", "In a header"
+    BODY = "body", "In a body field"
+
+
 class Endpoint(models.Model):
     connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="endpoints")
     key = models.CharField(max_length=64)
@@ -293,6 +302,12 @@ class Endpoint(models.Model):
     # In a run, a redirect to another origin (scheme, host, port) is followed
     # (without credentials) only when this is set; otherwise the request fails.
     follow_redirects_to_other_origins = models.BooleanField(default=False)
+    # How the API takes an idempotency key (manifest: "idempotency": {"in", "name"}):
+    # a run that resumes after a lost worker sends the same key again for the
+    # same batch, so an API that honours keys stores the batch once. The name is
+    # the header's name or the JSON body field's name; empty when not sent.
+    idempotency_key_in = models.CharField(max_length=10, choices=IdempotencyKeyIn.choices, default=IdempotencyKeyIn.NONE)
+    idempotency_key_name = models.CharField(max_length=100, blank=True)
     position = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -303,6 +318,20 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.method} {self.path})"
+
+    def clean(self) -> None:
+        """The idempotency declaration as the manifest allows it (the admin edits rows directly)."""
+        from connectors.schema import idempotency_name_error
+
+        if self.idempotency_key_in == IdempotencyKeyIn.NONE:
+            if self.idempotency_key_name:
+                raise ValidationError({"idempotency_key_name": "Leave it blank when the key is not sent."})
+            return
+        if self.direction != Direction.SEND:
+            raise ValidationError({"idempotency_key_in": "Only send endpoints take an idempotency key."})
+        problem = idempotency_name_error(self.idempotency_key_in, self.idempotency_key_name.strip())
+        if problem:
+            raise ValidationError({"idempotency_key_name": problem[:1].upper() + problem[1:] + "."})
 
 
 class ConnectorChange(models.Model):

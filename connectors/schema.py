@@ -63,6 +63,16 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 DOTTED_PATH_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 INTEGER_TEXT_RE = re.compile(r"^\s*[-+]?[0-9][0-9_]*\s*$")
 PARAMETER_LOCATIONS = ("query", "header", "body")
+MAX_IDEMPOTENCY_KEY_NAME = 100  # connectors.models.Endpoint.idempotency_key_name
+# Headers an idempotency key may not be sent in: the ones the client sets itself
+# (framing, host, body type, connection handling) and the ones that carry
+# credentials or cookies. Compared in lower case.
+RESERVED_KEY_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "www-authenticate", "proxy-authenticate",
+    "host", "content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive",
+    "te", "trailer", "upgrade", "expect", "accept-encoding", "user-agent", "x-api-key", "x-auth-token", "api-key",
+})
+BODY_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class ManifestError(ValueError):
@@ -270,7 +280,9 @@ class Part(BaseModel):
     @classmethod
     def _nulls_are_missing(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            fields = _FIELD_NAMES.get(cls) or _FIELD_NAMES.setdefault(cls, frozenset(cls.model_fields))
+            fields = _FIELD_NAMES.get(cls) or _FIELD_NAMES.setdefault(
+                cls, frozenset(field.alias or name for name, field in cls.model_fields.items())
+            )
             return {str(name): value for name, value in data.items() if value is not None or str(name) not in fields}
         return data
 
@@ -350,6 +362,53 @@ class Pagination(Part):
     max_pages: Number(0, MAX_PAGES) = 0
 
 
+def idempotency_name_error(where: str, name: str) -> str | None:
+    """Why `name` cannot carry an idempotency key sent in `where` (header or body), or None."""
+    if not name:
+        example = "Idempotency-Key" if where == models.IdempotencyKeyIn.HEADER else "idempotency_key"
+        return f"required when the key is sent in a {where} (the name the API documents, e.g. {example})"
+    if PLACEHOLDER_RE.search(name) or "{{" in name or "}}" in name:
+        return "must be the fixed name the API documents, not a {{placeholder}} (each run makes the key itself)"
+    if where == models.IdempotencyKeyIn.HEADER:
+        if not HEADER_NAME_RE.match(name):
+            return f'"{name[:60]}" is not a valid header name (letters, digits and -, no spaces)'
+        if name.lower() in RESERVED_KEY_HEADERS:
+            return f'"{name}" cannot carry the key: the client sets it itself or it carries credentials'
+    elif not BODY_FIELD_RE.match(name):
+        return f'"{name[:60]}" is not a body field name (a top-level JSON field: letters, digits, _ and -)'
+    return None
+
+
+class Idempotency(Part):
+    """How an API takes an idempotency key: `{"in": "header" | "body" | "none", "name": ...}`.
+
+    A run that resumes after a lost worker sends the same key again for the
+    same batch, so an API that honours keys stores the batch once.
+    """
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    in_: Annotated[Choice(models.IdempotencyKeyIn.values), Field(alias="in")] = models.IdempotencyKeyIn.NONE.value
+    name: Text(MAX_IDEMPOTENCY_KEY_NAME) = ""
+
+    @model_validator(mode="after")
+    def _name_fits_where(self) -> Idempotency:
+        if self.in_ == models.IdempotencyKeyIn.NONE:
+            if self.name:
+                raise problem("not used when the key is not sent (leave it out)", at=".name")
+            return self
+        message = idempotency_name_error(self.in_, self.name)
+        if message:
+            raise problem(message, at=".name")
+        return self
+
+
+def _read_idempotency(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise problem('must be a mapping, e.g. {in: header, name: Idempotency-Key} or {in: none}')
+    return value
+
+
 class Endpoint(Part):
     key: Key
     name: Text(120, required=True)
@@ -364,6 +423,8 @@ class Endpoint(Part):
     pagination: Pagination = Field(default_factory=Pagination)
     # Runs fail on a redirect to another origin unless the endpoint allows it.
     follow_redirects_to_other_origins: bool = False
+    # Where the API takes an idempotency key (send endpoints only).
+    idempotency: Annotated[Idempotency, BeforeValidator(_read_idempotency)] = Field(default_factory=Idempotency)
 
 
 class RateLimit(Part):
@@ -391,6 +452,7 @@ class Manifest(Part):
 
 PAGINATION = tuple(Pagination.model_fields)
 PAGINATION_DEFAULT = Pagination().model_dump()
+IDEMPOTENCY_DEFAULT = Idempotency().model_dump()
 REQUEST_PARAMETER_DEFAULTS = {name: field.default for name, field in Parameter.model_fields.items()}
 PAGINATION_KEYS_BY_STYLE = {
     models.PaginationStyle.NONE: (),
@@ -526,6 +588,29 @@ def _pagination_errors(endpoint: dict, path: str) -> list[str]:
     return errors
 
 
+def _idempotency_errors(endpoint: dict, path: str, auth_methods: list[dict]) -> list[str]:
+    """A key is declared only on a send endpoint, in a place nothing else of the request already uses."""
+    declared = endpoint["idempotency"]
+    where, name = declared["in"], declared["name"]
+    if where == models.IdempotencyKeyIn.NONE:
+        return []
+    if endpoint["direction"] != models.Direction.SEND:
+        return [f"{path}.idempotency.in: only send endpoints take an idempotency key "
+                "(a receive endpoint stores nothing, so a repeated request needs none); use none"]
+    if where == models.IdempotencyKeyIn.BODY and endpoint["body_encoding"] != models.BodyEncoding.JSON:
+        return [f"{path}.idempotency.in: a key in a body field needs a JSON body (body_encoding json)"]
+    errors = []
+    same = (lambda a, b: a.lower() == b.lower()) if where == models.IdempotencyKeyIn.HEADER else (lambda a, b: a == b)
+    if any(p["location"] == where and same(p["name"], name) for p in endpoint["request_parameters"]):
+        errors.append(f'{path}.idempotency.name: the endpoint already declares the {where} parameter "{name}"')
+    if where == models.IdempotencyKeyIn.HEADER:
+        for method in auth_methods:
+            if any(same(header, name) for header in method["headers"]):
+                errors.append(f'{path}.idempotency.name: the authentication method "{method["name"][:60]}" '
+                              f'already sends the header "{name}"')
+    return errors
+
+
 def rule_errors(m: dict, *, draft: bool = False) -> list[str]:
     """Rules across fields of a structurally valid manifest (as dumped): unique keys, variables
     each authentication type needs, declared placeholders, endpoint methods and pagination."""
@@ -570,6 +655,7 @@ def rule_errors(m: dict, *, draft: bool = False) -> list[str]:
             errors.append(f"endpoints[{i}].method: a send endpoint uses POST, PUT, PATCH or DELETE")
         errors += _request_parameter_errors(endpoint, f"endpoints[{i}]", connector_keys | all_auth_keys | RUN_PLACEHOLDERS)
         errors += _pagination_errors(endpoint, f"endpoints[{i}]")
+        errors += _idempotency_errors(endpoint, f"endpoints[{i}]", m["auth_methods"])
     if not m["auth_methods"] and not draft:
         errors.append("auth_methods: at least one authentication method is required")
     if not m["endpoints"] and not draft:

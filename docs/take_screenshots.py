@@ -82,7 +82,7 @@ def main() -> None:
         page.get_by_test_id("connector").filter(has_text="BigCommerce").get_by_test_id("update-available").click()
         page.get_by_test_id("update-choices").wait_for()
         page.screenshot(path=OUT / "update-prompt.png", full_page=True)
-        # Acme's Sandbox 1.0.0 has 1.4.0 installed alongside (for the demo flow), so the manage page links
+        # Acme's Sandbox 1.0.0 has 1.5.0 installed alongside (for the demo flow), so the manage page links
         # that copy instead of "update available"; the update page still reports the impact on its flow.
         page.goto("/connectors/")
         card_id = page.get_by_test_id("connector").filter(has=page.get_by_test_id("alongside-note")).first.get_attribute("id")

@@ -16,14 +16,18 @@ import os
 import secrets
 import socket
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, connection
+from django.db import DatabaseError, DataError, connection, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
+from flows import durability
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape
@@ -82,6 +86,7 @@ class Outcome:
     status: str
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
+    parked: durability.Parked | None = None
 
 
 def lease_duration() -> timedelta:
@@ -102,19 +107,38 @@ def renew_lease(run_pk: int, owner: str) -> bool:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease while a long request is in flight (between requests Execution renews it too)."""
+    """Renews the lease every third of it, and reads the stop request while doing so.
+
+    The run itself never asks the database between requests: it looks at
+    `stop` and `lost` (see Execution.check), which this thread sets. So a stop
+    request is seen within a third of the lease, and a worker that was killed
+    leaves a lease that runs out within FLOW_RUN_LEASE_SECONDS.
+    """
 
     def __init__(self, run_pk: int, owner: str):
         super().__init__(name=f"flow-run-{run_pk}-heartbeat", daemon=True)
         self.run_pk, self.owner = run_pk, owner
         self.done = threading.Event()
+        self.stop_requested = threading.Event()
+        self.lost = threading.Event()
+
+    def beat(self) -> None:
+        renewed = FlowRun.objects.filter(
+            pk=self.run_pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
+        ).update(lease_expires_at=timezone.now() + lease_duration())
+        if renewed:
+            return
+        if renew_lease(self.run_pk, self.owner):
+            self.stop_requested.set()
+        else:
+            self.lost.set()
 
     def run(self) -> None:
         interval = settings.FLOW_RUN_LEASE_SECONDS / 3
         try:
             while not self.done.wait(interval):
                 try:
-                    renew_lease(self.run_pk, self.owner)
+                    self.beat()
                 except DatabaseError:
                     logger.warning("Could not renew the lease of flow run %s.", self.run_pk, exc_info=True)
         finally:
@@ -126,10 +150,14 @@ class Heartbeat(threading.Thread):
 
 
 def claim(run_pk: int, owner: str) -> bool:
+    """queued (or waiting, once its park is over) -> running, for this worker only."""
     now = timezone.now()
     return bool(
-        FlowRun.objects.filter(pk=run_pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=now, lease_owner=owner, lease_expires_at=now + lease_duration()
+        FlowRun.objects.filter(pk=run_pk)
+        .filter(Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now))
+        .update(
+            status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
+            lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
         )
     )
 
@@ -146,17 +174,31 @@ def execute_run(run_pk: int) -> None:
     execute(run_pk)
 
 
+def hand_over(run_pk: int, at: datetime | None = None) -> None:
+    """Give the run to the queue (at `at`, for a parked run); the row says what to do with it."""
+    FlowRun.objects.filter(pk=run_pk).update(enqueued_at=timezone.now())
+    if at is not None and at > timezone.now():
+        execute_run.schedule(args=(run_pk,), eta=at)
+    else:
+        execute_run(run_pk)
+
+
 def execute(run_pk: int) -> FlowRun | None:
-    """Run the flow run `run_pk` if it is still queued; None when another worker has it or it was stopped."""
+    """Run (or resume) the flow run `run_pk` if it is queued or its park is over; None when there is nothing to do."""
     owner = worker_name()
     if not claim(run_pk, owner):
-        logger.info("Flow run %s is not queued any more; nothing to do.", run_pk)
+        early = FlowRun.objects.filter(pk=run_pk, status=RunStatus.WAITING).values_list("parked_until", flat=True).first()
+        if early is not None:  # the queue's clock ran ahead of the database's: come back when the park is over
+            hand_over(run_pk, early)
+        else:
+            logger.info("Flow run %s is not queued any more; nothing to do.", run_pk)
         return None
     run = FlowRun.objects.select_related("flow", "company").get(pk=run_pk)
     heartbeat = Heartbeat(run_pk, owner)
     heartbeat.start()
+    execution = Execution(run, owner, heartbeat)
     try:
-        outcome = Execution(run, owner).run()
+        outcome = execution.run()
     except LeaseLost:
         logger.warning("Flow run %s was taken from this worker (lease expired); its result is dropped.", run_pk)
         return None
@@ -165,18 +207,14 @@ def execute(run_pk: int) -> FlowRun | None:
         named = named_failure(exc)
         reason = f"The run: {named}" if named else "An unexpected error stopped the run; it has been logged."
         outcome = Outcome(RunStatus.FAILED, reason)
-        FlowRunShape.objects.filter(run_id=run_pk, status=ShapeStatus.RUNNING).update(
-            status=ShapeStatus.FAILED, finished_at=timezone.now()
-        )
+        execution.fail_running_shapes = True
     finally:
         heartbeat.stop()
-    FlowRun.objects.filter(pk=run_pk, status=RunStatus.RUNNING, lease_owner=owner).update(
-        status=outcome.status,
-        failure_reason=outcome.reason,
-        warnings=outcome.warnings,
-        finished_at=timezone.now(),
-        lease_expires_at=None,
-    )
+    if not execution.conclude(outcome):
+        logger.warning("Flow run %s was taken from this worker (lease expired); its result is dropped.", run_pk)
+        return None
+    if outcome.parked is not None:
+        transaction.on_commit(lambda: hand_over(run_pk, outcome.parked.until), robust=True)
     run.refresh_from_db()
     return run
 
@@ -223,7 +261,7 @@ def last_success(run: FlowRun):
     )
 
 
-def context_for(run: FlowRun, shapes: list[Shape], checkpoint) -> Context:
+def context_for(run: FlowRun, shapes: list[Shape], check) -> Context:
     """The run's placeholders and one client per instance used.
 
     The secrets of them all, tokens they obtain during the run included, redact every text (Context.variants).
@@ -235,15 +273,33 @@ def context_for(run: FlowRun, shapes: list[Shape], checkpoint) -> Context:
     ]
     bounds = [b for b in bounds if b is not None]
     ctx = Context(run=run, reference_time=run.reference_time, last_success=success,
-                  since=min(bounds) if bounds else None, checkpoint=checkpoint)
+                  since=min(bounds) if bounds else None, check=check)
     for shape in shapes:
         if shape.instance_id and shape.instance_id not in ctx.clients:
             ctx.clients[shape.instance_id] = InstanceClient.for_instance(shape.instance)
     return ctx
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """A send an earlier stretch of the run made: its counts [items, accepted, answers, requests], or in doubt."""
+
+    items: int = 0
+    accepted: int = 0
+    answers: int = 0
+    requests: int = 0
+    in_doubt: bool = False
+
+
+# The fields of a shape's row a page changes (written for every shape at once, see Execution.commit).
+SHAPE_FIELDS = [
+    "status", "finished_at", "items_in", "items_out", "pages", "requests", "retries", "rate_limit_wait_ms",
+    "pool_wait_ms", "warnings", "errors", "failed_exchanges", "payload_sample",
+]
+
+
 class Execution:
-    """Streams pages through the shapes.
+    """Streams pages through the shapes, and keeps the run's checkpoint.
 
     The flow is cut into segments at every receive shape: the receive shape
     reads its pages one by one and each page goes through the shapes after it
@@ -252,31 +308,190 @@ class Execution:
     segment once the earlier segment is done: what reaches it is counted as its
     items in and goes no further (it fetches its own records, as it always
     did). Shapes before the first receive shape get no items.
+
+    Once a page has gone all the way down, one commit stores the shapes'
+    counters, the checkpoint (flows.durability) and the lease. A run that
+    resumes (a lost worker's next attempt, the end of a park, a retry from the
+    checkpoint) skips the segments done, reads the page in progress again and
+    goes on from there. The Execution is the shapes' `ctx.progress`.
     """
 
-    def __init__(self, run: FlowRun, owner: str):
-        self.run_obj, self.owner = run, owner
+    def __init__(self, run: FlowRun, owner: str, heartbeat: Heartbeat | None = None):
+        self.run_obj, self.owner, self.heartbeat = run, owner, heartbeat
         company = run.company
-        self.deadline = (run.started_at or timezone.now()) + company.run_duration_limit
+        self.deadline = (run.stretch_started_at or run.started_at or timezone.now()) + company.run_duration_limit
         self.overdue_reason = overdue_reason(company)
+        self.stages: list[Stage] = []
+        self.fail_running_shapes = False
+        self.rewind = False
+        checkpoint = run.checkpoint if isinstance(run.checkpoint, dict) else {}
+        self.resume_from = checkpoint  # what an earlier stretch left (empty: from the start)
+        self.segment = int(checkpoint.get("segment", 0))
+        self.page = int(checkpoint.get("page", 0))  # pages of the segment's source done; +1 while one is in progress
+        self.done_page = self.page
+        self.source = checkpoint.get("source")
+        self.sent: dict[str, list] = {k: list(v) for k, v in (checkpoint.get("sent") or {}).items()}
+        self.in_flight_mark: dict | None = checkpoint.get("in_flight")
+        self.stage_states: dict = checkpoint.get("stages") or {}
+        self.in_doubt = list(run.in_doubt or [])
+        self.attempts = list(run.attempts or [])
+        self.origin = run.idempotency_origin
 
-    def checkpoint(self) -> None:
-        """Between requests: keep the lease and honour a stop request.
+    # --- between requests -------------------------------------------------------
 
-        One UPDATE in the usual case (the run is this worker's and no stop was
-        asked for); it runs before every request, so it is kept to one query.
-        Past the company's maximum run duration the run stops here.
-        """
+    def check(self) -> None:
+        """Between requests: honour a stop request, a lost lease and the duration limit (no query)."""
         if timezone.now() >= self.deadline:
             raise DurationExceeded(self.overdue_reason)
-        renewed = FlowRun.objects.filter(
-            pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
-        ).update(lease_expires_at=timezone.now() + lease_duration())
-        if renewed:
-            return
-        if not renew_lease(self.run_obj.pk, self.owner):
-            raise LeaseLost()
-        raise StopRequested()
+        if self.heartbeat is not None:
+            if self.heartbeat.lost.is_set():
+                raise LeaseLost()
+            if self.heartbeat.stop_requested.is_set():
+                raise StopRequested()
+
+    # --- progress, as the shapes see it --------------------------------------------
+
+    def source_state(self, position: int) -> dict | None:
+        """Where the receive shape at `position` resumes its pages (None: from the first)."""
+        if self.resume_from and self.resume_from.get("segment") == self.segment and isinstance(self.source, dict):
+            return self.source
+        return None
+
+    def resuming_page(self) -> bool:
+        return bool(self.resume_from) and self.resume_from.get("segment") == self.segment and (
+            self.page == int(self.resume_from.get("page", 0)) + 1
+        )
+
+    def earlier_send(self, position: int, index: int) -> Earlier | None:
+        """The send number `index` (of this page) of the shape at `position`, if an earlier stretch made it."""
+        if not self.resuming_page():
+            return None
+        done = (self.resume_from.get("sent") or {}).get(str(position)) or []
+        if index < len(done):
+            items, accepted, answers, requests = (list(done[index]) + [0, 0, 0, 0])[:4]
+            return Earlier(items, accepted, answers, requests)
+        mark = self.resume_from.get("in_flight") or {}
+        if mark.get("position") == position and mark.get("index") == index:
+            self.acknowledged(position, [0, 0, 0, 0], durable=True)
+            return Earlier(in_doubt=True)
+        return None
+
+    def acknowledged(self, position: int, counts: list[int], *, durable: bool) -> None:
+        self.sent.setdefault(str(position), []).append(counts)
+        if durable:
+            self.in_flight_mark = None
+            self.commit(page_done=False)
+
+    def in_flight(self, position: int, index: int, what: str, ids: list[str] | None) -> None:
+        """A send of an API without idempotency keys is about to go: mark it, so a resume can name it."""
+        self.in_flight_mark = {"position": position, "index": index, "what": what,
+                               "ids": (ids or [])[: durability.MAX_IDS_IN_DOUBT]}
+        self.commit(page_done=False)
+
+    def note_in_doubt(self, label: str, what: str, ids: list[str] | None) -> None:
+        self.in_doubt.append({"shape": label, "what": what, "ids": (ids or [])[: durability.MAX_IDS_IN_DOUBT],
+                              "at": timezone.now().isoformat()})
+
+    # --- commits -----------------------------------------------------------------
+
+    def checkpoint_now(self, *, page_done: bool) -> dict:
+        if page_done:
+            return {"segment": self.segment, "page": self.done_page, "source": self.source,
+                    "stages": self.stage_states}
+        return {"segment": self.segment, "page": self.done_page, "source": self.source, "stages": self.stage_states,
+                "sent": self.sent, "in_flight": self.in_flight_mark}
+
+    def commit(self, *, page_done: bool = True, **fields) -> None:
+        """One commit: the checkpoint, the lease and (after a page) every shape's counters; LeaseLost when not ours.
+
+        Mid-page (an acknowledgement or in-flight mark of a send without
+        idempotency keys, a park) only the run's row is written: the shapes'
+        counters stay those of the last page done, which is where a resume
+        counts from.
+        """
+        if page_done:
+            self.stage_states = {str(stage.position): stage.state() for stage in self.stages
+                                 if stage.record is not None and not stage.finished}
+        now = timezone.now()
+        values = dict(
+            checkpoint=self.checkpoint_now(page_done=page_done), lease_expires_at=now + lease_duration(),
+            in_doubt=self.in_doubt, attempts=self.attempts, shapes_fingerprint=self.fingerprint, **fields,
+        )
+        ours = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner)
+        stop = False
+        with transaction.atomic() if page_done else nullcontext():
+            # Usually one UPDATE, which also sees a stop request; on a stop the progress is still kept.
+            if not ours.filter(stop_requested=False).update(**values):
+                if not ours.update(**values):
+                    raise LeaseLost()
+                stop = True
+            if page_done:
+                self.write_shapes()
+        if stop and self.heartbeat is not None:
+            self.heartbeat.stop_requested.set()
+        if stop:
+            raise StopRequested()
+
+    def write_shapes(self) -> None:
+        """One UPDATE for every shape whose row changed.
+
+        Should the database refuse it (DataError), each row is tried alone to
+        find the shape whose data it refused, and the error is tagged with it.
+        """
+        dirty = [stage for stage in self.stages if stage.dirty and stage.record is not None]
+        if dirty:
+            try:
+                with transaction.atomic():
+                    FlowRunShape.objects.bulk_update([stage.record for stage in dirty], SHAPE_FIELDS)
+            except DataError as exc:
+                for stage in dirty:
+                    try:
+                        with transaction.atomic():
+                            stage.record.save(update_fields=SHAPE_FIELDS)
+                    except DataError as refused:
+                        refused.stage = stage
+                        raise refused from exc
+                raise
+        for stage in self.stages:
+            stage.dirty = False
+
+    def conclude(self, outcome: Outcome) -> bool:
+        """Write the outcome with the shapes' last counters in one transaction; False when the run is not ours."""
+        now = timezone.now()
+        with transaction.atomic():
+            if outcome.parked is not None:
+                parked = outcome.parked
+                updated = FlowRun.objects.filter(
+                    pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
+                ).update(
+                    status=RunStatus.WAITING, parked_until=parked.until, park_reason=parked.reason[:300],
+                    parks=F("parks") + 1, lease_owner="", lease_expires_at=None,
+                    checkpoint=self.checkpoint_now(page_done=False), in_doubt=self.in_doubt, attempts=self.attempts,
+                    shapes_fingerprint=self.fingerprint,
+                )
+                if updated:
+                    return True
+                # A stop request came meanwhile: the run stops instead of parking.
+                outcome.parked = None
+                outcome.status, outcome.reason = RunStatus.STOPPED, "Stopped by a user."
+                self.close_open(ShapeStatus.STOPPED)
+            if outcome.status != RunStatus.FAILED or not self.fail_running_shapes:
+                self.write_shapes()
+            rewound = {"checkpoint": {"segment": self.segment, "page": 0}} if self.rewind else {}
+            updated = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
+                status=outcome.status, failure_reason=outcome.reason, warnings=outcome.warnings, finished_at=now,
+                lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, **rewound,
+            )
+            if not updated:
+                transaction.set_rollback(True)
+                return False
+            if self.fail_running_shapes:
+                FlowRunShape.objects.filter(run_id=self.run_obj.pk, status=ShapeStatus.RUNNING).update(
+                    status=ShapeStatus.FAILED, finished_at=now
+                )
+        return True
+
+    # --- the run ------------------------------------------------------------------
 
     def run(self) -> Outcome:
         shapes = list(
@@ -286,16 +501,35 @@ class Execution:
         )
         if not shapes:
             return Outcome(RunStatus.FAILED, "The flow has no connection shapes.")
-        ctx = context_for(self.run_obj, shapes, self.checkpoint)
+        self.fingerprint = durability.fingerprint(shapes)
+        if self.resume_from and self.run_obj.shapes_fingerprint and self.run_obj.shapes_fingerprint != self.fingerprint:
+            return Outcome(RunStatus.FAILED, (
+                f"The flow was changed after this run started (shapes were edited, added, removed or moved), so it "
+                f"cannot resume from page {self.run_obj.resumed_from_page}: its checkpoint belongs to the shapes it "
+                "started with. Run the flow again from the start."
+            ))
+        ctx = context_for(self.run_obj, shapes, self.check)
+        ctx.progress = self
         stages = stages_for(shapes, ctx)
         problems = validate(self.run_obj, stages)
         if problems:
             return Outcome(RunStatus.FAILED, " ".join(problems))
         self.stages = stages
+        self.take_up(stages)
         try:
-            self.checkpoint()
-            for source, rest in self.segments(stages):
+            self.check()
+            if self.attempts and not self.attempts[-1].get("resumed_at"):
+                self.attempts[-1]["resumed_at"] = timezone.now().isoformat()
+            self.commit(page_done=False)
+            for index, (source, rest) in enumerate(self.segments(stages)):
+                if index < self.segment:
+                    continue
+                if index > self.segment:
+                    self.segment, self.page, self.done_page, self.source = index, 0, 0, None
+                    self.sent, self.in_flight_mark = {}, None
                 self.run_segment(source, rest)
+        except durability.Parked as parked:
+            return Outcome(RunStatus.WAITING, "", self.warnings(), parked=parked)
         except StopRequested:
             self.close_open(ShapeStatus.STOPPED)
             return Outcome(RunStatus.STOPPED, "Stopped by a user.", self.warnings())
@@ -316,7 +550,19 @@ class Execution:
         finally:
             self.mark_instances_used()
         partial = any(stage.record is not None and (stage.record.errors or stage.partial) for stage in stages)
+        if self.in_doubt:
+            partial = True
         return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", self.warnings())
+
+    def take_up(self, stages: list[Stage]) -> None:
+        """On a resume, give each shape its row of this run and the counts the checkpoint kept."""
+        if not self.resume_from:
+            return
+        records = {record.position: record for record in FlowRunShape.objects.filter(run=self.run_obj)}
+        for stage in stages:
+            record = records.get(stage.position)
+            if record is not None:
+                stage.resume(record, self.stage_states.get(str(stage.position)) or {})
 
     @staticmethod
     def segments(stages: list[Stage]) -> list[tuple[Stage | None, list[Stage]]]:
@@ -330,21 +576,32 @@ class Execution:
 
     def run_segment(self, source: Stage | None, rest: list[Stage]) -> None:
         self.following = self.after([stage for stage in (source, *rest) if stage is not None])
-        if source is not None:
+        # A checkpoint past the source's last page (no next page state): its pages are done.
+        pages_done = self.done_page > 0 and self.source is None
+        if source is not None and not source.finished and not pages_done:
             source.open()
             self.saved(source)
             for page in self.guarded(source, source.pages()):
+                self.page = self.done_page + 1
                 self.saved(source)
                 self.push(rest, 0, page)
+                self.done_page, self.source = self.page, source.next_source
+                self.sent, self.in_flight_mark = {}, None
+                self.commit()
+        if source is not None and not source.finished:
             self.finish(source)
         for stage in rest:
-            self.finish(stage)
+            if not stage.finished:
+                self.finish(stage)
+        self.commit()
 
     def push(self, rest: list[Stage], index: int, page: list) -> None:
         """Hand `page` to rest[index] and every page it makes on down the line."""
         if index >= len(rest):
             if self.following is not None:
-                self.following.open().items_in += len(page)
+                following = self.following.open()
+                following.items_in += len(page)
+                self.following.dirty = True
             return
         stage = rest[index]
         for out in self.guarded(stage, stage.process(page)):
@@ -385,6 +642,10 @@ class Execution:
         except (ShapeFailed, *NAMED_FAILURES) as exc:
             if not hasattr(exc, "stage"):
                 exc.stage = stage
+            if isinstance(exc, ShapeFailed):
+                # A shape that fails once its pages are done (no item accepted at all) sent nothing a retry
+                # could repeat: a retry from the checkpoint starts the segment again.
+                self.rewind = True
             raise
 
     def close_open(self, status: str) -> None:
@@ -395,7 +656,7 @@ class Execution:
     def warnings(self) -> list[str]:
         return [
             f"{stage.label}: {warning}"
-            for stage in getattr(self, "stages", [])
+            for stage in self.stages
             if stage.record is not None
             for warning in stage.record.warnings
         ]
@@ -403,6 +664,6 @@ class Execution:
     def mark_instances_used(self) -> None:
         """One UPDATE per connection shape that sent requests."""
         now = timezone.now()
-        for stage in getattr(self, "stages", []):
+        for stage in self.stages:
             if isinstance(stage, connection_shape.Connection) and stage.sent_requests:
                 Instance.objects.filter(pk=stage.shape.instance_id).update(last_used_by_run_at=now)

@@ -98,13 +98,15 @@ class Shape(models.Model):
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "queued"
     RUNNING = "running", "running"
+    # Parked: the run gave its worker back until a rate limit lets its next request go (parked_until).
+    WAITING = "waiting", "waiting"
     SUCCESS = "success", "success"
     PARTIAL_SUCCESS = "partial_success", "partial success"
     FAILED = "failed", "failed"
     STOPPED = "stopped", "stopped"
 
 
-ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.STOPPED)
 
 
@@ -147,6 +149,28 @@ class FlowRun(models.Model):
     stop_requested = models.BooleanField(default=False)
     failure_reason = models.TextField(blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # --- Durability (see flows.durability) ---
+    # The run whose sends this one repeats: its idempotency keys are the origin's (null: the run itself).
+    origin_run_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # A retry that resumes where `retry_of` stopped (its checkpoint) rather than from the first page.
+    from_checkpoint = models.BooleanField(default=False)
+    # Attempt 1 is the first worker's; a run whose worker was lost resumes as the next attempt.
+    attempt = models.PositiveSmallIntegerField(default=1)
+    # Each resumed attempt: {"number", "cause", "lost_at", "resumed_at", "from_page"} (ISO times, UTC).
+    attempts = models.JSONField(default=list, blank=True)
+    # Where the run is: positions only (segment, pagination state, sends acknowledged), never payloads or secrets.
+    checkpoint = models.JSONField(default=dict, blank=True)
+    # What the shapes were when the run started: a resume refuses to go on with shapes edited since.
+    shapes_fingerprint = models.CharField(max_length=64, blank=True)
+    # When the current stretch on a worker began (claim, resume, end of a park); the duration limit counts from it.
+    stretch_started_at = models.DateTimeField(null=True, blank=True)
+    # Parked (status waiting): until when, and for what ("the rate limit of Shopify - UK").
+    parked_until = models.DateTimeField(null=True, blank=True)
+    park_reason = models.CharField(max_length=300, blank=True)
+    parks = models.PositiveIntegerField(default=0)
+    # Sends of an API without idempotency keys that were in flight when a worker was lost:
+    # [{"shape": label, "what": "Page 3, batch 1", "ids": [...], "at": ISO}]. They were not sent again.
+    in_doubt = models.JSONField(default=list, blank=True)
 
     objects = FlowRunQuerySet.as_manager()
 
@@ -175,9 +199,21 @@ class FlowRun(models.Model):
         return None
 
     @property
+    def idempotency_origin(self) -> int:
+        """The run whose idempotency keys this run's sends carry (a retry repeats its original's)."""
+        return self.origin_run_id or self.pk
+
+    @property
+    def resumed_from_page(self) -> int | None:
+        """The page (1-based, of the segment in progress) the run's checkpoint resumes at; None at the start."""
+        checkpoint = self.checkpoint if isinstance(self.checkpoint, dict) else {}
+        return int(checkpoint.get("page", 0)) + 1 if checkpoint else None
+
+    @property
     def trigger_text(self) -> str:
         if self.trigger == RunTrigger.RETRY:
-            return f"retry of run {self.retry_of_id}" if self.retry_of_id else "retry"
+            how = "resumed from its checkpoint" if self.from_checkpoint else "from the start"
+            return f"retry of run {self.retry_of_id}, {how}" if self.retry_of_id else "retry"
         if self.trigger == RunTrigger.MANUAL:
             return f"manual by {self.triggered_by}" if self.triggered_by_id else "manual"
         return "schedule"

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -16,6 +17,17 @@ from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunSt
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "Worker lost: the worker running this flow stopped answering (its lease expired)."
+# A parked run still waiting this long after its park ended is handed to the queue again.
+PARK_GRACE = timedelta(seconds=30)
+
+
+def worker_lost_reason(attempts: int, lost_at: datetime, page: int | None) -> str:
+    """Why a run failed after its last attempt's worker was lost too."""
+    where = f" Retry resumes it from page {page}." if page else ""
+    return (
+        f"Worker lost on each of {attempts} attempt{'s' if attempts != 1 else ''} (FLOW_RUN_MAX_ATTEMPTS): the last "
+        f"worker running this flow stopped answering at {lost_at:%H:%M:%S} UTC (its lease expired).{where}"
+    )
 # A run still queued this long after its task was handed to the queue is handed again
 # (the queue may have lost it: Redis flushed, queue file removed, enqueue failed).
 REQUEUE_AFTER = timedelta(minutes=5)
@@ -27,18 +39,16 @@ def enqueue(run: FlowRun) -> None:
     A failed hand-over (queue unreachable) is logged, not raised: the run row
     stays queued and the scheduler tick hands it over again (requeue_stale).
     """
-    def hand_over() -> None:
-        FlowRun.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
-        execution.execute_run(run.pk)
-
-    transaction.on_commit(hand_over, robust=True)
+    transaction.on_commit(lambda: execution.hand_over(run.pk), robust=True)
 
 
 def requeue_stale(now: datetime | None = None) -> int:
     """Hand queued runs whose task seems lost to the queue again (a duplicate is harmless: runs are claimed once)."""
     now = now or timezone.now()
-    stale = FlowRun.objects.filter(status=RunStatus.QUEUED).filter(
-        Q(enqueued_at__lt=now - REQUEUE_AFTER) | Q(enqueued_at__isnull=True, queued_at__lt=now - REQUEUE_AFTER)
+    stale = FlowRun.objects.filter(
+        Q(status=RunStatus.QUEUED)
+        & (Q(enqueued_at__lt=now - REQUEUE_AFTER) | Q(enqueued_at__isnull=True, queued_at__lt=now - REQUEUE_AFTER))
+        | Q(status=RunStatus.WAITING, parked_until__lt=now - PARK_GRACE, enqueued_at__lt=now - PARK_GRACE)
     )
     count = 0
     for run in stale.only("pk"):
@@ -57,8 +67,11 @@ def queue_run(
     user=None,
     schedule: FlowSchedule | None = None,
     retry_of: FlowRun | None = None,
+    from_checkpoint: bool = False,
 ) -> FlowRun:
+    """A new queued run. A retry from the checkpoint takes over the original's checkpoint and idempotency keys."""
     now = now or timezone.now()
+    resume = from_checkpoint and retry_of is not None and bool(retry_of.checkpoint)
     with transaction.atomic():
         run = FlowRun.objects.create(
             company_id=flow.company_id,
@@ -69,6 +82,10 @@ def queue_run(
             retry_of=retry_of,
             queued_at=now,
             reference_time=retry_of.reference_time if retry_of else now,
+            from_checkpoint=resume,
+            origin_run_id=retry_of.idempotency_origin if resume else None,
+            checkpoint=retry_of.checkpoint if resume else {},
+            shapes_fingerprint=retry_of.shapes_fingerprint if resume else "",
         )
         enqueue(run)
     return run
@@ -110,17 +127,20 @@ def run_now(flow: ProcessFlow, user=None) -> Queued:
         return Queued(queue_run(flow, RunTrigger.MANUAL, user=user))
 
 
-def retry_run(run: FlowRun, user=None) -> FlowRun | None:
+def retry_run(run: FlowRun, user=None, *, from_checkpoint: bool = True) -> FlowRun | None:
     """The run's retry (see request_retry); None when the run cannot be retried."""
-    queued = request_retry(run, user)
+    queued = request_retry(run, user, from_checkpoint=from_checkpoint)
     return queued.run if queued else None
 
 
-def request_retry(run: FlowRun, user=None) -> Queued | None:
+def request_retry(run: FlowRun, user=None, *, from_checkpoint: bool = True) -> Queued | None:
     """A new run of the same flow with the original's reference time; None when the run cannot be retried.
 
-    A run is retried once: retrying it again leads to its retry. While the flow
-    has a run queued or running, no retry is queued either (that run is returned).
+    From the checkpoint (the default) it resumes where the run stopped, with the
+    run's idempotency keys; otherwise it runs again from the first page, as a
+    new delivery (new keys). A run is retried once: retrying it again leads to
+    its retry. While the flow has a run queued or running, no retry is queued
+    either (that run is returned).
     """
     if not run.can_retry:
         return None
@@ -131,47 +151,72 @@ def request_retry(run: FlowRun, user=None) -> Queued | None:
             return Queued(retry, existing="retry")
         if pending is not None:
             return Queued(pending, existing="pending")
-        return Queued(queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run))
+        run.refresh_from_db(fields=["checkpoint", "shapes_fingerprint", "origin_run_id"])
+        return Queued(queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run, from_checkpoint=from_checkpoint))
 
 
 def request_stop(run: FlowRun) -> str | None:
-    """Stop a queued run at once, or ask a running one to stop before its next request.
+    """Stop a queued or parked run at once, or ask a running one to stop before its next request.
 
     Returns the new state ("stopped", "stopping") or None when the run already ended.
     """
     now = timezone.now()
-    if FlowRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-        status=RunStatus.STOPPED, stop_requested=True, finished_at=now, failure_reason="Stopped before it started."
-    ):
-        return "stopped"
+    with transaction.atomic():  # the run and its shapes in one commit
+        current = FlowRun.objects.filter(pk=run.pk).values_list("status", "started_at").first()
+        reason = "Stopped before it started." if current and current[1] is None else "Stopped by a user."
+        if FlowRun.objects.filter(pk=run.pk, status__in=(RunStatus.QUEUED, RunStatus.WAITING)).update(
+            status=RunStatus.STOPPED, stop_requested=True, finished_at=now, failure_reason=reason,
+            parked_until=None, lease_owner="", lease_expires_at=None,
+        ):
+            FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
+                status=ShapeStatus.STOPPED, finished_at=now
+            )
+            return "stopped"
     if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(stop_requested=True):
         return "stopping"
     return None
 
 
 def reap_expired_leases(now: datetime | None = None) -> int:
-    """Fail running runs whose worker stopped renewing the lease (killed, crashed, host gone)."""
+    """Resume running runs whose worker stopped renewing the lease (killed, crashed, host gone).
+
+    Such a run is queued again as its next attempt and any worker resumes it
+    from its checkpoint; once FLOW_RUN_MAX_ATTEMPTS attempts have lost their
+    worker, it fails saying so. The run and its shapes change in one commit,
+    conditional on the same owner and an expired lease, so a worker that
+    renewed meanwhile keeps its run and its shapes alike.
+    """
     now = now or timezone.now()
     lost = list(
-        FlowRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list("pk", "lease_owner")
+        FlowRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list(
+            "pk", "lease_owner", "lease_expires_at", "attempt", "attempts", "checkpoint"
+        )
     )
-    reaped = 0
-    for pk, owner in lost:
-        # The run and its shapes change in one commit, so no page ever shows a failed run with
-        # a shape still running; conditional on the same owner and an expired lease, so a
-        # worker that renewed meanwhile keeps its run and its shapes alike.
+    resumed = failed = 0
+    for pk, owner, expired_at, attempt, attempts, checkpoint in lost:
+        lost_at = expired_at - execution.lease_duration()  # its last renewal
+        page = int(checkpoint.get("page", 0)) + 1 if isinstance(checkpoint, dict) and checkpoint else None
+        lost_run = FlowRun.objects.filter(pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now)
         with transaction.atomic():
-            failed = FlowRun.objects.filter(
-                pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now
-            ).update(status=RunStatus.FAILED, finished_at=now, failure_reason=WORKER_LOST)
-            if failed:
+            if attempt < settings.FLOW_RUN_MAX_ATTEMPTS:
+                entry = {"number": attempt + 1, "cause": "worker lost", "lost_at": lost_at.isoformat(),
+                         "resumed_at": None, "from_page": page}
+                if lost_run.update(status=RunStatus.QUEUED, attempt=attempt + 1, attempts=[*(attempts or []), entry],
+                                   lease_owner="", lease_expires_at=None, enqueued_at=now):
+                    resumed += 1
+                    transaction.on_commit(lambda pk=pk: execution.hand_over(pk), robust=True)
+                continue
+            reason = worker_lost_reason(attempt, lost_at, page)
+            if lost_run.update(status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None):
+                failed += 1
                 FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now
                 )
-        reaped += failed
-    if reaped:
-        logger.warning("%d flow run(s) failed: worker lost.", reaped)
-    return reaped
+    if resumed:
+        logger.warning("%d flow run(s) lost their worker and were queued to resume from their checkpoint.", resumed)
+    if failed:
+        logger.warning("%d flow run(s) failed: worker lost on their last attempt.", failed)
+    return resumed + failed
 
 
 def reap_overdue(now: datetime | None = None) -> int:
@@ -188,7 +233,7 @@ def reap_overdue(now: datetime | None = None) -> int:
     reaped = 0
     for run in running:
         company = run.company
-        if run.started_at + company.run_duration_limit > now:
+        if (run.stretch_started_at or run.started_at) + company.run_duration_limit > now:
             continue
         reason = execution.overdue_reason(company)
         with transaction.atomic():  # the run and its shapes in one commit

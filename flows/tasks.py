@@ -8,9 +8,14 @@ autodiscovery imports this module, which registers every task of the flows.
 
 from __future__ import annotations
 
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, lock_task
+from huey.contrib.djhuey import db_periodic_task, lock_task, on_startup
 
 from flows import queueing, retention, schedules
 from flows.execution import execute_run  # noqa: F401 (registered with huey when the worker imports this module)
@@ -32,6 +37,41 @@ def tick_now() -> None:
 @db_periodic_task(crontab(minute="*"))
 def tick() -> None:
     tick_now()
+
+
+logger = logging.getLogger(__name__)
+_watching = threading.Lock()
+
+
+def watch_once() -> None:
+    """Resume runs whose worker was lost; hand parked runs whose task seems lost to the queue again."""
+    now = timezone.now()
+    queueing.reap_expired_leases(now)
+    queueing.requeue_stale(now)
+
+
+def watch(stop: threading.Event | None = None) -> None:
+    """Every FLOW_WATCH_INTERVAL_SECONDS, watch_once: a lost worker's run resumes within its lease and this.
+
+    The minute tick is too coarse for that; every worker process runs this
+    (each reap is conditional on the lease it saw, so two processes never
+    resume one run twice).
+    """
+    stop = stop or threading.Event()
+    while not stop.wait(settings.FLOW_WATCH_INTERVAL_SECONDS):
+        close_old_connections()
+        try:
+            watch_once()
+        except DatabaseError:
+            logger.warning("Could not look for lost flow runs.", exc_info=True)
+            connection.close()
+
+
+@on_startup()
+def start_watching() -> None:
+    """Start the watcher once per worker process (huey calls this in each of its worker threads)."""
+    if _watching.acquire(blocking=False):
+        threading.Thread(target=watch, name="flow-run-watch", daemon=True).start()
 
 
 @db_periodic_task(crontab(minute="*/5"))

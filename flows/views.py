@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from flows import editor, queueing, schedules
+from flows import editor, queueing, retries, schedules
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
 from flows.models import FlowRun, ProcessFlow, Shape, ShapeKind
 from patchworks_site import params
@@ -225,7 +225,7 @@ def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk)
     context = {"run": run, "shape_runs": run.shape_runs.all(), "now": timezone.now(),
-               "retried_as": run.retries.order_by("id").first()}
+               "retried_as": run.retries.order_by("id").first(), "time_zone": company.time_zone}
     if request.htmx and request.htmx.target == "run-timeline":
         return render(request, "flows/run_detail.html#timeline", context)
     return render(request, "flows/run_detail.html", context)
@@ -236,7 +236,10 @@ def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
     outcome = queueing.request_stop(run)
     if outcome == "stopped":
-        messages.success(request, f"Run {run.pk} was stopped before it started.")
+        if run.started_at:
+            messages.success(request, f"Run {run.pk} was stopped while it waited.")
+        else:
+            messages.success(request, f"Run {run.pk} was stopped before it started.")
     elif outcome == "stopping":
         messages.success(request, f"Run {run.pk} stops before its next request.")
     else:
@@ -244,10 +247,20 @@ def stop_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     return redirect("flows:run", run_pk=run.pk)
 
 
-@require_POST
 def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
+    """GET: what each way of retrying the run will do; POST: do it (`from`: checkpoint or start)."""
     company, run = _get_run_for_user(request, run_pk, "can_manage_instances")
-    queued = queueing.request_retry(run, request.user)
+    plan = retries.plan(run)
+    if request.method != "POST":
+        if not run.can_retry:
+            messages.error(request, f"Only failed or stopped runs can be retried; run {run.pk} is {run.get_status_display()}.")
+            return redirect("flows:run", run_pk=run.pk)
+        return render(request, "flows/retry.html", {"run": run, "plan": plan})
+    start_over = params.choice(request.POST, "from", ("checkpoint", "start"), default="checkpoint") == "start"
+    if not start_over and not plan.can_resume:
+        messages.error(request, plan.resume_refusal)
+        return redirect("flows:retry_run", run_pk=run.pk)
+    queued = queueing.request_retry(run, request.user, from_checkpoint=not start_over)
     if queued is None:
         messages.error(request, f"Only failed or stopped runs can be retried; run {run.pk} is {run.get_status_display()}.")
         return redirect("flows:run", run_pk=run.pk)
@@ -258,7 +271,13 @@ def retry_run(request: HttpRequest, run_pk: int) -> HttpResponse:
     if queued.existing:
         messages.info(request, _pending_message(queued.run, f"Retry run {run.pk} once it has finished."))
         return redirect("flows:run", run_pk=run.pk)
-    messages.success(request, f"Run {queued.run.pk} retries run {run.pk} with its original queued-at time for relative dates.")
+    if start_over:
+        done = f"Run {queued.run.pk} runs run {run.pk} again from the start, with its original queued-at time for relative dates."
+    elif queued.run.from_checkpoint:
+        done = f"Run {queued.run.pk} resumes run {run.pk} from page {queued.run.resumed_from_page}."
+    else:
+        done = f"Run {queued.run.pk} retries run {run.pk} from the first page (it had no page done)."
+    messages.success(request, done)
     return redirect("flows:run", run_pk=queued.run.pk)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator
@@ -28,10 +30,21 @@ class RunDurationForm(forms.ModelForm):
     """How long one of the company's process flow runs may take before it is stopped (within the platform's ceiling)."""
 
     max_run_duration_minutes = forms.IntegerField(label="Maximum run duration (minutes)", min_value=1)
+    time_zone = forms.CharField(
+        label="Company time zone", max_length=64,
+        help_text="An IANA time zone such as Europe/London. Run pages say in it until when a waiting run waits.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
 
     class Meta:
         model = Company
-        fields = ["max_run_duration_minutes"]
+        fields = ["max_run_duration_minutes", "time_zone"]
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        if value not in available_timezones() and value != "UTC":
+            raise forms.ValidationError(f'"{value[:64]}" is not a time zone. Use an IANA name such as Europe/London or UTC.')
+        return value
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

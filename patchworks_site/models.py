@@ -25,6 +25,8 @@ class Company(models.Model):
     payload_retention_hours = models.PositiveIntegerField(default=72)
     # A run still going after this many minutes is stopped and fails (within FLOW_RUN_MAX_DURATION_CEILING_MINUTES).
     max_run_duration_minutes = models.PositiveIntegerField(default=60)
+    # The time zone the dashboard gives run times in where a wall-clock time matters (until when a run waits).
+    time_zone = models.CharField(max_length=64, default="UTC")
 
     class Meta:
         ordering = ["name"]

@@ -55,7 +55,8 @@ def company_settings(request: HttpRequest) -> HttpResponse:
                 sent.save()
         if not sent.errors:
             if form_class is RunDurationForm:
-                messages.success(request, f"Run duration saved: a run is stopped after {locked.run_duration_text}.")
+                messages.success(request, f"Run settings saved: a run is stopped after {locked.run_duration_text}; "
+                                          f"times are given in {locked.time_zone}.")
             else:
                 messages.success(
                     request, f"Retention saved: run logs are kept {locked.run_log_retention_days} days, "

@@ -32,9 +32,11 @@ Data for process flows (records generated lazily, see sandbox.data):
   header with the strftime format of ``X-Sandbox-Date-Format``, so a flow that
   formats dates wrongly gets visibly wrong results.
 - ``GET /products``: next-link pagination (``limit``, ``count``, a cursor in ``links.next``).
-- ``POST /orders`` stores one order (a JSON object) or a batch (a list of them);
+- ``POST /orders`` stores one order (a JSON object) or a batch (a list of them),
+  honouring an ``Idempotency-Key`` header as Stripe does (sandbox.idempotency);
   ``GET /orders/received`` lists what was stored, and the dashboard page
-  ``/sandbox/received-orders/`` (sandbox.views) shows it.
+  ``/sandbox/received-orders/`` (sandbox.views) shows it, with the count of
+  references received more than once.
 - Every data endpoint takes ``delay_ms`` (0 to SANDBOX_MAX_DELAY_MS: answers that
   much later) and ``fail_with`` (400-599: answers with that status and a JSON
   error), for demonstrations and tests.
@@ -73,7 +75,7 @@ from django.views.decorators.csrf import csrf_exempt
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth1_signature
 
-from sandbox import data
+from sandbox import data, idempotency
 from sandbox.models import SandboxAccount, SandboxReceivedOrder
 
 BASIC_USERNAME = "sandbox"
@@ -355,7 +357,11 @@ def orders(request: HttpRequest, auth: str) -> HttpResponse:
 
 
 def _receive_orders(request: HttpRequest) -> HttpResponse:
-    """Store one order (a JSON object) or a batch (a JSON list of objects); 201 with what was stored."""
+    """Store one order (a JSON object) or a batch (a JSON list of objects); 201 with what was stored.
+
+    With an Idempotency-Key header, a repeat of the request gets the first
+    answer instead of storing the orders again (see sandbox.idempotency).
+    """
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -363,28 +369,53 @@ def _receive_orders(request: HttpRequest) -> HttpResponse:
     if length > data.MAX_BODY_BYTES or len(request.body) > data.MAX_BODY_BYTES:
         return error(413, "too_large", f"Send at most {data.MAX_BODY_BYTES // 1024} KB of orders in one request.")
     try:
+        key = idempotency.key_of(request)
+    except idempotency.KeyRefused as exc:
+        return error(exc.status, exc.error, exc.description)
+    try:
         body = json.loads(request.body)
     except (ValueError, RecursionError):
         return error(400, "invalid_json", "The request body is not JSON.")
+    orders = data.received_orders_from(body)
+    account = request.sandbox_account
+
+    def store() -> HttpResponse:
+        rows = data.store_received(orders, account=account, idempotency_key=key)
+        answers = [{"id": row.pk, "received_at": data.iso(row.received_at)} for row in rows]
+        return JsonResponse(answers if isinstance(body, list) else answers[0], status=201, safe=False)
+
     try:
-        rows = data.store_received(data.received_orders_from(body), account=request.sandbox_account)
+        if not key:
+            return store()
+        body_hash = idempotency.request_hash(body)
+        earlier = idempotency.earlier_answer(account, key, body_hash)
+        return earlier if earlier is not None else idempotency.answer_once(account, key, body_hash, store)
     except data.StorageFull as exc:
         return error(exc.status, exc.error, exc.description)
-    answers = [{"id": row.pk, "received_at": data.iso(row.received_at)} for row in rows]
-    return JsonResponse(answers if isinstance(body, list) else answers[0], status=201, safe=False)
+    except idempotency.KeyRefused as exc:
+        return error(exc.status, exc.error, exc.description)
 
 
 @sandbox_view(("GET",))
 def received_orders(request: HttpRequest, auth: str) -> HttpResponse:
-    """What POST /orders stored, newest first, paginated like GET /orders."""
+    """What POST /orders stored, newest first, paginated like GET /orders.
+
+    `meta` also counts the account's orders (`received`) and the references
+    received more than once (`duplicate_references`), and each order names its
+    `reference` and the `idempotency_key` it was sent with: what a check that
+    every order arrived once reads.
+    """
     per_page = data.integer(request.GET, "per_page", data.DEFAULT_PAGE_SIZE, 1, data.MAX_PAGE_SIZE)
     page_number = data.integer(request.GET, "page", 1, 1, data.MAX_COUNT)
     received = SandboxReceivedOrder.objects.filter(account=request.sandbox_account)
-    page = data.Page(page_number, per_page, received.count())
+    counts = data.received_counts(received)
+    page = data.Page(page_number, per_page, counts["received"])
     rows = received.order_by("-id")[page.start:page.stop] if page.start < page.total else []
     return JsonResponse({
-        "orders": [{"id": row.pk, "received_at": data.iso(row.received_at), "body": row.body} for row in rows],
-        "meta": {"page": page.number, "per_page": page.size, "total": page.total},
+        "orders": [{"id": row.pk, "received_at": data.iso(row.received_at), "reference": row.reference,
+                    "idempotency_key": row.idempotency_key, "body": row.body} for row in rows],
+        "meta": {"page": page.number, "per_page": page.size, "total": page.total, "received": counts["received"],
+                 "duplicate_references": counts["duplicate_references"]},
         "links": {"next": _next_link(request, page=page.number + 1) if page.has_next else None},
     })
 

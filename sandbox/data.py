@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, QuerySet, Sum
 
-from sandbox.models import SandboxReceivedOrder
+from sandbox.models import SandboxIdempotencyKey, SandboxReceivedOrder
 
 ORDER_STEP = timedelta(minutes=12)
 ANCHOR_ROUNDING = timedelta(minutes=10)
@@ -39,6 +39,7 @@ MAX_BATCH = 5_000
 DEFAULT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 MAX_HEADER_LENGTH = 64
 EARLIEST_ANCHOR = datetime(1980, 1, 1, tzinfo=UTC)
+REFERENCE_LENGTH = 255
 
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Katherine", "Edsger", "Barbara", "Donald", "Margaret", "Tim", "Radia",
                "Linus", "Frances", "Dennis", "Hedy", "Ken", "Sophie"]
@@ -295,11 +296,15 @@ def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size:,} bytes"
 
 
-def store_received(orders: list[dict], now: datetime | None = None, account: str = "") -> list[SandboxReceivedOrder]:
+def store_received(orders: list[dict], now: datetime | None = None, account: str = "",
+                   idempotency_key: str = "") -> list[SandboxReceivedOrder]:
     """Store the orders for `account`, keeping its newest within the per-account bounds (older ones are dropped).
 
-    StorageFull when the batch alone is beyond the account's byte bound, or when
-    the Sandbox as a whole would hold more than SANDBOX_MAX_STORED_BYTES.
+    Each row records its reference (reference_of) and the Idempotency-Key of the
+    request that sent it, so duplicates can be counted by either. StorageFull
+    when the batch alone is beyond the account's byte bound, or when the Sandbox
+    as a whole (orders and the answers kept for idempotency keys) would hold
+    more than SANDBOX_MAX_STORED_BYTES.
     """
     now = now or datetime.now(UTC)
     sizes = [len(json.dumps(body, ensure_ascii=False).encode()) for body in orders]
@@ -308,22 +313,26 @@ def store_received(orders: list[dict], now: datetime | None = None, account: str
         raise StorageFull(413, "too_large", f"A Sandbox account keeps at most {_megabytes(per_account)} of orders; "
                                             f"this request holds {_megabytes(sum(sizes))}.")
     with transaction.atomic():
-        stored = SandboxReceivedOrder.objects.aggregate(total=Sum("size"))["total"] or 0
+        stored = ((SandboxReceivedOrder.objects.aggregate(total=Sum("size"))["total"] or 0)
+                  + (SandboxIdempotencyKey.objects.aggregate(total=Sum("size"))["total"] or 0))
         if stored + sum(sizes) > settings.SANDBOX_MAX_STORED_BYTES:
             raise StorageFull(507, "sandbox_full", f"The Sandbox is full: it stores at most "
                                                    f"{_megabytes(settings.SANDBOX_MAX_STORED_BYTES)} of received orders "
                                                    "in all. Try again later.")
         rows = SandboxReceivedOrder.objects.bulk_create([
-            SandboxReceivedOrder(received_at=now, account=account, body=body, size=size)
+            SandboxReceivedOrder(received_at=now, account=account, body=body, size=size,
+                                 reference=reference_of(body), idempotency_key=idempotency_key)
             for body, size in zip(orders, sizes)
         ])
-        _drop_oldest(account)
+        drop_oldest(SandboxReceivedOrder.objects.filter(account=account))
     return rows
 
 
-def _drop_oldest(account: str) -> None:
-    """Drop the account's oldest orders beyond SANDBOX_MAX_ORDERS_PER_ACCOUNT or SANDBOX_MAX_BYTES_PER_ACCOUNT."""
-    kept = SandboxReceivedOrder.objects.filter(account=account)
+def drop_oldest(kept: QuerySet) -> None:
+    """Drop the oldest rows of `kept` beyond SANDBOX_MAX_ORDERS_PER_ACCOUNT rows or SANDBOX_MAX_BYTES_PER_ACCOUNT bytes.
+
+    `kept` is one account's rows of a model with an increasing id and a `size` in bytes.
+    """
     total = 0
     limit = settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT
     for position, (pk, size) in enumerate(list(kept.order_by("-id").values_list("id", "size")[:limit + 1])):
@@ -333,11 +342,37 @@ def _drop_oldest(account: str) -> None:
             return
 
 
+def received_counts(received: QuerySet, listed: int = 10) -> dict:
+    """How many orders `received` holds and how many references in it were received more than once.
+
+    `duplicated` names up to `listed` of those references, most copies first, as
+    (reference, copies): what an operator checks to see that each order arrived once.
+    Orders without a reference are counted but cannot be duplicates.
+    """
+    repeated = (received.exclude(reference="").values("reference").annotate(copies=Count("id"))
+                .filter(copies__gt=1).order_by("-copies", "reference"))
+    return {
+        "received": received.count(),
+        "duplicate_references": repeated.count(),
+        "duplicated": [(row["reference"], row["copies"]) for row in repeated[:listed]],
+    }
+
+
+def reference_of(body: object) -> str:
+    """An order's reference: its first non-empty "reference", "number" or "id" (as text), else ""."""
+    if not isinstance(body, dict):
+        return ""
+    value = next((body[k] for k in ("reference", "number", "id") if body.get(k) not in (None, "")), "")
+    if isinstance(value, (dict, list)):
+        return ""
+    return str(value)[:REFERENCE_LENGTH]
+
+
 def summary(body: object) -> dict:
     """What the received-orders page shows of an order: reference, customer, total (best effort, any shape)."""
     if not isinstance(body, dict):
         return {"reference": "", "customer": "", "total": ""}
-    reference = next((body[k] for k in ("reference", "number", "id") if body.get(k) not in (None, "")), "")
+    reference = reference_of(body)
     customer = body.get("customer", "")
     if isinstance(customer, dict):
         customer = customer.get("name") or customer.get("email") or ""

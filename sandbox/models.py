@@ -82,6 +82,13 @@ class SandboxReceivedOrder(models.Model):
     account = models.CharField(max_length=64, blank=True, db_index=True)
     body = models.JSONField()
     size = models.PositiveIntegerField(default=0, help_text="Bytes of the order as JSON (for the storage bounds).")
+    reference = models.CharField(
+        max_length=255, blank=True, db_index=True,
+        help_text="The order's reference (its reference, number or id, as the received-orders page shows it), "
+                  "kept apart so duplicates are counted by the database.")
+    idempotency_key = models.CharField(
+        max_length=255, blank=True, db_index=True,
+        help_text="The Idempotency-Key of the request that stored the order (blank: sent without one).")
 
     class Meta:
         db_table = "patchworks_site_sandboxreceivedorder"  # created when the Sandbox lived in patchworks_site
@@ -89,3 +96,35 @@ class SandboxReceivedOrder(models.Model):
 
     def __str__(self) -> str:
         return f"Sandbox order received {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SandboxIdempotencyKey(models.Model):
+    """An Idempotency-Key a Sandbox account used on POST /orders, with the request's hash and the first answer.
+
+    The Sandbox honours the header the way Stripe does, so that a client that
+    retries or resumes (a flow run sending the same batch again) can prove it
+    delivers each order once: the same key with the same body gets the first
+    answer again (nothing new is stored); with another body, 409. The row is
+    written in the transaction that stores the orders, and the unique
+    constraint on (account, key) makes a concurrent second request with the key
+    fail at its insert, so only one of them stores anything. Only answers that
+    stored orders (201) are kept: a refused request stored nothing, so its key
+    may be used again, as Stripe does for requests that never began executing.
+    Keys live KEY_LIFETIME (24 hours) and each account keeps as many as it keeps
+    orders (see sandbox.idempotency).
+    """
+
+    account = models.CharField(max_length=64, blank=True)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(
+        max_length=64, help_text="SHA-256 (hex) of the request body as canonical JSON (sorted keys, no spaces).")
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.TextField(help_text="The first answer's body, replayed byte for byte.")
+    size = models.PositiveIntegerField(default=0, help_text="Bytes of the stored answer (for the storage bounds).")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "key"], name="sandbox_idempotency_key_once_per_account")]
+
+    def __str__(self) -> str:
+        return f"Sandbox idempotency key {self.key[:40]}"

@@ -24,12 +24,16 @@ RECEIVED_PAGE_SIZE = 50
 def _received_orders(request: HttpRequest, company, issued_key: str = "") -> HttpResponse:
     account = SandboxAccount.objects.filter(company=company).first()  # none yet: nothing was sent for the company
     received = SandboxReceivedOrder.objects.filter(account=account.account if account else None).order_by("-id")
-    page = Paginator(received, RECEIVED_PAGE_SIZE).get_page(request.GET.get("page"))
+    # Counted by the database (over the indexed reference), so the paginator reuses the count.
+    counts = data.received_counts(received)
+    paginator = Paginator(received, RECEIVED_PAGE_SIZE)
+    paginator.count = counts["received"]
+    page = paginator.get_page(request.GET.get("page"))
     for row in page:
         row.summary = data.summary(row.body)
         row.pretty = json.dumps(row.body, indent=2, ensure_ascii=False)[:4000]
     return render(request, "sandbox/received_orders.html", {
-        "page": page, "keep": settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT, "sandbox_account": account,
+        "page": page, "counts": counts, "keep": settings.SANDBOX_MAX_ORDERS_PER_ACCOUNT, "sandbox_account": account,
         "sandbox_base_url": settings.SANDBOX_BASE_URL, "issued_key": issued_key,
     })
 
@@ -37,7 +41,12 @@ def _received_orders(request: HttpRequest, company, issued_key: str = "") -> Htt
 @served
 @require_GET
 def received_orders_page(request: HttpRequest) -> HttpResponse:
-    """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result."""
+    """The orders the Sandbox received, newest first: where a flow that sends to the Sandbox shows its result.
+
+    Above the list: how many orders were received and how many references came
+    more than once, so an operator sees at a glance that a flow delivered each
+    order once (or which references it duplicated).
+    """
     company = company_of(request)  # any logged-in user of a company sees what its flows sent
     return _received_orders(request, company)
 

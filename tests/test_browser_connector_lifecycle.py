@@ -104,12 +104,12 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     expect(page.get_by_test_id("update-choices")).to_contain_text("Existing instances do NOT need to be re-authenticated.")
     page.get_by_label("OVERWRITE the existing connector").check()  # steps 3-4
     page.get_by_role("button", name="apply update").click()
-    expect(page.get_by_role("alert").first).to_contain_text("is now version 1.4.0")
+    expect(page.get_by_role("alert").first).to_contain_text("is now version 1.5.0")
     card = page.get_by_test_id("connector").filter(has_text="Sandbox")
     expect(card.get_by_test_id("auth-status")).to_have_text("Authenticated")
     expect(card.get_by_test_id("update-available")).to_have_count(0)
     sandbox.refresh_from_db()
-    assert sandbox.version == "1.4.0" and not sandbox.endpoints.filter(key="list_refunds").exists()
+    assert sandbox.version == "1.5.0" and not sandbox.endpoints.filter(key="list_refunds").exists()
     assert Shape.objects.get().instance == instance
 
 
@@ -127,4 +127,4 @@ def test_installing_an_update_alongside_shows_two_connectors(page, log_in, opera
     page.get_by_role("button", name="apply update").click()
     expect(page.get_by_role("alert").first).to_contain_text("re-configure the connection shapes")
     expect(page.get_by_test_id("connector").filter(has_text="Sandbox")).to_have_count(2)
-    assert sorted(Connector.objects.values_list("version", flat=True)) == ["1.0.0", "1.4.0"]
+    assert sorted(Connector.objects.values_list("version", flat=True)) == ["1.0.0", "1.5.0"]

@@ -25,11 +25,11 @@ def test_a_new_user_installs_a_connector_and_sees_it_on_the_manage_connectors_pa
     page.get_by_label("Search the marketplace").fill("sandbox")
     expect(page.get_by_test_id("listing").filter(has_text="Stripe")).to_have_count(0)
     page.get_by_role("link", name="Sandbox", exact=True).click()
-    expect(page.get_by_test_id("versions")).to_contain_text("1.4.0")
+    expect(page.get_by_test_id("versions")).to_contain_text("1.5.0")
     page.get_by_role("button", name="install").click()
 
     page.wait_for_url("**/connectors/**")
-    expect(page.get_by_role("alert").first).to_contain_text("Sandbox 1.4.0 is installed")
+    expect(page.get_by_role("alert").first).to_contain_text("Sandbox 1.5.0 is installed")
     card = page.get_by_test_id("connector").filter(has_text="Sandbox")
     expect(card).to_be_visible()
     expect(card).to_contain_text("prebuilt")

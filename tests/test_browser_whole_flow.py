@@ -36,13 +36,13 @@ def worker_pool(tmp_path, live_server):
 
 @pytest.fixture
 def sandbox_instances(live_server, company, sandbox_listing, install, make_instance, settings):
-    """Two instances of the Sandbox 1.4.0 connector, in London (ISO dates) and in New York (US dates).
+    """Two instances of the Sandbox 1.5.0 connector, in London (ISO dates) and in New York (US dates).
 
     Both hold the company's Sandbox account key, as an Administrator issued it, so what they send is the company's.
     """
     settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox/api"
     connector = install(sandbox_listing, company)
-    assert connector.version == "1.4.0"
+    assert connector.version == "1.5.0"
     token = connector.auth_methods.get(key="token")
     secrets = {"api_token": "sandbox-token", "account_key": SandboxAccount.objects.for_company(company.pk).issue_key()}
     values = {"base_url": f"{live_server.url}/sandbox/api"}

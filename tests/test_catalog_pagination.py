@@ -49,7 +49,7 @@ PAGED_SINCE = {  # the first version that says where records are and how lists p
 def test_every_listing_has_a_new_version_with_a_changelog_and_records_paths():
     assert set(PAGED_SINCE) == set(LATEST)
     for slug, entry in LATEST.items():
-        assert entry.manifest["version"] == PAGED_SINCE[slug], slug
+        assert catalog.version_key(entry.manifest["version"]) >= catalog.version_key(PAGED_SINCE[slug]), slug
         assert entry.changelog, slug
         receive = [e for e in entry.manifest["endpoints"] if e["direction"] == "receive"]
         assert any(e["records_path"] or e["pagination"]["style"] != "none" for e in receive), slug
@@ -60,7 +60,7 @@ def test_a_connector_installed_from_the_previous_version_shows_update_available(
     catalog.load_catalog()
     listing = Listing.objects.get(slug=slug)
     versions = sorted(listing.versions.all(), key=lambda v: catalog.version_key(v.version))
-    assert versions[-1].version == PAGED_SINCE[slug]
+    assert PAGED_SINCE[slug] in [v.version for v in versions]
     connector = catalog.install(versions[-2], company)
     assert connector.installation.update_available and not connector.installation.is_modified
     page = admin_client.get("/connectors/").content.decode()
@@ -68,7 +68,7 @@ def test_a_connector_installed_from_the_previous_version_shows_update_available(
     assert len(card) == 2 and 'data-testid="update-available"' in card[1][:200]
 
     update = admin_client.get(f"/marketplace/updates/{connector.pk}/").content.decode()
-    assert f"to {PAGED_SINCE[slug]}" in update
+    assert f"to {versions[-1].version}" in update
 
 
 def test_the_sandbox_pages_as_the_contract_says():
@@ -165,3 +165,49 @@ def test_records_path_and_pagination_are_what_the_vendor_spec_documents(slug, en
             field = _walk(document, response, pagination[key])
             assert field is not None and not operations.is_array(document, field), \
                 f"{pagination[key]} is not a field of the documented response"
+
+
+# --- idempotency keys against the vendors' specs --------------------------------------------
+
+# Declared keys a vendor documents outside its OpenAPI document (the header is not a parameter there).
+KEYS_DOCUMENTED_ELSEWHERE = {
+    ("stripe", "Idempotency-Key"): "https://docs.stripe.com/api/idempotent_requests (every POST request)",
+}
+
+
+def _idempotency_cases():
+    cases = []
+    for slug in _spec_vendors():
+        entry = LATEST.get(slug)
+        for endpoint in entry.manifest["endpoints"] if entry else []:
+            if endpoint["idempotency"]["in"] != "none":
+                cases.append(pytest.param(slug, endpoint, id=f"{slug}-{endpoint['key']}"))
+    return cases
+
+
+@pytest.mark.skipif(not SPECS_DIR.is_dir(), reason=f"vendor specs not found in {SPECS_DIR}")
+@pytest.mark.parametrize(("slug", "endpoint"), _idempotency_cases())
+def test_a_declared_idempotency_key_is_where_the_vendor_spec_documents_it(slug, endpoint):
+    where, name = endpoint["idempotency"]["in"], endpoint["idempotency"]["name"]
+    if (slug, name) in KEYS_DOCUMENTED_ELSEWHERE:
+        return
+    full_path = request_path(LATEST[slug].manifest["base_url"], endpoint["path"])
+    matches = [(d, op) for d, op, pattern in _spec_operations(slug)
+               if op.method == endpoint["method"] and pattern.fullmatch(full_path)]
+    matches.sort(key=lambda m: m[1].path.count("{"))
+    assert matches, f"{endpoint['method']} {full_path} is not in the {slug} spec"
+    document, op = matches[0]
+    if where == "header":
+        headers = {str(p.get("name")).lower() for p in op.parameters if p.get("in") == "header"}
+        assert name.lower() in headers, f"{name} is not a header parameter of {op.method} {op.path}"
+    else:
+        body = openapi_document.resolve(document, op.operation.get("requestBody")) or {}
+        schema = operations.schema_of(document, (body.get("content") or {}).get("application/json", {}).get("schema"))
+        assert _walk(document, schema, name) is not None, f"{name} is not a field of the {op.method} {op.path} body"
+
+
+@pytest.mark.skipif(not SPECS_DIR.is_dir(), reason=f"vendor specs not found in {SPECS_DIR}")
+def test_the_idempotency_check_finds_the_keys_of_the_specs():
+    """Guards the test above: it looks at real declarations of each kind, not at nothing."""
+    kinds = {(c.values[0], c.values[1]["idempotency"]["in"]) for c in _idempotency_cases()}
+    assert {("paypal", "header"), ("xero", "header"), ("square", "body")} <= kinds

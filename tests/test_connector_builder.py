@@ -126,9 +126,9 @@ def test_modifying_a_prebuilt_connector_shows_version_info_and_a_readable_histor
         "method": "GET", "path": "/refunds", "parameters": "",
     })
     manage = admin_client.get("/connectors/").content.decode()
-    assert "modified from version 1.4.0" in manage and "last changed by ada" in manage
+    assert "modified from version 1.5.0" in manage and "last changed by ada" in manage
     history = admin_client.get(f"/connectors/{connector.pk}/history/").content.decode()
-    assert "installed version 1.4.0 from the marketplace" in history
+    assert "installed version 1.5.0 from the marketplace" in history
     assert "endpoint added: List refunds" in history
     assert '<span class="add">+  name: List refunds</span>' in history
     assert "ada" in history
@@ -151,7 +151,7 @@ def test_an_endpoint_used_by_a_flow_cannot_be_removed_in_the_builder(admin_clien
 def test_export_then_import_a_manifest_creates_an_identical_custom_connector(admin_client, company, sandbox_listing, install):
     connector = install(sandbox_listing, company)
     response = admin_client.get(f"/connectors/{connector.pk}/manifest.yaml")
-    assert response["Content-Disposition"] == 'attachment; filename="sandbox-140.yaml"'
+    assert response["Content-Disposition"] == 'attachment; filename="sandbox-150.yaml"'
     exported = yaml.safe_load(response.content)
     response = admin_client.post("/connectors/import/", {"file": SimpleUploadedFile("sandbox.yaml", response.content)})
     imported = Connector.objects.exclude(pk=connector.pk).get()

@@ -47,7 +47,7 @@ def publish_version(listing: Listing, version: str, mutate) -> None:
 
 def test_the_update_page_shows_what_changes_and_the_impact_on_flows(admin_client, old_sandbox, in_use):
     page = admin_client.get(f"/marketplace/updates/{old_sandbox.pk}/").content.decode()
-    assert "from version 1.0.0 to 1.4.0" in page
+    assert "from version 1.0.0 to 1.5.0" in page
     assert "endpoint List customers" in page and ">added<" in page
     assert "rate limit" in page and "version" in page
     impact = page.split('data-testid="impact-report"')[1]
@@ -61,7 +61,7 @@ def test_an_unmodified_connector_is_updated_in_place(admin_client, old_sandbox, 
     response = admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "update"})
     assert response.status_code == 302
     old_sandbox.refresh_from_db()
-    assert old_sandbox.version == "1.4.0" and old_sandbox.rate_limit_amount == 120
+    assert old_sandbox.version == "1.5.0" and old_sandbox.rate_limit_amount == 120
     assert old_sandbox.endpoints.filter(key="list_customers").exists()
     assert old_sandbox.installation.listing_version == sandbox_listing.latest_version
     instance.refresh_from_db()
@@ -93,7 +93,7 @@ def test_overwrite_loses_modifications_but_instances_stay_authenticated_and_flow
     response = admin_client.post(f"/marketplace/updates/{old_sandbox.pk}/", {"choice": "overwrite"})
     assert response.status_code == 302
     old_sandbox.refresh_from_db()
-    assert old_sandbox.version == "1.4.0"
+    assert old_sandbox.version == "1.5.0"
     assert not old_sandbox.endpoints.filter(key="list_refunds").exists()
     instance.refresh_from_db()
     assert instance.last_check_ok is True and instance.get_secrets() == {"api_token": "sandbox-token"}
@@ -112,7 +112,7 @@ def test_install_alongside_leaves_the_old_connector_and_flows_alone(admin_client
     assert "installed alongside your existing version 1.0.0" in body
     assert "add and authenticate new instances, then re-configure the connection shapes" in body
     connectors = Connector.objects.filter(company=old_sandbox.company).order_by("pk")
-    assert [(c.name, c.version) for c in connectors] == [("Sandbox", "1.0.0"), ("Sandbox (1.4.0)", "1.4.0")]
+    assert [(c.name, c.version) for c in connectors] == [("Sandbox", "1.0.0"), ("Sandbox (1.5.0)", "1.5.0")]
     old_sandbox.refresh_from_db()
     assert old_sandbox.endpoints.filter(key="list_refunds").exists()  # modifications kept
     shape.refresh_from_db()

@@ -170,24 +170,36 @@ def test_a_run_is_claimed_once(flow):
     assert (run.status, run.lease_owner) == (RunStatus.RUNNING, "worker-a")
 
 
-def test_a_run_whose_lease_expired_is_failed_as_worker_lost(flow):
+def test_a_run_whose_lease_expired_is_queued_again_as_its_next_attempt(flow):
     run = queueing.queue_run(flow, RunTrigger.MANUAL)
     execution.claim(run.pk, "worker-a")
     now = timezone.now()
     assert queueing.reap_expired_leases(now) == 0  # the lease is still valid
     assert queueing.reap_expired_leases(now + execution.lease_duration() + timedelta(seconds=1)) == 1
     run.refresh_from_db()
-    assert (run.status, run.failure_reason) == (RunStatus.FAILED, queueing.WORKER_LOST)
+    assert (run.status, run.attempt, run.lease_owner, run.failure_reason) == (RunStatus.QUEUED, 2, "", "")
+    assert run.attempts[0]["number"] == 2 and run.attempts[0]["cause"] == "worker lost"
     # The worker that lost its lease writes nothing more.
     assert execution.renew_lease(run.pk, "worker-a") is False
 
+
+def test_a_run_fails_as_worker_lost_once_its_attempts_are_used_up(flow, settings):
+    settings.FLOW_RUN_MAX_ATTEMPTS = 2
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    for owner in ("worker-a", "worker-b"):
+        assert execution.claim(run.pk, owner)
+        assert queueing.reap_expired_leases(timezone.now() + execution.lease_duration() + timedelta(seconds=1)) == 1
+        run.refresh_from_db()
+    assert (run.status, run.attempt) == (RunStatus.FAILED, 2)
+    assert run.failure_reason.startswith("Worker lost on each of 2 attempts (FLOW_RUN_MAX_ATTEMPTS)")
 
 
 def _running_shape(run) -> FlowRunShape:
     return FlowRunShape.objects.create(run=run, position=0, shape_name="connection", started_at=timezone.now())
 
 
-def test_a_worker_lost_run_and_its_running_shapes_fail_together(flow):
+def test_a_worker_lost_run_and_its_running_shapes_fail_together(flow, settings):
+    settings.FLOW_RUN_MAX_ATTEMPTS = 1
     run = queueing.queue_run(flow, RunTrigger.MANUAL)
     execution.claim(run.pk, "worker-a")
     shape_run = _running_shape(run)
@@ -223,7 +235,7 @@ def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user)
     retry = queueing.retry_run(first, admin_user)
     assert (retry.trigger, retry.retry_of, retry.reference_time) == (RunTrigger.RETRY, first, first.reference_time)
     assert retry.queued_at > first.queued_at
-    assert retry.trigger_text == f"retry of run {first.pk}"
+    assert retry.trigger_text == f"retry of run {first.pk}, resumed from its checkpoint"
     assert queueing.retry_run(FlowRun.objects.create(
         company=flow.company, flow=flow, trigger=RunTrigger.MANUAL, queued_at=timezone.now(), reference_time=timezone.now()
     )) is None  # a queued run is not retried

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from django.db import connection as db_connection
+from django.utils import timezone
 from werkzeug import Request, Response
 
 from flows import execution, queueing, retention
@@ -367,19 +368,31 @@ def test_time_waited_for_the_rate_limit_is_recorded_and_a_close_throttle_is_wait
     assert run.status == RunStatus.SUCCESS and waited >= 500
 
 
-def test_a_far_throttle_fails_the_run_saying_when_to_retry(company, instance, httpserver, settings):
+def test_a_far_throttle_parks_the_run_and_it_resumes_from_its_checkpoint(company, instance, httpserver, settings):
+    """A send the rate limit allows only in a minute: the run gives its worker back and resumes then."""
     settings.OUTBOUND_RATE_LIMIT_MAX_WAIT = 0.0
-    settings.FLOW_THROTTLE_MAX_WAIT_SECONDS = 1
     instance.rate_limit_amount, instance.rate_limit_unit = 1, "minute"
     instance.save()
     httpserver.expect_request("/api/orders").respond_with_json([{"id": 1}])
     accept_imports(httpserver)
-    run = run_flow(flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order")))
-    assert run.status == RunStatus.FAILED
-    assert run.failure_reason.startswith(
-        "Shape 2 (Shop - UK → Import order): The instance's rate limit allows the next request only at "
-    )
-    assert run.failure_reason.endswith("more than 1 seconds away. Retry the run after that.")
+    flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order"))
+    run = run_flow(flow)
+    assert run.status == RunStatus.WAITING, run.failure_reason
+    assert run.park_reason == "the rate limit of Shop - UK"
+    assert timezone.now() < run.parked_until <= timezone.now() + timedelta(seconds=61)
+    assert run.lease_owner == "" and run.parks == 1
+    assert [s.status for s in run.shape_runs.all()] == [ShapeStatus.RUNNING, ShapeStatus.RUNNING]
+    assert posted(httpserver) == []
+    assert execution.execute(run.pk) is None  # too early: nothing happens
+    # The minute is over.
+    instance.rate_limit_amount = 1000
+    instance.save()
+    FlowRun.objects.filter(pk=run.pk).update(parked_until=timezone.now())
+    run = execution.execute(run.pk)
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+    assert [item["id"] for item in posted(httpserver)] == [1]  # sent once
+    receive, send = run.shape_runs.all()
+    assert (receive.pages, receive.items_out, send.items_in, send.items_out) == (1, 1, 1, 1)
 
 
 def test_payload_samples_are_redacted_and_the_instance_is_marked_used(company, instance, httpserver):
@@ -587,9 +600,10 @@ def test_an_instance_whose_date_format_cannot_write_dates_fails_validation(compa
 
 
 def test_each_item_sent_costs_one_database_query_at_most(company, instance, httpserver):
-    """Per request: the lease renewal (which also sees a stop request) and nothing else.
+    """Per item sent to an API without idempotency keys: its in-flight mark and its acknowledgement.
 
-    The client reads the connector's variables once, not on every request.
+    The stop request is read by the lease renewal, not per request; the client
+    reads the connector's variables once, not on every request.
     """
     from django.test.utils import CaptureQueriesContext
 
@@ -610,4 +624,4 @@ def test_each_item_sent_costs_one_database_query_at_most(company, instance, http
     accept_imports(httpserver)
     many = queries_for(25)
     assert len(posted(httpserver)) == 25
-    assert (many - few) / 20 <= 1, (few, many)
+    assert (many - few) / 20 <= 2, (few, many)

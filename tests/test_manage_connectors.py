@@ -22,7 +22,7 @@ def test_each_connector_shows_its_details_and_instances(admin_client, company, s
     page = admin_client.get("/connectors/").content.decode()
     assert "Sandbox" in page and "Warehouse API" in page
     assert "prebuilt" in page and "custom" in page
-    assert "version 1.4.0" in page
+    assert "version 1.5.0" in page
     assert "Sandbox - UK" in page
     assert "Not checked" in page
     assert "120 per minute" in page
@@ -50,7 +50,7 @@ def test_a_modified_prebuilt_connector_shows_version_information_and_who_changed
     manifests.apply(manifests.validate(changed), connector=connector, user=admin_user)
     page = admin_client.get("/connectors/").content.decode()
     assert 'data-testid="modified-info"' in page
-    assert "modified from version 1.4.0" in page
+    assert "modified from version 1.5.0" in page
     assert "last changed by ada" in page
 
 

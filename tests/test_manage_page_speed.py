@@ -86,6 +86,7 @@ def test_the_admin_change_form_of_an_endpoint_shows_modified_at_once(admin_clien
         "direction": endpoint.direction, "method": endpoint.method, "path": endpoint.path,
         "parameters": "{}", "request_parameters": "[]", "body_encoding": endpoint.body_encoding,
         "records_path": endpoint.records_path, "pagination": "{}", "position": endpoint.position,
+        "idempotency_key_in": endpoint.idempotency_key_in, "idempotency_key_name": endpoint.idempotency_key_name,
     })
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Endpoint.objects.get(pk=endpoint.pk).name == "Renamed in the admin"

@@ -45,7 +45,9 @@ def test_old_endpoints_get_the_defaults_in_a_fixed_order():
     assert list(endpoint) == [
         "key", "name", "entity", "direction", "method", "path", "parameters",
         "request_parameters", "body_encoding", "records_path", "pagination", "follow_redirects_to_other_origins",
+        "idempotency",
     ]
+    assert endpoint["idempotency"] == {"in": "none", "name": ""}
     assert endpoint["request_parameters"] == [] and endpoint["body_encoding"] == "json" and endpoint["records_path"] == ""
     assert endpoint["pagination"] == {
         "style": "none", "next_url_path": "", "page_parameter": "", "limit_parameter": "", "limit": 0,

@@ -7,7 +7,7 @@ from marketplace.models import Installation, Listing
 
 def test_the_marketplace_lists_published_connectors(admin_client, sandbox_listing):
     page = admin_client.get("/marketplace/").content.decode()
-    assert "Sandbox" in page and "version 1.4.0" in page
+    assert "Sandbox" in page and "version 1.5.0" in page
 
 
 def test_marketplace_search_and_filter(admin_client, sandbox_listing):
@@ -34,7 +34,7 @@ def test_install_creates_the_latest_version_for_the_company(admin_client, compan
     connector = Connector.objects.get(company=company)
     assert response.status_code == 302
     assert response["Location"].endswith(f"#connector-{connector.pk}")
-    assert connector.version == "1.4.0"
+    assert connector.version == "1.5.0"
     assert connector.installation.listing_version == sandbox_listing.latest_version
     assert connector.endpoints.filter(key="list_customers").exists()
     assert {m.key for m in connector.auth_methods.all()} == {"basic", "token", "client_credentials", "authorization_code", "oauth1"}
@@ -65,8 +65,8 @@ def test_load_catalog_is_idempotent(db):
     call_command("load_catalog")
     versions = Listing.objects.get(slug="sandbox").versions.count()
     call_command("load_catalog")
-    assert Listing.objects.get(slug="sandbox").versions.count() == versions == 5
-    assert Listing.objects.get(slug="sandbox").latest_version.version == "1.4.0"
+    assert Listing.objects.get(slug="sandbox").versions.count() == versions == 6
+    assert Listing.objects.get(slug="sandbox").latest_version.version == "1.5.0"
 
 
 def test_publish_listing_validates_the_manifest(tmp_path, db):
@@ -97,7 +97,7 @@ def test_a_published_version_cannot_be_changed(tmp_path, sandbox_listing):
     import yaml
 
     changed = dict(sandbox_listing.latest_version.manifest, description="Sneaky change")
-    path = tmp_path / "sandbox" / "1.4.0.yaml"
+    path = tmp_path / "sandbox" / "1.5.0.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(changed))
     with pytest.raises(CommandError) as exc:

@@ -649,3 +649,42 @@ def test_a_next_page_url_in_the_response_gives_next_url_pagination_and_error_lis
     json_api = {"type": "object", "properties": {
         "data": {"type": "array"}, "links": {"type": "object", "properties": {"next": {"type": "string"}}}}}
     assert _set(_list([], json_api).pagination) == {"style": "next_url", "next_url_path": "links.next"}
+
+
+# --- idempotency keys ------------------------------------------------------------------------
+
+
+def test_a_documented_idempotency_header_or_body_field_becomes_the_endpoints_declaration():
+    key_header = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
+    json_body = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+        "idempotency_key": {"type": "string"}, "order": {"type": "object"}}}}}}
+    document = spec(paths={
+        "/orders": {
+            "post": {"operationId": "createOrder", "parameters": [key_header,
+                     {"name": "X-Trace", "in": "header", "schema": {"type": "string"}}]},
+            "get": {"operationId": "listOrders", "parameters": [key_header]},
+        },
+        "/payments": {"post": {"operationId": "createPayment", "requestBody": json_body}},
+        "/forms": {"post": {"operationId": "createForm", "requestBody": {"content": {
+            "application/x-www-form-urlencoded": {"schema": {"properties": {"idempotency_key": {"type": "string"}}}}}}}},
+    })
+    draft = draft_from_openapi(document)
+    create = operation(draft, "create_order")
+    assert create.idempotency == {"in": "header", "name": "Idempotency-Key"}
+    assert [p["name"] for p in create.request_parameters] == ["X-Trace"]  # the key is not a shape setting
+    assert operation(draft, "list_orders").idempotency == {"in": "none", "name": ""}  # a receive endpoint
+    assert operation(draft, "create_payment").idempotency == {"in": "body", "name": "idempotency_key"}
+    assert operation(draft, "create_form").idempotency == {"in": "none", "name": ""}  # not a JSON body
+    manifest = to_manifest(draft, ["create_order", "create_payment"], name="Orders")
+    assert [e["idempotency"] for e in manifest["endpoints"]] == [
+        {"in": "header", "name": "Idempotency-Key"}, {"in": "body", "name": "idempotency_key"},
+    ]
+
+
+@needs_specs
+def test_paypal_and_square_declare_the_keys_their_specs_document():
+    paypal = operation(vendor_draft("paypal/catalogs_products_v1.json"), "products_create")
+    assert paypal.idempotency == {"in": "header", "name": "PayPal-Request-Id"}
+    assert "PayPal-Request-Id" not in [p["name"] for p in paypal.request_parameters]
+    square = vendor_draft("square/api.json")
+    assert operation(square, "create_customer").idempotency == {"in": "body", "name": "idempotency_key"}

@@ -161,16 +161,26 @@ def test_administrators_set_the_maximum_run_duration_within_the_platform_ceiling
     response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "361"})
     assert response.status_code == 422
     assert "Ensure this value is less than or equal to 360." in response.content.decode()
-    response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "90"}, follow=True)
-    assert "Run duration saved: a run is stopped after 90 minutes, the company&#x27;s maximum run duration." in (
+    response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "90",
+                                                 "time_zone": "Mars/Olympus"})
+    assert response.status_code == 422
+    assert "&quot;Mars/Olympus&quot; is not a time zone. Use an IANA name such as Europe/London or UTC." in (
+        response.content.decode()
+    )
+    response = admin.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "90",
+                                                 "time_zone": "Europe/London"}, follow=True)
+    assert "Run settings saved: a run is stopped after 90 minutes, the company&#x27;s maximum run duration; " in (
         response.content.decode()
     )
     company.refresh_from_db()
-    assert (company.max_run_duration_minutes, company.run_log_retention_days) == (90, 7)
+    assert (company.max_run_duration_minutes, company.run_log_retention_days, company.time_zone) == (
+        90, 7, "Europe/London"
+    )
 
     reader = client_for(make_user(company, Role.READ_ONLY))
     page = reader.get("/settings/company/").content.decode()
-    assert "90 minutes, the company&#x27;s maximum run duration" in page and "save run duration" not in page
+    assert "90 minutes, the company&#x27;s maximum run duration" in page and "save run settings" not in page
+    assert "Europe/London" in page
     assert reader.post("/settings/company/", {"section": "run_duration", "max_run_duration_minutes": "5"}).status_code == 403
     company.refresh_from_db()
     assert company.max_run_duration_minutes == 90

@@ -343,7 +343,7 @@ def test_the_run_s_redaction_covers_a_token_obtained_after_the_run_started(compa
 
     connector = make_connector(company)
     client = InstanceClient(connector, connector.auth_methods.get(), {}, {"api_token": "stored-token-1234"})
-    ctx = Context(run=None, reference_time=None, last_success=None, since=None, checkpoint=lambda: None,
+    ctx = Context(run=None, reference_time=None, last_success=None, since=None, check=lambda: None,
                   clients={1: client})
     assert ctx.redact("stored-token-1234 late-token-5678") == "[redacted] late-token-5678"
     client._obtained({"access_token": "late-token-5678", "token_type": "Bearer", "expires_in": 3600})

@@ -37,10 +37,12 @@ from connectors.openapi.naming import (
     unique,
 )
 from connectors.openapi.operations import (
+    IDEMPOTENCY_HEADERS,
     IGNORED_HEADERS,
     body_encoding_of,
     direction_of,
     entity_of,
+    idempotency_of,
     operation_name,
     pagination_of,
     records_path_of,
@@ -49,7 +51,7 @@ from connectors.openapi.operations import (
     success_schema,
     tag_of,
 )
-from connectors.schema import KEY_RE, PAGINATION_DEFAULT, PLACEHOLDER_RE
+from connectors.schema import IDEMPOTENCY_DEFAULT, KEY_RE, PAGINATION_DEFAULT, PLACEHOLDER_RE
 
 DEFAULT_RATE_LIMIT = {"amount": 60, "unit": "minute"}
 MAX_SCOPES = 5  # more than this and the user should choose, not get them all
@@ -80,6 +82,7 @@ class Operation:
     body_encoding: str = "json"
     records_path: str = ""
     pagination: dict = field(default_factory=lambda: dict(PAGINATION_DEFAULT))
+    idempotency: dict = field(default_factory=lambda: dict(IDEMPOTENCY_DEFAULT))
 
     def as_endpoint(self) -> dict:
         return {
@@ -94,6 +97,7 @@ class Operation:
             "body_encoding": self.body_encoding,
             "records_path": self.records_path,
             "pagination": dict(self.pagination),
+            "idempotency": dict(self.idempotency),
         }
 
 
@@ -332,7 +336,7 @@ def _common_headers(
     for op in raw:
         for p in op.parameters:
             name = str(p.get("name") or "")
-            if p.get("in") == "header" and p.get("required") and name.lower() not in IGNORED_HEADERS | auth_headers:
+            if p.get("in") == "header" and p.get("required") and name.lower() not in IGNORED_HEADERS | IDEMPOTENCY_HEADERS | auth_headers:
                 counts[name] = counts.get(name, 0) + 1
                 specs.setdefault(name, p)
     common = []
@@ -410,6 +414,12 @@ def draft_from_openapi(document: dict, deadline: safe_loading.Deadline | None = 
         ]
         if op.method == "GET":
             request_parameters = [p for p in request_parameters if p["location"] != "body"]
+        idempotency = idempotency_of(document, op, common) if direction == "send" else dict(IDEMPOTENCY_DEFAULT)
+        if idempotency["in"] == "header":  # each run makes the key: not a setting of the connection shapes
+            request_parameters = [
+                p for p in request_parameters
+                if not (p["location"] == "header" and p["name"].lower() == idempotency["name"].lower())
+            ]
         operation_id = str(op.operation.get("operationId") or "")
         tag = tag_of(op.operation)
         operations.append(Operation(
@@ -424,6 +434,7 @@ def draft_from_openapi(document: dict, deadline: safe_loading.Deadline | None = 
             body_encoding=body_encoding_of(document, op),
             records_path=records_path_of(document, response) if direction == "receive" else "",
             pagination=pagination,
+            idempotency=idempotency,
         ))
     if foreign_servers:
         warnings.append(

@@ -1,5 +1,5 @@
 """One operation of an OpenAPI document in manifest terms: entity, direction,
-records path, pagination, request parameters, body encoding and name.
+records path, pagination, request parameters, body encoding, idempotency key and name.
 
 Each is read only where the document makes it clear; otherwise the manifest's
 default stays and the user fills it in.
@@ -23,6 +23,7 @@ from connectors.openapi.naming import (
 )
 from connectors.schema import (
     HEADER_NAME_RE,
+    IDEMPOTENCY_DEFAULT,
     MAX_PAGE_SIZE,
     MAX_PAIR_NAME,
     MAX_PAIR_VALUE,
@@ -32,6 +33,11 @@ from connectors.schema import (
 
 # Header parameters the client sets itself or that belong to the auth method.
 IGNORED_HEADERS = {"accept", "content-type", "authorization", "user-agent", "content-length"}
+# Names vendors document for an idempotency key: headers (lower case; Stripe, Xero,
+# Zendesk and others use Idempotency-Key, PayPal PayPal-Request-Id) and top-level
+# JSON body fields (Square).
+IDEMPOTENCY_HEADERS = frozenset({"idempotency-key", "x-idempotency-key", "paypal-request-id"})
+IDEMPOTENCY_BODY_FIELDS = ("idempotency_key",)
 RECEIVE_VERBS = {"search", "list", "query", "find", "lookup"}
 VERSION_SEGMENT = re.compile(r"^(v\d+(\.\d+)*|\d[\d.-]*)$", re.IGNORECASE)
 
@@ -275,6 +281,28 @@ def body_encoding_of(document: dict, op: RawOperation) -> str:
     if any("x-www-form-urlencoded" in t for t in types) and not any("json" in t for t in types):
         return "form"
     return "json"
+
+
+def idempotency_of(document: dict, op: RawOperation, taken_headers: set[str]) -> dict:
+    """Where a send operation takes an idempotency key, when the document names one; else not sent.
+
+    A header already sent by an authentication method (`taken_headers`, lower
+    case) is left alone; a body field is read only from a JSON request body.
+    """
+    for p in op.parameters:
+        name = str(p.get("name") or "")
+        if p.get("in") == "header" and name.lower() in IDEMPOTENCY_HEADERS and name.lower() not in taken_headers:
+            return {"in": "header", "name": name}
+    if body_encoding_of(document, op) == "json":
+        body = resolve(document, op.operation.get("requestBody"))
+        content = body.get("content") if isinstance(body, dict) and isinstance(body.get("content"), dict) else {}
+        media = next((value for kind, value in content.items() if "json" in str(kind).lower()), None)
+        schema = schema_of(document, media.get("schema")) if isinstance(media, dict) else {}
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        for name in IDEMPOTENCY_BODY_FIELDS:
+            if name in properties:
+                return {"in": "body", "name": name}
+    return dict(IDEMPOTENCY_DEFAULT)
 
 
 def operation_name(op: RawOperation) -> str:

@@ -80,8 +80,13 @@ class Context:
     reference_time: datetime
     last_success: datetime | None
     since: datetime | None
-    checkpoint: Callable[[], None]
+    # Between requests: raises when the run must stop (a stop request, a lost lease, past its duration).
+    # In memory only: the lease renewal reads the stop request (flows.execution.Heartbeat).
+    check: Callable[[], None]
     clients: dict = field(default_factory=dict)  # instance pk -> InstanceClient
+    # The run's progress as the shapes see it (flows.execution.Progress): the page in progress,
+    # sends acknowledged, idempotency origin. None outside a run (tests of one shape).
+    progress: object = None
     _secrets: tuple[str, ...] = field(default=(), init=False, repr=False)
     _variants: list[str] = field(default_factory=list, init=False, repr=False)
 
@@ -120,7 +125,14 @@ class Context:
 
 
 class Stage:
-    """A shape in a run: takes pages, passes pages on, keeps its counters on its FlowRunShape."""
+    """A shape in a run: takes pages, passes pages on, keeps its counters on its FlowRunShape.
+
+    The counters are written by flows.execution, once per page for every shape
+    (`dirty` says which rows changed). What a shape needs to go on after a
+    resume is named in RESUMED: counts only, kept in the run's checkpoint.
+    """
+
+    RESUMED: tuple[str, ...] = ("partial",)
 
     def __init__(self, shape: Shape, position: int, ctx: Context):
         self.shape, self.position, self.ctx = shape, position, ctx
@@ -130,6 +142,7 @@ class Stage:
         self.sample_in: list = []
         self.sample_out: list = []
         self._sampled = (0, 0)
+        self.dirty = False
 
     # --- naming ------------------------------------------------------------
 
@@ -206,13 +219,13 @@ class Stage:
             sample[longer] = sample[longer][:-1]
 
     def save(self) -> None:
-        """Store the counters so far (the run page shows progress while the run goes on)."""
+        """Mark the counters for the run's next commit (flows.execution writes every shape's at once)."""
         record = self.open()
         sampled = (len(self.sample_in), len(self.sample_out))
         if sampled != self._sampled:
             record.payload_sample = self.payload_sample()
             self._sampled = sampled
-        record.save()
+        self.dirty = True
 
     def close(self, status: str) -> None:
         record = self.open()
@@ -222,3 +235,20 @@ class Stage:
         record.finished_at = timezone.now()
         self.finished = True
         self.save()
+
+    # --- resuming ------------------------------------------------------------
+
+    def resume(self, record: FlowRunShape, state: dict) -> None:
+        """Go on with `record` (written by an earlier stretch of the run) and the counts kept in the checkpoint."""
+        self.record = record
+        self.finished = record.status != ShapeStatus.RUNNING
+        for name in self.RESUMED:
+            if name in state and isinstance(state[name], type(getattr(self, name))):
+                setattr(self, name, state[name])
+        if record.payload_sample:  # the sample of the first pages is kept
+            self.sample_in = [None] * SAMPLE_ITEMS
+            self.sample_out = [None] * SAMPLE_ITEMS
+            self._sampled = (SAMPLE_ITEMS, SAMPLE_ITEMS)
+
+    def state(self) -> dict:
+        return {name: getattr(self, name) for name in self.RESUMED}

@@ -24,20 +24,22 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
 from django.conf import settings
 
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
-from flows import dates, parameters
+from flows import dates, durability, parameters
 from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, bounds, value_at
 from instances.outbound import ClientError, Exchange, InstanceClient, retry
 
 DEFAULT_TIMEOUT = 30
 MAX_TIMEOUT = 120
 MAX_RETRIES = 2
+# A next link seen before ends the pages (a loop); a checkpoint keeps the last this many.
+MAX_SEEN_LINKS = 50
 LINK_NEXT_RE = re.compile(r'<\s*([^>]*)\s*>\s*;[^,]*\brel\s*=\s*"?[^",]*\bnext\b', re.IGNORECASE)
 
 
@@ -95,6 +97,8 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 
 class Connection(Stage):
+    RESUMED = (*Stage.RESUMED, "accepted", "sent_items", "item_number", "sent_requests", "retrying", "in_doubt_items")
+
     def __init__(self, shape, position: int, ctx: Context):
         super().__init__(shape, position, ctx)
         self.config, self.config_problems = settings_of(shape)
@@ -107,6 +111,10 @@ class Connection(Stage):
         self.sent_items = 0
         self.last_problem = ""
         self.item_number = 0
+        self.retrying = 0  # the retry a park interrupted, taken up again on resume
+        self.in_doubt_items = 0
+        self.next_source: dict | None = None  # a receive shape's pagination state for its next page
+        self._page, self._send_index = -1, 0
 
     @property
     def name(self) -> str:
@@ -168,16 +176,16 @@ class Connection(Stage):
 
     # --- requests ------------------------------------------------------------
 
-    def call(self, *, url: str | None = None, params: dict | None = None, **body) -> Exchange:
+    def call(self, *, url: str | None = None, params: dict | None = None, headers: dict | None = None, **body) -> Exchange:
         """One request with the shape's timeout and retries; waits out a rate limit throttle (see wait_until)."""
         endpoint, record = self.shape.endpoint, self.open()
         policy = retry.for_shape(self.config["retries"])
-        attempt = 0
+        attempt, self.retrying = self.retrying, 0
         while True:
-            self.ctx.checkpoint()
+            self.ctx.check()
             self.sent_requests += 1
             record.requests += 1
-            kwargs = {"headers": dict(self.headers), "params": params or {}, "timeout": self.config["timeout"], **body}
+            kwargs = {"headers": self.call_headers(headers), "params": params or {}, "timeout": self.config["timeout"], **body}
             kwargs["allow_cross_origin_redirects"] = endpoint.follow_redirects_to_other_origins
             try:
                 if url:
@@ -194,9 +202,15 @@ class Connection(Stage):
                 self.wait_until(exchange.throttled_until)
                 continue
             if policy.allows(attempt) and self.retryable(exchange):
-                self.pause(policy.pause(attempt, headers=exchange.response_headers))
+                seconds = policy.pause(attempt, headers=exchange.response_headers)
                 attempt += 1
                 record.retries += 1
+                if seconds > max(settings.OUTBOUND_RATE_LIMIT_MAX_WAIT, durability.PARK_AFTER_SECONDS):
+                    self.retrying = attempt
+                    until = datetime.now(UTC) + timedelta(seconds=seconds)
+                    raise durability.Parked(until, f"{self.shape.instance.name}'s API to be ready again (it answered "
+                                                   f"{exchange.status_text() if exchange.response_status else 'nothing'})")
+                self.pause(seconds)
                 continue
             return exchange
 
@@ -209,26 +223,25 @@ class Connection(Stage):
         return status >= 500 or status == 429
 
     def pause(self, seconds: float) -> None:
-        """Sleep, checkpointing (lease, stop request) at least every second."""
+        """Sleep (at most OUTBOUND_RATE_LIMIT_MAX_WAIT), checking for a stop request at least every second."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, 1.0))
-            self.ctx.checkpoint()
+            self.ctx.check()
 
     def wait_until(self, until: datetime) -> None:
-        """The instance's rate limit lets the request go only at `until`.
+        """The instance's rate limit lets the request go only at `until`, further than a worker waits.
 
-        Up to FLOW_THROTTLE_MAX_WAIT_SECONDS away the run waits for it here
-        (renewing its lease and honouring a stop request); further away the
-        shape fails with a message saying when to retry.
+        The client throttles a request only when its wait would be longer than
+        OUTBOUND_RATE_LIMIT_MAX_WAIT, so the run parks: it gives its worker
+        back and is queued again for that moment (flows.execution), and the
+        limit holds exactly meanwhile, since nothing was taken from it.
         """
         seconds = (until - datetime.now(UTC)).total_seconds()
-        if seconds > settings.FLOW_THROTTLE_MAX_WAIT_SECONDS:
-            raise ShapeFailed(
-                f"The instance's rate limit allows the next request only at {until:%Y-%m-%d %H:%M:%S} UTC, "
-                f"more than {settings.FLOW_THROTTLE_MAX_WAIT_SECONDS:g} seconds away. Retry the run after that."
-            )
-        self.pause(max(seconds, 0.05))
+        if seconds <= durability.PARK_AFTER_SECONDS:
+            self.pause(max(seconds, 0.05))
+            return
+        raise durability.Parked(until, f"the rate limit of {self.shape.instance.name}")
 
     def failure(self, exchange: Exchange) -> str | None:
         """Why the request failed (redacted), keeping the redacted exchange; None when it succeeded."""
@@ -242,6 +255,12 @@ class Connection(Stage):
             if detail:
                 message += f' The API said: "{detail.rstrip(".")}".'
         message = self.ctx.redact(self.client.redact(message), limit=MESSAGE_CHARS)
+        if exchange.response_status == 409 and self.idempotent and not self.receives:
+            message += (
+                " The API refused this send's idempotency key: it was first used with another body "
+                "(the records changed since this run, or the run it retries, first sent them). "
+                "Run the flow again from the start to send them with new keys."
+            )
         record = self.open()
         if len(record.failed_exchanges) < MAX_RECORDED_FAILURES:
             stored = self.client.record_of(exchange, message)
@@ -257,7 +276,8 @@ class Connection(Stage):
     def pages(self) -> Iterator[list]:
         """The endpoint's pages of records, each passed on before the next is requested."""
         self.open()
-        yield from Pages(self).pages()
+        progress = self.ctx.progress
+        yield from Pages(self).pages(progress.source_state(self.position) if progress is not None else None)
 
     # --- send ----------------------------------------------------------------
 
@@ -296,16 +316,109 @@ class Connection(Stage):
         if size > settings.FLOW_MAX_REQUEST_BYTES:
             self.oversized(f"Item {self.item_number}", size)
             return MISSING
-        exchange = self.call(params=self.query, **body)
+        what = f"Item {self.item_number}"
+        exchange = self.deliver([item], what, **body)
+        if exchange is None:
+            return MISSING
         problem = self.failure(exchange)
         if problem:
-            self.refused(f"Item {self.item_number}", problem, exchange)
+            self.refused(what, problem, exchange)
+            self.acknowledged(1, 0, 0)
             return MISSING
         self.accepted += 1
         answer = exchange.json if exchange.json is not None else {}
         self.answers.add(len(exchange.response_body))
         bounds.check_depth([answer], f"the answer to item {self.item_number}")
+        self.acknowledged(1, 1, 1)
         return answer
+
+    # --- delivery: idempotency keys, acknowledgements, sends in doubt -----------
+
+    @property
+    def idempotent(self) -> bool:
+        endpoint = self.shape.endpoint
+        return getattr(endpoint, "idempotency_key_in", "none") in ("header", "body") and bool(
+            getattr(endpoint, "idempotency_key_name", "")
+        )
+
+    def deliver(self, items: list, what: str, **body) -> Exchange | None:
+        """Send one item or batch, unless a stretch of the run before this one already did.
+
+        On a resumed page, a send acknowledged before is not sent again (it is
+        counted as it was); the one send of an API without idempotency keys
+        that was in flight when the worker was lost is *in doubt*: not sent
+        again, named on the run page. Otherwise the send carries the run's
+        idempotency key for it (as the endpoint declares), or, without keys,
+        is marked in flight in the checkpoint before it goes.
+        """
+        progress = self.ctx.progress
+        index = self.next_send_index()
+        if progress is not None:
+            earlier = progress.earlier_send(self.position, index)
+            if earlier is not None:
+                self.count_earlier(earlier, items, what)
+                return None
+        endpoint = self.shape.endpoint
+        headers = None
+        if progress is not None and self.idempotent:
+            key = durability.idempotency_key(progress.origin, self.shape.pk, progress.page, index, items)
+            if endpoint.idempotency_key_in == "header":
+                headers = {**self.headers, endpoint.idempotency_key_name: key}
+            elif "json_body" in body and isinstance(body["json_body"], dict):
+                body["json_body"] = {**body["json_body"], endpoint.idempotency_key_name: key}
+            elif "data" in body:
+                body["data"] = {**body["data"], endpoint.idempotency_key_name: key}
+            elif "json_body" in body:  # a batch (a JSON list): the key goes in a header of the same name
+                headers = {**self.headers, endpoint.idempotency_key_name: key}
+        elif progress is not None:
+            progress.in_flight(self.position, index, what, durability.ids_of(items))
+        self._requests_before = self.open().requests
+        try:
+            return self.call(params=self.query, headers=headers, **body)
+        except durability.Parked:
+            if progress is not None:
+                progress.in_flight_mark = None  # throttled before it went, or answered: not in doubt
+            raise
+
+    def next_send_index(self) -> int:
+        page = self.ctx.progress.page if self.ctx.progress is not None else 0
+        if page != self._page:
+            self._page, self._send_index = page, 0
+        index = self._send_index
+        self._send_index += 1
+        return index
+
+    def acknowledged(self, items: int, accepted: int, answers: int) -> None:
+        """The send just made is done (accepted or refused): remember it, so a resume does not make it again.
+
+        Without idempotency keys the acknowledgement is written at once (it
+        clears the send's in-flight mark); with keys it is written with the
+        page, since sending again is harmless.
+        """
+        if self.ctx.progress is not None:
+            requests = self.open().requests - getattr(self, "_requests_before", 0)
+            self.ctx.progress.acknowledged(
+                self.position, [items, accepted, answers, requests], durable=not self.idempotent
+            )
+
+    def count_earlier(self, earlier, items: list, what: str) -> None:
+        """Count a send an earlier stretch of the run made (or left in doubt) as it was."""
+        record = self.open()
+        if earlier.in_doubt:
+            self.partial = True
+            self.warn(
+                f"{what}: in doubt. It was being sent when the worker was lost, and the API takes no "
+                "idempotency key, so it was not sent again; check whether the API stored it."
+            )
+            self.ctx.progress.note_in_doubt(self.label, what, durability.ids_of(items))
+            self.in_doubt_items += len(items)
+            return
+        self.accepted += earlier.accepted
+        record.items_out += earlier.answers
+        record.requests += earlier.requests
+
+    def call_headers(self, headers: dict | None) -> dict:
+        return dict(self.headers) if headers is None else dict(headers)
 
     def send_batch(self, page: list) -> list:
         """The page in as few requests as FLOW_MAX_BATCH_RECORDS and FLOW_MAX_REQUEST_BYTES allow."""
@@ -322,13 +435,18 @@ class Connection(Stage):
             what = f"Page {number} ({len(items)} items)" if len(parts) == 1 else (
                 f"Page {number}, batch {part} of {len(parts)} ({len(items)} items)"
             )
-            exchange = self.call(params=self.query, json_body=items)
+            exchange = self.deliver(items, what, json_body=items)
+            if exchange is None:
+                continue
             problem = self.failure(exchange)
             if problem:
                 self.refused(what, problem, exchange)
+                self.acknowledged(len(items), 0, 0)
                 continue
             self.accepted += len(items)
-            out += self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}", len(items))
+            answers = self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}", len(items))
+            out += answers
+            self.acknowledged(len(items), len(items), len(answers))
         return out
 
     def answer_of(self, exchange: Exchange, what: str, sent: int) -> list:
@@ -362,7 +480,7 @@ class Connection(Stage):
             return
         if not record.items_in:
             self.warn("Nothing to send: no items came from the previous shape.")
-        elif not self.accepted and not self.config["allow_unsuccessful"]:
+        elif not self.accepted and not self.in_doubt_items and not self.config["allow_unsuccessful"]:
             raise ShapeFailed(
                 f"none of the {self.sent_items} item(s) was accepted. Last error: {self.last_problem}"
             )
@@ -426,74 +544,97 @@ class Pages:
         match = LINK_NEXT_RE.search(header)
         return self.resolve(match.group(1)) if match and match.group(1).strip() else None
 
-    def pages(self) -> Iterator[list]:
+    def start(self) -> dict:
+        return {"page_number": int(self.option("first_page", 1)), "offset": 0, "cursor": None, "url": None,
+                "count": 0, "seen": []}
+
+    def pages(self, resume_at: dict | None = None) -> Iterator[list]:
+        """The pages, from the first or from `resume_at` (a pagination state a checkpoint kept).
+
+        Before each page is passed on, `stage.next_source` is set to the state
+        of the page after it (None: no more pages), which the run's checkpoint
+        keeps once the page has gone all the way down the line.
+        """
         stage, record = self.stage, self.stage.record
-        style = self.style
-        page_number = int(self.option("first_page", 1))
-        offset = 0
-        limit = int(self.option("limit", 0))
-        cursor: str | None = None
-        url: str | None = None
-        seen_links: set[str] = set()
-        count = 0
+        state = {**self.start(), **resume_at} if resume_at else self.start()
+        resumed = bool(resume_at)
         while True:
             params = dict(stage.query)
+            style = self.style
             if style == "page_number":
-                params[str(self.option("page_parameter", "page"))] = str(page_number)
+                params[str(self.option("page_parameter", "page"))] = str(state["page_number"])
+            limit = int(self.option("limit", 0))
             if style in ("page_number", "limit_offset") and limit:
                 params[str(self.option("limit_parameter", "limit"))] = str(limit)
             if style == "limit_offset":
-                params[str(self.option("offset_parameter", "offset"))] = str(offset)
-            if style == "cursor" and cursor is not None:
-                params[str(self.option("cursor_parameter", "cursor"))] = cursor
-            if url:  # a next link carries its own query
-                exchange = stage.call(url=url)
+                params[str(self.option("offset_parameter", "offset"))] = str(state["offset"])
+            if style == "cursor" and state["cursor"] is not None:
+                params[str(self.option("cursor_parameter", "cursor"))] = state["cursor"]
+            if state["url"]:  # a next link carries its own query
+                exchange = stage.call(url=state["url"])
             else:
                 exchange = stage.call(params=params)
             problem = stage.failure(exchange)
             if problem:
                 if stage.allowed(exchange):
                     stage.partial = True
-                    stage.warn(f"Page {count + 1}: {problem} The pages end here.")
+                    stage.warn(f"Page {state['count'] + 1}: {problem} The pages end here.")
                     return
+                if resumed:
+                    problem += (
+                        f" The run resumed here, at page {state['count'] + 1}: the API may no longer serve that page "
+                        "(a cursor or a next link can expire). Run the flow again from the start."
+                    )
                 raise ShapeFailed(problem)
-            count += 1
+            resumed = False
+            state["count"] += 1
             record.pages += 1
             records = self.records(exchange)
             if not records:
+                stage.next_source = None
                 return
-            bounds.check_depth(records, f"page {count:,}")
+            bounds.check_depth(records, f"page {state['count']:,}")
             bounds.PageSize(len(records), "Have the endpoint send fewer records per page.").add(
                 len(exchange.response_body), len(records)
             )
+            following, warning = self.following(state, exchange, records)
+            stage.next_source = following
             stage.count_out(records)
             yield records
-            # What comes next.
-            if style == "none":
+            if warning:
+                stage.warn(warning)
+            if following is None:
                 return
-            if style in ("next_url", "link_header"):
-                url = self.next_link(exchange)
-                if url is None:
-                    return
-                if url in seen_links:
-                    stage.warn("The next page link repeats an earlier one; the pages end here.")
-                    return
-                seen_links.add(url)
-            elif style == "page_number":
-                page_number += 1
-            elif style == "limit_offset":
-                offset += len(records)
-            elif style == "cursor":
-                token = value_at(exchange.json, str(self.option("cursor_path", "next_cursor")))
-                if token in (MISSING, None, "") or isinstance(token, (dict, list)):
-                    return
-                if str(token) == cursor:
-                    stage.warn("The next page cursor repeats the previous one; the pages end here.")
-                    return
-                cursor = str(token)
-            if count >= self.cap:
-                stage.warn(
-                    f"Stopped after {count} pages, the most one run reads from this endpoint; "
-                    "more pages may be available."
-                )
-                return
+            state = following
+
+    def following(self, state: dict, exchange: Exchange, records: list) -> tuple[dict | None, str]:
+        """The state of the page after this one (None: this was the last), and why the pages end, if they end early."""
+        style = self.style
+        state = {**state, "seen": list(state["seen"])}
+        if style == "none":
+            return None, ""
+        if style in ("next_url", "link_header"):
+            url = self.next_link(exchange)
+            if url is None:
+                return None, ""
+            if url in state["seen"]:
+                return None, "The next page link repeats an earlier one; the pages end here."
+            state["seen"] = [*state["seen"][-(MAX_SEEN_LINKS - 1):], url]
+            state["url"] = url
+        elif style == "page_number":
+            state["page_number"] += 1
+        elif style == "limit_offset":
+            state["offset"] += len(records)
+        elif style == "cursor":
+            token = value_at(exchange.json, str(self.option("cursor_path", "next_cursor")))
+            if token in (MISSING, None, "") or isinstance(token, (dict, list)):
+                return None, ""
+            if str(token) == state["cursor"]:
+                return None, "The next page cursor repeats the previous one; the pages end here."
+            state["cursor"] = str(token)
+        if state["count"] >= self.cap:
+            return None, (
+                f"Stopped after {state['count']} pages, the most one run reads from this endpoint; "
+                "more pages may be available."
+            )
+        return state, ""

@@ -99,6 +99,8 @@ def _text(value: object) -> str:
 
 
 class Filter(Stage):
+    RESUMED = (*Stage.RESUMED, "unreadable")
+
     def __init__(self, shape, position: int, ctx: Context, source=None):
         super().__init__(shape, position, ctx)
         self.source = source  # the instance whose dates the items carry

@@ -51,6 +51,8 @@ def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
 
 
 class Map(Stage):
+    RESUMED = (*Stage.RESUMED, "item_number")
+
     def __init__(self, shape, position: int, ctx: Context, source=None, target=None):
         super().__init__(shape, position, ctx)
         self.source, self.target = source, target  # the instances dates are read in and written for

@@ -225,16 +225,20 @@ if REDIS_URL:
 else:
     HUEY |= {"huey_class": "huey.SqliteHuey", "connection": {"filename": HUEY_SQLITE_PATH}}
 
-# A running flow run holds a lease that its worker renews (heartbeat); a run
-# whose lease expired is failed as "worker lost" by the next scheduler tick.
-FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "30"))
+# A running flow run holds a lease that its worker renews every third of it
+# (heartbeat). Every worker process looks for expired leases every
+# FLOW_WATCH_INTERVAL_SECONDS: a run whose worker was lost resumes from its
+# checkpoint as its next attempt, so within lease + interval (+ a worker free).
+FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "10"))
+FLOW_WATCH_INTERVAL_SECONDS = float(os.environ.get("FLOW_WATCH_INTERVAL_SECONDS", "2"))
+# How many workers may be lost on one run before it fails (each resume is an attempt).
+FLOW_RUN_MAX_ATTEMPTS = int(os.environ.get("FLOW_RUN_MAX_ATTEMPTS", "3"))
 # The most pages one run reads from one endpoint (an endpoint's pagination.max_pages may set fewer or more).
 FLOW_MAX_PAGES = int(os.environ.get("FLOW_MAX_PAGES", "1000"))
 # A connection shape's retries wait this long times the attempt number.
 FLOW_RETRY_DELAY_SECONDS = float(os.environ.get("FLOW_RETRY_DELAY_SECONDS", "1"))
-# When an instance's rate limit allows the next request only later, a run waits
-# for it (renewing its lease) up to this long; further away it fails saying when to retry.
-FLOW_THROTTLE_MAX_WAIT_SECONDS = float(os.environ.get("FLOW_THROTTLE_MAX_WAIT_SECONDS", "300"))
+# A run whose next request may only go later than OUTBOUND_RATE_LIMIT_MAX_WAIT (a rate
+# limit, a long Retry-After) parks: it gives its worker back and resumes then.
 # Bounds on a run's data: a run that passes one fails with a message naming the shape and the bound.
 # The most bytes of JSON a page may hold after any shape (a map's constants can multiply a page's size).
 FLOW_MAX_PAGE_BYTES = int(os.environ.get("FLOW_MAX_PAGE_BYTES", str(8 * 1024 * 1024)))

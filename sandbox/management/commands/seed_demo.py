@@ -233,7 +233,8 @@ class Command(BaseCommand):
         """A flow that runs on its own: Sandbox orders of the last 24 hours, mapped, sent to a US Sandbox instance.
 
         It needs the Sandbox version whose List orders pages and takes updated_since,
-        and whose instances send Acme's account key (DEMO_FLOW_SANDBOX_VERSION or newer). Acme's own Sandbox connector stays at
+        whose instances send Acme's account key and whose Create order sends an idempotency key
+        (DEMO_FLOW_SANDBOX_VERSION or newer). Acme's own Sandbox connector stays at
         1.0.0 (so "update available" shows); the newer version is installed alongside
         it, as a user would. Without that version in the catalog the flow is skipped.
         """
@@ -296,4 +297,4 @@ class Command(BaseCommand):
 
 
 DEMO_FLOW_NAME = "Sandbox orders to Sandbox (US)"
-DEMO_FLOW_SANDBOX_VERSION = "1.4.0"
+DEMO_FLOW_SANDBOX_VERSION = "1.5.0"

@@ -38,8 +38,8 @@ Checks, per phase (a failed one makes the exit status 1):
   baseline run): the lease runs out at most a lease after the last renewal, a
   worker's watcher notices within its interval, and the page in flight is read
   and sent again. A run whose lease ran out while no worker process was past
-  its start-up (the phase's warm-up time) and alive a whole interval more is
-  reported, not held to the bound: nobody was watching;
+  its start-up (the phase's warm-up time) and alive a watch interval more (or
+  until the requeue) is reported, not held to the bound: nobody was watching;
 * chaos against baseline: (chaos time − baseline time) / kills is at most lease
   + one page.
 
@@ -75,7 +75,30 @@ Options: ``--flows 20 --count 2000 --per-page 100 --workers 3 --kills 8 --seed N
 
 Figures measured
 ----------------
-(filled in after the run on the durable runs: see the end of this docstring.)
+2 cores, PostgreSQL 15, Redis 7, lease 10 s, watch interval 2 s;
+``.venv/bin/python -m benchmarks.chaos`` (seed 158148914, 3 min 33 s, load
+average 1.0 at the start, 1.7 at the end)::
+
+    phase     statuses    seconds  sent    stored  dup ref  missing  dup key+ref  attempts      kills  requeue max  resume p50/max
+    baseline  success:20     17.2  40,000  40,000        0        0            0  1x20              -            -               -
+    chaos     success:20     25.4  40,000  40,000        0        0            0  1x5 2x14 3x1    8/8         10.8     10.5 / 13.0
+    parked    success:3      61.8   6,000   6,000        0        0            0  1x2 3x1         2/2         10.7     10.3 / 10.7
+    stop      stopped:1      67.1   1,000     200        0        -            0  1x1               -            -               -
+    embedded  success:4      24.2   8,000   8,000        0        0            0  2x2 3x2         3/3         11.0     10.9 / 11.6
+
+(seconds after the kill for requeue and resume)
+
+Every order stored once (94,200 over the phases, none in doubt: the Sandbox
+honours the Idempotency-Key). The 8 kills cost (25.4 − 17.2) / 8 = 1.0 s each
+against the baseline (bound: lease + one page = 10.3 s); per run taken by a kill,
+the lease ran out 9.7-10.0 s after it and the watcher queued the run again 0-0.9 s
+later (at most 10.8 s after the kill, bound 12.3 s). The stopped run ended at once
+(request_stop answered "stopped") and sent nothing in the 67 s after.
+``--quick`` (4 flows of 1,000 orders, 3 kills; 3 min 24 s, mostly the parked and
+stop phases' minute windows): every check passed, kill → requeue at most 11.3 s.
+Under a heavier load (another benchmark running, baseline 45.3 s, seed 5) the
+chaos phase's kill → resume reached 31.1 s: the requeued runs waited behind the
+runs not started yet, while kill → requeue stayed at most 11.6 s.
 """
 
 from __future__ import annotations
@@ -596,10 +619,11 @@ def attempts_text(runs: list) -> str:
     return " ".join(f"{n}x{spread[n]}" for n in sorted(spread)) or "-"
 
 
-def watcher_up(phase: Phase, moment: datetime) -> bool:
-    """Some worker process was past its start-up at `moment` and lived a watch interval more (so it watched leases)."""
+def watcher_up(phase: Phase, moment: datetime, requeued: datetime) -> bool:
+    """Some worker process was past its start-up at `moment` and alive a watch interval more or until `requeued`."""
     settle, interval = timedelta(seconds=phase.startup), timedelta(seconds=phase.interval)
-    return any(life.started + settle <= moment and (life.killed is None or life.killed >= moment + interval)
+    until = min(moment + interval, requeued)
+    return any(life.started + settle <= moment and (life.killed is None or life.killed >= until)
                for life in phase.lives)
 
 
@@ -628,11 +652,12 @@ def judge(phase: Phase, baseline: Phase | None) -> None:
             for pk in k.requeued:
                 value = k.reaped.get(pk, k.requeued[pk])
                 expiry = k.at + timedelta(seconds=k.expired.get(pk, phase.lease))
-                (requeues if watcher_up(phase, expiry) else unwatched).append(value)
+                watched = watcher_up(phase, expiry, k.at + timedelta(seconds=value))
+                (requeues if watched else unwatched).append(value)
         if unwatched:
             phase.notes.append(
                 f"{len(unwatched)} run(s) lost their lease when no worker process was past its start-up "
-                f"({phase.startup:.1f} s) and alive a whole watch interval more (kills close together): requeued "
+                f"({phase.startup:.1f} s) and alive a watch interval more (kills close together): requeued "
                 f"{', '.join(f'{v:.1f}' for v in unwatched)} s after the kill; not held to the bound")
         if phase.bound is not None:
             over = [f"{value:.1f} s" for value in requeues if value > phase.bound]

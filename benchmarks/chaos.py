@@ -71,7 +71,7 @@ How to run (from the project root)
 
 Options: ``--flows 20 --count 2000 --per-page 100 --workers 3 --kills 8 --seed N
 --parked-flows 3 --parked-count 2000 --parked-limit 40 --parked-kills 2 --stop-count 1000 --stop-limit 2
---embedded-flows 4 --embedded-kills 3 --reap-seconds 2 --timeout 600 --redis-url redis://127.0.0.1:6379/9``.
+--embedded-flows 4 --embedded-count 2000 --embedded-kills 3 --reap-seconds 2 --timeout 600 --redis-url redis://127.0.0.1:6379/9``.
 
 Figures measured
 ----------------
@@ -384,7 +384,8 @@ def wait_phase(phase: Phase, mode: flow_run.Mode, run_pks: list[int], started: f
                rng: random.Random, kill_gap: tuple[float, float]) -> None:
     """Poll until every run ended (or the timeout); make the phase's kills on the way at random moments."""
     deadline = started + args.timeout
-    next_kill = time.monotonic() + rng.uniform(*kill_gap) if phase.kills_wanted else math.inf
+    # The first kill comes early (small phases may be over in a second or two), the others kill_gap apart.
+    next_kill = time.monotonic() + rng.uniform(0.2, kill_gap[0]) if phase.kills_wanted else math.inf
     while time.monotonic() < deadline:
         active = active_runs(run_pks)
         phase.seen_waiting |= {pk for pk, status in active if status == "waiting"}
@@ -762,6 +763,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stop-count", type=int, default=1000)
     parser.add_argument("--stop-limit", type=int, default=2, help="sends per minute of the stop phase's instance")
     parser.add_argument("--embedded-flows", type=int, default=4)
+    parser.add_argument("--embedded-count", type=int, default=2000, help="orders per flow (--quick keeps it)")
     parser.add_argument("--embedded-kills", type=int, default=3)
     parser.add_argument("--reap-seconds", type=float, default=None,
                         help="the workers' reaper period (default: FLOW_WATCH_INTERVAL_SECONDS)")
@@ -836,12 +838,12 @@ def main() -> None:
                 flows = make_flows(world, 1, args.stop_count, "stop")
                 phases.append(stop_in_park(redis_mode(1), world, args, flows))
             if "embedded" in args.variants:
-                flows = make_flows(world, args.embedded_flows, args.count, "free")
+                flows = make_flows(world, args.embedded_flows, args.embedded_count, "free")
                 mode = flow_run.Mode("sqlite", 1, env, tmp)
                 phases.append(run_phase(Phase(
-                    "embedded", f"{args.embedded_flows} flows of {args.count:,} orders, {mode.label}, "
+                    "embedded", f"{args.embedded_flows} flows of {args.embedded_count:,} orders, {mode.label}, "
                                 f"{args.embedded_kills} kills", flows, kills_wanted=args.embedded_kills),
-                    mode, world, args, rng, (0.3, 2.0)))
+                    mode, world, args, rng, (0.5, 2.0)))
             for p in phases:
                 own = page_seconds(p, args.per_page) if p.name != "parked" else 0.0
                 p.page_seconds, p.lease = (page if page is not None else own), args.lease

@@ -158,6 +158,7 @@ class World:
     per_page: int
     idempotency_declared: bool
     next_index: int = 0
+    next_offset: int = 0  # orders of the Sandbox's list already given to a flow
 
 
 def seed(base_url: str, args) -> World:
@@ -220,9 +221,9 @@ def make_flows(world: World, how_many: int, count: int, target: str) -> list[Cha
     made = []
     for _ in range(how_many):
         index = world.next_index
-        world.next_index += 1
         # Each flow's orders come from its own stretch of the Sandbox's list: no reference twice across flows.
-        anchor = world.base_anchor - index * count * ORDER_STEP
+        anchor = world.base_anchor - world.next_offset * ORDER_STEP
+        world.next_index, world.next_offset = index + 1, world.next_offset + count
         flow = ProcessFlow.objects.create(company=world.company, name=f"Chaos {index}: {count} orders to {target}",
                                           enabled=True)
         connection = {"timeout": 60, "retries": 0, "allow_unsuccessful": False, "send_as": "batch", "parameters": {}}
@@ -303,11 +304,7 @@ def held_runs(run_pks: list[int]) -> dict[int, list[tuple[int, int]]]:
     from flows.models import FlowRun
 
     held: dict[int, list[tuple[int, int]]] = {}
-    running = FlowRun.objects.filter(pk__in=run_pks, status="running")
-    if has_field(FlowRun, "attempt"):
-        rows = running.values_list("pk", "lease_owner", "attempt")
-    else:  # before durable runs: one attempt per run
-        rows = [(pk, owner, 1) for pk, owner in running.values_list("pk", "lease_owner")]
+    rows = FlowRun.objects.filter(pk__in=run_pks, status="running").values_list("pk", "lease_owner", "attempt")
     for pk, owner, attempt in rows:
         pid = owner_pid(owner or "")
         if pid is not None:

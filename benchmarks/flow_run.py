@@ -29,6 +29,41 @@ task thread) does a one-order warm-up run, then one run of that many orders:
 ``VmHWM`` after the warm-up and after the run, and the growth. The runtime
 holds one page per shape, so the growth must not follow the record count.
 
+**Against a bare loop** (``--ratio`` runs only this): the product's records/s
+divided by those of the plainest client making the same HTTP calls, as a median
+of ``--ratio-pairs`` (5) pairs measured alternately in one invocation (product,
+bare, product, bare, ...), ``--count`` orders sent as batch:
+
+* *product*: one run queued (``queueing.queue_run``, as the Run button does) to
+  one worker process (``run_huey``, SQLite queue, warmed up by a one-order run);
+  timed from before queueing until this process sees the run finished (polled
+  every 10 ms). It includes the hand-over (shown apart: the worker's polling of
+  the SQLite queue backs off while it is idle, during the bare loop; ``--ratio-queue
+  redis`` uses a Redis queue, which wakes the worker at once), reading the
+  flow, every page's GET, parsing the JSON, filter (each date parsed), map,
+  building the POST body, the POSTs, the outbound checks (SSRF guard, rate limit,
+  pool slot, deadlines, redaction of what is kept) and the run's bookkeeping in
+  the database.
+* *bare*: one ``requests.Session`` (kept alive across all pairs, its connection
+  opened before the first pair) replaying the calls the product made in a
+  recorded run (executed once in this process before the pairs): the same
+  method, URL with its query (``count``, ``page``, ``per_page``), headers (the
+  API key, User-Agent, Accept, Content-Type) and POST bodies, byte for byte,
+  in the same order, one after the other; each answer is read and its JSON
+  parsed. Nothing else: no filter or map (the bodies are already built), no
+  database, no queue.
+
+Each pair also shows the CPU seconds of the worker process during the product
+run and of the bare loop: on a shared machine they vary less than the wall
+time, and say how much of the difference is the worker's own work.
+
+Both serve the same records to the same Sandbox server, so the Sandbox's own
+time is in both (gunicorn's sync workers close every connection, so both sides
+open one per request; both post the same orders, which the Sandbox stores,
+keeping each account's newest within SANDBOX_MAX_ORDERS_PER_ACCOUNT);
+the ratio is the share of the bare loop's speed the product keeps. Records =
+orders received.
+
 ``--profile COUNT[:item|batch]`` runs one flow run in this process instead,
 under cProfile (``--profile-callees REGEX`` for what chosen functions call),
 times the Sandbox alone (GET /me beside POST /orders) and runs it again under
@@ -53,10 +88,11 @@ How to run (from the project root)
     .venv/bin/python -m benchmarks.flow_run --quick      # 1,000 orders, 200 as item, memory at 1,000 and 3,000
     .venv/bin/python -m benchmarks.flow_run              # 10,000 orders, 1,000 as item, memory at 1k/10k/30k
     .venv/bin/python -m benchmarks.flow_run --profile 300:item
+    .venv/bin/python -m benchmarks.flow_run --ratio --count 10000   # only the comparison with the bare loop
 
 Options: ``--count 10000 --item-count 1000 --per-page 100 --big-runs 2 --latency-runs 30
---memory-counts 1000,10000,30000 --modes sqlite,redis --sqlite --redis-url redis://127.0.0.1:6379/9
---timeout 900``.
+--memory-counts 1000,10000,30000 --modes sqlite,redis --ratio-pairs 5 --ratio-queue sqlite --sqlite
+--redis-url redis://127.0.0.1:6379/9 --timeout 900``.
 """
 
 from __future__ import annotations
@@ -194,7 +230,7 @@ def connector_manifest(per_page: int) -> dict:
              "pagination": {"style": "page_number", "page_parameter": "page", "limit_parameter": "per_page",
                             "limit": per_page, "first_page": 1}},
             {"key": "create_order", "name": "Create order", "entity": "Order", "direction": "send", "method": "POST",
-             "path": "/orders"},
+             "path": "/orders", "idempotency": {"in": "header", "name": "Idempotency-Key"}},
         ],
     }
 
@@ -305,6 +341,18 @@ class Mode:
             self.processes.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=PROJECT_DIR,
                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
+    def cpu_seconds(self) -> float:
+        """The CPU time (user + system) the worker processes have used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for process in self.processes:
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
+
     def memory_mib(self, field_name: str = "VmHWM") -> float:
         """The largest `field_name` (VmHWM: peak RSS, VmRSS: RSS now) of the worker processes, in MiB."""
         values = []
@@ -369,21 +417,23 @@ class Timed:
     records: int = 0
     seconds: float = 0.0
     failed: int = 0
+    handover: float = 0.0  # the longest wait from queued to started, seconds
 
     @property
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-def timed_runs(mode: Mode, flow, runs: int, timeout: float) -> Timed:
+def timed_runs(mode: Mode, flow, runs: int, timeout: float, poll: float = 0.05) -> Timed:
     """`runs` runs of `flow` queued at once: records = orders received, time from the first queued to the last done."""
     from flows.models import RunStatus
 
     started = time.perf_counter()
     pks = [queue(flow) for _ in range(runs)]
-    finished = wait_for(pks, timeout, mode)
+    finished = wait_for(pks, timeout, mode, poll=poll)
     timed = Timed(runs=len(finished), seconds=time.perf_counter() - started)
     timed.records = sum(received(run) for run in finished)
+    timed.handover = max(((r.started_at - r.queued_at).total_seconds() for r in finished if r.started_at), default=0)
     for run in finished:
         if run.status != RunStatus.SUCCESS or sent(run) != received(run):
             timed.failed += 1
@@ -458,6 +508,103 @@ def measure_memory(world: World, args, env: dict[str, str], tmp: Path) -> list[M
         finally:
             mode.close()
     return rows
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request as the product sent it: what the bare loop sends again."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+def record_calls(flow, env: dict[str, str], tmp: Path) -> tuple[list[Call], int]:
+    """Run `flow` once in this process and keep every request it sent, as sent (auth headers included)."""
+    from flows import execution
+    from flows.models import RunStatus
+    from instances.outbound import sending
+
+    calls: list[Call] = []
+    original = sending._send_one
+
+    def recording(method, url, headers, body, cookies, deadline):
+        calls.append(Call(method, url, dict(headers), body))
+        return original(method, url, headers, body, cookies, deadline)
+
+    mode = Mode("sqlite", 0, env, tmp)  # a throwaway queue: the queued task is never picked up
+    sending._send_one = recording
+    try:
+        run = execution.execute(queue(flow))
+    finally:
+        sending._send_one = original
+        mode.close()
+    if run.status != RunStatus.SUCCESS:
+        raise SystemExit(f"The recorded run ended {run.status}: {run.failure_reason}")
+    return calls, received(run)
+
+
+def bare_loop(session, calls: list[Call]) -> float:
+    """Seconds to send `calls` one after the other on `session`, reading each answer and parsing its JSON."""
+    import json
+
+    started = time.perf_counter()
+    for call in calls:
+        headers = call.headers
+        if "Idempotency-Key" in headers:  # a new key, as each product run sends: the Sandbox stores, not replays
+            headers = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+        response = session.request(call.method, call.url, headers=headers, data=call.body, timeout=60)
+        if response.status_code >= 400:
+            raise SystemExit(f"The bare loop: {call.method} {call.url} answered {response.status_code}")
+        json.loads(response.content)
+    return time.perf_counter() - started
+
+
+@dataclass
+class Pair:
+    product: Timed
+    bare_seconds: float
+    product_cpu: float  # the worker's CPU seconds during the product run
+    bare_cpu: float  # this process's CPU seconds during the bare loop
+
+    @property
+    def bare_records_per_second(self) -> float:
+        return self.product.records / self.bare_seconds if self.bare_seconds else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.product.records_per_second / self.bare_records_per_second if self.bare_seconds else 0.0
+
+
+def measure_ratio(world: World, args, env: dict[str, str], tmp: Path) -> tuple[list[Pair], int]:
+    """Product runs on one worker and the bare loop over the recorded calls, alternately (see the docstring)."""
+    import requests
+
+    flow = world.flow(args.count, "batch")
+    calls, records = record_calls(flow, env, tmp)
+    redis_url = (args.redis_url or free_redis_url()) if args.ratio_queue == "redis" else ""
+    mode = Mode(args.ratio_queue, 1, env, tmp, redis_url)
+    pairs = []
+    try:
+        mode.start()
+        warm_up(mode, world, args.timeout)
+        with requests.Session() as session:
+            get = next(call for call in calls if call.method == "GET")
+            session.get(world.source.values["base_url"] + "/me", headers=get.headers, timeout=60).raise_for_status()
+            for n in range(args.ratio_pairs):
+                print(f"Ratio: pair {n + 1} of {args.ratio_pairs} ...", file=sys.stderr)
+                cpu = mode.cpu_seconds()
+                product = timed_runs(mode, flow, 1, args.timeout, poll=0.01)
+                product_cpu = mode.cpu_seconds() - cpu
+                if product.records != records:
+                    raise SystemExit(f"The product run received {product.records} orders, the recorded one {records}")
+                cpu = time.process_time()
+                bare_seconds = bare_loop(session, calls)
+                pairs.append(Pair(product, bare_seconds, product_cpu, time.process_time() - cpu))
+    finally:
+        mode.close()
+    return pairs, len(calls)
 
 
 def profile(world: World, args, env: dict[str, str], tmp: Path) -> None:
@@ -552,6 +699,26 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         print(line(row))
 
 
+def print_ratio(pairs: list[Pair], calls: int, args) -> None:
+    print()
+    print(f"Against a bare loop: {args.count:,} orders sent as batch ({calls} HTTP calls); product = one run queued to"
+          f" one worker ({args.ratio_queue} queue), queueing to finished (hand-over: queued → started);"
+          " bare = one kept-alive requests.Session replaying the"
+          " product's recorded calls (same URLs, headers, bodies), each answer's JSON parsed. Alternately, in order:")
+    table(["pair", "product s", "of which hand-over s", "product rec/s", "bare s", "bare rec/s", "ratio",
+           "worker CPU s", "bare CPU s"], [
+        [str(n), f"{p.product.seconds:.2f}", f"{p.product.handover:.2f}", f"{p.product.records_per_second:.0f}",
+         f"{p.bare_seconds:.2f}", f"{p.bare_records_per_second:.0f}", f"{p.ratio:.2f}", f"{p.product_cpu:.2f}",
+         f"{p.bare_cpu:.2f}"]
+        for n, p in enumerate(pairs, 1)
+    ])
+    print(f"Median ratio (product rec/s ÷ bare loop rec/s) of {len(pairs)}: "
+          f"{statistics.median(p.ratio for p in pairs):.2f}; load average {load_average()}. CPU: the worker's during"
+          " the product run (its own, not the Sandbox's or the database's) and the bare loop's; the median worker"
+          f" CPU is {statistics.median(p.product_cpu for p in pairs):.2f} s against"
+          f" {statistics.median(p.bare_cpu for p in pairs):.2f} s.")
+
+
 def print_report(results: list[Result], memory: list[Memory], args, database: str, server: str) -> None:
     print()
     print(f"Flow run benchmark: {database}; Sandbox served by {server}; load average {args.load_at_start} at the"
@@ -600,6 +767,11 @@ def main() -> None:
     parser.add_argument("--memory-counts", default="1000,10000,30000",
                         help="sizes of the memory runs, comma-separated (empty: none)")
     parser.add_argument("--modes", default="sqlite,redis", help="throughput modes (empty: none)")
+    parser.add_argument("--ratio", action="store_true",
+                        help="only the comparison with a bare requests.Session loop making the same calls")
+    parser.add_argument("--ratio-pairs", type=int, default=5, help="product/bare pairs of the comparison (0: none)")
+    parser.add_argument("--ratio-queue", choices=["sqlite", "redis"], default="sqlite",
+                        help="the queue of the comparison's worker")
     parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite database instead of PostgreSQL")
     parser.add_argument("--redis-url", default="")
     parser.add_argument("--profile", default="", metavar="COUNT[:item|batch]",
@@ -617,6 +789,8 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(modes) - {"sqlite", "redis"}:
         parser.error("--modes takes sqlite and/or redis")
+    if args.ratio:
+        modes, args.memory_counts, args.ratio_pairs = [], [], max(args.ratio_pairs, 1)
 
     database_url = None if args.sqlite else os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     args.load_at_start = load_average()
@@ -633,7 +807,8 @@ def main() -> None:
             world = seed(f"http://127.0.0.1:{port}/sandbox/api", args.per_page)
             if args.profile:
                 profile(world, args, env, tmp)
-                modes, args.memory_counts = [], []
+                modes, args.memory_counts, args.ratio_pairs = [], [], 0
+            pairs, calls = measure_ratio(world, args, env, tmp) if args.ratio_pairs else ([], 0)
             results = []
             for name in modes:
                 redis_url = (args.redis_url or free_redis_url()) if name == "redis" else ""
@@ -646,6 +821,8 @@ def main() -> None:
             memory = measure_memory(world, args, env, tmp)
             if results or memory:
                 print_report(results, memory, args, database.label, server_name)
+            if pairs:
+                print_ratio(pairs, calls, args)
             from django.db import connections
 
             connections.close_all()

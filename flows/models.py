@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -197,6 +198,22 @@ class FlowRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def attempt_notes(self) -> list[dict]:
+        """The resumed attempts for the run page: number, cause, when the worker was lost (a datetime), page."""
+        notes = []
+        for entry in self.attempts if isinstance(self.attempts, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            try:
+                lost_at = datetime.fromisoformat(str(entry.get("lost_at")))
+            except ValueError:
+                lost_at = None
+            notes.append({"number": entry.get("number"), "cause": entry.get("cause") or "worker lost",
+                          "resumed": bool(entry.get("resumed_at")), "from_page": entry.get("from_page") or 1,
+                          "lost_at": lost_at})
+        return notes
 
     @property
     def idempotency_origin(self) -> int:

@@ -350,6 +350,11 @@ class ConnectionPoolForm(forms.ModelForm):
         self.fields["timeout_seconds"].error_messages["max_value"] = (
             f"The timeout can be at most {POOL_TIMEOUT_MAX} seconds (one hour)."
         )
+        # The shortest timeout follows the lease (a setting): the model refuses less.
+        self.fields["timeout_seconds"].help_text = (
+            f"How long a request waits for a free slot before it fails: at least "
+            f"{ConnectionPool.shortest_timeout()} seconds, longer than a slot's lease."
+        )
         self.blocking_instances: list[Instance] = []
 
     def clean_name(self) -> str:

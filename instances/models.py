@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from connectors.models import AuthMethod, Connector, RateLimitUnit
@@ -38,6 +40,28 @@ class ConnectionPool(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.limit} concurrent)"
+
+    @staticmethod
+    def shortest_timeout() -> int:
+        """The shortest timeout a pool may be given (whole seconds): longer than a slot's lease by a third of it."""
+        from instances.outbound.limits.store import shortest_pool_timeout
+
+        return math.ceil(round(shortest_pool_timeout(), 6))
+
+    def clean(self) -> None:
+        """A waiter must outlast a slot's lease: a crashed worker's slot comes back only when its lease runs out."""
+        super().clean()
+        from instances.outbound.limits.store import pool_lease_seconds
+
+        shortest = self.shortest_timeout()
+        if self.timeout_seconds is not None and self.timeout_seconds < shortest:
+            raise ValidationError({
+                "timeout_seconds": (
+                    f"The timeout must be at least {shortest} seconds: longer than the {pool_lease_seconds():g} s "
+                    "lease of a pool slot, after which the slot of a crashed worker comes back, "
+                    "so that a waiting request is still there to take it."
+                )
+            })
 
 
 DESTINATION_CHANGED = "The API address changed"

@@ -439,7 +439,7 @@ ROUTES: dict[str, Fill] = {
     "flows/runs/": Fill(COMPANY),
     "flows/runs/<int:run_pk>/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),
     "flows/runs/<int:run_pk>/stop/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
-    "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
+    "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),  # GET: the confirmation page
     # marketplace
     "marketplace/": Fill(COMPANY),
     "marketplace/updates/<int:connector_pk>/": Fill(OBJECT, _of(lambda w: {"connector_pk": w.prebuilt.pk})),

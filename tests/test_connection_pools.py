@@ -1,4 +1,5 @@
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
 from instances.forms import ConnectionPoolForm
@@ -169,6 +170,24 @@ def test_out_of_range_values_are_refused(field, value, message, admin_client):
     assert response.status_code == 422
     assert message in response.content.decode()
     assert not ConnectionPool.objects.exists()
+
+
+def test_a_timeout_not_longer_than_the_lease_is_refused_naming_the_lease(admin_client, settings, company):
+    settings.CONNECTION_POOL_LEASE_SECONDS = 9
+    for timeout in ("9", "11"):
+        response = admin_client.post("/instances/pools/new/", _data(timeout_seconds=timeout))
+        assert response.status_code == 422
+        assert (
+            "The timeout must be at least 12 seconds: longer than the 9 s lease of a pool slot"
+            in response.content.decode()
+        )
+    assert not ConnectionPool.objects.exists()
+    assert "at least 12 seconds" in admin_client.get("/instances/pools/new/").content.decode()
+    admin_client.post("/instances/pools/new/", _data(timeout_seconds="12"))
+    assert ConnectionPool.objects.get().timeout_seconds == 12
+    settings.CONNECTION_POOL_LEASE_SECONDS = 30  # lengthened later: a pool's timeout must follow
+    with pytest.raises(ValidationError, match="at least 40 seconds: longer than the 30 s lease"):
+        ConnectionPool(company=company, name="Later", limit=1, timeout_seconds=30).full_clean()
 
 
 def test_a_limit_above_a_chosen_connectors_concurrency_limit_names_the_connector(admin_client, shopify, erp):

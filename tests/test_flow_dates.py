@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows import dates
 
@@ -82,3 +84,119 @@ def test_bad_zones_and_formats_are_a_clear_error():
         dates.format(moment, "YYYY", "UTC")
     with pytest.raises(dates.DateError, match="without a time zone"):
         dates.format(datetime(2026, 1, 1), "%Y", "UTC")
+
+
+# --- ISO 8601 formats: datetime.fromisoformat first, the same result as strptime -----------------
+
+ISO_FORMATS = [
+    "%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M %z", "%Y-%m-%d %H:%M:%S %z",
+    "%Y-%m-%dT%H:%M%z",
+]
+OTHER_FORMATS = ["%m/%d/%Y %H:%M", "%d/%m/%Y", "%Y-%m-%dT%H:%M:%SZ", "%Y-%d-%m", "%Y%m%d", "%Y-%m-%d %H:%M %Z"]
+
+
+def _reference(text: str, fmt: str, zone_name: str) -> datetime:
+    """How values were read before the ISO fast path: the format with strptime, else ISO 8601."""
+    tz = dates.zone(zone_name)
+    try:
+        return dates._aware(dates._strptime(text.strip(), fmt), tz)
+    except ValueError:
+        pass
+    try:
+        return dates._aware(datetime.fromisoformat(text.strip()), tz)
+    except ValueError:
+        raise dates.DateError(text) from None
+
+
+def _identity(moment: datetime) -> tuple:
+    """Everything a reader of the moment could tell apart: fields, naive or aware, offset, zone name, fold."""
+    return (moment.replace(tzinfo=None), moment.tzinfo is None, moment.utcoffset(), moment.tzname(), moment.fold,
+            type(moment.tzinfo))
+
+
+def _outcome(parse, *args):
+    try:
+        return _identity(parse(*args))
+    except (dates.DateError, ValueError):
+        return "error"
+
+
+def _spellings(moment: datetime) -> list[str]:
+    """`moment` written as APIs write ISO 8601 dates (and a few near misses)."""
+    out = [moment.strftime(fmt) for fmt in ISO_FORMATS + OTHER_FORMATS]
+    for sep in ("T", " ", "t"):
+        for spec in ("minutes", "seconds", "milliseconds", "microseconds"):
+            out.append(moment.isoformat(sep, spec))
+    if moment.utcoffset() == timedelta(0):
+        out += [moment.replace(tzinfo=None).isoformat() + "Z", moment.replace(tzinfo=None).isoformat("T", "seconds") + "Z",
+                moment.replace(tzinfo=None).isoformat("T", "seconds") + "z"]
+    out.append(moment.date().isoformat())
+    out.append(moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond:06d}"[:4])  # 3 fraction digits
+    out.append(" " + moment.isoformat() + " ")
+    return out
+
+
+offsets = st.one_of(
+    st.none(),
+    st.just(UTC),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda minutes: timezone(timedelta(minutes=minutes))),
+    st.integers(-86399, 86399).map(lambda seconds: timezone(timedelta(seconds=seconds))),
+)
+moments = st.builds(
+    lambda naive, tz: naive.replace(tzinfo=tz),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30)),
+    offsets,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=moments, zone_name=st.sampled_from(["UTC", "Europe/London", "America/New_York", "Asia/Kolkata"]))
+def test_iso_formats_read_every_value_as_strptime_then_the_iso_fallback_did(moment, zone_name):
+    for text in _spellings(moment):
+        for fmt in ISO_FORMATS + OTHER_FORMATS:
+            assert _outcome(dates.parse, text, fmt, zone_name) == _outcome(_reference, text, fmt, zone_name), (text, fmt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=moments)
+def test_where_fromisoformat_and_strptime_both_read_a_value_they_agree(moment):
+    for text in _spellings(moment):
+        for fmt in ISO_FORMATS:
+            try:
+                by_format = datetime.strptime(text.strip(), fmt)
+                by_iso = datetime.fromisoformat(text.strip())
+            except ValueError:
+                continue
+            assert _identity(by_iso) == _identity(by_format), (text, fmt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(moment=moments)
+def test_values_written_in_an_iso_format_take_the_fast_path(moment):
+    """What an ISO format writes, fromisoformat reads (so strptime is not called), to the same moment."""
+    for fmt in ISO_FORMATS:
+        text = moment.strftime(fmt)
+        if len(text.split("-")[0]) != 4 or ("%z" in fmt and moment.tzinfo is None):
+            continue  # years before 1000 (fewer than 4 digits, not ISO 8601); %z of a naive moment writes nothing
+        assert dates.is_iso_format(fmt)
+        assert _identity(datetime.fromisoformat(text)) == _identity(datetime.strptime(text, fmt)), (text, fmt)
+
+
+def test_only_iso_layouts_are_read_with_fromisoformat_first():
+    assert not any(dates.is_iso_format(fmt) for fmt in OTHER_FORMATS)
+    # A literal Z in the format is text to strptime: the value is a wall-clock time in the instance's zone.
+    moment = dates.parse("2026-07-01T12:00:00Z", "%Y-%m-%dT%H:%M:%SZ", "Europe/London")
+    assert moment.astimezone(UTC) == datetime(2026, 7, 1, 11, 0, tzinfo=UTC)
+    # With %z it is UTC, read by the fast path; fractions, offsets and dates alone as before.
+    assert dates.parse("2026-07-01T12:00:00Z", "%Y-%m-%dT%H:%M:%S%z", "Europe/London") == datetime(
+        2026, 7, 1, 12, 0, tzinfo=UTC)
+    assert dates.parse("2026-07-01T12:00:00.250+02:00", "%Y-%m-%dT%H:%M:%S.%f%z", "UTC").utcoffset() == timedelta(hours=2)
+    assert dates.parse("2026-07-01", "%Y-%m-%dT%H:%M:%S%z", "Europe/London") == datetime(
+        2026, 7, 1, tzinfo=dates.zone("Europe/London"))
+
+
+def test_an_iso_format_still_reads_what_only_strptime_reads():
+    # strptime takes one-digit months and days and any run of spaces; fromisoformat does not.
+    assert dates.parse("2026-7-1 9:05", "%Y-%m-%d %H:%M", "UTC") == datetime(2026, 7, 1, 9, 5, tzinfo=UTC)
+    assert dates.parse("2026-07-01   09:05", "%Y-%m-%d %H:%M", "UTC") == datetime(2026, 7, 1, 9, 5, tzinfo=UTC)

@@ -313,7 +313,7 @@ def test_a_pool_never_admits_more_than_its_limit_across_processes(backend, api):
     assert len(state["arrivals"]) == 20
     assert state["max"] == 2
     # 20 requests x 0.1 s / 2 slots = 1 s of work; a lost wake-up would stall a
-    # waiter for WAITER_LEASE_SECONDS / 3 = 2 s (the bound leaves room for a busy machine).
+    # waiter for a third of its place's lease, 1.5 s (the bound leaves room for a busy machine).
     assert elapsed < 3.0
     assert backend().pool_usage("pool-a") == ([], [])
 
@@ -363,6 +363,145 @@ def test_a_killed_holders_slot_comes_back_when_its_lease_runs_out(backend):
     assert store.pool_usage("pool-kill") == ([], [])
 
 
+def _wait_for(check, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_killed_worker_holding_every_slot_gives_them_to_the_waiters_before_their_timeout(backend, settings):
+    # The pool's timeout (1 s) was saved shorter than the lease: at run time a
+    # waiter waits at least the lease plus a third, so it outlasts the slots'
+    # leases and takes them when they run out instead of failing just before.
+    settings.CONNECTION_POOL_LEASE_SECONDS = 3.0
+    pool = ConnectionPool(pk=991, name="Fragile pair", limit=2, timeout_seconds=1)
+    ready = FORK.Event()
+
+    def holder(_: int) -> None:
+        def hold() -> None:
+            with limits.pool_slot(pool):
+                ready.set()
+                time.sleep(60)
+
+        for thread in [threading.Thread(target=hold), threading.Thread(target=hold)]:
+            thread.start()
+        time.sleep(60)
+
+    process = FORK.Process(target=holder, args=(0,))
+    process.start()
+    store = backend()
+    assert ready.wait(10)
+    _wait_for(lambda: len(store.pool_usage("991")[0]) == 2)
+    time.sleep(3.5)  # longer than the lease: the heartbeats kept both slots
+    assert len(store.pool_usage("991")[0]) == 2
+    taken, failed = [], []
+
+    def waiter() -> None:
+        try:
+            with limits.pool_slot(pool):
+                taken.append(time.monotonic())
+        except limits.PoolTimeout as error:
+            failed.append(str(error))
+
+    waiters = [threading.Thread(target=waiter), threading.Thread(target=waiter)]
+    for thread in waiters:
+        thread.start()
+    _wait_for(lambda: len(store.pool_usage("991")[1]) == 2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(5)
+    for thread in waiters:
+        thread.join(15)
+    assert failed == [] and len(taken) == 2
+    assert store.pool_usage("991") == ([], [])
+
+
+def test_a_killed_waiter_at_the_head_of_the_queue_holds_back_a_free_slot_no_longer_than_its_lease(backend, settings):
+    settings.CONNECTION_POOL_LEASE_SECONDS = 3.0
+    store = backend()
+    queued = FORK.Event()
+
+    def head(_: int) -> None:
+        with limits.hold_slot("pool-head", "Queue", 1, 60, store_=backend()):
+            queued.set()  # never reached before the kill
+
+    got: list[float] = []
+    with limits.hold_slot("pool-head", "Queue", 1, 60, store_=store):
+        process = FORK.Process(target=head, args=(0,))
+        process.start()
+        _wait_for(lambda: len(store.pool_usage("pool-head")[1]) == 1)
+
+        def second() -> None:
+            with limits.hold_slot("pool-head", "Queue", 1, 60, store_=backend()):
+                got.append(time.monotonic())
+
+        behind = threading.Thread(target=second)
+        behind.start()
+        _wait_for(lambda: len(store.pool_usage("pool-head")[1]) == 2)
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(5)
+        freed = time.monotonic()
+    behind.join(30)
+    assert not queued.is_set()
+    # The dead waiter's place (a lease of 1.5 s) ran out and the next one took
+    # the free slot; the old fixed 6 s place would have held it back longer
+    # than the whole slot lease.
+    assert got and got[0] - freed < 3.0
+    assert store.pool_usage("pool-head") == ([], [])
+
+
+class _FlakyRenewals:
+    """The store, but its first `failures` lease renewals fail as if it were unreachable for a moment."""
+
+    def __init__(self, store, failures: int):
+        self._store, self.failures, self.renewals = store, failures, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def pool_renew(self, *args):
+        self.renewals += 1
+        if self.renewals <= self.failures:
+            raise ConnectionError("store unreachable for a moment")
+        return self._store.pool_renew(*args)
+
+
+def test_a_renewal_that_fails_for_a_moment_does_not_lose_a_healthy_slot(backend):
+    store = backend()
+    flaky = _FlakyRenewals(backend(), failures=3)
+    with limits.hold_slot("pool-flaky", "Flaky", 1, 5, lease=1.2, store_=flaky):
+        time.sleep(3.0)  # two and a half leases, the first renewals failing
+        assert len(store.pool_usage("pool-flaky")[0]) == 1
+        assert flaky.renewals > 3
+        with pytest.raises(limits.PoolTimeout):
+            with limits.hold_slot("pool-flaky", "Flaky", 1, 0.3, lease=1.2, store_=store):
+                pass
+    assert store.pool_usage("pool-flaky") == ([], [])
+
+
+def test_the_lease_is_renewed_for_as_long_as_a_request_runs(
+    backend, pooled_instance, api, settings
+):
+    server, state = api
+    state["hold"] = 3.0  # six leases: the API answers just before the request's total timeout
+    settings.CONNECTION_POOL_LEASE_SECONDS = 0.5
+    settings.OUTBOUND_TOTAL_TIMEOUT = settings.OUTBOUND_READ_TIMEOUT = 3.5
+    seen, in_use = [], []
+    request = threading.Thread(
+        target=lambda: seen.append(InstanceClient.for_instance(pooled_instance).request("GET", "/work"))
+    )
+    request.start()
+    _wait_for(lambda: state["now"] == 1)
+    while state["now"] == 1:
+        in_use.append(limits.pool_usage(pooled_instance.connection_pool).in_use)
+        time.sleep(0.1)
+    request.join(10)
+    assert seen[0].response_status == 200
+    assert len(in_use) > 15 and set(in_use[:-1]) == {1}
+    usage = limits.pool_usage(pooled_instance.connection_pool)
+    assert (usage.in_use, usage.waiting) == (0, 0)
+
+
 def test_only_the_owner_releases_a_slot(backend):
     store = backend()
     with limits.hold_slot("pool-own", "Owned", 1, 1, store_=store):
@@ -373,8 +512,9 @@ def test_only_the_owner_releases_a_slot(backend):
 
 
 @pytest.fixture
-def pooled_instance(company, make_connector, make_instance, api):
+def pooled_instance(company, make_connector, make_instance, api, settings):
     server, _ = api
+    settings.CONNECTION_POOL_LEASE_SECONDS = 0.6  # a timeout of 1 s is longer than the lease and its third
     connector = make_connector(company, base_url=server.url_for(""), concurrency_limit=5)
     pool = ConnectionPool.objects.create(company=company, name="Shared", limit=1, timeout_seconds=1)
     pool.connectors.add(connector)

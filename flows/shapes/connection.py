@@ -113,6 +113,7 @@ class Connection(Stage):
         self.item_number = 0
         self.retrying = 0  # the retry a park interrupted, taken up again on resume
         self.in_doubt_items = 0
+        self.keyed = False  # whether the send in flight carries an idempotency key
         self.next_source: dict | None = None  # a receive shape's pagination state for its next page
         self._page, self._send_index = -1, 0
 
@@ -255,7 +256,7 @@ class Connection(Stage):
             if detail:
                 message += f' The API said: "{detail.rstrip(".")}".'
         message = self.ctx.redact(self.client.redact(message), limit=MESSAGE_CHARS)
-        if exchange.response_status == 409 and self.idempotent and not self.receives:
+        if exchange.response_status == 409 and self.keyed and not self.receives:
             message += (
                 " The API refused this send's idempotency key: it was first used with another body "
                 "(the records changed since this run, or the run it retries, first sent them). "
@@ -336,10 +337,16 @@ class Connection(Stage):
 
     @property
     def idempotent(self) -> bool:
+        """Whether each send carries a key: a header always can; a body field only in an item's object.
+
+        A batch is a JSON list, which has no field to carry it: sent to an endpoint
+        that takes its key in the body, a batch is treated as an API without keys.
+        """
         endpoint = self.shape.endpoint
-        return getattr(endpoint, "idempotency_key_in", "none") in ("header", "body") and bool(
-            getattr(endpoint, "idempotency_key_name", "")
-        )
+        where = getattr(endpoint, "idempotency_key_in", "none")
+        if not getattr(endpoint, "idempotency_key_name", "") or where not in ("header", "body"):
+            return False
+        return where == "header" or self.config["send_as"] == "item"
 
     def deliver(self, items: list, what: str, **body) -> Exchange | None:
         """Send one item or batch, unless a stretch of the run before this one already did.
@@ -360,17 +367,19 @@ class Connection(Stage):
                 return None
         endpoint = self.shape.endpoint
         headers = None
+        self.keyed = False
         if progress is not None and self.idempotent:
             key = durability.idempotency_key(progress.origin, self.shape.pk, progress.page, index, items)
+            name, self.keyed = endpoint.idempotency_key_name, True
             if endpoint.idempotency_key_in == "header":
-                headers = {**self.headers, endpoint.idempotency_key_name: key}
-            elif "json_body" in body and isinstance(body["json_body"], dict):
-                body["json_body"] = {**body["json_body"], endpoint.idempotency_key_name: key}
-            elif "data" in body:
-                body["data"] = {**body["data"], endpoint.idempotency_key_name: key}
-            elif "json_body" in body:  # a batch (a JSON list): the key goes in a header of the same name
-                headers = {**self.headers, endpoint.idempotency_key_name: key}
-        elif progress is not None:
+                headers = {**self.headers, name: key}
+            elif isinstance(body.get("json_body"), dict):
+                body["json_body"] = {**body["json_body"], name: key}
+            elif isinstance(body.get("data"), dict):
+                body["data"] = {**body["data"], name: key}
+            else:  # an item that is no object has no field for the key
+                self.keyed = False
+        if progress is not None and not self.keyed:
             progress.in_flight(self.position, index, what, durability.ids_of(items))
         self._requests_before = self.open().requests
         try:
@@ -398,7 +407,7 @@ class Connection(Stage):
         if self.ctx.progress is not None:
             requests = self.open().requests - getattr(self, "_requests_before", 0)
             self.ctx.progress.acknowledged(
-                self.position, [items, accepted, answers, requests], durable=not self.idempotent
+                self.position, [items, accepted, answers, requests], durable=not self.keyed
             )
 
     def count_earlier(self, earlier, items: list, what: str) -> None:

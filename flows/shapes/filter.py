@@ -105,6 +105,11 @@ class Filter(Stage):
         super().__init__(shape, position, ctx)
         self.source = source  # the instance whose dates the items carry
         self.match, self.rules, self.config_problems = rules_of(shape.config)
+        if not self.config_problems:
+            # The earliest moment an in_last rule accepts: worked out once, not for every item.
+            for rule in self.rules:
+                if rule["comparison"] == "in_last":
+                    rule["since"] = ctx.reference_time - timedelta(seconds=_number(rule["value"]) * UNITS[rule["unit"]])
         self.unreadable = 0
         self.unreadable_example = ""
 
@@ -131,8 +136,9 @@ class Filter(Stage):
             if found is MISSING or found is None:
                 return False
             moment = self.moment(found)
-            seconds = _number(expected) * UNITS[rule["unit"]]
-            return moment is not None and moment >= self.ctx.reference_time - timedelta(seconds=seconds)
+            since = rule.get("since") or self.ctx.reference_time - timedelta(
+                seconds=_number(expected) * UNITS[rule["unit"]])
+            return moment is not None and moment >= since
         if comparison == "since_last_success":
             if self.ctx.last_success is None:
                 return True

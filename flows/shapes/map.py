@@ -21,6 +21,8 @@ from django.conf import settings
 from flows import dates
 from flows.shapes import MISSING, Context, Stage, bounds, set_value_at, value_at
 
+SCALARS = (str, int, float, bool, type(None))
+
 
 def fields_of(config: object) -> tuple[list[dict], bool, list[str]]:
     config = config if isinstance(config, dict) else {}
@@ -93,7 +95,8 @@ class Map(Stage):
                 except dates.DateError as exc:
                     raise ValueError(f'field "{spec["source"]}": {exc}') from exc
             estimate += bounds.json_size(value)
-            set_value_at(out, spec["target"], copy.deepcopy(value))
+            # Containers are copied (an item may be used by two fields); JSON scalars are immutable.
+            set_value_at(out, spec["target"], value if isinstance(value, SCALARS) else copy.deepcopy(value))
         size.add(estimate)
         return out
 

@@ -218,6 +218,10 @@ HUEY = {
         "workers": int(os.environ.get("HUEY_WORKERS", "2")),
         "worker_type": "thread",
         "check_worker_health": True,
+        # An idle worker polls the SQLite queue with a back-off: at most this long between looks,
+        # so a run queued on an idle worker starts within a quarter of a second (huey's default is 10 s;
+        # a look is one indexed SELECT on a local file).
+        "max_delay": float(os.environ.get("HUEY_MAX_DELAY", "0.25")),
     },
 }
 if REDIS_URL:
@@ -285,9 +289,14 @@ OUTBOUND_RATE_LIMIT_MAX_WAIT = float(os.environ.get("OUTBOUND_RATE_LIMIT_MAX_WAI
 # Added to every rate limit window, so jitter between processes cannot squeeze
 # one request too many into a window at the API's side.
 RATE_LIMIT_MARGIN_SECONDS = float(os.environ.get("RATE_LIMIT_MARGIN_SECONDS", "0.01"))
-# A connection pool slot is a lease renewed while the request runs; a killed
-# worker's slot comes back after at most this long.
-CONNECTION_POOL_LEASE_SECONDS = float(os.environ.get("CONNECTION_POOL_LEASE_SECONDS", "30"))
+# A connection pool slot is a lease its request renews every third of it for as
+# long as it runs (OUTBOUND_TOTAL_TIMEOUT or longer); a killed worker's slot
+# comes back after at most this long. 9 s: back well within 15 s of a kill,
+# while a renewal that fails (a store hiccup) is retried every 0.75 s for the
+# 6 s left before a healthy slot would be lost, at one store round trip per
+# request every 3 s. A queued request's place is a lease of half this, and a
+# pool's timeout is never shorter than this plus a third (12 s by default).
+CONNECTION_POOL_LEASE_SECONDS = float(os.environ.get("CONNECTION_POOL_LEASE_SECONDS", "9"))
 # How often a request answered 429 is retried (after the API's Retry-After).
 OUTBOUND_429_RETRIES = int(os.environ.get("OUTBOUND_429_RETRIES", "2"))
 # The longest an API's Retry-After (or rate limit reset header) may pause an instance's rate limit.

@@ -19,17 +19,22 @@ planned and `Throttled` says when the next request will be possible.
 Connection pool — a fair distributed semaphore with leases. A request joins
 the pool's queue (a ticket), and takes a slot when fewer than `limit` leases
 are held and at most as many tickets are ahead of it as slots are free. A
-lease carries its owner id and an expiry; a heartbeat thread renews it while
-the request runs and only its owner releases it, so a killed worker's slot
-comes back when its lease runs out. Waiters sleep until they are woken (a
-Redis list per waiter, a datagram socket per waiter on SQLite) or a lease is
-due to expire; they give up after the pool's timeout with an error naming the
-pool. A request waits for its rate limit before it queues for a slot, so it
-never holds a slot while throttled.
+lease carries its owner id and an expiry; a heartbeat thread renews it every
+third of CONNECTION_POOL_LEASE_SECONDS while the request runs (a renewal that
+fails is retried sooner) and only its owner releases it, so a killed worker's
+slot comes back when its lease runs out. A waiter's place in the queue is a
+lease too, half as long and renewed each time the waiter looks for a slot, so
+a killed waiter holds back a free slot for at most about half the slot lease.
+Waiters sleep until they are woken (a Redis list per waiter, a datagram socket
+per waiter on SQLite) or a lease that holds them back is due to expire; they
+give up after the pool's timeout (never shorter than the slot lease plus a
+third of it) with an error naming the pool. A request waits for its rate limit
+before it queues for a slot, so it never holds a slot while throttled.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -45,10 +50,18 @@ from hashlib import sha256
 
 from django.conf import settings
 
-from instances.outbound.limits.store import MICRO, WAITER_LEASE_SECONDS, WINDOW_SECONDS
+from instances.outbound.limits.store import (
+    MICRO,
+    WINDOW_SECONDS,
+    pool_lease_seconds,
+    shortest_pool_timeout,
+    waiter_lease_seconds,
+)
 from instances.outbound.limits.store_redis import RedisStore
 from instances.outbound.limits.store_sqlite import SQLiteStore
 from instances.outbound.retry import max_pause_seconds
+
+logger = logging.getLogger(__name__)
 
 
 class LimitTimeout(Exception):
@@ -381,23 +394,26 @@ def hold_slot(
     """Hold one slot of a pool while the block runs; the lease's owner id.
 
     Waits in turn (FIFO across processes) for at most `timeout` seconds, then
-    raises PoolTimeout naming the pool.
+    raises PoolTimeout naming the pool. The slot's lease (CONNECTION_POOL_LEASE_SECONDS
+    unless given) is renewed every third of it for as long as the block runs,
+    and the waiter's place in the queue every third of its own, shorter lease.
     """
     store_ = store_ or store()
-    lease = lease or settings.CONNECTION_POOL_LEASE_SECONDS
+    lease = lease or pool_lease_seconds()
+    waiter_lease = waiter_lease_seconds(lease)
     owner = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
     deadline = time.monotonic() + timeout
     try:
-        while not (attempt := store_.pool_acquire(key, owner, limit, lease)).acquired:
+        while not (attempt := store_.pool_acquire(key, owner, limit, lease, waiter_lease)).acquired:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PoolTimeout(
                     f'No free slot in connection pool "{name}" within {timeout:g} s '
                     f"({limit} requests already in flight)."
                 )
-            # Sleep until woken, a lease could run out, or the waiter's own
-            # place in the queue needs renewing.
-            nap = min(remaining, WAITER_LEASE_SECONDS / 3)
+            # Sleep until woken, a lease that holds this waiter back could run
+            # out, or the waiter's own place in the queue needs renewing.
+            nap = min(remaining, waiter_lease / 3)
             if attempt.next_expiry is not None:
                 nap = min(nap, attempt.next_expiry + 0.001)
             store_.pool_wait(key, owner, nap)
@@ -405,12 +421,9 @@ def hold_slot(
         store_.pool_release(key, owner, limit)  # leave the queue (or the slot, if just taken)
         raise
     stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(lease / 3):
-            store_.pool_renew(key, owner, lease)
-
-    beat = threading.Thread(target=heartbeat, name=f"pool-lease-{name}", daemon=True)
+    beat = threading.Thread(
+        target=_renew_lease, args=(store_, key, name, owner, lease, stop), name=f"pool-lease-{name}", daemon=True
+    )
     beat.start()
     try:
         yield owner
@@ -420,6 +433,30 @@ def hold_slot(
         store_.pool_release(key, owner, limit)
 
 
+def _renew_lease(store_: Store, key: str, name: str, owner: str, lease: float, stop: threading.Event) -> None:
+    """Renew a held slot's lease every third of it until `stop` is set, however long the request runs.
+
+    A renewal that fails (the store unreachable for a moment, a lock timeout)
+    is retried every twelfth of the lease rather than ending the heartbeat, so
+    a hiccup shorter than about two thirds of the lease loses no healthy slot.
+    """
+    period, retry = lease / 3, lease / 12
+    wait, lost = period, False
+    while not stop.wait(wait):
+        try:
+            held = store_.pool_renew(key, owner, lease)
+        except Exception:
+            logger.warning('Renewing a slot of connection pool "%s" failed; retrying in %.1f s', name, retry, exc_info=True)
+            wait = retry
+            continue
+        if not held and not lost:
+            # The lease ran out before this renewal (the process stalled for
+            # longer than the lease): the slot may be someone else's by now.
+            logger.warning('The lease of a slot of connection pool "%s" ran out while its request was running', name)
+            lost = True
+        wait = period
+
+
 @contextmanager
 def pool_slot(pool, instance=None) -> Iterator[None]:
     """Hold one of the connection pool's slots while the block runs (no pool: no limit)."""
@@ -427,8 +464,18 @@ def pool_slot(pool, instance=None) -> Iterator[None]:
         yield
         return
     owner = f"i{instance.pk}" if instance is not None else ""
-    with hold_slot(pool_key(pool), pool.name, pool.limit, pool.timeout_seconds, owner=owner):
+    with hold_slot(pool_key(pool), pool.name, pool.limit, pool_timeout(pool), owner=owner):
         yield
+
+
+def pool_timeout(pool) -> float:
+    """How long a request waits for a slot of `pool`: its timeout, never shorter than the lease plus a third.
+
+    The pool form refuses shorter timeouts; this covers rows saved before, or
+    a lease lengthened in the settings since: a waiter must outlast the lease
+    of a slot whose worker was killed, or it gives up just before the slot comes back.
+    """
+    return max(float(pool.timeout_seconds), shortest_pool_timeout())
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:

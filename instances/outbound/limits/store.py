@@ -12,7 +12,33 @@ from django.conf import settings
 
 WINDOW_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MICRO = 1_000_000
-WAITER_LEASE_SECONDS = 6.0  # a waiter that stops renewing leaves the queue after this
+
+
+def pool_lease_seconds() -> float:
+    """How long a pool slot stays held without a renewal: CONNECTION_POOL_LEASE_SECONDS."""
+    return float(settings.CONNECTION_POOL_LEASE_SECONDS)
+
+
+def waiter_lease_seconds(lease: float) -> float:
+    """How long a queued request keeps its place without renewing it: half the slot lease.
+
+    A waiter renews its place at least every third of this (each time it looks
+    for a slot), and one held back by a free slot sleeps only until the first
+    place ahead of it runs out: a killed waiter at the head of the queue holds
+    back a free slot for about this long at most.
+    """
+    return lease / 2
+
+
+def shortest_pool_timeout(lease: float | None = None) -> float:
+    """The shortest wait for a slot a pool may have: longer than the lease by a third of it.
+
+    A killed worker's slot comes back at most one lease after the kill; the
+    third (the heartbeat's period) leaves room for the waiter to take it.
+    """
+    lease = pool_lease_seconds() if lease is None else lease
+    return lease + lease / 3
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -30,8 +56,9 @@ class Reservation:
 class Attempt:
     acquired: bool
     ahead: int = 0  # tickets ahead in the queue
-    next_expiry: float | None = None  # seconds until the first held lease runs out
-
+    # Seconds until the first lease that holds this waiter back could run out:
+    # a held slot's or, when a slot is free, a place ahead in the queue.
+    next_expiry: float | None = None
 
 
 

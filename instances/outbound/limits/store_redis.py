@@ -5,7 +5,7 @@ Each operation is one Lua script, so it is atomic in Redis.
 
 from __future__ import annotations
 
-from instances.outbound.limits.store import MICRO, WAITER_LEASE_SECONDS, Attempt, KeyPrefixed, Reservation
+from instances.outbound.limits.store import MICRO, Attempt, KeyPrefixed, Reservation, waiter_lease_seconds
 
 # Numbers go into Redis as "%d" strings: Lua 5.1 would print microsecond
 # timestamps with 14 significant digits and lose precision.
@@ -145,6 +145,19 @@ end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_expiry = -1
 if first[2] then next_expiry = tonumber(first[2]) - now end
+if free > 0 then
+  -- A slot is free but places ahead hold it: one of them may be a killed
+  -- waiter, gone when its place's lease runs out (only the first 100 looked at).
+  local before = redis.call('ZRANGE', KEYS[2], 0, math.min(ahead, 100) - 1)
+  if #before > 0 then
+    for _, expiry in ipairs(redis.call('ZMSCORE', KEYS[3], unpack(before))) do
+      if expiry then
+        local left = tonumber(expiry) - now
+        if next_expiry < 0 or left < next_expiry then next_expiry = left end
+      end
+    end
+  end
+end
 return {0, ahead, next_expiry}
 """
 
@@ -235,10 +248,12 @@ class RedisStore(KeyPrefixed):
     def clear_pause(self, bucket: str) -> bool:
         return bool(self.redis.delete(self._rate_keys(bucket)[1]))
 
-    def pool_acquire(self, pool: str, owner: str, limit: int, lease: float) -> Attempt:
+    def pool_acquire(self, pool: str, owner: str, limit: int, lease: float, waiter_lease: float | None = None) -> Attempt:
+        """Take a slot for `lease` seconds, or join (or keep, renewed for `waiter_lease` seconds) a place in the queue."""
+        waiter_lease = waiter_lease_seconds(lease) if waiter_lease is None else waiter_lease
         acquired, ahead, next_expiry = self._acquire(
             self._pool_keys(pool),
-            [self._wake_prefix(pool), owner, limit, int(lease * MICRO), int(WAITER_LEASE_SECONDS * MICRO)],
+            [self._wake_prefix(pool), owner, limit, int(lease * MICRO), int(waiter_lease * MICRO)],
         )
         return Attempt(bool(acquired), int(ahead), None if next_expiry < 0 else next_expiry / MICRO)
 

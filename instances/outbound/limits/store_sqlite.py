@@ -16,11 +16,11 @@ from pathlib import Path
 
 from instances.outbound.limits.store import (
     MICRO,
-    WAITER_LEASE_SECONDS,
     WINDOW_SECONDS,
     Attempt,
     KeyPrefixed,
     Reservation,
+    waiter_lease_seconds,
 )
 
 _SCHEMA = """
@@ -214,8 +214,10 @@ class SQLiteStore(KeyPrefixed):
             Path(waiting[2]).unlink(missing_ok=True)
             self._local.waiting = None
 
-    def pool_acquire(self, pool: str, owner: str, limit: int, lease: float) -> Attempt:
+    def pool_acquire(self, pool: str, owner: str, limit: int, lease: float, waiter_lease: float | None = None) -> Attempt:
+        """Take a slot for `lease` seconds, or join (or keep, renewed for `waiter_lease` seconds) a place in the queue."""
         pool = f"{self.prefix}:{pool}"
+        waiter_us = int((waiter_lease_seconds(lease) if waiter_lease is None else waiter_lease) * MICRO)
         wake: list[str] = []
         with self._transaction() as db:
             now = self._now()
@@ -225,13 +227,13 @@ class SQLiteStore(KeyPrefixed):
                 path = self._socket_path(owner)
                 db.execute(
                     "INSERT INTO pool_waiter (pool, owner, expires, wake) VALUES (?, ?, ?, ?)",
-                    (pool, owner, now + int(WAITER_LEASE_SECONDS * MICRO), path),
+                    (pool, owner, now + waiter_us, path),
                 )
                 ticket = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             else:
                 ticket = row[0]
                 db.execute(
-                    "UPDATE pool_waiter SET expires = ? WHERE ticket = ?", (now + int(WAITER_LEASE_SECONDS * MICRO), ticket)
+                    "UPDATE pool_waiter SET expires = ? WHERE ticket = ?", (now + waiter_us, ticket)
                 )
             held = db.execute("SELECT count(*) FROM pool_holder WHERE pool = ?", (pool,)).fetchone()[0]
             ahead = db.execute(
@@ -247,6 +249,13 @@ class SQLiteStore(KeyPrefixed):
                 next_expiry = None
             else:
                 first = db.execute("SELECT min(expires) FROM pool_holder WHERE pool = ?", (pool,)).fetchone()[0]
+                if held < limit:
+                    # A slot is free but places ahead hold it: one of them may
+                    # be a killed waiter, gone when its place's lease runs out.
+                    place = db.execute(
+                        "SELECT min(expires) FROM pool_waiter WHERE pool = ? AND ticket < ?", (pool, ticket)
+                    ).fetchone()[0]
+                    first = place if first is None else min(first, place)
                 next_expiry = None if first is None else (first - now) / MICRO
         if acquired:
             self.drop_socket()

@@ -76,29 +76,29 @@ Options: ``--flows 20 --count 2000 --per-page 100 --workers 3 --kills 8 --seed N
 Figures measured
 ----------------
 2 cores, PostgreSQL 15, Redis 7, lease 10 s, watch interval 2 s;
-``.venv/bin/python -m benchmarks.chaos`` (seed 158148914, 3 min 33 s, load
-average 1.0 at the start, 1.7 at the end)::
+``.venv/bin/python -m benchmarks.chaos`` (seed 399891136, 3 min 32 s, load
+average 1.8 at the start, 2.0 at the end)::
 
-    phase     statuses    seconds  sent    stored  dup ref  missing  dup key+ref  attempts      kills  requeue max  resume p50/max
-    baseline  success:20     17.2  40,000  40,000        0        0            0  1x20              -            -               -
-    chaos     success:20     25.4  40,000  40,000        0        0            0  1x5 2x14 3x1    8/8         10.8     10.5 / 13.0
-    parked    success:3      61.8   6,000   6,000        0        0            0  1x2 3x1         2/2         10.7     10.3 / 10.7
-    stop      stopped:1      67.1   1,000     200        0        -            0  1x1               -            -               -
-    embedded  success:4      24.2   8,000   8,000        0        0            0  2x2 3x2         3/3         11.0     10.9 / 11.6
+    phase     statuses    seconds  sent    stored  dup ref  missing  dup key+ref  attempts  kills  requeue max  resume p50/max
+    baseline  success:20     11.8  40,000  40,000        0        0            0  1x20          -            -               -
+    chaos     success:20     27.6  40,000  40,000        0        0            0  1x4 2x16    8/8         10.7     10.4 / 10.8
+    parked    success:3      61.6   6,000   6,000        0        0            0  2x3         2/2         10.9     10.5 / 11.0
+    stop      stopped:1      67.1   1,000     200        0        -            0  1x1           -            -               -
+    embedded  success:4      23.6   8,000   8,000        0        0            0  2x2 3x2     3/3         10.9     10.9 / 11.1
 
 (seconds after the kill for requeue and resume)
 
 Every order stored once (94,200 over the phases, none in doubt: the Sandbox
-honours the Idempotency-Key). The 8 kills cost (25.4 − 17.2) / 8 = 1.0 s each
-against the baseline (bound: lease + one page = 10.3 s); per run taken by a kill,
-the lease ran out 9.7-10.0 s after it and the watcher queued the run again 0-0.9 s
-later (at most 10.8 s after the kill, bound 12.3 s). The stopped run ended at once
+honours the Idempotency-Key). The 8 kills cost (27.6 − 11.8) / 8 = 2.0 s each
+against the baseline (bound: lease + one page = 10.2 s); per run taken by a kill,
+the lease ran out 9.8-10.0 s after it and the watcher queued the run again 0-1.0 s
+later (at most 10.9 s after the kill, bound 12.2 s). The stopped run ended at once
 (request_stop answered "stopped") and sent nothing in the 67 s after.
 ``--quick`` (4 flows of 1,000 orders, 3 kills; 3 min 24 s, mostly the parked and
 stop phases' minute windows): every check passed, kill → requeue at most 11.3 s.
-Under a heavier load (another benchmark running, baseline 45.3 s, seed 5) the
-chaos phase's kill → resume reached 31.1 s: the requeued runs waited behind the
-runs not started yet, while kill → requeue stayed at most 11.6 s.
+Before the bookkeeping change and under a heavier load (baseline 45.3 s, seed 5)
+the chaos phase's kill → resume reached 31.1 s: the requeued runs waited behind
+the runs not started yet, while kill → requeue stayed at most 11.6 s.
 """
 
 from __future__ import annotations

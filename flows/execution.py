@@ -207,6 +207,14 @@ def execute(run_pk: int) -> FlowRun | None:
         execution.fail_running_shapes = True
     finally:
         heartbeat.stop()
+    if outcome.parked is not None and run.parks >= settings.FLOW_RUN_MAX_PARKS:
+        # An API that keeps refusing (a 429 after every wait) would keep the run waiting without end.
+        execution.close_open(ShapeStatus.FAILED)
+        outcome = Outcome(RunStatus.FAILED, (
+            f"The run waited {run.parks} times (FLOW_RUN_MAX_PARKS) and would have to wait again, for "
+            f"{outcome.parked.reason}. Retry the run once the API accepts requests again; it resumes from page "
+            f"{execution.done_page + 1}."
+        ), outcome.warnings)
     if not execution.conclude(outcome):
         logger.warning("Flow run %s was taken from this worker (lease expired); its result is dropped.", run_pk)
         return None

@@ -395,6 +395,26 @@ def test_a_far_throttle_parks_the_run_and_it_resumes_from_its_checkpoint(company
     assert (receive.pages, receive.items_out, send.items_in, send.items_out) == (1, 1, 1, 1)
 
 
+def test_a_run_that_would_park_more_than_its_most_fails_saying_why(company, instance, httpserver, settings):
+    settings.OUTBOUND_RATE_LIMIT_MAX_WAIT = 0.0
+    settings.FLOW_RUN_MAX_PARKS = 2
+    instance.rate_limit_amount, instance.rate_limit_unit = 1, "minute"
+    instance.save()
+    httpserver.expect_request("/api/orders").respond_with_json([{"id": 1}])
+    accept_imports(httpserver)
+    run = run_flow(flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order")))
+    for parks in (1, 2):
+        assert (run.status, run.parks) == (RunStatus.WAITING, parks)
+        FlowRun.objects.filter(pk=run.pk).update(parked_until=timezone.now())
+        run = execution.execute(run.pk)
+    assert run.status == RunStatus.FAILED and run.parks == 2
+    assert run.failure_reason.startswith(
+        "The run waited 2 times (FLOW_RUN_MAX_PARKS) and would have to wait again, for the rate limit of Shop - UK."
+    )
+    assert [s.status for s in run.shape_runs.all()] == [ShapeStatus.FAILED, ShapeStatus.FAILED]
+    assert posted(httpserver) == []
+
+
 def test_payload_samples_are_redacted_and_the_instance_is_marked_used(company, instance, httpserver):
     items = [{"id": n, "note": f"token {API_TOKEN}"} for n in range(5)]
     httpserver.expect_request("/api/orders").respond_with_json(items)

@@ -237,6 +237,9 @@ FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "10"))
 FLOW_WATCH_INTERVAL_SECONDS = float(os.environ.get("FLOW_WATCH_INTERVAL_SECONDS", "2"))
 # How many workers may be lost on one run before it fails (each resume is an attempt).
 FLOW_RUN_MAX_ATTEMPTS = int(os.environ.get("FLOW_RUN_MAX_ATTEMPTS", "3"))
+# How many times one run may park (wait for a rate limit without a worker) before it fails:
+# an API that answers 429 after every wait would otherwise keep it waiting without end.
+FLOW_RUN_MAX_PARKS = int(os.environ.get("FLOW_RUN_MAX_PARKS", "50"))
 # The most pages one run reads from one endpoint (an endpoint's pagination.max_pages may set fewer or more).
 FLOW_MAX_PAGES = int(os.environ.get("FLOW_MAX_PAGES", "1000"))
 # A connection shape's retries wait this long times the attempt number.

@@ -33,6 +33,7 @@ FINISHED = (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS, RunStatus.FAILED, RunS
 ORDERS = [{"id": n, "reference": f"SO-{n}", "total": f"{n}0.00"} for n in range(1, 7)]
 PER_PAGE = 2  # three pages of two orders, then an empty page
 KEY_HEADER = "Idempotency-Key"
+KEY_FIELD = "idempotency_key"  # where an API that takes its key in the body reads it
 
 
 def make_workers(engine: str, tmp_path, settings) -> Workers:
@@ -95,14 +96,15 @@ class Hold:
 class OrdersAPI:
     """The third party on pytest-httpserver: GET /api/orders (page, per_page) and POST /api/imports.
 
-    With `keys`, POST honours Idempotency-Key as Stripe does: the same key with
-    the same body gets the first answer again and stores nothing; with another
-    body, 409. Without, every POST stores what it got.
+    With `keys`, POST honours an idempotency key as Stripe does: the same key
+    with the same body gets the first answer again and stores nothing; with
+    another body, 409. The key is the Idempotency-Key header, or with
+    `key_in="body"` the order's KEY_FIELD. Without keys, every POST stores what it got.
     """
 
-    def __init__(self, httpserver, orders: list[dict] | None = None, *, keys: bool = True):
+    def __init__(self, httpserver, orders: list[dict] | None = None, *, keys: bool = True, key_in: str = "header"):
         self.orders = [dict(order) for order in (orders or ORDERS)]
-        self.keys = keys
+        self.keys, self.key_in = keys, key_in
         self.lock = threading.Lock()
         self.stored: list[dict] = []
         self.posts: list[tuple[str | None, object]] = []  # (idempotency key, body) of every POST, in order
@@ -132,7 +134,10 @@ class OrdersAPI:
 
     def import_orders(self, request: Request) -> Response:
         body = json.loads(request.data)
-        key = request.headers.get(KEY_HEADER)
+        if self.key_in == "body":
+            key = body.get(KEY_FIELD) if isinstance(body, dict) else None
+        else:
+            key = request.headers.get(KEY_HEADER)
         with self.lock:
             self.posts.append((key, body))
             hold = self.hold if self.hold is not None and self.hold.matches(body) else None

@@ -413,7 +413,8 @@ def test_a_run_parks_on_a_per_minute_rate_limit_gives_its_worker_back_and_resume
     assert parked.status == RunStatus.SUCCESS, parked.failure_reason
     assert (parked.parks, parked.parked_until) == (1, None)
     us = sends["Shop - US"]
-    assert len(us) == 4 and us[3] - us[0] >= 59  # never more than three within a minute
+    # Never more than three within a minute (as the API sees them: up to 2 s for a request's way to it).
+    assert len(us) == 4 and us[3] - us[0] >= 58
     assert parked.shape_runs.get(position=1).items_out == 4
     wait_for(lambda: timezone.now() > its_park + timedelta(seconds=LEASE_SECONDS), "the stopped run's park to end")
     stopping.refresh_from_db()

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Min, Q, Subquery
 
+from connectors.idempotency import idempotency_name_error
 from patchworks_site.models import Company
 
 
@@ -321,8 +322,6 @@ class Endpoint(models.Model):
 
     def clean(self) -> None:
         """The idempotency declaration as the manifest allows it (the admin edits rows directly)."""
-        from connectors.schema import idempotency_name_error
-
         if self.idempotency_key_in == IdempotencyKeyIn.NONE:
             if self.idempotency_key_name:
                 raise ValidationError({"idempotency_key_name": "Leave it blank when the key is not sent."})

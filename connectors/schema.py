@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from connectors import models
+from connectors.idempotency import HEADER_NAME_RE, idempotency_name_error
 from connectors.safe_loading import MAX_INT_DIGITS
 
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -59,20 +60,10 @@ MAX_PAGE_SIZE = 100_000
 RUN_PLACEHOLDERS = frozenset({"since", "run_time", "last_success", "instance.time_zone", "instance.date_format"})
 # strftime directives accepted in a date format (portable across platforms).
 DATE_DIRECTIVES = set("aAwdbBmyYHIpMSfzZjUWcxX%GuVe")
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 DOTTED_PATH_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 INTEGER_TEXT_RE = re.compile(r"^\s*[-+]?[0-9][0-9_]*\s*$")
 PARAMETER_LOCATIONS = ("query", "header", "body")
 MAX_IDEMPOTENCY_KEY_NAME = 100  # connectors.models.Endpoint.idempotency_key_name
-# Headers an idempotency key may not be sent in: the ones the client sets itself
-# (framing, host, body type, connection handling) and the ones that carry
-# credentials or cookies. Compared in lower case.
-RESERVED_KEY_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "www-authenticate", "proxy-authenticate",
-    "host", "content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive",
-    "te", "trailer", "upgrade", "expect", "accept-encoding", "user-agent", "x-api-key", "x-auth-token", "api-key",
-})
-BODY_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class ManifestError(ValueError):
@@ -360,23 +351,6 @@ class Pagination(Part):
     cursor_parameter: Text(MAX_PAIR_NAME) = ""
     first_page: Number(0, 1) = 1
     max_pages: Number(0, MAX_PAGES) = 0
-
-
-def idempotency_name_error(where: str, name: str) -> str | None:
-    """Why `name` cannot carry an idempotency key sent in `where` (header or body), or None."""
-    if not name:
-        example = "Idempotency-Key" if where == models.IdempotencyKeyIn.HEADER else "idempotency_key"
-        return f"required when the key is sent in a {where} (the name the API documents, e.g. {example})"
-    if PLACEHOLDER_RE.search(name) or "{{" in name or "}}" in name:
-        return "must be the fixed name the API documents, not a {{placeholder}} (each run makes the key itself)"
-    if where == models.IdempotencyKeyIn.HEADER:
-        if not HEADER_NAME_RE.match(name):
-            return f'"{name[:60]}" is not a valid header name (letters, digits and -, no spaces)'
-        if name.lower() in RESERVED_KEY_HEADERS:
-            return f'"{name}" cannot carry the key: the client sets it itself or it carries credentials'
-    elif not BODY_FIELD_RE.match(name):
-        return f'"{name[:60]}" is not a body field name (a top-level JSON field: letters, digits, _ and -)'
-    return None
 
 
 class Idempotency(Part):

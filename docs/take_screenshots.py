@@ -131,6 +131,18 @@ def main() -> None:
         page.get_by_test_id("received-order").first.locator("summary").click()
         page.screenshot(path=OUT / "sandbox-received-orders.png")
 
+        # A second run stopped at once (a new delivery of the same orders), and what retrying it would do.
+        page.goto("/flows/")
+        page.get_by_role("link", name="Sandbox orders to Sandbox (US)").click()
+        page.get_by_role("button", name="run now").click()
+        page.wait_for_url("**/flows/runs/*/")
+        stop = page.get_by_role("button", name="stop")
+        if stop.count():
+            stop.click()
+            page.get_by_test_id("retry").click()
+            page.wait_for_url("**/retry/")
+            page.screenshot(path=OUT / "run-retry.png", full_page=True)
+
         page.goto("/instances/pools/")
         page.screenshot(path=OUT / "connection-pools.png", full_page=True)
         page.goto("/audit/")

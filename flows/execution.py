@@ -107,31 +107,28 @@ def renew_lease(run_pk: int, owner: str) -> bool:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease every third of it, and reads the stop request while doing so.
+    """Renews the lease every third of it, and notices a stop request or a lost lease while doing so.
 
     The run itself never asks the database between requests: it looks at
-    `stop` and `lost` (see Execution.check), which this thread sets. So a stop
-    request is seen within a third of the lease, and a worker that was killed
-    leaves a lease that runs out within FLOW_RUN_LEASE_SECONDS.
+    `look` (see Execution.check), which this thread sets when its renewal did
+    not go through as usual (a stop was asked for, or the run is not this
+    worker's any more); the run then asks once itself. So a stop request is
+    seen within a third of the lease, and a killed worker leaves a lease that
+    runs out within FLOW_RUN_LEASE_SECONDS.
     """
 
     def __init__(self, run_pk: int, owner: str):
         super().__init__(name=f"flow-run-{run_pk}-heartbeat", daemon=True)
         self.run_pk, self.owner = run_pk, owner
         self.done = threading.Event()
-        self.stop_requested = threading.Event()
-        self.lost = threading.Event()
+        self.look = threading.Event()
 
     def beat(self) -> None:
         renewed = FlowRun.objects.filter(
             pk=self.run_pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
         ).update(lease_expires_at=timezone.now() + lease_duration())
-        if renewed:
-            return
-        if renew_lease(self.run_pk, self.owner):
-            self.stop_requested.set()
-        else:
-            self.lost.set()
+        if not renewed:
+            self.look.set()
 
     def run(self) -> None:
         interval = settings.FLOW_RUN_LEASE_SECONDS / 3
@@ -309,6 +306,31 @@ def json_state(record: FlowRunShape) -> tuple:
     return (len(record.warnings), len(record.errors), len(record.failed_exchanges), record.payload_sample)
 
 
+COUNTERS_REFUSED = "the shapes' counters"
+
+
+def update_rows(records: list[FlowRunShape], names: list[str]) -> None:
+    """UPDATE `names` of each of `records`: one statement sent for all rows (executemany).
+
+    Django's bulk_update builds a CASE per field and row, which cost more CPU
+    per page than the rest of the bookkeeping together; the values are prepared
+    by the fields themselves, as a save would.
+    """
+    fields = [FlowRunShape._meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(FlowRunShape._meta.db_table)} SET "
+        + ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        + f" WHERE {quote(FlowRunShape._meta.pk.column)} = %s"
+    )
+    rows = [
+        [field.get_db_prep_save(getattr(record, field.attname), connection) for field in fields] + [record.pk]
+        for record in records
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
 def json_changed(stage: Stage) -> bool:
     written = getattr(stage, "json_written", None)
     now = json_state(stage.record)
@@ -360,11 +382,14 @@ class Execution:
         """Between requests: honour a stop request, a lost lease and the duration limit (no query)."""
         if timezone.now() >= self.deadline:
             raise DurationExceeded(self.overdue_reason)
-        if self.heartbeat is not None:
-            if self.heartbeat.lost.is_set():
+        if self.heartbeat is not None and self.heartbeat.look.is_set():
+            self.heartbeat.look.clear()
+            if not FlowRun.objects.filter(
+                pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
+            ).update(lease_expires_at=timezone.now() + lease_duration()):
+                if renew_lease(self.run_obj.pk, self.owner):
+                    raise StopRequested()
                 raise LeaseLost()
-            if self.heartbeat.stop_requested.is_set():
-                raise StopRequested()
 
     # --- progress, as the shapes see it --------------------------------------------
 
@@ -444,8 +469,6 @@ class Execution:
                 stop = True
             if page_done:
                 self.write_shapes()
-        if stop and self.heartbeat is not None:
-            self.heartbeat.stop_requested.set()
         if stop:
             raise StopRequested()
 
@@ -461,7 +484,7 @@ class Execution:
             fields = SHAPE_FIELDS if changed else COUNTER_FIELDS
             try:
                 with transaction.atomic():
-                    FlowRunShape.objects.bulk_update([stage.record for stage in dirty], fields)
+                    update_rows([stage.record for stage in dirty], fields)
             except DataError as exc:
                 for stage in dirty:
                     try:
@@ -477,7 +500,28 @@ class Execution:
             stage.dirty = False
 
     def conclude(self, outcome: Outcome) -> bool:
-        """Write the outcome with the shapes' last counters in one transaction; False when the run is not ours."""
+        """Write the outcome with the shapes' last counters in one transaction; False when the run is not ours.
+
+        Should the database refuse a shape's data (DataError), the payload
+        samples are dropped and it is written again; failing that, the outcome
+        is written without the shapes' counters (they are marked failed), so a
+        run never stays running because of what it read.
+        """
+        for attempt in range(3):
+            try:
+                return self._conclude(outcome)
+            except DataError:
+                logger.warning("Flow run %s: the database refused its shapes' data.", self.run_obj.pk, exc_info=True)
+                for stage in self.stages:
+                    if stage.record is not None and stage.record.payload_sample:
+                        stage.record.payload_sample = {}
+                if attempt == 1:
+                    self.fail_running_shapes = True
+                    outcome.status = RunStatus.FAILED
+                    outcome.reason = outcome.reason or f"The run: {named_failure(DataError(COUNTERS_REFUSED))}"
+        return False
+
+    def _conclude(self, outcome: Outcome) -> bool:
         now = timezone.now()
         with transaction.atomic():
             if outcome.parked is not None:

@@ -189,11 +189,15 @@ def reap_expired_leases(now: datetime | None = None) -> int:
     now = now or timezone.now()
     lost = list(
         FlowRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list(
-            "pk", "lease_owner", "lease_expires_at", "attempt", "attempts", "checkpoint"
+            "pk", "lease_owner", "lease_expires_at", "attempt", "attempts", "checkpoint", "stretch_started_at"
         )
     )
     resumed = failed = 0
-    for pk, owner, expired_at, attempt, attempts, checkpoint in lost:
+    for pk, owner, expired_at, attempt, attempts, checkpoint, stretch_started_at in lost:
+        attempts = [dict(entry) for entry in attempts or [] if isinstance(entry, dict)]
+        if attempts and not attempts[-1].get("resumed_at") and stretch_started_at:
+            # That attempt's worker was lost before its first commit: it began when it claimed the run.
+            attempts[-1]["resumed_at"] = stretch_started_at.isoformat()
         lost_at = expired_at - execution.lease_duration()  # its last renewal
         page = int(checkpoint.get("page", 0)) + 1 if isinstance(checkpoint, dict) and checkpoint else None
         lost_run = FlowRun.objects.filter(pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now)
@@ -201,13 +205,14 @@ def reap_expired_leases(now: datetime | None = None) -> int:
             if attempt < settings.FLOW_RUN_MAX_ATTEMPTS:
                 entry = {"number": attempt + 1, "cause": "worker lost", "lost_at": lost_at.isoformat(),
                          "resumed_at": None, "from_page": page}
-                if lost_run.update(status=RunStatus.QUEUED, attempt=attempt + 1, attempts=[*(attempts or []), entry],
+                if lost_run.update(status=RunStatus.QUEUED, attempt=attempt + 1, attempts=[*attempts, entry],
                                    lease_owner="", lease_expires_at=None, enqueued_at=now):
                     resumed += 1
                     transaction.on_commit(lambda pk=pk: execution.hand_over(pk), robust=True)
                 continue
             reason = worker_lost_reason(attempt, lost_at, page)
-            if lost_run.update(status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None):
+            if lost_run.update(status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None,
+                               attempts=attempts):
                 failed += 1
                 FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now

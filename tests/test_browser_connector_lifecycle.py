@@ -45,7 +45,7 @@ def test_building_a_custom_connector_and_adding_an_instance_to_it(page, log_in, 
     expect(page.get_by_role("alert").first).to_contain_text("saved")
 
     page.get_by_role("link", name="4. endpoints").click()
-    page.get_by_label("Name").fill("List stock")
+    page.locator("#id_name").fill("List stock")
     page.get_by_label("Entity").fill("Stock")
     page.get_by_label("Direction").select_option("receive")
     page.get_by_label("Method").select_option("GET")
@@ -91,7 +91,7 @@ def test_overwriting_a_modified_connector_keeps_instances_and_flows(page, log_in
     page.get_by_role("link", name="Settings for connector Sandbox").click()
     page.get_by_role("link", name="modify").click()  # modify the prebuilt connector: add an endpoint
     page.get_by_role("link", name="4. endpoints").click()
-    page.get_by_label("Name").fill("List refunds")
+    page.locator("#id_name").fill("List refunds")
     page.get_by_label("Entity").fill("Refund")
     page.get_by_role("textbox", name="Path*", exact=True).fill("/refunds")
     page.get_by_role("button", name="add endpoint").click()

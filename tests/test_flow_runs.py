@@ -295,3 +295,17 @@ def test_queued_runs_whose_task_was_lost_are_handed_to_the_queue_again(flow, dja
     with django_capture_on_commit_callbacks(execute=True):
         assert queueing.requeue_stale(now + timedelta(seconds=1)) == 0  # just handed over
     HUEY.flush()
+
+
+def test_an_attempt_lost_before_its_first_commit_says_when_it_began(flow, settings):
+    """The watcher fills in when an attempt began (its claim) if its worker was lost before writing it."""
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    later = lambda: timezone.now() + execution.lease_duration() + timedelta(seconds=1)  # noqa: E731
+    assert execution.claim(run.pk, "worker-a")
+    assert queueing.reap_expired_leases(later()) == 1
+    assert execution.claim(run.pk, "worker-b")  # attempt 2 is claimed, and its worker dies at once
+    claimed_at = FlowRun.objects.get(pk=run.pk).stretch_started_at
+    assert queueing.reap_expired_leases(later()) == 1
+    run.refresh_from_db()
+    assert [entry["number"] for entry in run.attempts] == [2, 3]
+    assert run.attempts[0]["resumed_at"] == claimed_at.isoformat() and run.attempts[1]["resumed_at"] is None

@@ -219,8 +219,9 @@ HUEY = {
         "worker_type": "thread",
         "check_worker_health": True,
         # An idle worker polls the SQLite queue with a back-off: at most this long between looks,
-        # so a run queued on an idle worker starts within a second (huey's default is 10 s).
-        "max_delay": float(os.environ.get("HUEY_MAX_DELAY", "1.0")),
+        # so a run queued on an idle worker starts within a quarter of a second (huey's default is 10 s;
+        # a look is one indexed SELECT on a local file).
+        "max_delay": float(os.environ.get("HUEY_MAX_DELAY", "0.25")),
     },
 }
 if REDIS_URL:

@@ -6,6 +6,9 @@ waits: between a page and its checkpoint, or between a send the API stored and
 its answer. Another worker, started after the kill, resumes the run once the
 lease runs out (FLOW_RUN_LEASE_SECONDS 3, watched every 0.5 s). The run's rows,
 the run and retry pages and what the API stored say what happened.
+
+The last tests run a flow in this process with parks made short (a wait over
+half a second parks the run): what a park keeps for the resume.
 """
 
 from __future__ import annotations

@@ -602,6 +602,7 @@ class Execution:
                     self.sent, self.in_flight_mark = {}, None
                 self.run_segment(source, rest)
         except durability.Parked as parked:
+            self.keep_retrying()
             return Outcome(RunStatus.WAITING, "", self.warnings(), parked=parked)
         except StopRequested:
             self.close_open(ShapeStatus.STOPPED)
@@ -626,6 +627,18 @@ class Execution:
         if self.in_doubt:
             partial = True
         return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", self.warnings())
+
+    def keep_retrying(self) -> None:
+        """Keep the retry a park interrupted in the checkpoint, so the resumed request counts as that retry.
+
+        The shapes' counts in the checkpoint are those of the last page done;
+        without this, each resume would start the shape's retries again and an
+        API answering 5xx with a long Retry-After would park the run without end.
+        """
+        for stage in self.stages:
+            if getattr(stage, "retrying", 0):
+                key = str(stage.position)
+                self.stage_states = {**self.stage_states, key: {**self.stage_states.get(key, {}), "retrying": stage.retrying}}
 
     def take_up(self, stages: list[Stage]) -> None:
         """On a resume, give each shape its row of this run and the counts the checkpoint kept."""

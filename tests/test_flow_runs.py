@@ -228,6 +228,28 @@ def test_a_worker_that_renews_its_lease_while_the_reaper_looks_keeps_its_run_and
     shape_run.refresh_from_db()
     assert (run.status, shape_run.status) == (RunStatus.RUNNING, ShapeStatus.RUNNING)
 
+
+def test_two_watchers_that_find_one_lost_run_resume_it_once(flow, monkeypatch, django_capture_on_commit_callbacks):
+    """Every worker process watches leases: the one that reads the lost run second neither resumes nor hands it over."""
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    execution.claim(run.pk, "worker-a")
+    later = timezone.now() + execution.lease_duration() + timedelta(seconds=1)
+
+    def read_then_another_watcher_resumes(rows):
+        found = [*rows]
+        FlowRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.QUEUED, attempt=2, attempts=[{"number": 2, "cause": "worker lost"}], lease_owner="",
+            lease_expires_at=None,
+        )
+        return found
+
+    monkeypatch.setattr(queueing, "list", read_then_another_watcher_resumes, raising=False)
+    with django_capture_on_commit_callbacks() as handed_over:
+        assert queueing.reap_expired_leases(later) == 0
+    assert handed_over == []
+    run.refresh_from_db()
+    assert (run.status, run.attempt, len(run.attempts)) == (RunStatus.QUEUED, 2, 1)
+
 def test_a_retry_keeps_the_original_reference_time(flow, httpserver, admin_user):
     httpserver.expect_request("/api/orders").respond_with_json({"message": "down"}, status=500)
     first = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL, now=timezone.now() - timedelta(hours=2)).pk)

@@ -477,12 +477,11 @@ def test_a_retry_that_parked_counts_against_the_shape_s_retries_when_it_resumes(
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason=(
-    "Open: the client's 429 retries start again at each resume, so an API that keeps answering 429 with a "
-    "Retry-After longer than a worker waits parks the run without end (the duration limit counts per stretch)."))
 def test_an_api_that_keeps_answering_429_does_not_keep_a_run_waiting_for_ever(
-    company, make_connector, make_instance, httpserver, short_parks
+    company, make_connector, make_instance, httpserver, short_parks, settings
 ):
+    """The client's 429 retries start again at each resume; FLOW_RUN_MAX_PARKS bounds the waits."""
+    settings.FLOW_RUN_MAX_PARKS = 3
     shop = make_instance(shop_connector(make_connector, company, httpserver.url_for("/api")), "Shop - UK",
                          {"api_token": API_TOKEN})
     httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS[:1]})
@@ -490,11 +489,12 @@ def test_an_api_that_keeps_answering_429_does_not_keep_a_run_waiting_for_ever(
         json_response({"message": "slow down"}, status=429, headers={"Retry-After": "1"}))
     flow = flow_of(company, connection(shop, "list_orders"), connection(shop, "import_order"))
     run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
-    for _ in range(4):  # OUTBOUND_429_RETRIES is 2
+    for _ in range(6):
         if run.status != RunStatus.WAITING:
             break
         run = resume_when_due(run)
-    assert run.status == RunStatus.FAILED, (run.status, run.parks)
+    assert (run.status, run.parks) == (RunStatus.FAILED, 3)
+    assert run.failure_reason.startswith("The run waited 3 times (FLOW_RUN_MAX_PARKS) and would have to wait again")
 
 
 @pytest.mark.django_db

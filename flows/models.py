@@ -3,19 +3,66 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.utils.functional import cached_property
 
 from connectors.models import Endpoint
 from instances.models import Instance
 from patchworks_site.models import Company
 
 
+def _count_per_flow(queryset: models.QuerySet) -> Coalesce:
+    """How many rows of `queryset` (filtered on flow=OuterRef("pk")) the flow has, as a subquery.
+
+    A subquery rather than Count over a join: two Counts over two relations in one
+    query multiply each other (every shape row is repeated for every run row).
+    """
+    counted = queryset.order_by().values("flow").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted), 0)
+
+
 class ProcessFlowQuerySet(models.QuerySet):
     def for_company(self, company: Company) -> ProcessFlowQuerySet:
         return self.filter(company=company)
+
+    def with_summary(self, now: datetime) -> ProcessFlowQuerySet:
+        """The flows with what the flow list shows of each, in one query however many flows and runs there are.
+
+        shape_count, flagged_count: shapes, and connection shapes whose endpoint is gone (need attention);
+        last_run_pk, last_run_status, last_run_at: the newest run (by queued time), which may still be
+        queued, running or waiting; last_run_at is when it started, or was queued if it has not started;
+        last_finished_status: the status of the newest run that has ended (what the "failing" filter reads);
+        next_run_at: the earliest next run of the flow's schedules, set whether the flow is enabled or not;
+        succeeded_24h, failed_24h: runs queued in the 24 hours before `now` that succeeded (fully or
+        partly) and that failed.
+        """
+        runs = FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-queued_at", "-id")
+        last = runs[:1]
+        last_finished = runs.exclude(status__in=ACTIVE_STATUSES)[:1]
+        recent = FlowRun.objects.filter(flow=OuterRef("pk"), queued_at__gte=now - timedelta(hours=24))
+        shapes = Shape.objects.filter(flow=OuterRef("pk"))
+        next_run = (FlowSchedule.objects.filter(flow=OuterRef("pk")).order_by().values("flow")
+                    .annotate(first=Min("next_run_at")).values("first"))
+        return self.annotate(
+            shape_count=_count_per_flow(shapes),
+            flagged_count=_count_per_flow(shapes.filter(kind=ShapeKind.CONNECTION, endpoint__isnull=True)),
+            last_run_pk=Subquery(last.values("pk")),
+            last_run_status=Subquery(last.values("status")),
+            last_run_at=Subquery(last.annotate(at=Coalesce("started_at", "queued_at")).values("at")),
+            last_finished_status=Subquery(last_finished.values("status")),
+            next_run_at=Subquery(next_run),
+            succeeded_24h=_count_per_flow(recent.filter(status__in=(RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS))),
+            failed_24h=_count_per_flow(recent.filter(status=RunStatus.FAILED)),
+        )
+
+    def failing(self) -> ProcessFlowQuerySet:
+        """The flows (annotated by with_summary) whose newest ended run failed; a run still going does not count."""
+        return self.filter(last_finished_status=RunStatus.FAILED)
 
 
 class ProcessFlow(models.Model):
@@ -32,6 +79,13 @@ class ProcessFlow(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @cached_property
+    def last_run(self) -> FlowRun | None:
+        """The newest run as ProcessFlowQuerySet.with_summary read it (pk and status only, for its badge), or None."""
+        if getattr(self, "last_run_pk", None) is None:
+            return None
+        return FlowRun(pk=self.last_run_pk, flow=self, company_id=self.company_id, status=self.last_run_status)
 
 
 class ShapeKind(models.TextChoices):
@@ -179,6 +233,8 @@ class FlowRun(models.Model):
         ordering = ["-queued_at", "-id"]
         indexes = [
             models.Index(fields=["company", "-queued_at"]),
+            # The newest runs of one flow: the flow list's last run of each flow, a flow's run log.
+            models.Index(fields=["flow", "-queued_at"]),
             models.Index(fields=["status", "lease_expires_at"]),
         ]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -36,7 +35,16 @@ RUN_LOG_PAGE_SIZE = 25
 RECENT_RUNS = 5
 
 
+FLOW_LIST_PAGE_SIZE = 25
+FLOW_LIST_FILTERS = {"failing": "Failing: last finished run failed"}
+
+
 def flow_list(request: HttpRequest) -> HttpResponse:
+    """The company's flows with their last run, next run and last 24 hours (see ProcessFlowQuerySet.with_summary).
+
+    GET `q` searches the names, `status=failing` keeps the flows whose last finished run failed; an unknown
+    status is ignored. POST creates a flow.
+    """
     company = company_of(request)
     form = FlowForm()
     if request.method == "POST":
@@ -46,12 +54,22 @@ def flow_list(request: HttpRequest) -> HttpResponse:
             flow = form.save()
             messages.success(request, f'Process flow "{flow.name}" created. Add shapes to it.')
             return redirect("flows:detail", pk=flow.pk)
-    flows = ProcessFlow.objects.for_company(company).annotate(
-        shape_count=Count("shapes"), flagged_count=Count(
-            "shapes", filter=Q(shapes__kind=ShapeKind.CONNECTION, shapes__endpoint__isnull=True)
-        )
-    )
-    return render(request, "flows/list.html", {"flows": flows, "form": form}, status=422 if form.errors else 200)
+    query = params.search_query(request)
+    status = params.choice(request.GET, "status", FLOW_LIST_FILTERS)
+    flows = ProcessFlow.objects.for_company(company).with_summary(timezone.now())
+    if query:
+        flows = flows.filter(name__icontains=query)
+    if status == "failing":
+        flows = flows.failing()
+    page = Paginator(flows, FLOW_LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page, "form": form, "query": query, "status": status, "filtered": bool(query or status),
+        "status_options": FLOW_LIST_FILTERS.items(),
+        # Whether the company has any flow at all, asked only when the search found none.
+        "any_flows": page.paginator.count > 0 or (
+            bool(query or status) and ProcessFlow.objects.for_company(company).exists()),
+    }
+    return render(request, "flows/list.html", context, status=422 if form.errors else 200)
 
 
 def detail(request: HttpRequest, pk: int) -> HttpResponse:

@@ -30,7 +30,7 @@ def pool(company, connector):
     return pool
 
 
-SEARCH_PAGES = ["/connectors/", "/marketplace/", "/instances/pools/", "/audit/"]
+SEARCH_PAGES = ["/connectors/", "/marketplace/", "/instances/pools/", "/audit/", "/flows/"]
 
 
 @pytest.mark.parametrize("url", SEARCH_PAGES)

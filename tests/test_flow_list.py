@@ -95,6 +95,14 @@ def test_the_next_run_is_the_earliest_schedule_in_the_company_time_zone_with_utc
     assert "Next run: 1 Jul 2027, 07:30 Europe/London (06:30 UTC)" in row
 
 
+def test_a_next_run_on_another_day_in_utc_gives_the_utc_date_too(admin_client, company):
+    company.time_zone = "Asia/Tokyo"
+    company.save()
+    schedule(make_flow(company, "Orders to ERP"), datetime(2027, 1, 4, 22, 30, tzinfo=UTC))
+    row = flow_rows(admin_client)["Orders to ERP"]
+    assert "Next run: 5 Jan 2027, 07:30 Asia/Tokyo (4 Jan 2027, 22:30 UTC)" in row
+
+
 def test_in_utc_the_next_run_is_not_repeated(admin_client, company):
     flow = make_flow(company, "Orders to ERP")
     schedule(flow, datetime(2027, 7, 1, 6, 30, tzinfo=UTC))

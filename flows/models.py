@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from connectors.models import Endpoint
@@ -254,6 +255,11 @@ class FlowRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def elapsed(self):
+        """How long since the run started (None before it starts)."""
+        return timezone.now() - self.started_at if self.started_at else None
 
     @property
     def attempt_notes(self) -> list[dict]:

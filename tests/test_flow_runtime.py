@@ -361,6 +361,8 @@ def test_time_waited_for_the_rate_limit_is_recorded_and_a_close_throttle_is_wait
     assert run.status == RunStatus.SUCCESS, run.failure_reason
     send = run.shape_runs.get(position=1)
     assert send.requests == 2 and len(posted(httpserver)) == 2
+    # The throttles the shape waited out itself count as waits for the rate limit (they were not counted at all).
+    assert send.rate_limit_wait_ms > 0
 
     settings.OUTBOUND_RATE_LIMIT_MAX_WAIT = 5.0
     run = run_flow(flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order")))

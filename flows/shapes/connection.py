@@ -240,7 +240,9 @@ class Connection(Stage):
         """
         seconds = (until - datetime.now(UTC)).total_seconds()
         if seconds <= durability.PARK_AFTER_SECONDS:
+            started = time.monotonic()
             self.pause(max(seconds, 0.05))
+            self.open().rate_limit_wait_ms += int((time.monotonic() - started) * 1000)  # counted like the client's waits
             return
         raise durability.Parked(until, f"the rate limit of {self.shape.instance.name}")
 

@@ -127,6 +127,8 @@ def main() -> None:
         page.screenshot(path=OUT / "run-detail.png", full_page=True)
         page.goto("/flows/runs/")
         page.screenshot(path=OUT / "run-log.png", full_page=True)
+        page.goto("/flows/")
+        page.screenshot(path=OUT / "flows-list.png", full_page=True)
         page.goto("/sandbox/received-orders/")
         page.get_by_test_id("received-order").first.locator("summary").click()
         page.screenshot(path=OUT / "sandbox-received-orders.png")

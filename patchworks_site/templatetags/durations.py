@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django import template
+from django.utils import timezone
 
 register = template.Library()
 
@@ -25,3 +26,9 @@ def natural_duration(value: timedelta | float | None) -> str:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+@register.filter
+def since(moment) -> str:
+    """How long ago `moment` was, as natural_duration says it ("42 s", "3 min 5 s")."""
+    return natural_duration(timezone.now() - moment) if moment else ""

@@ -368,10 +368,15 @@ def test_a_run_parks_on_a_per_minute_rate_limit_gives_its_worker_back_and_resume
 ):
     """Four sends to instances allowing three a minute: the fourth parks the run for about a minute.
 
+    A real minute, so it runs once per CI: on the Redis pass (the queue several hosts share); the
+    SQLite pass proves parks in one process (tests/test_flow_runtime.py, test_run_checkpoints.py).
+
     One worker with one thread runs three flows: to the US (parks, then
     resumes), to Canada (parks, and is stopped meanwhile) and at home (no
     limit: it completes while the other two wait).
     """
+    if workers.engine != "redis":
+        pytest.skip("the minute-long park with real workers is proved on the Redis pass")
     company.time_zone = "America/New_York"
     company.save()
     workers.env["OUTBOUND_RATE_LIMIT_MAX_WAIT"] = "1"

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,9 @@ class LeaseLost(Exception):
 class DurationExceeded(Exception):
     """The run has taken longer than its company allows (the message says how long that is)."""
 
+
+# The run page's "now: …" line is written at most this often.
+ACTIVITY_EVERY_SECONDS = 1.0
 
 # Failures with a cause that can be named, though no shape raised them on purpose.
 NAMED_FAILURES = (DataError, RecursionError, MemoryError)
@@ -371,6 +375,7 @@ class Execution:
         self.stages: list[Stage] = []
         self.fail_running_shapes = False
         self.rewind = False
+        self.activity, self.activity_written = "", 0.0
         checkpoint = run.checkpoint if isinstance(run.checkpoint, dict) else {}
         self.resume_from = checkpoint  # what an earlier stretch left (empty: from the start)
         self.segment = int(checkpoint.get("segment", 0))
@@ -400,6 +405,20 @@ class Execution:
                 raise LeaseLost()
 
     # --- progress, as the shapes see it --------------------------------------------
+
+    def doing(self, text: str, *, now_or_never: bool = False) -> None:
+        """Say what the run is doing now, for the run page: written at most once a second (one UPDATE).
+
+        `now_or_never`: a long wait is about to start, so it is written at once.
+        """
+        self.activity = text[:300]
+        moment = time.monotonic()
+        if not now_or_never and moment - self.activity_written < ACTIVITY_EVERY_SECONDS:
+            return
+        self.activity_written = moment
+        FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
+            activity=self.activity
+        )
 
     def source_state(self, position: int) -> dict | None:
         """Where the receive shape at `position` resumes its pages (None: from the first)."""
@@ -465,7 +484,8 @@ class Execution:
         now = timezone.now()
         values = dict(
             checkpoint=self.checkpoint_now(page_done=page_done), lease_expires_at=now + lease_duration(),
-            in_doubt=self.in_doubt, attempts=self.attempts, shapes_fingerprint=self.fingerprint, **fields,
+            in_doubt=self.in_doubt, attempts=self.attempts, shapes_fingerprint=self.fingerprint,
+            activity=self.activity, **fields,
         )
         ours = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner)
         stop = False
@@ -537,7 +557,7 @@ class Execution:
                 updated = FlowRun.objects.filter(
                     pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
                 ).update(
-                    status=RunStatus.WAITING, parked_until=parked.until, park_reason=parked.reason[:300],
+                    status=RunStatus.WAITING, parked_until=parked.until, park_reason=parked.reason[:300], activity="",
                     parks=F("parks") + 1, lease_owner="", lease_expires_at=None,
                     checkpoint=self.checkpoint_now(page_done=False), in_doubt=self.in_doubt, attempts=self.attempts,
                     shapes_fingerprint=self.fingerprint,
@@ -553,7 +573,7 @@ class Execution:
             rewound = {"checkpoint": {"segment": self.segment, "page": 0}} if self.rewind else {}
             updated = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
                 status=outcome.status, failure_reason=outcome.reason, warnings=outcome.warnings, finished_at=now,
-                lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, **rewound,
+                lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, activity="", **rewound,
             )
             if not updated:
                 transaction.set_rollback(True)

@@ -227,6 +227,8 @@ class FlowRun(models.Model):
     # Sends of an API without idempotency keys that were in flight when a worker was lost:
     # [{"shape": label, "what": "Page 3, batch 1", "ids": [...], "at": ISO}]. They were not sent again.
     in_doubt = models.JSONField(default=list, blank=True)
+    # What the run is doing now ("Shape 4 (…): sending item 7 of 10 of page 3"), written at most once a second.
+    activity = models.CharField(max_length=300, blank=True)
 
     objects = FlowRunQuerySet.as_manager()
 

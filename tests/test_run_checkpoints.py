@@ -10,6 +10,7 @@ the same with real worker processes and kill -9.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -284,3 +285,27 @@ def test_the_retry_page_says_what_each_way_will_do(company, paginated, httpserve
     response = admin.post(f"/flows/runs/{first.pk}/retry/", {"from": "checkpoint"}, follow=True)
     retry = FlowRun.objects.get(retry_of=first)
     assert f"Run {retry.pk} resumes run {first.pk} from page 3." in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_run_says_what_it_is_doing_now_while_it_sends(company, paginated, httpserver, monkeypatch, client_for,
+                                                          make_user):
+    from patchworks_site.models import Role
+
+    monkeypatch.setattr(execution, "ACTIVITY_EVERY_SECONDS", 0)
+    shop = Shop(httpserver)
+    run = queueing.queue_run(batch_flow(company, paginated, send_as="item"), RunTrigger.MANUAL)
+    seen = []
+
+    def look(items):
+        if items[0]["id"] == 5:  # the second item of page 2 is being sent: what does the run page say?
+            try:
+                page = client_for(make_user(company, Role.READ_ONLY)).get(f"/flows/runs/{run.pk}/").content.decode()
+                seen.append(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page)))
+            finally:
+                db_connection.close()
+
+    shop.on_post = look
+    run = execution.execute(run.pk)
+    assert run.status == RunStatus.SUCCESS and run.activity == ""
+    assert "Now: Shape 2 (Shop - UK → Import order): sending item 5 of 6 received so far" in seen[0]

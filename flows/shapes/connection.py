@@ -113,6 +113,7 @@ class Connection(Stage):
         self.item_number = 0
         self.retrying = 0  # the retry a park interrupted, taken up again on resume
         self.in_doubt_items = 0
+        self.in_page_total = 0
         self.keyed = False  # whether the send in flight carries an idempotency key
         self.next_source: dict | None = None  # a receive shape's pagination state for its next page
         self._page, self._send_index = -1, 0
@@ -211,6 +212,7 @@ class Connection(Stage):
                     until = datetime.now(UTC) + timedelta(seconds=seconds)
                     raise durability.Parked(until, f"{self.shape.instance.name}'s API to be ready again (it answered "
                                                    f"{exchange.status_text() if exchange.response_status else 'nothing'})")
+                self.doing(f"waiting {seconds:.0f} s before retry {attempt} of {policy.retries}", now_or_never=True)
                 self.pause(seconds)
                 continue
             return exchange
@@ -241,6 +243,8 @@ class Connection(Stage):
         seconds = (until - datetime.now(UTC)).total_seconds()
         if seconds <= durability.PARK_AFTER_SECONDS:
             started = time.monotonic()
+            self.doing(f"waiting for the rate limit of {self.shape.instance.name} until {until:%H:%M:%S} UTC",
+                       now_or_never=True)
             self.pause(max(seconds, 0.05))
             self.open().rate_limit_wait_ms += int((time.monotonic() - started) * 1000)  # counted like the client's waits
             return
@@ -284,7 +288,12 @@ class Connection(Stage):
 
     # --- send ----------------------------------------------------------------
 
+    def doing(self, text: str, **kwargs) -> None:
+        if self.ctx.progress is not None:
+            self.ctx.progress.doing(f"{self.label}: {text}", **kwargs)
+
     def process(self, page: list) -> Iterator[list]:
+        self.in_page_total = self.sent_items + len(page)
         self.count_in(page)
         self.answers = bounds.PageSize(len(page), "The API's answers to one page are too large to pass on.")
         if self.config["send_as"] == "batch":
@@ -320,6 +329,7 @@ class Connection(Stage):
             self.oversized(f"Item {self.item_number}", size)
             return MISSING
         what = f"Item {self.item_number}"
+        self.doing(f"sending item {self.item_number:,} of {self.in_page_total:,} received so far")
         exchange = self.deliver([item], what, **body)
         if exchange is None:
             return MISSING
@@ -446,6 +456,7 @@ class Connection(Stage):
             what = f"Page {number} ({len(items)} items)" if len(parts) == 1 else (
                 f"Page {number}, batch {part} of {len(parts)} ({len(items)} items)"
             )
+            self.doing(f"sending {what[0].lower()}{what[1:]}")
             exchange = self.deliver(items, what, json_body=items)
             if exchange is None:
                 continue
@@ -581,6 +592,7 @@ class Pages:
                 params[str(self.option("offset_parameter", "offset"))] = str(state["offset"])
             if style == "cursor" and state["cursor"] is not None:
                 params[str(self.option("cursor_parameter", "cursor"))] = state["cursor"]
+            stage.doing(f"reading page {state['count'] + 1:,}")
             if state["url"]:  # a next link carries its own query
                 exchange = stage.call(url=state["url"])
             else:

@@ -54,14 +54,19 @@ class ConnectionShapeForm(forms.Form):
 
 
 class ScheduleForm(forms.Form):
-    """A trigger schedule: the kind decides which of the other fields count (all times in UTC)."""
+    """A trigger schedule: the kind decides which of the other fields count (all times in UTC).
+
+    Only the chosen kind's fields are shown, validated and used: fields of other
+    kinds that a page without JavaScript still posts are ignored.
+    """
 
     kind = forms.ChoiceField(label="Frequency", choices=ScheduleKind.choices, initial=ScheduleKind.DAILY)
     every = forms.TypedChoiceField(
         label="Every", coerce=int, required=False, initial=15,
         choices=[(n, "minute" if n == 1 else f"{n} minutes") for n in MINUTE_INTERVALS],
     )
-    day = forms.IntegerField(label="Day of the month", min_value=1, max_value=31, required=False, initial=1)
+    day = forms.IntegerField(label="Day of the month", min_value=1, max_value=31, required=False, initial=1,
+                             help_text="Months without this day are skipped.")
     hour = forms.IntegerField(label="Hour (UTC)", min_value=0, max_value=23, required=False, initial=0)
     minute = forms.IntegerField(label="Minute", min_value=0, max_value=59, required=False, initial=0)
     cron = forms.CharField(label="Cron expression (UTC)", required=False, max_length=120,
@@ -75,11 +80,33 @@ class ScheduleForm(forms.Form):
         ScheduleKind.ADVANCED: ("cron",),
     }
 
+    @classmethod
+    def with_defaults(cls, data) -> ScheduleForm:
+        """A bound form where the chosen kind's missing fields take their initial values (the frequency just changed)."""
+        data = data.copy()
+        kind = data.get("kind")
+        for name in cls.FIELDS_OF_KIND.get(kind, ()):
+            if name not in data and cls.base_fields[name].initial is not None:
+                data[name] = cls.base_fields[name].initial
+        return cls(data)
+
+    @property
+    def chosen_kind(self) -> str:
+        kind = self.data.get("kind") if self.is_bound else self.initial.get("kind")
+        return kind if kind in self.FIELDS_OF_KIND else ScheduleKind.DAILY
+
+    def kind_fields(self) -> list:
+        """The bound fields of the chosen kind, in the order they are shown."""
+        return [self[name] for name in self.FIELDS_OF_KIND[self.chosen_kind]]
+
     def clean(self) -> dict:
         cleaned = super().clean()
         kind = cleaned.get("kind")
         if not kind:
             return cleaned
+        for name in set(self.fields) - {"kind", *self.FIELDS_OF_KIND[kind]}:
+            self.errors.pop(name, None)
+            cleaned.pop(name, None)
         for name in self.FIELDS_OF_KIND[kind]:
             if name not in self.errors and cleaned.get(name) in (None, ""):
                 self.add_error(name, "Enter a value for this schedule.")
@@ -93,6 +120,21 @@ class ScheduleForm(forms.Form):
         """The fields create_schedule needs for the chosen kind."""
         kind = self.cleaned_data["kind"]
         return {name: self.cleaned_data[name] for name in self.FIELDS_OF_KIND[kind]}
+
+    def preview(self, now: datetime) -> dict:
+        """What the schedule means: its description and next runs (UTC), or why there is none."""
+        if self.is_bound and not self.is_valid():
+            return {"problems": [error for errors in self.errors.values() for error in errors]}
+        if self.is_bound:
+            kind, fields = self.cleaned_data["kind"], self.schedule_fields()
+        else:
+            kind = self.chosen_kind
+            fields = {name: self.fields[name].initial for name in self.FIELDS_OF_KIND[kind]}
+            if kind == ScheduleKind.ADVANCED:
+                return {"problems": ["Enter a cron expression to see its next runs."]}
+        expression = schedules.cron_for(kind, **fields)
+        return {"description": schedules.describe(kind, **fields), "cron": expression,
+                "times": schedules.upcoming(expression, now)}
 
 
 class RunLogFilterForm(forms.Form):

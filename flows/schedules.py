@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.db import transaction
 from django.db.models import F
 
@@ -43,22 +44,68 @@ def describe(kind: str, *, every: int | None = None, minute: int = 0, hour: int 
         case ScheduleKind.DAILY:
             return f"daily at {hour:02d}:{minute:02d} UTC"
         case ScheduleKind.MONTHLY:
-            return f"monthly on day {day} at {hour:02d}:{minute:02d} UTC"
+            # February has 29 days only in leap years, so from day 29 on some months are skipped.
+            skipped = f" — months without a day {day} are skipped" if day >= 29 else ""
+            return f"monthly on day {day} at {hour:02d}:{minute:02d} UTC{skipped}"
     return f"cron {cron_for(kind, cron=cron)} (UTC)"
 
 
+# (name, lowest, highest) of the five cron fields; day of the week 7 is Sunday as 0 is.
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of the month", 1, 31), ("month", 1, 12), ("day of the week", 0, 7))
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December")
+MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# A schedule with no run in this many years is refused (29 February comes every 4 years; croniter stops here).
+NEVER_YEARS = 5
+
+
+def _range_error(fields: list[str]) -> str | None:
+    """The first number outside its field's range (steps such as */15 are not values)."""
+    for text, (name, low, high) in zip(fields, CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            for number in re.findall(r"\d+", part.split("/")[0]):
+                if not low <= int(number) <= high:
+                    return f"{name} {number} is out of range {low}–{high}."
+    return None
+
+
+def _month_days_error(expression: str) -> str | None:
+    """Days of the month that none of the chosen months has (only when the day of the week is *)."""
+    minutes, hours, days, months, weekdays = croniter.expand(expression)[0]
+    if days == ["*"] or months == ["*"] or weekdays != ["*"]:
+        return None
+    if min(days) <= max(MONTH_DAYS[m - 1] for m in months):
+        return None
+    names = [MONTH_NAMES[m - 1] for m in months]
+    if len(names) == 1:
+        return f"never runs: {names[0]} has no day {min(days)}."
+    return f"never runs: none of {', '.join(names)} has a day {min(days)}."
+
+
 def cron_error(expression: str) -> str | None:
-    """Why a 5-field cron expression is not valid, or None."""
+    """Why a 5-field cron expression is not valid or never runs, or None."""
     fields = expression.split()
+    if not fields:
+        return "Enter a cron expression: minute hour day-of-month month day-of-week (e.g. 30 6 * * 1-5)."
     if len(fields) != 5:
         return "Enter 5 fields: minute hour day-of-month month day-of-week (e.g. 30 6 * * 1-5)."
-    if not croniter.is_valid(" ".join(fields)):
-        return "This is not a valid cron expression."
+    expression = " ".join(fields)
+    if not croniter.is_valid(expression):
+        return _range_error(fields) or "This is not a valid cron expression."
+    problem = _month_days_error(expression)
+    if problem:
+        return problem
     try:
-        next_after(" ".join(fields), datetime.now(UTC))
-    except Exception:  # croniter raises several kinds for impossible dates (e.g. 30 February)
-        return "This cron expression never runs."
+        croniter(expression, datetime.now(UTC), max_years_between_matches=NEVER_YEARS).get_next(datetime)
+    except CroniterBadDateError:
+        return f"never runs: no run within the next {NEVER_YEARS} years."
     return None
+
+
+def upcoming(expression: str, now: datetime, count: int = 5) -> list[datetime]:
+    """The next `count` times (UTC) the expression fires after `now`: the preview before saving."""
+    times = croniter(expression, now.astimezone(UTC), max_years_between_matches=NEVER_YEARS)
+    return [times.get_next(datetime) for _ in range(count)]
 
 
 def next_after(expression: str, moment: datetime) -> datetime:

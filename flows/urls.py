@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/delete/", views.delete, name="delete"),
     path("<int:pk>/run/", views.run_now, name="run_now"),
     path("<int:pk>/schedules/", views.add_schedule, name="add_schedule"),
+    path("<int:pk>/schedules/form/", views.schedule_form, name="schedule_form"),
     path("<int:pk>/schedules/<int:schedule_pk>/remove/", views.remove_schedule, name="remove_schedule"),
     path("<int:pk>/runs/", views.run_log, name="flow_runs"),
     path("runs/", views.run_log, name="runs"),

@@ -113,7 +113,8 @@ def _detail_context(flow: ProcessFlow, **extra) -> dict:
         "recent_runs": flow.runs.select_related("triggered_by", "retry_of")[:RECENT_RUNS],
         "schedules": flow_schedules,
         "next_scheduled": min((s.next_run_at for s in flow_schedules), default=None) if flow.enabled else None,
-        "schedule_form": extra.pop("schedule_form", None) or ScheduleForm(),
+        "schedule_form": (schedule_form := extra.pop("schedule_form", None) or ScheduleForm()),
+        "schedule_preview": schedule_form.preview(timezone.now()),
         **extra,
     }
 
@@ -203,17 +204,34 @@ def _pending_message(pending: FlowRun, outcome: str) -> str:
 
 @require_POST
 def add_schedule(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add a schedule; `action=choose` shows the chosen frequency's fields and `action=preview` its next runs
+    (both without JavaScript, nothing saved)."""
     company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
-    form = ScheduleForm(request.POST)
-    if not form.is_valid():
+    action = params.choice(request.POST, "action", ("add", "choose", "preview"), default="add")
+    if action == "choose":
+        form = ScheduleForm(initial={"kind": request.POST.get("kind")})
+        return render(request, "flows/detail.html", _detail_context(flow, form=ConnectionShapeForm(company=company),
+                                                                    schedule_form=form))
+    form = ScheduleForm.with_defaults(request.POST) if action == "preview" else ScheduleForm(request.POST)
+    if action == "preview" or not form.is_valid():
         context = _detail_context(flow, form=ConnectionShapeForm(company=company), schedule_form=form)
-        return render(request, "flows/detail.html", context, status=422)
+        return render(request, "flows/detail.html", context, status=422 if form.errors else 200)
     schedule = schedules.create_schedule(flow, form.cleaned_data["kind"], now=timezone.now(), **form.schedule_fields())
     messages.success(
         request, f"Schedule added: {schedule.description}. Next run {schedule.next_run_at:%d %b %Y, %H:%M} UTC"
         + ("." if flow.enabled else " once the flow is enabled.")
     )
     return redirect("flows:detail", pk=flow.pk)
+
+
+def schedule_form(request: HttpRequest, pk: int) -> HttpResponse:
+    """htmx: the chosen frequency's fields with the preview (target schedule-fields), or the preview alone."""
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    form = ScheduleForm.with_defaults(request.GET)
+    context = {"flow": flow, "schedule_form": form, "schedule_preview": form.preview(timezone.now())}
+    if request.htmx and request.htmx.target == "schedule-preview":
+        return render(request, "flows/detail.html#schedule-preview", context)
+    return render(request, "flows/detail.html#schedule-fields", {**context, "with_preview": True})
 
 
 @require_POST

@@ -430,6 +430,7 @@ ROUTES: dict[str, Fill] = {
     "flows/<int:pk>/delete/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
     "flows/<int:pk>/run/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
     "flows/<int:pk>/schedules/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
+    "flows/<int:pk>/schedules/form/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
     "flows/<int:pk>/schedules/<int:schedule_pk>/remove/": Fill(
         OBJECT,
         lambda own, w: [{"pk": w.flow.pk, "schedule_pk": w.schedule.pk}, {"pk": own.flow.pk, "schedule_pk": w.schedule.pk}],

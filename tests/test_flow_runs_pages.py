@@ -219,9 +219,9 @@ def test_add_and_remove_schedules_and_see_the_next_run(admin_client, flow):
 @pytest.mark.parametrize(
     "data, field_error",
     [
-        ({"kind": "advanced", "cron": "61 * * * *"}, "This is not a valid cron expression."),
+        ({"kind": "advanced", "cron": "61 * * * *"}, "minute 61 is out of range 0–59."),
         ({"kind": "advanced", "cron": "0 9 * *"}, "Enter 5 fields: minute hour day-of-month month day-of-week"),
-        ({"kind": "advanced", "cron": "0 0 30 2 *"}, "This cron expression never runs."),
+        ({"kind": "advanced", "cron": "0 0 30 2 *"}, "never runs: February has no day 30."),
         ({"kind": "advanced", "cron": ""}, "Enter a value for this schedule."),
         ({"kind": "daily", "hour": "24", "minute": "0"}, "Ensure this value is less than or equal to 23."),
         ({"kind": "minutes", "every": "7"}, "Select a valid choice. 7 is not one of the available choices."),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.db.models import Q
@@ -151,6 +152,7 @@ class RunLogFilterForm(forms.Form):
 
     def __init__(self, *args, company: Company, **kwargs):
         super().__init__(*args, **kwargs)
+        self.time_zone = company_zone(company)
         self.fields["flow"].queryset = ProcessFlow.objects.for_company(company)
         # The instances the company's flows use in connection shapes.
         self.fields["instance"].queryset = Instance.objects.for_company(company).filter(
@@ -188,16 +190,29 @@ class RunLogFilterForm(forms.Form):
         if data.get("warnings"):
             with_warnings = ~Q(warnings=[]) | Q(pk__in=FlowRunShape.objects.exclude(warnings=[]).values("run"))
             runs = runs.filter(with_warnings if data["warnings"] == "yes" else ~with_warnings)
+        # Dates are days in the company's time zone.
         if data.get("queued_from"):
-            runs = runs.filter(queued_at__gte=_utc_midnight(data["queued_from"]))
+            runs = runs.filter(queued_at__gte=_midnight(data["queued_from"], self.time_zone))
         if data.get("queued_to") and data["queued_to"] < date.max:
             # The day after is the bound; the last representable day has none (everything is before it ends).
-            runs = runs.filter(queued_at__lt=_utc_midnight(data["queued_to"] + timedelta(days=1)))
+            runs = runs.filter(queued_at__lt=_midnight(data["queued_to"] + timedelta(days=1), self.time_zone))
         return runs
 
 
-def _utc_midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+def company_zone(company: Company) -> ZoneInfo:
+    """The company's time zone (an IANA name); UTC if it is not one this machine knows."""
+    try:
+        return ZoneInfo(company.time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    """00:00 of `day` in `zone`, in UTC; clamped to the representable range at years 1 and 9999."""
+    try:
+        return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if day.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 # --- the shape editor ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from flows import editor, queueing, retries, schedules
+from flows import run_log as run_log_pages
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
 from flows.models import FlowRun, ProcessFlow, Shape, ShapeKind
 from patchworks_site import params
@@ -31,7 +32,6 @@ def _get_run_for_user(request: HttpRequest, pk: int, capability: str | None = No
     return company, run
 
 
-RUN_LOG_PAGE_SIZE = 25
 RECENT_RUNS = 5
 
 
@@ -243,19 +243,42 @@ def remove_schedule(request: HttpRequest, pk: int, schedule_pk: int) -> HttpResp
     return redirect("flows:detail", pk=flow.pk)
 
 
-def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    """The runs of the company, or of one flow (pk), newest first, filtered (see RunLogFilterForm)."""
+def _filtered_runs(request: HttpRequest, pk: int | None):
+    """The company's (or one flow's) runs narrowed by the filters and `q`; also the flow, form and query."""
     company = company_of(request)
     flow = get_object_or_404(ProcessFlow.objects.for_company(company), pk=pk) if pk is not None else None
+    q = params.search_query(request)
     filters = RunLogFilterForm(request.GET or None, company=company)
-    flow_runs = FlowRun.objects.for_company(company).select_related("flow", "triggered_by")
+    flow_runs = FlowRun.objects.for_company(company)
     if flow is not None:
         flow_runs = flow_runs.filter(flow=flow)
-    flow_runs = filters.filter(flow_runs)
-    page = Paginator(flow_runs, RUN_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
-    filtered = any(request.GET.get(name) for name in filters.fields)
-    context = {"flow": flow, "show_flow": flow is None, "filters": filters, "page": page, "filtered": filtered}
+    flow_runs = run_log_pages.search(filters.filter(flow_runs), q)
+    return flow, filters, q, flow_runs
+
+
+def run_log(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """The runs of the company, or of one flow (pk), newest first, filtered (see RunLogFilterForm) and searched.
+
+    Keyset pages (`before`/`after` cursors, flows.run_log): no count, no OFFSET.
+    """
+    flow, filters, q, flow_runs = _filtered_runs(request, pk)
+    page = run_log_pages.page(flow_runs.select_related("flow", "triggered_by"),
+                              before=request.GET.get("before"), after=request.GET.get("after"))
+    kept = request.GET.copy()
+    for name in ("before", "after", "page"):
+        kept.pop(name, None)
+    filtered = bool(q) or any(request.GET.get(name) for name in filters.fields)
+    context = {"flow": flow, "show_flow": flow is None, "filters": filters, "page": page, "filtered": filtered,
+               "q": q, "query": kept.urlencode(), "time_zone": str(filters.time_zone)}
     return render(request, "flows/run_log.html", context)
+
+
+def export_runs(request: HttpRequest, pk: int | None = None) -> StreamingHttpResponse:
+    """The run log as CSV, with the same filters and search, streamed in chunks (UTC times, cells safe to open)."""
+    flow, filters, q, flow_runs = _filtered_runs(request, pk)
+    name = f"runs-{flow.pk}.csv" if flow else "runs.csv"
+    return StreamingHttpResponse(run_log_pages.csv_lines(flow_runs), content_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:

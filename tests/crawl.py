@@ -438,6 +438,8 @@ ROUTES: dict[str, Fill] = {
     ),
     "flows/<int:pk>/runs/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
     "flows/runs/": Fill(COMPANY),
+    "flows/runs/export.csv": Fill(COMPANY),
+    "flows/<int:pk>/runs/export.csv": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
     "flows/runs/<int:run_pk>/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),
     "flows/runs/<int:run_pk>/stop/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
     "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),  # GET: the confirmation page

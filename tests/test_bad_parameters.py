@@ -30,7 +30,7 @@ def pool(company, connector):
     return pool
 
 
-SEARCH_PAGES = ["/connectors/", "/marketplace/", "/instances/pools/", "/audit/", "/flows/"]
+SEARCH_PAGES = ["/connectors/", "/marketplace/", "/instances/pools/", "/audit/", "/flows/", "/flows/runs/"]
 
 
 @pytest.mark.parametrize("url", SEARCH_PAGES)

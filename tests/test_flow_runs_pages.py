@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -142,20 +143,21 @@ def test_the_run_log_is_newest_first_filtered_and_paginated(admin_client, compan
     scheduled = make_run(other, RunStatus.PARTIAL_SUCCESS, trigger=RunTrigger.SCHEDULE, queued_at=start + timedelta(minutes=40))
 
     page = admin_client.get("/flows/runs/").content.decode()
-    assert "31 runs, newest first" in page and "Page 1 of 2" in page
+    assert "Newest first" in page and page.count('data-testid="run-row"') == 25
     assert page.index(f"Run {scheduled.pk}<") < page.index("Orders to ERP</a>")
-    page2 = admin_client.get("/flows/runs/?page=2").content.decode()
-    assert page2.count('data-testid="run-row"') == 6
+    older = re.search(r'data-testid="older" href="\?([^"]+)"', page)[1].replace("&amp;", "&")
+    page2 = admin_client.get(f"/flows/runs/?{older}").content.decode()
+    assert page2.count('data-testid="run-row"') == 6 and 'data-testid="older"' not in page2
 
-    assert "15 runs" in admin_client.get("/flows/runs/?status=failed").content.decode()
+    assert admin_client.get("/flows/runs/?status=failed").content.decode().count('data-testid="run-row"') == 15
     filtered = admin_client.get(f"/flows/runs/?trigger=schedule&flow={other.pk}").content.decode()
-    assert "1 run," in filtered and f"Run {scheduled.pk}<" in filtered
+    assert filtered.count('data-testid="run-row"') == 1 and f"Run {scheduled.pk}<" in filtered
     assert "No runs match these filters." in admin_client.get("/flows/runs/?trigger=retry").content.decode()
     # An unknown filter value is ignored, not an error.
-    assert "31 runs" in admin_client.get("/flows/runs/?status=bogus&flow=999999").content.decode()
+    assert 'data-testid="older"' in admin_client.get("/flows/runs/?status=bogus&flow=999999").content.decode()
 
     of_flow = admin_client.get(f"/flows/{other.pk}/runs/").content.decode()
-    assert "1 run," in of_flow and "Runs of Stock sync" in of_flow
+    assert of_flow.count('data-testid="run-row"') == 1 and "Runs of Stock sync" in of_flow
 
 
 def test_another_company_s_runs_flows_and_schedules_are_not_found(client_for, make_user, other_company, flow):

@@ -256,7 +256,8 @@ class Observed:
     texts: list[tuple[str, str]] = field(default_factory=list)
 
     def response(self, where: str, response) -> None:
-        self.texts.append((where, response.content.decode(errors="replace")))
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        self.texts.append((where, body.decode(errors="replace")))
         self.texts.append((f"{where} headers", str(response.headers)))
         self.texts.append((f"{where} messages", "\n".join(str(m) for m in get_messages(response.wsgi_request))))
 

@@ -41,11 +41,13 @@ class ProcessFlowQuerySet(models.QuerySet):
         next_run_at: the earliest next run of the flow's schedules, set whether the flow is enabled or not;
         succeeded_24h, failed_24h: runs queued in the 24 hours before `now` that succeeded (fully or
         partly) and that failed.
+        Test runs (trigger "test", from "test step" in the editor) count in none of these.
         """
-        runs = FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-queued_at", "-id")
+        runs = (FlowRun.objects.filter(flow=OuterRef("pk")).exclude(trigger=RunTrigger.TEST)
+                .order_by("-queued_at", "-id"))
         last = runs[:1]
         last_finished = runs.exclude(status__in=ACTIVE_STATUSES)[:1]
-        recent = FlowRun.objects.filter(flow=OuterRef("pk"), queued_at__gte=now - timedelta(hours=24))
+        recent = runs.filter(queued_at__gte=now - timedelta(hours=24)).order_by()
         shapes = Shape.objects.filter(flow=OuterRef("pk"))
         next_run = (FlowSchedule.objects.filter(flow=OuterRef("pk")).order_by().values("flow")
                     .annotate(first=Min("next_run_at")).values("first"))
@@ -170,6 +172,9 @@ class RunTrigger(models.TextChoices):
     MANUAL = "manual", "manual"
     SCHEDULE = "schedule", "schedule"
     RETRY = "retry", "retry"
+    # "test step" in the flow editor: one page of real data, nothing sent; left out of the
+    # flow list's figures and of alerts.
+    TEST = "test", "test"
 
 
 class FlowRunQuerySet(models.QuerySet):

@@ -11,7 +11,11 @@ the lease renewal, one commit per page). The checkpoint holds positions only:
 ``sent``     {shape position: sends acknowledged} within the page in progress;
 ``in_flight`` {"position", "index", "what", "ids"}: a send of an API without idempotency
              keys that went out and whose answer was not recorded yet;
-``stages``   {shape position: counters a shape needs to go on (items accepted, ...)}.
+``stages``   {shape position: counters a shape needs to go on (items accepted, ...)};
+             a park adds the retry it interrupted and when it began;
+``counts``   {shape position: the row's counters (items in/out, pages, requests, retries,
+             waits) when the page was done}: the rows show counters moving within a page,
+             so a resume starts from these.
 
 A worker that resumes the run (a lost worker's next attempt, the end of a
 park, or a retry from the checkpoint) reads the page in progress again and

@@ -103,11 +103,22 @@ def worker_name() -> str:
 
 def renew_lease(run_pk: int, owner: str) -> bool:
     """Extend the lease; False when the run is no longer this worker's."""
-    return bool(
-        FlowRun.objects.filter(pk=run_pk, status=RunStatus.RUNNING, lease_owner=owner).update(
-            lease_expires_at=timezone.now() + lease_duration()
-        )
-    )
+    return keep(run_pk, owner, lease_expires_at=timezone.now() + lease_duration()) != LOST
+
+
+OURS, STOP, LOST = "ours", "stop", "lost"
+
+
+def keep(run_pk: int, owner: str, **values) -> str:
+    """Write `values` to the run if it is still this worker's: OURS, STOP (written, but a stop was asked for) or LOST.
+
+    Usually one UPDATE, which also sees a stop request; on a stop what is
+    written (progress, lease) is still kept.
+    """
+    ours = FlowRun.objects.filter(pk=run_pk, status=RunStatus.RUNNING, lease_owner=owner)
+    if ours.filter(stop_requested=False).update(**values):
+        return OURS
+    return STOP if ours.update(**values) else LOST
 
 
 class Heartbeat(threading.Thread):
@@ -126,13 +137,25 @@ class Heartbeat(threading.Thread):
         self.run_pk, self.owner = run_pk, owner
         self.done = threading.Event()
         self.look = threading.Event()
+        self.progress: Execution | None = None  # whose activity the renewal also writes
 
     def beat(self) -> None:
-        renewed = FlowRun.objects.filter(
-            pk=self.run_pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
-        ).update(lease_expires_at=timezone.now() + lease_duration())
-        if not renewed:
-            self.look.set()
+        """Renew the lease, with the run's activity if it changed since written.
+
+        The run writes its activity at most once a second, and not at all while
+        it waits for a rate limit or a pool slot inside the client: the renewal
+        carries what it said last, so the run page is at most a third of the
+        lease behind.
+        """
+        values: dict = {"lease_expires_at": timezone.now() + lease_duration()}
+        progress = self.progress
+        activity = progress.activity if progress is not None else None
+        if activity is not None and activity != progress.activity_sent:
+            values["activity"] = activity
+        if keep(self.run_pk, self.owner, **values) != OURS:
+            self.look.set()  # the run asks itself (Execution.check)
+        elif "activity" in values:
+            progress.activity_sent = activity
 
     def run(self) -> None:
         interval = settings.FLOW_RUN_LEASE_SECONDS / 3
@@ -307,6 +330,17 @@ COUNTER_FIELDS = [
     "pool_wait_ms",
 ]
 JSON_FIELDS = ["warnings", "errors", "failed_exchanges", "payload_sample"]
+# The counters a page moves, written as they go (Execution.doing) and kept per page in the checkpoint.
+PAGE_COUNTS = ["items_in", "items_out", "pages", "requests", "retries", "rate_limit_wait_ms", "pool_wait_ms"]
+
+
+def counts_of(record: FlowRunShape) -> list[int]:
+    return [getattr(record, name) for name in PAGE_COUNTS]
+
+
+def valid_counts(counts: object) -> bool:
+    return (isinstance(counts, list) and len(counts) == len(PAGE_COUNTS)
+            and all(isinstance(count, int) and count >= 0 for count in counts))
 SHAPE_FIELDS = COUNTER_FIELDS + JSON_FIELDS
 
 
@@ -344,7 +378,7 @@ def update_rows(records: list[FlowRunShape], names: list[str]) -> None:
 
 
 def json_changed(stage: Stage) -> bool:
-    written = getattr(stage, "json_written", None)
+    written = stage.json_written
     now = json_state(stage.record)
     return written is None or written[:3] != now[:3] or written[3] is not now[3]
 
@@ -375,7 +409,9 @@ class Execution:
         self.stages: list[Stage] = []
         self.fail_running_shapes = False
         self.rewind = False
-        self.activity, self.activity_written = "", 0.0
+        self.activity, self.activity_sent, self.activity_written = "", "", 0.0
+        if heartbeat is not None:
+            heartbeat.progress = self
         checkpoint = run.checkpoint if isinstance(run.checkpoint, dict) else {}
         self.resume_from = checkpoint  # what an earlier stretch left (empty: from the start)
         self.segment = int(checkpoint.get("segment", 0))
@@ -385,6 +421,10 @@ class Execution:
         self.sent: dict[str, list] = {k: list(v) for k, v in (checkpoint.get("sent") or {}).items()}
         self.in_flight_mark: dict | None = checkpoint.get("in_flight")
         self.stage_states: dict = checkpoint.get("stages") or {}
+        # Each shape's counters when the last page was done: its row shows them as they move within a
+        # page (see doing), so a resume counts from these, not from the row.
+        self.page_counts: dict = checkpoint.get("counts") or {}
+        self.counts_kept = "counts" in checkpoint  # checkpoints written before the counts were kept lack them
         self.in_doubt = list(run.in_doubt or [])
         self.attempts = list(run.attempts or [])
         self.origin = run.idempotency_origin
@@ -397,28 +437,34 @@ class Execution:
             raise DurationExceeded(self.overdue_reason)
         if self.heartbeat is not None and self.heartbeat.look.is_set():
             self.heartbeat.look.clear()
-            if not FlowRun.objects.filter(
-                pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
-            ).update(lease_expires_at=timezone.now() + lease_duration()):
-                if renew_lease(self.run_obj.pk, self.owner):
-                    raise StopRequested()
+            kept = keep(self.run_obj.pk, self.owner, lease_expires_at=timezone.now() + lease_duration())
+            if kept == STOP:
+                raise StopRequested()
+            if kept == LOST:
                 raise LeaseLost()
 
     # --- progress, as the shapes see it --------------------------------------------
 
     def doing(self, text: str, *, now_or_never: bool = False) -> None:
-        """Say what the run is doing now, for the run page: written at most once a second (one UPDATE).
+        """Say what the run is doing now, for the run page, with the shapes' counters as they stand.
 
-        `now_or_never`: a long wait is about to start, so it is written at once.
+        Written at most once a second: one UPDATE of the run, one of its open
+        shapes' counters. `now_or_never`: a long wait is about to start, so it
+        is written at once. What is not written yet the lease renewal carries
+        (Heartbeat.beat).
         """
         self.activity = text[:300]
         moment = time.monotonic()
         if not now_or_never and moment - self.activity_written < ACTIVITY_EVERY_SECONDS:
             return
         self.activity_written = moment
-        FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
+        if FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
             activity=self.activity
-        )
+        ):
+            self.activity_sent = self.activity
+            live = [stage.record for stage in self.stages if stage.record is not None and not stage.finished]
+            if live:
+                update_rows(live, PAGE_COUNTS)
 
     def source_state(self, position: int) -> dict | None:
         """Where the receive shape at `position` resumes its pages (None: from the first)."""
@@ -464,11 +510,11 @@ class Execution:
     # --- commits -----------------------------------------------------------------
 
     def checkpoint_now(self, *, page_done: bool) -> dict:
+        done = {"segment": self.segment, "page": self.done_page, "source": self.source, "stages": self.stage_states,
+                "counts": self.page_counts}
         if page_done:
-            return {"segment": self.segment, "page": self.done_page, "source": self.source,
-                    "stages": self.stage_states}
-        return {"segment": self.segment, "page": self.done_page, "source": self.source, "stages": self.stage_states,
-                "sent": self.sent, "in_flight": self.in_flight_mark}
+            return done
+        return {**done, "sent": self.sent, "in_flight": self.in_flight_mark}
 
     def commit(self, *, page_done: bool = True, **fields) -> None:
         """One commit: the checkpoint, the lease and (after a page) every shape's counters; LeaseLost when not ours.
@@ -481,23 +527,22 @@ class Execution:
         if page_done:
             self.stage_states = {str(stage.position): stage.state() for stage in self.stages
                                  if stage.record is not None and not stage.finished}
+            self.page_counts = {str(stage.position): counts_of(stage.record) for stage in self.stages
+                                if stage.record is not None and not stage.finished}
         now = timezone.now()
         values = dict(
             checkpoint=self.checkpoint_now(page_done=page_done), lease_expires_at=now + lease_duration(),
             in_doubt=self.in_doubt, attempts=self.attempts, shapes_fingerprint=self.fingerprint,
             activity=self.activity, **fields,
         )
-        ours = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner)
-        stop = False
         with transaction.atomic() if page_done else nullcontext():
-            # Usually one UPDATE, which also sees a stop request; on a stop the progress is still kept.
-            if not ours.filter(stop_requested=False).update(**values):
-                if not ours.update(**values):
-                    raise LeaseLost()
-                stop = True
+            kept = keep(self.run_obj.pk, self.owner, **values)
+            if kept == LOST:
+                raise LeaseLost()
             if page_done:
                 self.write_shapes()
-        if stop:
+        self.activity_sent = self.activity
+        if kept == STOP:
             raise StopRequested()
 
     def write_shapes(self) -> None:
@@ -622,7 +667,7 @@ class Execution:
                     self.sent, self.in_flight_mark = {}, None
                 self.run_segment(source, rest)
         except durability.Parked as parked:
-            self.keep_retrying()
+            self.keep_park_states()
             return Outcome(RunStatus.WAITING, "", self.warnings(), parked=parked)
         except StopRequested:
             self.close_open(ShapeStatus.STOPPED)
@@ -648,17 +693,18 @@ class Execution:
             partial = True
         return Outcome(RunStatus.PARTIAL_SUCCESS if partial else RunStatus.SUCCESS, "", self.warnings())
 
-    def keep_retrying(self) -> None:
-        """Keep the retry a park interrupted in the checkpoint, so the resumed request counts as that retry.
+    def keep_park_states(self) -> None:
+        """Keep in the checkpoint what each shape keeps of the request a park interrupted (Stage.park_state).
 
-        The shapes' counts in the checkpoint are those of the last page done;
-        without this, each resume would start the shape's retries again and an
-        API answering 5xx with a long Retry-After would park the run without end.
+        The shapes' states in the checkpoint are those of the last page done;
+        without this, each resume would start the shape's retries again (an
+        API answering 5xx with a long Retry-After would park the run without
+        end), and the time parked would not count as waited.
         """
         for stage in self.stages:
-            if getattr(stage, "retrying", 0):
+            if kept := stage.park_state():
                 key = str(stage.position)
-                self.stage_states = {**self.stage_states, key: {**self.stage_states.get(key, {}), "retrying": stage.retrying}}
+                self.stage_states = {**self.stage_states, key: {**self.stage_states.get(key, {}), **kept}}
 
     def take_up(self, stages: list[Stage]) -> None:
         """On a resume, give each shape its row of this run and the counts the checkpoint kept."""
@@ -668,7 +714,15 @@ class Execution:
         for stage in stages:
             record = records.get(stage.position)
             if record is not None:
-                stage.resume(record, self.stage_states.get(str(stage.position)) or {})
+                key = str(stage.position)
+                # A shape opened after the last page done had counted nothing then.
+                counts = self.page_counts.get(key, [0] * len(PAGE_COUNTS))
+                if record.status == ShapeStatus.RUNNING and self.counts_kept and valid_counts(counts):
+                    for name, value in zip(PAGE_COUNTS, counts, strict=True):
+                        setattr(record, name, value)
+                stage.resume(record, self.stage_states.get(key) or {})
+                if record.status == ShapeStatus.RUNNING:
+                    self.page_counts = {**self.page_counts, key: counts_of(record)}
 
     @staticmethod
     def segments(stages: list[Stage]) -> list[tuple[Stage | None, list[Stage]]]:

@@ -292,8 +292,14 @@ class FlowRun(models.Model):
     @property
     def resumed_from_page(self) -> int | None:
         """The page (1-based, of the segment in progress) the run's checkpoint resumes at; None at the start."""
-        checkpoint = self.checkpoint if isinstance(self.checkpoint, dict) else {}
-        return int(checkpoint.get("page", 0)) + 1 if checkpoint else None
+        return self.page_to_resume(self.checkpoint)
+
+    @staticmethod
+    def page_to_resume(checkpoint: object) -> int | None:
+        """The page a run with `checkpoint` resumes at (1-based, of the segment in progress); None at the start."""
+        if not isinstance(checkpoint, dict) or not checkpoint:
+            return None
+        return int(checkpoint.get("page", 0)) + 1
 
     @property
     def trigger_text(self) -> str:
@@ -302,6 +308,8 @@ class FlowRun(models.Model):
             return f"retry of run {self.retry_of_id}, {how}" if self.retry_of_id else "retry"
         if self.trigger == RunTrigger.MANUAL:
             return f"manual by {self.triggered_by}" if self.triggered_by_id else "manual"
+        if self.trigger == RunTrigger.TEST:
+            return f"test step by {self.triggered_by}" if self.triggered_by_id else "test step"
         return "schedule"
 
 

@@ -199,7 +199,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
             # That attempt's worker was lost before its first commit: it began when it claimed the run.
             attempts[-1]["resumed_at"] = stretch_started_at.isoformat()
         lost_at = expired_at - execution.lease_duration()  # its last renewal
-        page = int(checkpoint.get("page", 0)) + 1 if isinstance(checkpoint, dict) and checkpoint else None
+        page = FlowRun.page_to_resume(checkpoint)
         lost_run = FlowRun.objects.filter(pk=pk, status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at__lt=now)
         with transaction.atomic():
             if attempt < settings.FLOW_RUN_MAX_ATTEMPTS:

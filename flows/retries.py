@@ -30,14 +30,13 @@ def plan(run: FlowRun) -> Plan:
             f"The flow was changed after run {run.pk} (shapes were edited, added, removed or moved): its checkpoint "
             "belongs to the shapes it ran with, so it cannot resume. Run it again from the start."
         )
-    for shape in shapes:
-        if shape.kind != ShapeKind.CONNECTION or shape.endpoint_id is None or shape.endpoint.direction != "send":
-            continue
+    sends = [shape for shape in shapes if shape.kind == ShapeKind.CONNECTION and shape.endpoint_id is not None
+             and shape.endpoint.direction == "send"]
+    for shape in sends:
         name = f"{shape.instance.name} → {shape.endpoint.name}" if shape.instance_id else shape.endpoint.name
         keyed = getattr(shape.endpoint, "idempotency_key_in", "none") in ("header", "body")
         (result.with_keys if keyed else result.without_keys).append(name)
-    send_positions = {shape.position for shape in shapes if shape.kind == ShapeKind.CONNECTION
-                      and shape.endpoint_id is not None and shape.endpoint.direction == "send"}
+    send_positions = {shape.position for shape in sends}
     result.delivered = sum(
         shape_run.items_out for shape_run in run.shape_runs.all() if shape_run.position in send_positions
     )

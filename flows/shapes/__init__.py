@@ -143,6 +143,7 @@ class Stage:
         self.sample_out: list = []
         self._sampled = (0, 0)
         self.dirty = False
+        self.json_written: tuple | None = None  # the row's JSON fields as last written (see execution.json_changed)
 
     # --- naming ------------------------------------------------------------
 
@@ -242,7 +243,7 @@ class Stage:
         """Go on with `record` (written by an earlier stretch of the run) and the counts kept in the checkpoint."""
         self.record = record
         self.finished = record.status != ShapeStatus.RUNNING
-        for name in self.RESUMED:
+        for name in dict.fromkeys((*self.RESUMED, *self.PARKED)):
             if name in state and isinstance(state[name], type(getattr(self, name))):
                 setattr(self, name, state[name])
         if record.payload_sample:  # the sample of the first pages is kept
@@ -252,3 +253,14 @@ class Stage:
 
     def state(self) -> dict:
         return {name: getattr(self, name) for name in self.RESUMED}
+
+    # Names of what the stage keeps when the run parks mid-page (see park_state).
+    PARKED: tuple[str, ...] = ()
+
+    def park_state(self) -> dict:
+        """What the checkpoint keeps of this stage when the run parks in the middle of a page.
+
+        A park keeps the checkpoint of the last page done, but the request it
+        interrupted (its retry, when the park began) is taken up on resume.
+        """
+        return {name: getattr(self, name) for name in self.PARKED if getattr(self, name)}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 
@@ -98,6 +99,9 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 class Connection(Stage):
     RESUMED = (*Stage.RESUMED, "accepted", "sent_items", "item_number", "sent_requests", "retrying", "in_doubt_items")
+    # Kept in the checkpoint when the run parks (see park_state): the retry a park interrupted, and when the
+    # park began, so the resumed request counts as that retry and the park counts as time waited.
+    PARKED = ("retrying", "parked_since")
 
     def __init__(self, shape, position: int, ctx: Context):
         super().__init__(shape, position, ctx)
@@ -112,6 +116,7 @@ class Connection(Stage):
         self.last_problem = ""
         self.item_number = 0
         self.retrying = 0  # the retry a park interrupted, taken up again on resume
+        self.parked_since = ""  # when a park for the instance's rate limit began (ISO), counted on resume
         self.in_doubt_items = 0
         self.in_page_total = 0
         self.keyed = False  # whether the send in flight carries an idempotency key
@@ -189,6 +194,7 @@ class Connection(Stage):
             record.requests += 1
             kwargs = {"headers": self.call_headers(headers), "params": params or {}, "timeout": self.config["timeout"], **body}
             kwargs["allow_cross_origin_redirects"] = endpoint.follow_redirects_to_other_origins
+            self.client.on_wait = self.heard_wait
             try:
                 if url:
                     exchange = self.client.request_url(endpoint.method, url, **kwargs)
@@ -243,12 +249,44 @@ class Connection(Stage):
         seconds = (until - datetime.now(UTC)).total_seconds()
         if seconds <= durability.PARK_AFTER_SECONDS:
             started = time.monotonic()
-            self.doing(f"waiting for the rate limit of {self.shape.instance.name} until {until:%H:%M:%S} UTC",
+            self.doing(f"waiting for the rate limit of {self.shape.instance.name} until {self.company_time(until)}",
                        now_or_never=True)
             self.pause(max(seconds, 0.05))
             self.open().rate_limit_wait_ms += int((time.monotonic() - started) * 1000)  # counted like the client's waits
             return
+        self.parked_since = datetime.now(UTC).isoformat()
         raise durability.Parked(until, f"the rate limit of {self.shape.instance.name}")
+
+    def resume(self, record, state: dict) -> None:
+        """Go on after an earlier stretch; the time parked for the rate limit counts as time waited for it."""
+        super().resume(record, state)
+        if self.parked_since:
+            try:
+                since = datetime.fromisoformat(self.parked_since)
+            except ValueError:
+                since = None
+            if since is not None and since.tzinfo is not None:
+                record.rate_limit_wait_ms += max(0, int((datetime.now(UTC) - since).total_seconds() * 1000))
+            self.parked_since = ""
+
+    def heard_wait(self, what: str, seconds: float | None) -> None:
+        """The client is about to wait before a request: say so on the run page (see limits.TimeWaited)."""
+        instance = self.shape.instance
+        if what == "pool":
+            pool = instance.connection_pool
+            self.doing(f'waiting for a slot of connection pool "{pool.name}" (all {pool.limit:,} in use)')
+        elif seconds is not None and seconds >= 0.5:
+            until = datetime.now(UTC) + timedelta(seconds=seconds)
+            self.doing(f"waiting for the rate limit of {instance.name} until {self.company_time(until)}")
+
+    def company_time(self, moment: datetime) -> str:
+        """`moment` as the run page shows it: the company's time of day and time zone."""
+        zone = self.ctx.run.company.time_zone or "UTC"
+        try:
+            local = moment.astimezone(ZoneInfo(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            local, zone = moment.astimezone(UTC), "UTC"
+        return f"{local:%H:%M:%S} ({zone})"
 
     def failure(self, exchange: Exchange) -> str | None:
         """Why the request failed (redacted), keeping the redacted exchange; None when it succeeded."""
@@ -298,10 +336,14 @@ class Connection(Stage):
         self.answers = bounds.PageSize(len(page), "The API's answers to one page are too large to pass on.")
         if self.config["send_as"] == "batch":
             out = self.send_batch(page)
-        else:
-            out = [answer for item in page if (answer := self.send_item(item)) is not MISSING]
-        if out:
             self.count_out(out)
+        else:
+            out = []
+            for item in page:
+                if (answer := self.send_item(item)) is not MISSING:
+                    out.append(answer)
+                    self.count_out([answer])  # item by item, so the run page's figures move as items go
+        if out:
             yield out
 
     def body_for(self, item: object) -> dict:

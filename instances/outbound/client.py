@@ -16,6 +16,7 @@ which returns what it obtained; the client adopts it here (`_adopt`).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
 from connectors.manifest import PLACEHOLDER_RE
@@ -68,6 +69,8 @@ class InstanceClient:
         self._variants_cache: tuple[tuple[str, ...], list[str]] | None = None
         self.values = self._merged_values(values)
         self.use_token_cache = use_token_cache
+        # Told when a request starts waiting: ("rate", seconds) or ("pool", None); see limits.TimeWaited.
+        self.on_wait: Callable[[str, float | None], None] | None = None
 
     @classmethod
     def for_instance(cls, instance, **kwargs) -> InstanceClient:
@@ -339,7 +342,7 @@ class InstanceClient:
         instance = self.instance
         notes: list[str] = []
         policy = retry.after_429()
-        waited = limits.TimeWaited()
+        waited = limits.TimeWaited(on_wait=self.on_wait)
         attempt = 0
         while True:
             try:

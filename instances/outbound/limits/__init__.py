@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -241,7 +241,8 @@ class RateTicket:
 
 
 def acquire_rate(
-    bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None
+    bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> RateTicket:
     """Wait for the bucket's next free moment and take it: the ticket to complete once the response is in.
 
@@ -267,6 +268,8 @@ def acquire_rate(
         ticket = RateTicket(store_, bucket, reservation.entry, window, amount, unit, max_wait, reservation.wait)
         ticket.went = before
         if reservation.wait:
+            if on_wait is not None:
+                on_wait(reservation.wait)
             time.sleep(reservation.wait)
         if turns.wait_turn(turn) or reservation.wait:
             ticket.wait_until_confirmed()
@@ -277,10 +280,11 @@ def acquire_rate(
 
 @contextmanager
 def rate_limited(
-    bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None
+    bucket: str, amount: int, unit: str, *, max_wait: float | None = None, store_: Store | None = None,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[RateTicket]:
     """Send one request inside the block under the bucket's rate limit."""
-    ticket = acquire_rate(bucket, amount, unit, max_wait=max_wait, store_=store_)
+    ticket = acquire_rate(bucket, amount, unit, max_wait=max_wait, store_=store_, on_wait=on_wait)
     try:
         yield ticket
     finally:
@@ -289,10 +293,20 @@ def rate_limited(
 
 @dataclass
 class TimeWaited:
-    """Milliseconds spent waiting before requests went: for the rate limit, and for a pool slot."""
+    """Milliseconds spent waiting before requests went: for the rate limit, and for a pool slot.
+
+    `on_wait`, when given, hears of a wait as it starts: ("rate", seconds) before
+    a sleep for the rate limit, ("pool", None) when no slot of the pool is free,
+    so whoever waits can say so (a run page's "waiting for a connection-pool slot").
+    """
 
     rate_ms: int = 0
     pool_ms: int = 0
+    on_wait: Callable[[str, float | None], None] | None = None
+
+    def heard(self, what: str, seconds: float | None = None) -> None:
+        if self.on_wait is not None:
+            self.on_wait(what, seconds)
 
     def add(self, what: str, since: float) -> None:
         elapsed = int((time.monotonic() - since) * 1000)
@@ -314,20 +328,24 @@ def outbound(instance, waits: TimeWaited | None = None) -> Iterator[TimeWaited]:
     waits = waits if waits is not None else TimeWaited()
     pool = instance.connection_pool
     since = time.monotonic()
-    with rate_limited(rate_bucket(instance), instance.rate_limit_amount, instance.rate_limit_unit) as ticket:
+    rate_wait = None if waits.on_wait is None else (lambda seconds: waits.heard("rate", seconds))
+    pool_wait = None if waits.on_wait is None else (lambda: waits.heard("pool"))
+    with rate_limited(rate_bucket(instance), instance.rate_limit_amount, instance.rate_limit_unit,
+                      on_wait=rate_wait) as ticket:
         waits.add("rate", since)
         if pool is None:
             yield waits
             return
         while True:
             since = time.monotonic()
-            with pool_slot(pool, instance):
+            with pool_slot(pool, instance, on_wait=pool_wait):
                 waits.add("pool", since)
                 wait = ticket.confirm()
                 if not wait:
                     yield waits
                     return
             since = time.monotonic()
+            waits.heard("rate", wait)
             time.sleep(wait)
             waits.add("rate", since)
 
@@ -389,7 +407,7 @@ def pool_key(pool) -> str:
 @contextmanager
 def hold_slot(
     key: str, name: str, limit: int, timeout: float, *, owner: str = "", lease: float | None = None,
-    store_: Store | None = None,
+    store_: Store | None = None, on_wait: Callable[[], None] | None = None,
 ) -> Iterator[str]:
     """Hold one slot of a pool while the block runs; the lease's owner id.
 
@@ -397,14 +415,19 @@ def hold_slot(
     raises PoolTimeout naming the pool. The slot's lease (CONNECTION_POOL_LEASE_SECONDS
     unless given) is renewed every third of it for as long as the block runs,
     and the waiter's place in the queue every third of its own, shorter lease.
+    `on_wait` is called once, when the first try finds no free slot.
     """
     store_ = store_ or store()
     lease = lease or pool_lease_seconds()
     waiter_lease = waiter_lease_seconds(lease)
     owner = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
     deadline = time.monotonic() + timeout
+    told = on_wait is None
     try:
         while not (attempt := store_.pool_acquire(key, owner, limit, lease, waiter_lease)).acquired:
+            if not told:
+                told = True
+                on_wait()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PoolTimeout(
@@ -458,13 +481,13 @@ def _renew_lease(store_: Store, key: str, name: str, owner: str, lease: float, s
 
 
 @contextmanager
-def pool_slot(pool, instance=None) -> Iterator[None]:
+def pool_slot(pool, instance=None, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold one of the connection pool's slots while the block runs (no pool: no limit)."""
     if pool is None:
         yield
         return
     owner = f"i{instance.pk}" if instance is not None else ""
-    with hold_slot(pool_key(pool), pool.name, pool.limit, pool_timeout(pool), owner=owner):
+    with hold_slot(pool_key(pool), pool.name, pool.limit, pool_timeout(pool), owner=owner, on_wait=on_wait):
         yield
 
 

@@ -9,6 +9,7 @@ pages alternate, so a change in machine load affects them alike; comparing two
 versions of the code is best done as a ratio of two runs made one after the other.
 
     .venv/bin/python -m benchmarks.pages [--timed 200] [--warmup 5] [--profile "manage connectors"]
+    .venv/bin/python -m benchmarks.pages --runs [--timed 100]
     .venv/bin/python -m benchmarks.pages --compare main [--page "manage connectors"] [--rounds 7] [--timed 60]
 
 ``--compare REV`` measures one page (the manage connectors page by default) of
@@ -17,6 +18,11 @@ checkout side by side, on the same seeded database: each round runs one
 process per version (their order alternating), each timing ``--timed``
 requests after the warm-up; it prints the median CPU per request of each
 version per round, their ratio (this checkout / REV), and the median ratio.
+
+``--runs`` measures the pages of runs on a company with 500 process flows and
+100,000 runs (bulk inserts, spread over 60 days, a tenth of them failed): the
+flows list, the run log's first page and its page 1,000 (reached by its keyset
+cursor, as the "older" link would after 999 pages).
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/pw_bench_pages``; the
 name must contain "bench": the database is created and dropped). ``--profile PAGE``
@@ -62,6 +68,50 @@ def seed() -> tuple:
     return user, instances, sandbox
 
 
+def seed_runs(company, flows: int = 500, runs: int = 100_000) -> dict:
+    """`flows` process flows of `company` and `runs` runs over them (bulk inserts), and the run log's page 1,000."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from flows import run_log
+    from flows.models import FlowRun, FlowSchedule, ProcessFlow, RunStatus, RunTrigger
+
+    now = timezone.now()
+    made = ProcessFlow.objects.bulk_create(
+        ProcessFlow(company=company, name=f"Bulk flow {n:03d}", enabled=n % 3 != 0) for n in range(flows)
+    )
+    FlowSchedule.objects.bulk_create(
+        FlowSchedule(flow=flow, kind="hourly", cron="0 * * * *", description="Every hour at minute 0",
+                     next_run_at=now + timedelta(minutes=n % 60)) for n, flow in enumerate(made[::2])
+    )
+    rng = random.Random(7)
+    batch = []
+    for n in range(runs):
+        at = now - timedelta(seconds=rng.randrange(60 * 86400))
+        status = RunStatus.FAILED if n % 10 == 0 else RunStatus.SUCCESS
+        batch.append(FlowRun(
+            company=company, flow=made[n % flows], status=status, trigger=RunTrigger.SCHEDULE, queued_at=at,
+            reference_time=at, started_at=at, finished_at=at + timedelta(seconds=3),
+            failure_reason="Shape 2 (ERP → Import order): The API answered 503 Service Unavailable." if n % 10 == 0
+            else "",
+        ))
+        if len(batch) == 5000:
+            FlowRun.objects.bulk_create(batch)
+            batch = []
+    FlowRun.objects.bulk_create(batch)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    ordered = FlowRun.objects.filter(company=company).order_by("-queued_at", "-id")
+    last_of_999 = ordered[999 * run_log.PAGE_SIZE - 1]
+    return {
+        "flows list (500 flows)": lambda: "/flows/",
+        "run log page 1 (100k runs)": lambda: "/flows/runs/",
+        "run log page 1,000": lambda: f"/flows/runs/?before={run_log.cursor_of(last_of_999)}",
+    }
+
+
 def pages(instances: list[int], sandbox) -> dict:
     rng = random.Random(1)
     return {
@@ -82,6 +132,7 @@ def main() -> int:
     parser.add_argument("--compare", default="", metavar="REV", help="a git revision: its code vs this checkout's")
     parser.add_argument("--page", default="manage connectors", help="the page --compare measures")
     parser.add_argument("--rounds", type=int, default=7, help="rounds of --compare (one process per version each)")
+    parser.add_argument("--runs", action="store_true", help="the pages of runs: 500 flows, 100,000 runs")
     parser.add_argument("--worker", nargs=2, metavar=("CODE_DIR", "USER_PK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -95,6 +146,8 @@ def main() -> int:
             print(f"Database: {db.label}")
             bench.setup_django(db.url, static_root)
             user, instances, sandbox = seed()
+            if args.runs:
+                return measure(user, seed_runs(user.company), args)
             if args.compare:
                 return compare(db.url, user, args)
             return measure(user, pages(instances, sandbox), args)

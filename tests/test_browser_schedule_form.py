@@ -51,7 +51,8 @@ def test_the_preview_changes_as_the_frequency_changes_and_an_impossible_day_is_r
     assert not FlowSchedule.objects.filter(flow=flow).exists()
 
     page.get_by_label("Cron expression (UTC)").fill("30 6 * * 1-5")
-    page.keyboard.press("Tab")  # a change, as leaving the field makes    expect(preview.get_by_test_id("schedule-times").locator("li")).to_have_count(5)
+    page.keyboard.press("Tab")  # a change, as leaving the field makes
+    expect(preview.get_by_test_id("schedule-times").locator("li")).to_have_count(5)
     page.get_by_role("button", name="add schedule").click()
     expect(page.get_by_test_id("schedule")).to_have_count(1)
     assert FlowSchedule.objects.get(flow=flow).cron == "30 6 * * 1-5"

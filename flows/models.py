@@ -367,10 +367,13 @@ class FlowRunShape(models.Model):
 
     @property
     def sample_texts(self) -> list[tuple[str, str]]:
-        """The payload sample as ("in"/"out", indented JSON) for the run page; empty once retention cleared it."""
+        """The payload sample as ("in"/"out"/"sends", indented JSON) for the run page; empty once retention cleared it.
+
+        "sends": the requests a test step's send shape would have made (it sent nothing).
+        """
         sample = self.payload_sample if isinstance(self.payload_sample, dict) else {}
         return [(side, json.dumps(sample[side], indent=2, ensure_ascii=False, default=str))
-                for side in ("in", "out") if sample.get(side)]
+                for side in ("in", "out", "sends") if sample.get(side)]
 
 
 # --- Schedules ----------------------------------------------------------------

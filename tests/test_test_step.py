@@ -6,17 +6,21 @@ The third party is a pytest-httpserver API; the run the button queues is execute
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from html import unescape
+from urllib.parse import quote
 
 import pytest
 from django.test import Client
+from werkzeug import Request, Response
 
 from flows import execution, queueing
 from flows.models import FlowRun, FlowRunShape, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeKind
 from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, connection, connector, endpoint_of, flow_of, instance, map_shape  # noqa: F401 - fixtures
+from tests.test_secret_canaries import Canaries, find_leaks
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 ORDERS = [
@@ -127,6 +131,10 @@ def test_a_test_step_on_a_send_shape_shows_what_it_would_send_and_sends_nothing(
     send_row = run.shape_runs.get(position=2)
     assert (send_row.items_in, send_row.items_out, send_row.requests) == (2, 0, 0)
     assert send_row.warnings == ["Not sent (test step): 2 request(s) with 2 item(s) would have been sent."]
+    # The run's page says so too.
+    run_page = text_of(admin_client.get(f"/flows/runs/{run.pk}/").content.decode())
+    assert "Trigger test step by ada (nothing sent)" in run_page and "Not sent: test step [" in run_page
+    assert "retry" not in run_page
 
 
 def test_a_batch_send_shape_shows_the_one_batch_it_would_send(admin_client, company, instance, httpserver):
@@ -191,6 +199,42 @@ def test_the_sample_holds_no_secret(admin_client, receive_map_send, httpserver):
     assert API_TOKEN not in stored and "[redacted]" in stored
     page = admin_client.get(f"/flows/{receive_map_send.pk}/?test_run={run.pk}").content.decode()
     assert API_TOKEN not in page
+
+
+def test_no_spelling_of_a_secret_the_api_echoes_comes_out_of_a_test_step(admin_client, company, connector, make_instance,
+                                                                           httpserver):
+    canaries = Canaries()
+    token = canaries.new("test-step-token")
+    instance = make_instance(connector, "Shop - UK", {"api_token": token})
+
+    def echo(request: Request) -> Response:
+        sent = request.headers["Authorization"].removeprefix("Bearer ")
+        assert sent == token
+        record = {"id": 1, "plain": sent, "base64": base64.b64encode(sent.encode()).decode(),
+                  "quoted": quote(sent, safe=""), "nested": {"json": json.dumps({"token": sent})}}
+        return Response(json.dumps({"orders": [record]}), content_type="application/json")
+
+    httpserver.expect_request("/api/orders").respond_with_handler(echo)
+    flow = flow_of(company, connection(instance, "list_orders"), map_shape({"target": "copy", "source": "plain"},
+                   keep_unmapped=True), connection(instance, "import_order"), name="Echo")
+    texts = []
+    for shape in flow.shapes.all():
+        run, first = press_test_step(admin_client, shape)
+        texts += [first, result_after_worker(admin_client, shape, run),
+                  admin_client.get(f"/flows/{flow.pk}/?test_run={run.pk}").content.decode(),
+                  admin_client.get(f"/flows/runs/{run.pk}/").content.decode(),
+                  admin_client.get(f"/flows/{flow.pk}/shapes/{shape.pk}/").content.decode()]
+    assert imports_received(httpserver) == [] and len(httpserver.log) == 3
+    texts.append(admin_client.get("/flows/runs/", {"trigger": "test"}).content.decode())
+    texts += [json.dumps(row, default=str) for row in FlowRunShape.objects.values()]
+    texts += [json.dumps(row, default=str) for row in FlowRun.objects.values()]
+    # The records did hold the secret, in every spelling: each sample shows where it was.
+    samples = [json.dumps(sample) for sample in FlowRunShape.objects.values_list("payload_sample", flat=True)]
+    assert len(samples) == 6 and all(
+        '"plain": "[redacted]", "base64": "[redacted]"' in sample and '"quoted": "[redacted]"' in sample for sample in samples)
+    index = canaries.index()
+    leaks = [leak for text in texts for leak in find_leaks(text, index)]
+    assert not leaks, leaks[:5]
 
 
 def test_without_javascript_the_button_posts_and_the_flow_page_shows_the_result(admin_client, receive_map_send, httpserver):

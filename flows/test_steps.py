@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.db.models import OuterRef, Subquery
 
+from flows import durability
 from flows.models import FlowRun, FlowRunShape, RunTrigger, Shape, ShapeKind
 from flows.shapes.map import source_paths
 
@@ -28,6 +29,7 @@ class StepSample:
     run: FlowRun
     shape_run: FlowRunShape | None  # the tested shape's row (None when the run stopped before it)
     expanded: bool = False
+    stale: bool = False  # the flow's shapes were edited, added, removed or moved since the test ran
 
     @property
     def sample(self) -> dict:
@@ -80,19 +82,22 @@ def _tested_row(run: FlowRun) -> FlowRunShape | None:
     return next((row for row in rows if row.shape_id == run.test_shape_id), None)
 
 
-def of_run(run: FlowRun, *, expanded: bool = True) -> StepSample:
-    return StepSample(run, _tested_row(run), expanded)
+def of_run(run: FlowRun, shapes: list[Shape] | None = None, *, expanded: bool = True) -> StepSample:
+    """The test step `run`; with the flow's `shapes` (all of them, in order) it knows whether they changed since."""
+    stale = bool(shapes is not None and run.shapes_fingerprint and not run.is_active
+                 and run.shapes_fingerprint != durability.fingerprint(shapes))
+    return StepSample(run, _tested_row(run), expanded, stale)
 
 
 def latest_per_shape(shapes: list[Shape], *, expanded_run: int | None = None) -> dict[int, StepSample]:
-    """The newest test step of each of `shapes` (two queries however many shapes there are)."""
+    """The newest test step of each of the flow's `shapes` (three queries however many shapes there are)."""
     pks = [shape.pk for shape in shapes]
     newest = (FlowRun.objects.filter(test_shape=OuterRef("pk"), trigger=RunTrigger.TEST)
               .order_by("-queued_at", "-id").values("pk")[:1])
     run_pks = [pk for pk in Shape.objects.filter(pk__in=pks).annotate(run=Subquery(newest))
                .values_list("run", flat=True) if pk is not None]
     runs = FlowRun.objects.filter(pk__in=run_pks).select_related("test_shape", "triggered_by").prefetch_related("shape_runs")
-    return {run.test_shape_id: of_run(run, expanded=run.pk == expanded_run) for run in runs}
+    return {run.test_shape_id: of_run(run, shapes, expanded=run.pk == expanded_run) for run in runs}
 
 
 def latest(shape: Shape) -> StepSample | None:

@@ -193,7 +193,8 @@ def test_result(request: HttpRequest, pk: int, shape_pk: int, run_pk: int) -> Ht
 
 def _test_result(request: HttpRequest, flow: ProcessFlow, shape: Shape, run: FlowRun) -> HttpResponse:
     run = FlowRun.objects.select_related("test_shape", "triggered_by").prefetch_related("shape_runs").get(pk=run.pk)
-    return render(request, "flows/detail.html#test-result", {"flow": flow, "shape": shape, "test": test_steps.of_run(run)})
+    test = test_steps.of_run(run, list(flow.shapes.all()))
+    return render(request, "flows/detail.html#test-result", {"flow": flow, "shape": shape, "test": test})
 
 
 def _back_to_flow(request: HttpRequest, flow: ProcessFlow) -> HttpResponse:

@@ -105,6 +105,19 @@ def test_a_test_step_on_a_map_shows_the_mapped_records_and_offers_the_input_path
     assert imports_received(httpserver) == []
 
 
+def test_a_test_step_made_before_the_flow_changed_says_so(admin_client, receive_map_send, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    mapping = receive_map_send.shapes.get(kind=ShapeKind.MAP)
+    run, _ = press_test_step(admin_client, mapping)
+    assert "changed after this test step" not in text_of(result_after_worker(admin_client, mapping, run))
+    assert "changed after this test step" not in text_of(admin_client.get(f"/flows/{receive_map_send.pk}/").content.decode())
+
+    Shape.objects.filter(pk=mapping.pk).update(config={"fields": [{"target": "id", "source": "id"}], "keep_unmapped": False})
+    page = text_of(admin_client.get(f"/flows/{receive_map_send.pk}/").content.decode())
+    assert "before the flow's last change" in page
+    assert "The flow's shapes were changed after this test step: test the step again to see what they do now." in page
+
+
 def test_a_map_never_tested_offers_no_paths(admin_client, receive_map_send):
     mapping = receive_map_send.shapes.get(kind=ShapeKind.MAP)
     page = admin_client.get(f"/flows/{receive_map_send.pk}/shapes/{mapping.pk}/").content.decode()

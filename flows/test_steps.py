@@ -71,10 +71,12 @@ class StepSample:
 
     @property
     def messages(self) -> list[str]:
-        """The tested shape's errors (why items failed) and warnings."""
-        if self.shape_run is None:
-            return []
-        return [*self.shape_run.errors, *self.shape_run.warnings]
+        """The tested shape's errors (why items failed), then the warnings of every shape up to it.
+
+        The shapes before it count: a send shape before it sent nothing, so no answers came on.
+        """
+        errors = self.shape_run.errors if self.shape_run is not None else []
+        return [*errors, *self.run.warnings]
 
 
 def _tested_row(run: FlowRun) -> FlowRunShape | None:

@@ -13,7 +13,10 @@ from html import unescape
 from urllib.parse import quote
 
 import pytest
+from django.db import connection as db_connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from huey.contrib.djhuey import HUEY
 from werkzeug import Request, Response
 
 from flows import execution, queueing
@@ -159,6 +162,43 @@ def test_a_batch_send_shape_shows_the_one_batch_it_would_send(admin_client, comp
     assert imports_received(httpserver) == []
     (body,) = re.findall(r'aria-label="Body of [^"]*">(.*?)</pre>', result, re.S)
     assert json.loads(body) == ORDERS
+
+
+def test_a_send_shape_before_the_tested_shape_sends_nothing_and_the_card_says_why_nothing_came(
+        admin_client, company, instance, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order"),
+                   map_shape({"target": "id", "source": "id"}))
+    mapping = flow.shapes.get(position=2)
+    run, _ = press_test_step(admin_client, mapping)
+    text = text_of(result_after_worker(admin_client, mapping, run))
+    assert imports_received(httpserver) == []
+    assert ("Shape 2 (Shop - UK → Import order): Not sent (test step): 2 request(s) with 2 item(s) would have "
+            "been sent.") in text
+    assert "No records came out of this step." in text
+
+
+def test_pressing_test_step_hands_the_run_to_the_workers_queue(admin_client, receive_map_send,
+                                                                django_capture_on_commit_callbacks):
+    HUEY.flush()
+    receive = receive_map_send.shapes.get(position=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _ = press_test_step(admin_client, receive)
+    (task,) = HUEY.pending()
+    assert task.name.endswith("execute_run") and task.args == (run.pk,)
+    HUEY.flush()
+
+
+def test_the_flow_page_reads_every_shapes_test_step_in_the_same_number_of_queries(admin_client, company, instance):
+    def queries_with(shapes: int) -> int:
+        flow = flow_of(company, *[connection(instance, "list_orders") for _ in range(shapes)], name=f"{shapes} shapes")
+        for shape in flow.shapes.all():
+            queueing.queue_run(flow, RunTrigger.TEST, test_shape=shape)
+        with CaptureQueriesContext(db_connection) as queries:
+            assert admin_client.get(f"/flows/{flow.pk}/").status_code == 200
+        return len(queries)
+
+    assert queries_with(2) == queries_with(12)
 
 
 def test_a_test_step_reads_one_page_only(admin_client, company, instance, httpserver):

@@ -23,6 +23,7 @@ from flows import execution, queueing
 from flows.models import FlowRun, FlowRunShape, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeKind
 from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, connection, connector, endpoint_of, flow_of, instance, map_shape  # noqa: F401 - fixtures
+from tests.test_engine_workers import Workers, wait_until
 from tests.test_secret_canaries import Canaries, find_leaks
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -422,3 +423,22 @@ def test_another_companys_flow_shape_or_test_run_is_not_found(client_for, make_u
     insider = client_for(make_user(company, Role.ADMINISTRATOR))
     real = queueing.queue_run(receive_map_send, RunTrigger.MANUAL)
     assert insider.get(f"/flows/{receive_map_send.pk}/shapes/{receive.pk}/test/{real.pk}/", **HTMX).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_test_step_and_sends_nothing(admin_client, receive_map_send, httpserver, tmp_path):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    httpserver.expect_request("/api/imports").respond_with_json({"imported": True}, status=201)
+    send = receive_map_send.shapes.get(position=2)
+    workers = Workers("sqlite", tmp_path)
+    try:
+        workers.start(threads=1)
+        run, first = press_test_step(admin_client, send)  # committed at once: the queue gets the task
+        assert "Testing step 3" in text_of(first)
+        wait_until(lambda: FlowRun.objects.filter(pk=run.pk, status=RunStatus.SUCCESS).exists(),
+                   what=f"the test step; worker logs:\n{workers.logs()}")
+    finally:
+        workers.close()
+    result = admin_client.get(f"/flows/{receive_map_send.pk}/shapes/{send.pk}/test/{run.pk}/", **HTMX).content.decode()
+    assert "not sent: test step" in text_of(result) and len(re.findall('data-testid="would-send"', result)) == 2
+    assert [request.path for request, _ in httpserver.log] == ["/api/orders"]

@@ -163,6 +163,20 @@ def test_a_batch_send_shape_shows_the_one_batch_it_would_send(admin_client, comp
     assert imports_received(httpserver) == []
     (body,) = re.findall(r'aria-label="Body of [^"]*">(.*?)</pre>', result, re.S)
     assert json.loads(body) == ORDERS
+    assert "Page 1 (2 items)" in result and "Body: the first" not in result
+
+
+def test_a_large_batch_shows_its_first_records(admin_client, company, instance, httpserver):
+    many = [{"id": number, "note": "x" * 2000} for number in range(1, 61)]
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": many})
+    flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order", send_as="batch"))
+    send = flow.shapes.get(position=1)
+    run, _ = press_test_step(admin_client, send)
+    result = unescape(result_after_worker(admin_client, send, run))
+    assert imports_received(httpserver) == []
+    assert "Page 1 (60 items)" in text_of(result) and "Body: the first 10 of its 60 items." in text_of(result)
+    (body,) = re.findall(r'aria-label="Body of [^"]*">(.*?)</pre>', result, re.S)
+    assert [item["id"] for item in json.loads(body)] == list(range(1, 11))
 
 
 def test_a_send_shape_before_the_tested_shape_sends_nothing_and_the_card_says_why_nothing_came(

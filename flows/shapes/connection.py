@@ -433,7 +433,11 @@ class Connection(Stage):
         request = {"what": what, "method": endpoint.method, "url": url, "note": NOT_SENT}
         if self.headers:
             request["headers"] = dict(self.headers)
-        if "json_body" in body:
+        if isinstance(body.get("json_body"), list) and len(body["json_body"]) > self.ctx.sample_items:
+            # A batch: its first items show what it holds, within the sample's size.
+            request["body"] = body["json_body"][: self.ctx.sample_items]
+            request["batch_items"] = len(body["json_body"])
+        elif "json_body" in body:
             request["body"] = body["json_body"]
         elif "data" in body:
             request["form"] = body["data"]

@@ -154,29 +154,29 @@ def test_a_test_step_on_a_send_shape_shows_what_it_would_send_and_sends_nothing(
     assert "retry" not in run_page
 
 
-def test_a_batch_send_shape_shows_the_one_batch_it_would_send(admin_client, company, instance, httpserver):
-    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+def batch_test_step(client: Client, company, instance, httpserver, orders: list) -> tuple[str, list]:
+    """Test step on a batch send shape after a receive of `orders`: the card's text and the batch body it shows."""
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": orders})
     flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order", send_as="batch"))
     send = flow.shapes.get(position=1)
-    run, _ = press_test_step(admin_client, send)
-    result = unescape(result_after_worker(admin_client, send, run))
+    run, _ = press_test_step(client, send)
+    result = unescape(result_after_worker(client, send, run))
     assert imports_received(httpserver) == []
     (body,) = re.findall(r'aria-label="Body of [^"]*">(.*?)</pre>', result, re.S)
-    assert json.loads(body) == ORDERS
-    assert "Page 1 (2 items)" in result and "Body: the first" not in result
+    return text_of(result), json.loads(body)
+
+
+def test_a_batch_send_shape_shows_the_one_batch_it_would_send(admin_client, company, instance, httpserver):
+    text, body = batch_test_step(admin_client, company, instance, httpserver, ORDERS)
+    assert body == ORDERS
+    assert "Page 1 (2 items)" in text and "Body: the first" not in text
 
 
 def test_a_large_batch_shows_its_first_records(admin_client, company, instance, httpserver):
     many = [{"id": number, "note": "x" * 2000} for number in range(1, 61)]
-    httpserver.expect_request("/api/orders").respond_with_json({"orders": many})
-    flow = flow_of(company, connection(instance, "list_orders"), connection(instance, "import_order", send_as="batch"))
-    send = flow.shapes.get(position=1)
-    run, _ = press_test_step(admin_client, send)
-    result = unescape(result_after_worker(admin_client, send, run))
-    assert imports_received(httpserver) == []
-    assert "Page 1 (60 items)" in text_of(result) and "Body: the first 10 of its 60 items." in text_of(result)
-    (body,) = re.findall(r'aria-label="Body of [^"]*">(.*?)</pre>', result, re.S)
-    assert [item["id"] for item in json.loads(body)] == list(range(1, 11))
+    text, body = batch_test_step(admin_client, company, instance, httpserver, many)
+    assert "Page 1 (60 items)" in text and "Body: the first 10 of its 60 items." in text
+    assert [item["id"] for item in body] == list(range(1, 11))
 
 
 def test_a_send_shape_before_the_tested_shape_sends_nothing_and_the_card_says_why_nothing_came(

@@ -216,6 +216,17 @@ def test_the_flow_page_reads_every_shapes_test_step_in_the_same_number_of_querie
     assert queries_with(2) == queries_with(12)
 
 
+def test_a_shape_after_the_tested_one_that_cannot_run_does_not_stop_the_test(admin_client, receive_map_send, httpserver):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    Shape.objects.filter(flow=receive_map_send, position=2).update(endpoint=None, missing_endpoint="Import order")
+    receive = receive_map_send.shapes.get(position=0)
+    run, _ = press_test_step(admin_client, receive)
+    assert "Records out of this step: 2" in text_of(result_after_worker(admin_client, receive, run))
+    # The real run refuses to start, naming that shape.
+    real = execution.execute(queueing.queue_run(receive_map_send, RunTrigger.MANUAL).pk)
+    assert real.status == RunStatus.FAILED and "Shape 3" in real.failure_reason
+
+
 def test_a_test_step_reads_one_page_only(admin_client, company, instance, httpserver):
     endpoint_of(instance, "list_orders", pagination={"style": "page_number", "limit": 2})
     flow = flow_of(company, connection(instance, "list_orders"))

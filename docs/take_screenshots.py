@@ -112,6 +112,12 @@ def main() -> None:
         page.get_by_role("link", name="Sandbox orders to Sandbox (US)").click()
         page.get_by_test_id("shape").first.wait_for()
         page.screenshot(path=OUT / "flow-shapes.png", full_page=True)
+        # Test step on the map (step 3) and on the send shape (step 4): one page of real data, nothing sent.
+        for step in (3, 4):
+            page.get_by_role("button", name=f"test step {step}").click()
+            page.get_by_test_id("test-step-result").nth(step - 3).wait_for(timeout=60_000)
+        page.get_by_test_id("shape").nth(2).scroll_into_view_if_needed()
+        page.screenshot(path=OUT / "flow-test-step.png", full_page=True)
         page.get_by_role("button", name="run now").click()
         page.wait_for_url("**/flows/runs/*/")
         status = page.get_by_test_id("run-status").first

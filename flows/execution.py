@@ -272,9 +272,22 @@ def stages_for(shapes: list[Shape], ctx: Context) -> list[Stage]:
     return stages
 
 
+def tested_position(run: FlowRun, shapes: list[Shape]) -> int | str | None:
+    """A test step's shape (its index in `shapes`), None for a run that is no test, or why the test cannot run."""
+    if not run.is_test:
+        return None
+    index = next((i for i, shape in enumerate(shapes) if shape.pk == run.test_shape_id), None)
+    if index is None:
+        return "The shape this test step was for has been removed from the flow."
+    return index
+
+
 def validate(run: FlowRun, stages: list[Stage]) -> list[str]:
-    """Why the flow cannot run, found before any request is made; each problem names its shape."""
+    """Why the flow (up to a test step's shape) cannot run, found before any request is made; each problem names its shape."""
     if not any(stage.shape.kind == ShapeKind.CONNECTION for stage in stages):
+        if run.is_test:
+            return [f"{stages[-1].label}: no connection shape comes before it, so no data reaches it. "
+                    "Add a connection shape that receives records above this shape."]
         return ["The flow has no connection shapes."]
     problems = []
     for stage in stages:
@@ -288,7 +301,7 @@ def validate(run: FlowRun, stages: list[Stage]) -> list[str]:
 def last_success(run: FlowRun):
     """The reference time of the flow's last successful run before this one (None if none)."""
     return (
-        FlowRun.objects.filter(flow_id=run.flow_id, status=RunStatus.SUCCESS, reference_time__lte=run.reference_time)
+        FlowRun.objects.real().filter(flow_id=run.flow_id, status=RunStatus.SUCCESS, reference_time__lte=run.reference_time)
         .exclude(pk=run.pk).order_by("-reference_time").values_list("reference_time", flat=True).first()
     )
 
@@ -305,7 +318,7 @@ def context_for(run: FlowRun, shapes: list[Shape], check) -> Context:
     ]
     bounds = [b for b in bounds if b is not None]
     ctx = Context(run=run, reference_time=run.reference_time, last_success=success,
-                  since=min(bounds) if bounds else None, check=check)
+                  since=min(bounds) if bounds else None, check=check, test=run.is_test)
     for shape in shapes:
         if shape.instance_id and shape.instance_id not in ctx.clients:
             ctx.clients[shape.instance_id] = InstanceClient.for_instance(shape.instance)
@@ -646,9 +659,14 @@ class Execution:
                 f"cannot resume from page {self.run_obj.resumed_from_page}: its checkpoint belongs to the shapes it "
                 "started with. Run the flow again from the start."
             ))
-        ctx = context_for(self.run_obj, shapes, self.check)
+        tested = tested_position(self.run_obj, shapes)
+        if isinstance(tested, str):
+            return Outcome(RunStatus.FAILED, tested)
+        used = shapes if tested is None else shapes[: tested + 1]
+        ctx = context_for(self.run_obj, used, self.check)
         ctx.progress = self
-        stages = stages_for(shapes, ctx)
+        # Maps and filters learn the instances around them from all the shapes; a test step runs those up to its own.
+        stages = stages_for(shapes, ctx)[: len(used)]
         problems = validate(self.run_obj, stages)
         if problems:
             return Outcome(RunStatus.FAILED, " ".join(problems))
@@ -748,6 +766,10 @@ class Execution:
                 self.done_page, self.source = self.page, source.next_source
                 self.sent, self.in_flight_mark = {}, None
                 self.commit()
+                if self.run_obj.is_test:
+                    if source.next_source is not None:
+                        source.warn("Test step: only the first page was read; more pages may be available.")
+                    break
         if source is not None and not source.finished:
             self.finish(source)
         for stage in rest:

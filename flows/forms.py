@@ -525,6 +525,11 @@ class MapShapeForm(_RowsShapeForm):
         config = shape.config if isinstance(shape.config, dict) else {}
         self.initial.setdefault("keep_unmapped", bool(config.get("keep_unmapped")))
 
+    def offer_paths(self, datalist_id: str) -> None:
+        """Let every source input offer the paths of a datalist (a test step's sample, see flows.test_steps)."""
+        for row in self.rows.forms:
+            row.fields["source"].widget.attrs["list"] = datalist_id
+
     def clean(self) -> dict:
         cleaned = super().clean()
         if not self.rows.is_valid():

@@ -184,6 +184,10 @@ class FlowRunQuerySet(models.QuerySet):
     def active(self) -> FlowRunQuerySet:
         return self.filter(status__in=ACTIVE_STATUSES)
 
+    def real(self) -> FlowRunQuerySet:
+        """Runs that are not test steps: what a flow's figures, schedules and "last success" read."""
+        return self.exclude(trigger=RunTrigger.TEST)
+
 
 class FlowRun(models.Model):
     """One execution of a process flow. This row, not the queue, is the truth about the run."""
@@ -234,6 +238,8 @@ class FlowRun(models.Model):
     in_doubt = models.JSONField(default=list, blank=True)
     # What the run is doing now ("Shape 4 (…): sending item 7 of 10 of page 3"), written at most once a second.
     activity = models.CharField(max_length=300, blank=True)
+    # A test step (trigger "test"): the shape it runs the flow up to, on one page, sending nothing.
+    test_shape = models.ForeignKey(Shape, on_delete=models.SET_NULL, null=True, blank=True, related_name="test_runs")
 
     objects = FlowRunQuerySet.as_manager()
 
@@ -255,7 +261,12 @@ class FlowRun(models.Model):
 
     @property
     def can_retry(self) -> bool:
-        return self.status in RETRYABLE_STATUSES
+        # A test step is tested again from the editor: its retry would be a real run that sends.
+        return self.status in RETRYABLE_STATUSES and not self.is_test
+
+    @property
+    def is_test(self) -> bool:
+        return self.trigger == RunTrigger.TEST
 
     @property
     def duration(self):
@@ -309,7 +320,8 @@ class FlowRun(models.Model):
         if self.trigger == RunTrigger.MANUAL:
             return f"manual by {self.triggered_by}" if self.triggered_by_id else "manual"
         if self.trigger == RunTrigger.TEST:
-            return f"test step by {self.triggered_by}" if self.triggered_by_id else "test step"
+            by = f" by {self.triggered_by}" if self.triggered_by_id else ""
+            return f"test step{by} (nothing sent)"
         return "schedule"
 
 
@@ -361,10 +373,13 @@ class FlowRunShape(models.Model):
 
     @property
     def sample_texts(self) -> list[tuple[str, str]]:
-        """The payload sample as ("in"/"out", indented JSON) for the run page; empty once retention cleared it."""
+        """The payload sample as ("in"/"out"/"sends", indented JSON) for the run page; empty once retention cleared it.
+
+        "sends": the requests a test step's send shape would have made (it sent nothing).
+        """
         sample = self.payload_sample if isinstance(self.payload_sample, dict) else {}
         return [(side, json.dumps(sample[side], indent=2, ensure_ascii=False, default=str))
-                for side in ("in", "out") if sample.get(side)]
+                for side in ("in", "out", "sends") if sample.get(side)]
 
 
 # --- Schedules ----------------------------------------------------------------

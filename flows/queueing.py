@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from flows import execution
-from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, ShapeStatus
+from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeStatus
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def queue_run(
     schedule: FlowSchedule | None = None,
     retry_of: FlowRun | None = None,
     from_checkpoint: bool = False,
+    test_shape: Shape | None = None,
 ) -> FlowRun:
     """A new queued run. A retry from the checkpoint takes over the original's checkpoint and idempotency keys."""
     now = now or timezone.now()
@@ -86,6 +87,7 @@ def queue_run(
             origin_run_id=retry_of.idempotency_origin if resume else None,
             checkpoint=retry_of.checkpoint if resume else {},
             shapes_fingerprint=retry_of.shapes_fingerprint if resume else "",
+            test_shape=test_shape,
         )
         enqueue(run)
     return run
@@ -115,7 +117,8 @@ def _lock_flow(flow_pk: int) -> FlowRun | None:
     transaction starts IMMEDIATE, which serialises writers the same way.)
     """
     ProcessFlow.objects.select_for_update().filter(pk=flow_pk).first()
-    return FlowRun.objects.filter(flow_id=flow_pk).active().order_by("queued_at", "id").first()
+    # A test step is not in the way of a real run (it sends nothing).
+    return FlowRun.objects.real().filter(flow_id=flow_pk).active().order_by("queued_at", "id").first()
 
 
 def run_now(flow: ProcessFlow, user=None) -> Queued:
@@ -125,6 +128,20 @@ def run_now(flow: ProcessFlow, user=None) -> Queued:
         if pending is not None:
             return Queued(pending, existing="pending")
         return Queued(queue_run(flow, RunTrigger.MANUAL, user=user))
+
+
+def queue_test_step(shape: Shape, user=None) -> Queued:
+    """A test step: the flow run up to `shape` on one page of real data, sending nothing (trigger "test").
+
+    While a test of the same shape is still queued or running, that one is returned (a second click
+    does not queue another).
+    """
+    with transaction.atomic():
+        ProcessFlow.objects.select_for_update().filter(pk=shape.flow_id).first()
+        pending = FlowRun.objects.filter(flow_id=shape.flow_id, test_shape=shape).active().order_by("id").first()
+        if pending is not None:
+            return Queued(pending, existing="pending")
+        return Queued(queue_run(shape.flow, RunTrigger.TEST, user=user, test_shape=shape))
 
 
 def retry_run(run: FlowRun, user=None, *, from_checkpoint: bool = True) -> FlowRun | None:

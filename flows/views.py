@@ -11,10 +11,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from flows import editor, queueing, retries, schedules
+from flows import editor, queueing, retries, schedules, test_steps
 from flows import run_log as run_log_pages
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
-from flows.models import FlowRun, ProcessFlow, Shape, ShapeKind
+from flows.models import FlowRun, ProcessFlow, RunTrigger, Shape, ShapeKind
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -94,23 +94,28 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
             else:
                 messages.success(request, f"Connection shape added: {instance.name} → {endpoint.name}.")
             return redirect("flows:detail", pk=flow.pk)
-    context = _detail_context(flow, form=form, removing=params.id_param(request.GET, "remove"))
+    context = _detail_context(flow, form=form, removing=params.id_param(request.GET, "remove"),
+                              test_run=params.id_param(request.GET, "test_run"))
     return render(request, "flows/detail.html", context, status=422 if form.errors else 200)
 
 
-def _shapes(flow: ProcessFlow) -> list[Shape]:
+def _shapes(flow: ProcessFlow, test_run: int | None = None) -> list[Shape]:
+    """The flow's shapes with their summary and newest test step (`test_run`: the one shown opened)."""
     shapes = list(flow.shapes.select_related("instance__connector", "endpoint"))
+    tests = test_steps.latest_per_shape(shapes, expanded_run=test_run)
     for shape in shapes:
         shape.summary = editor.summary(shape)
+        shape.test = tests.get(shape.pk)
     return shapes
 
 
-def _detail_context(flow: ProcessFlow, **extra) -> dict:
+def _detail_context(flow: ProcessFlow, test_run: int | None = None, **extra) -> dict:
     flow_schedules = list(flow.schedules.all())
     return {
         "flow": flow,
-        "shapes": _shapes(flow),
-        "recent_runs": flow.runs.select_related("triggered_by", "retry_of")[:RECENT_RUNS],
+        "shapes": _shapes(flow, test_run),
+        # Test steps show on their shapes (and in the run log), not among the flow's runs.
+        "recent_runs": flow.runs.real().select_related("triggered_by", "retry_of")[:RECENT_RUNS],
         "schedules": flow_schedules,
         "next_scheduled": min((s.next_run_at for s in flow_schedules), default=None) if flow.enabled else None,
         "schedule_form": (schedule_form := extra.pop("schedule_form", None) or ScheduleForm()),
@@ -145,11 +150,51 @@ def shape_settings(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse
             else:
                 messages.success(request, f"Step {locked.position + 1} ({locked.kind}) saved.")
             return _back_to_flow(request, flow)
-    context = {"flow": flow, "shape": shape, "form": form, "summary": editor.summary(shape)}
+    tested = test_steps.latest(shape) if shape.kind == ShapeKind.MAP else None
+    paths = tested.paths if tested is not None else []
+    if paths:
+        form.offer_paths(f"source-paths-{shape.pk}")
+    context = {"flow": flow, "shape": shape, "form": form, "summary": editor.summary(shape), "paths": paths}
     status = 422 if request.method == "POST" else 200
     if request.htmx and request.htmx.target == "shape-panel":
         return render(request, "flows/shape.html#shape-form", context, status=status)
     return render(request, "flows/shape.html", context, status=status)
+
+
+@require_POST
+def test_step(request: HttpRequest, pk: int, shape_pk: int) -> HttpResponse:
+    """Run the flow up to this shape on one page of real data, sending nothing (a run with trigger "test").
+
+    Read-only may not: a test makes real requests to the company's third-party APIs. htmx swaps the
+    result into the shape's card (it polls until the run has finished); otherwise back to the flow page.
+    """
+    company, flow = _get_flow_for_user(request, pk, "can_manage_instances")
+    shape = get_object_or_404(flow.shapes, pk=shape_pk)
+    queued = queueing.queue_test_step(shape, user=request.user)
+    if request.htmx:
+        return _test_result(request, flow, shape, queued.run)
+    if queued.created:
+        messages.success(request, f"Testing step {shape.position + 1}: run {queued.run.pk} reads one page and sends nothing.")
+    else:
+        messages.info(request, f"Step {shape.position + 1} is already being tested (run {queued.run.pk}).")
+    return redirect(f"{reverse('flows:detail', args=[flow.pk])}?test_run={queued.run.pk}#test-result-{shape.pk}")
+
+
+def test_result(request: HttpRequest, pk: int, shape_pk: int, run_pk: int) -> HttpResponse:
+    """A test step's result in the shape's card (htmx polls it every second while the run goes on)."""
+    company, flow = _get_flow_for_user(request, pk)
+    shape = get_object_or_404(flow.shapes, pk=shape_pk)
+    run = get_object_or_404(FlowRun.objects.for_company(company).filter(flow=flow, test_shape=shape,
+                                                                         trigger=RunTrigger.TEST), pk=run_pk)
+    if not request.htmx:
+        return redirect(f"{reverse('flows:detail', args=[flow.pk])}?test_run={run.pk}#test-result-{shape.pk}")
+    return _test_result(request, flow, shape, run)
+
+
+def _test_result(request: HttpRequest, flow: ProcessFlow, shape: Shape, run: FlowRun) -> HttpResponse:
+    run = FlowRun.objects.select_related("test_shape", "triggered_by").prefetch_related("shape_runs").get(pk=run.pk)
+    test = test_steps.of_run(run, list(flow.shapes.all()))
+    return render(request, "flows/detail.html#test-result", {"flow": flow, "shape": shape, "test": test})
 
 
 def _back_to_flow(request: HttpRequest, flow: ProcessFlow) -> HttpResponse:

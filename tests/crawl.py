@@ -126,6 +126,7 @@ class World:
     run: FlowRun
     schedule: FlowSchedule
     group: Group | None = None
+    test_run: FlowRun | None = None  # a test step of `shape`, with its sample
 
     def admin_objects(self) -> dict[str, object]:
         """The object of each admin-registered model ("app_label.model_name")."""
@@ -306,6 +307,15 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
             "response_body": f"{marker} failed exchange body", "error": "",
         }],
     )
+    # A test step of the shape: its sample shows on the shape's card in the flow editor.
+    test_run = FlowRun.objects.create(
+        company=company, flow=flow, status=RunStatus.SUCCESS, trigger=RunTrigger.TEST, triggered_by=admin_user,
+        queued_at=now, reference_time=now, started_at=now, finished_at=now, test_shape=shape,
+    )
+    FlowRunShape.objects.create(
+        run=test_run, position=0, shape=shape, shape_name=f"{marker} tested shape", status=ShapeStatus.SUCCESS,
+        started_at=now, finished_at=now, items_out=1, payload_sample={"in": [], "out": [{"item": f"{marker} test record"}]},
+    )
     installation = prebuilt.installation
     audit_entry = AuditEntry.objects.filter(company=company).order_by("id").first()
     assert audit_entry is not None, "the audit log records what was just created"
@@ -313,7 +323,7 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
     return World(
         marker=marker, company=company, users=users, connector=connector, prebuilt=prebuilt, instance=instance,
         check=check, pool=pool, flow=flow, shape=shape, installation=installation, change=change,
-        audit_entry=audit_entry, listing=listing, group=group, run=run, schedule=schedule,
+        audit_entry=audit_entry, listing=listing, group=group, run=run, schedule=schedule, test_run=test_run,
     )
 
 
@@ -425,6 +435,17 @@ ROUTES: dict[str, Fill] = {
         # another company's flow and shape, and one's own flow with another company's shape
         lambda own, w: [{"pk": w.flow.pk, "shape_pk": w.shape.pk}, {"pk": own.flow.pk, "shape_pk": w.shape.pk}],
         post_only=True,
+    ),
+    "flows/<int:pk>/shapes/<int:shape_pk>/test/": Fill(
+        OBJECT,
+        lambda own, w: [{"pk": w.flow.pk, "shape_pk": w.shape.pk}, {"pk": own.flow.pk, "shape_pk": w.shape.pk}],
+        post_only=True,
+    ),
+    "flows/<int:pk>/shapes/<int:shape_pk>/test/<int:run_pk>/": Fill(
+        OBJECT,
+        # another company's test step, and one's own flow and shape with another company's test run
+        lambda own, w: [{"pk": w.flow.pk, "shape_pk": w.shape.pk, "run_pk": w.test_run.pk},
+                        {"pk": own.flow.pk, "shape_pk": own.shape.pk, "run_pk": w.test_run.pk}],
     ),
     "flows/<int:pk>/toggle/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),
     "flows/<int:pk>/delete/": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk}), post_only=True),

@@ -163,6 +163,10 @@ def test_each_role_sees_its_own_objects_so_the_crawl_can_tell(worlds):
             assert f"{OWN_MARKER} {text}" in page, (text, headers)
     for url in ("/flows/runs/", f"/flows/{own.flow.pk}/runs/"):
         assert f"{OWN_MARKER} flow" in client.get(url).content.decode(), url
+    # The flow editor shows the shape's test step, and its poll answers with it.
+    assert f"{OWN_MARKER} test record" in client.get(f"/flows/{own.flow.pk}/").content.decode()
+    poll = client.get(f"/flows/{own.flow.pk}/shapes/{own.shape.pk}/test/{own.test_run.pk}/", HTTP_HX_REQUEST="true")
+    assert poll.status_code == 200 and f"{OWN_MARKER} test record" in poll.content.decode()
 
 
 def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
@@ -208,6 +212,9 @@ def test_htmx_partials_ignore_another_companys_ids(worlds):
         assert OTHER_MARKER not in response.content.decode()
     response = client.get(f"/flows/runs/{other.run.pk}/", HTTP_HX_TARGET="run-timeline", **htmx)
     assert response.status_code == 404 and OTHER_MARKER not in response.content.decode()
+    # Another company's test run named as the one to open on the flow page: only the own shapes' tests show.
+    page = client.get(f"/flows/{own.flow.pk}/?test_run={other.test_run.pk}").content.decode()
+    assert OTHER_MARKER not in page.upper() and f"{OWN_MARKER} test record" in page
     for url, target, shows_own in (
         (f"/connectors/?highlight=instance-{other.instance.pk}", "connector-list", True),
         (f"/instances/pools/?highlight={other.pool.pk}", "pool-list", True),

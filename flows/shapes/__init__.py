@@ -28,6 +28,10 @@ MAX_RECORDED_FAILURES = 20
 MESSAGE_CHARS = 300
 SAMPLE_ITEMS = 3
 SAMPLE_BYTES = 16 * 1024
+# A test step shows more of what came out of the shape it tests (and what a send shape would have sent).
+TEST_SAMPLE_ITEMS = 10
+TEST_SAMPLE_BYTES = 64 * 1024
+NOT_SENT = "not sent: test step"
 
 
 class ShapeFailed(Exception):
@@ -87,6 +91,8 @@ class Context:
     # The run's progress as the shapes see it (flows.execution.Progress): the page in progress,
     # sends acknowledged, idempotency origin. None outside a run (tests of one shape).
     progress: object = None
+    # A test step ("test step" in the editor): send shapes record what they would send and send nothing.
+    test: bool = False
     _secrets: tuple[str, ...] = field(default=(), init=False, repr=False)
     _variants: list[str] = field(default_factory=list, init=False, repr=False)
 
@@ -103,6 +109,14 @@ class Context:
             self._variants = redaction.secret_variants(list(secrets))
             self._secrets = secrets
         return self._variants
+
+    @property
+    def sample_items(self) -> int:
+        return TEST_SAMPLE_ITEMS if self.test else SAMPLE_ITEMS
+
+    @property
+    def sample_bytes(self) -> int:
+        return TEST_SAMPLE_BYTES if self.test else SAMPLE_BYTES
 
     def redact(self, text: str, *, limit: int | None = None) -> str:
         if limit is None:
@@ -141,7 +155,8 @@ class Stage:
         self.finished = False
         self.sample_in: list = []
         self.sample_out: list = []
-        self._sampled = (0, 0)
+        self.sample_sends: list = []  # a test step's send shape: the requests it would have made
+        self._sampled = (0, 0, 0)
         self.dirty = False
         self.json_written: tuple | None = None  # the row's JSON fields as last written (see execution.json_changed)
 
@@ -181,14 +196,16 @@ class Stage:
     def count_in(self, page: list) -> None:
         """Count a page this stage received (items_in) and keep its first items as the input sample."""
         self.open().items_in += len(page)
-        if len(self.sample_in) < SAMPLE_ITEMS:
-            self.sample_in += page[: SAMPLE_ITEMS - len(self.sample_in)]
+        most = self.ctx.sample_items
+        if len(self.sample_in) < most:
+            self.sample_in += page[: most - len(self.sample_in)]
 
     def count_out(self, page: list) -> None:
         """Count a page this stage passed on (items_out) and keep its first items as the output sample."""
         self.open().items_out += len(page)
-        if len(self.sample_out) < SAMPLE_ITEMS:
-            self.sample_out += page[: SAMPLE_ITEMS - len(self.sample_out)]
+        most = self.ctx.sample_items
+        if len(self.sample_out) < most:
+            self.sample_out += page[: most - len(self.sample_out)]
 
     def warn(self, message: str) -> None:
         record = self.open()
@@ -202,27 +219,31 @@ class Stage:
             record.errors.append(self.ctx.redact(message, limit=MESSAGE_CHARS * 2))
 
     def payload_sample(self) -> dict:
-        """The first items in and out, redacted with every secret of the flow, at most SAMPLE_BYTES of JSON."""
+        """The first items in and out (and a test step's sends not made), redacted with every secret of the flow,
+        at most SAMPLE_BYTES of JSON (TEST_SAMPLE_BYTES for a test step)."""
         sample = {"in": list(self.sample_in), "out": list(self.sample_out)}
+        if self.sample_sends:
+            sample["sends"] = list(self.sample_sends)
         # Scrubbing the JSON text with these scrubs every string of the items (keys too), however escaped.
         variants = redaction.in_json_text(self.ctx.variants)
+        most_bytes = self.ctx.sample_bytes
         while True:
             text = storable_json(redaction.scrub_text(json.dumps(sample, default=str, ensure_ascii=False), variants))
-            if len(text.encode()) <= SAMPLE_BYTES:
+            if len(text.encode()) <= most_bytes:
                 try:
                     return json.loads(text)
                 except ValueError:
                     return {"text": text}
-            longer = "in" if len(sample["in"]) >= len(sample["out"]) else "out"
-            if len(sample[longer]) <= 1 and len(sample["in"]) + len(sample["out"]) <= 1:
-                cut = redaction.scrub_cut(text[: SAMPLE_BYTES // 4], variants)
+            longer = max(sample, key=lambda side: len(sample[side]))
+            if sum(len(items) for items in sample.values()) <= 1:
+                cut = redaction.scrub_cut(text[: most_bytes // 4], variants)
                 return {"text": cut + "\N{HORIZONTAL ELLIPSIS}"}
             sample[longer] = sample[longer][:-1]
 
     def save(self) -> None:
         """Mark the counters for the run's next commit (flows.execution writes every shape's at once)."""
         record = self.open()
-        sampled = (len(self.sample_in), len(self.sample_out))
+        sampled = (len(self.sample_in), len(self.sample_out), len(self.sample_sends))
         if sampled != self._sampled:
             record.payload_sample = self.payload_sample()
             self._sampled = sampled
@@ -247,9 +268,11 @@ class Stage:
             if name in state and isinstance(state[name], type(getattr(self, name))):
                 setattr(self, name, state[name])
         if record.payload_sample:  # the sample of the first pages is kept
-            self.sample_in = [None] * SAMPLE_ITEMS
-            self.sample_out = [None] * SAMPLE_ITEMS
-            self._sampled = (SAMPLE_ITEMS, SAMPLE_ITEMS)
+            most = self.ctx.sample_items
+            self.sample_in = [None] * most
+            self.sample_out = [None] * most
+            self.sample_sends = [None] * most
+            self._sampled = (most, most, most)
 
     def state(self) -> dict:
         return {name: getattr(self, name) for name in self.RESUMED}

@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -33,7 +33,17 @@ from django.conf import settings
 from connectors.manifest import PLACEHOLDER_RE
 from connectors.models import BodyEncoding, Direction
 from flows import dates, durability, parameters
-from flows.shapes import MAX_RECORDED_FAILURES, MESSAGE_CHARS, MISSING, Context, ShapeFailed, Stage, bounds, value_at
+from flows.shapes import (
+    MAX_RECORDED_FAILURES,
+    MESSAGE_CHARS,
+    MISSING,
+    NOT_SENT,
+    Context,
+    ShapeFailed,
+    Stage,
+    bounds,
+    value_at,
+)
 from instances.outbound import ClientError, Exchange, InstanceClient, retry
 
 DEFAULT_TIMEOUT = 30
@@ -118,6 +128,7 @@ class Connection(Stage):
         self.retrying = 0  # the retry a park interrupted, taken up again on resume
         self.parked_since = ""  # when a park for the instance's rate limit began (ISO), counted on resume
         self.in_doubt_items = 0
+        self.not_sent = [0, 0]  # a test step: requests and items it would have sent
         self.in_page_total = 0
         self.keyed = False  # whether the send in flight carries an idempotency key
         self.next_source: dict | None = None  # a receive shape's pagination state for its next page
@@ -327,6 +338,8 @@ class Connection(Stage):
     # --- send ----------------------------------------------------------------
 
     def doing(self, text: str, **kwargs) -> None:
+        if self.ctx.test and text.startswith("sending"):
+            text = "preparing (not sending, test step)" + text.removeprefix("sending")
         if self.ctx.progress is not None:
             self.ctx.progress.doing(f"{self.label}: {text}", **kwargs)
 
@@ -412,6 +425,9 @@ class Connection(Stage):
         idempotency key for it (as the endpoint declares), or, without keys,
         is marked in flight in the checkpoint before it goes.
         """
+        if self.ctx.test:
+            self.would_send(items, what, **body)
+            return None
         progress = self.ctx.progress
         index = self.next_send_index()
         if progress is not None:
@@ -442,6 +458,32 @@ class Connection(Stage):
             if progress is not None:
                 progress.in_flight_mark = None  # throttled before it went, or answered: not in doubt
             raise
+
+    def would_send(self, items: list, what: str, **body) -> None:
+        """A test step sends nothing: keep the request it would have made (redacted with the sample)."""
+        self.not_sent[0] += 1
+        self.not_sent[1] += len(items)
+        if len(self.sample_sends) >= self.ctx.sample_items:
+            return
+        endpoint = self.shape.endpoint
+        try:
+            url = self.client.url_for(endpoint.path)
+        except ClientError as exc:
+            url = f"{endpoint.path} (the URL could not be built: {exc})"
+        if self.query:
+            url += ("&" if "?" in url else "?") + urlencode(self.query)
+        request = {"what": what, "method": endpoint.method, "url": url, "note": NOT_SENT}
+        if self.headers:
+            request["headers"] = dict(self.headers)
+        if isinstance(body.get("json_body"), list) and len(body["json_body"]) > self.ctx.sample_items:
+            # A batch: its first items show what it holds, within the sample's size.
+            request["body"] = body["json_body"][: self.ctx.sample_items]
+            request["batch_items"] = len(body["json_body"])
+        elif "json_body" in body:
+            request["body"] = body["json_body"]
+        elif "data" in body:
+            request["form"] = body["data"]
+        self.sample_sends.append(request)
 
     def next_send_index(self) -> int:
         page = self.ctx.progress.page if self.ctx.progress is not None else 0
@@ -544,6 +586,9 @@ class Connection(Stage):
             return
         if not record.items_in:
             self.warn("Nothing to send: no items came from the previous shape.")
+        elif self.ctx.test:
+            requests, items = self.not_sent
+            self.warn(f"Not sent (test step): {requests:,} request(s) with {items:,} item(s) would have been sent.")
         elif not self.accepted and not self.in_doubt_items and not self.config["allow_unsuccessful"]:
             raise ShapeFailed(
                 f"none of the {self.sent_items} item(s) was accepted. Last error: {self.last_problem}"

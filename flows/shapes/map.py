@@ -113,3 +113,34 @@ class Map(Stage):
         if out:
             self.count_out(out)
             yield out
+
+
+# The most paths a map's source field offers from a test step's sample.
+MAX_SOURCE_PATHS = 300
+
+
+def source_paths(items: list) -> list[str]:
+    """The dotted paths (this module's syntax: digits index lists) found in `items`, in the order first seen.
+
+    Every object key and list element is a path (a value may be a container, which a map copies);
+    of a list only its first element is followed, which stands for the others. At most MAX_SOURCE_PATHS.
+    """
+
+    def entries(prefix: str, node: object) -> list[tuple[str, object]]:
+        if isinstance(node, dict):
+            pairs = [(str(key), value) for key, value in node.items()]
+        elif isinstance(node, list) and node:
+            pairs = [("0", node[0])]
+        else:
+            return []
+        # A key with a dot (or none at all) cannot be named by a dotted path.
+        return [(f"{prefix}.{key}" if prefix else key, value) for key, value in reversed(pairs) if key and "." not in key]
+
+    paths: dict[str, None] = {}
+    stack = [entry for item in reversed(items) for entry in entries("", item)]
+    while stack and len(paths) < MAX_SOURCE_PATHS:
+        path, value = stack.pop()
+        paths.setdefault(path, None)
+        if path.count(".") + 1 < settings.FLOW_MAX_RECORD_DEPTH:
+            stack.extend(entries(path, value))
+    return list(paths)

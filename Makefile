@@ -1,4 +1,5 @@
 # Two commands: `make run` (set up everything, serve the dashboard, run a task worker) and `make test`.
+# Production: `make serve-prod` (gunicorn and WORKERS task workers from the environment; see docs/deploy.md).
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 $$HOME/.pyen
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
 DEV_ENV := DEBUG=1 PORT=$(PORT)
 
-.PHONY: run test lint install setup benchmark clean
+.PHONY: run serve-prod test lint install setup benchmark clean
 
 $(BIN)/.installed: requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (none found on PATH)."; exit 1; }
@@ -37,6 +38,10 @@ run: setup
 	@$(DEV_ENV) $(BIN)/python manage.py run_huey & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+# Refuses to start on SQLite, without Redis or without its keys, and says what to set.
+serve-prod: install
+	$(BIN)/python -m patchworks_site.serve_prod $(SERVE_PROD_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, Shape
+from flows.models import FlowRun, FlowRunShape, FlowSchedule, PeriodicJobRun, ProcessFlow, Shape
 
 
 class ConnectionShapeInline(admin.TabularInline):
@@ -52,6 +52,20 @@ class FlowScheduleAdmin(admin.ModelAdmin):
 
     list_display = ["flow", "description", "cron", "next_run_at", "last_run_at", "skipped_count"]
     list_select_related = ["flow"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PeriodicJobRun)
+class PeriodicJobRunAdmin(admin.ModelAdmin):
+    """Which worker ran each periodic job in each period (the newest tick says the workers are alive)."""
+
+    list_display = ["job", "period_start", "started_at", "worker"]
+    list_filter = ["job"]
 
     def has_add_permission(self, request) -> bool:
         return False

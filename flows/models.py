@@ -412,3 +412,23 @@ class FlowSchedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flow}: {self.description}"
+
+
+# --- Periodic jobs ---------------------------------------------------------------
+
+
+class PeriodicJobRun(models.Model):
+    """A periodic job's run in one period (flows.periodic): the first worker to insert the pair runs the job."""
+
+    job = models.CharField(max_length=100)
+    period_start = models.DateTimeField()
+    started_at = models.DateTimeField(default=timezone.now)
+    # host:pid of the worker process that ran it.
+    worker = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["-period_start", "job"]
+        constraints = [models.UniqueConstraint(fields=["job", "period_start"], name="periodic_job_once_per_period")]
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.period_start:%Y-%m-%d %H:%M:%S}"

@@ -19,6 +19,7 @@ from huey.contrib.djhuey import db_periodic_task, lock_task, on_startup
 
 from flows import queueing, retention, schedules
 from flows.execution import execute_run  # noqa: F401 (registered with huey when the worker imports this module)
+from flows.periodic import once_per_period
 from instances import rechecks
 
 
@@ -35,6 +36,7 @@ def tick_now() -> None:
 
 
 @db_periodic_task(crontab(minute="*"))
+@once_per_period(60)
 def tick() -> None:
     tick_now()
 
@@ -75,6 +77,7 @@ def start_watching() -> None:
 
 
 @db_periodic_task(crontab(minute="*/5"))
+@once_per_period(5 * 60)
 @lock_task("recheck-credentials")
 def recheck_credentials() -> None:
     """Re-check stored credentials whose company's re-check interval has passed.
@@ -85,6 +88,7 @@ def recheck_credentials() -> None:
 
 
 @db_periodic_task(crontab(minute="17"))
+@once_per_period(60 * 60)
 @lock_task("clean-up-runs")
 def clean_up_runs() -> None:
     """Hourly: delete run logs and clear payload samples past their company's retention."""

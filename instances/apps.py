@@ -6,6 +6,7 @@ class InstancesConfig(AppConfig):
 
     def ready(self) -> None:
         from connectors.signals import definition_saved
+        from instances import system_checks  # noqa: F401 (registers the credential key checks)
         from instances.models import ConnectionPool, Instance
         from patchworks_site import audit
 

@@ -50,3 +50,46 @@ class RequestSizeLimitMiddleware:
                 status=413, content_type="text/plain; charset=utf-8",
             )
         return self.get_response(request)
+
+
+class HealthCheckMiddleware:
+    """GET /healthz: 200 "ok" when the database and the cache answer, 503 naming the one that does not.
+
+    First in the chain, so a load balancer's probe by IP address over plain HTTP
+    is answered, not refused by ALLOWED_HOSTS or redirected to HTTPS. It says
+    nothing but "ok" or which part is unavailable.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path != "/healthz" or request.method not in ("GET", "HEAD"):
+            return self.get_response(request)
+        down = [name for name, check in (("database", _database_answers), ("cache", _cache_answers)) if not check()]
+        response = HttpResponse(
+            f"unavailable: {', '.join(down)}" if down else "ok", status=503 if down else 200, content_type="text/plain"
+        )
+        add_never_cache_headers(response)
+        return response
+
+
+def _database_answers() -> bool:
+    from django.db import DatabaseError, connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        return False
+
+
+def _cache_answers() -> bool:
+    from django.core.cache import cache
+
+    try:
+        cache.set("healthz", "ok", 10)
+        return cache.get("healthz") == "ok"
+    except Exception:  # the Redis client's errors are not Django's: any failure means "unavailable"
+        return False

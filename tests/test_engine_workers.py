@@ -83,11 +83,12 @@ class Workers:
         self.original_storage = HUEY.storage
         HUEY.storage = storage
 
-    def start(self, threads: int = 2) -> subprocess.Popen:
+    def start(self, threads: int = 2, periodic: bool = False, program: tuple[str, ...] = ("manage.py",)) -> subprocess.Popen:
+        """A worker with `threads` threads; `periodic` turns its scheduler's periodic jobs on."""
         log = open(self.tmp_path / f"worker-{len(self.processes)}.log", "w")
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_huey", "--workers", str(threads), "--worker-type", "thread",
-             "--no-periodic", "--max-delay", "0.2", "--disable-health-check"],
+            [sys.executable, *program, "run_huey", "--workers", str(threads), "--worker-type", "thread",
+             *([] if periodic else ["--no-periodic"]), "--max-delay", "0.2", "--disable-health-check"],
             cwd=settings.BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         self.processes.append(process)

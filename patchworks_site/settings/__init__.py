@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "patchworks_site.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "patchworks_site.middleware.RequestSizeLimitMiddleware",
@@ -86,7 +87,7 @@ MIDDLEWARE = [
 
 if not DEBUG:
     # Production serves static files itself; development lets runserver do it.
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "patchworks_site.urls"
 

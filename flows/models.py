@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models import Count, F, Min, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -229,6 +229,8 @@ class FlowRun(models.Model):
     parked_until = models.DateTimeField(null=True, blank=True)
     park_reason = models.CharField(max_length=300, blank=True)
     parks = models.PositiveIntegerField(default=0)
+    # How long the run's parks were to last in all (each from parking until parked_until), in milliseconds.
+    parked_ms = models.PositiveBigIntegerField(default=0)
     # Sends of an API without idempotency keys that were in flight when a worker was lost:
     # [{"shape": label, "what": "Page 3, batch 1", "ids": [...], "at": ISO}]. They were not sent again.
     in_doubt = models.JSONField(default=list, blank=True)
@@ -288,6 +290,11 @@ class FlowRun(models.Model):
     def idempotency_origin(self) -> int:
         """The run whose idempotency keys this run's sends carry (a retry repeats its original's)."""
         return self.origin_run_id or self.pk
+
+    def limit_wait_ms(self) -> int:
+        """How long the run waited for rate limits and connection pools: its shapes' waits and its parks."""
+        shapes = self.shape_runs.aggregate(waited=Sum(F("rate_limit_wait_ms") + F("pool_wait_ms")))["waited"] or 0
+        return int(shapes) + self.parked_ms
 
     @property
     def resumed_from_page(self) -> int | None:

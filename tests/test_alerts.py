@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.utils import timezone
+from werkzeug import Response
 
 from alerts.models import Alert, AlertChannel, AlertEvent, AlertKind, AlertRule, Delivery, DeliveryStatus
 from flows import execution, queueing, signals
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger
 from instances import rechecks
 from patchworks_site.models import AuditEntry, Role
-from tests.alert_helpers import alert_tasks, email_channel, empty_queue, rule, smtp_server, work_off  # noqa: F401
+from tests.alert_helpers import alert_tasks, email_channel, empty_queue, rule, smtp_server, webhook_channel, work_off  # noqa: F401 (fixtures)
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
+from tests.test_secret_canaries import Canaries, _summary, find_leaks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -389,3 +394,58 @@ def test_the_alert_page_shows_every_attempt_and_administrators_may_send_a_failed
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 2)
     assert [m.subject for m in mailoutbox] == ["[Patchworks] run 7 failed"]
+
+
+# --- no secret in any alert ----------------------------------------------------------------
+
+
+def _echoing_api(httpserver, canary: str) -> None:
+    """The orders endpoint refuses the token and repeats it back: plain, Base64, URL-encoded, JSON-escaped."""
+    body = {"error": f"bad token {canary}", "b64": base64.b64encode(canary.encode()).decode(),
+            "url": quote(canary, safe=""), "json": json.dumps(canary)}
+    httpserver.expect_request("/api/orders").respond_with_json(body, status=401, headers={"X-Echo": quote(canary, safe="")})
+
+
+def test_a_credential_planted_in_an_instance_appears_in_no_alert_email_or_webhook(
+    company, make_connector, make_instance, httpserver, empty_queue, smtp_server
+):
+    canaries = Canaries()
+    token = canaries.new("alert-token")
+    instance = make_instance(shop_connector(make_connector, company, httpserver.url_for("/api")), "Shop - UK", {"api_token": token})
+    flow = receive_then_send_flow(company, instance)
+    _echoing_api(httpserver, token)
+    received = []
+    httpserver.expect_request("/hook").respond_with_handler(
+        lambda request: received.append(request.get_data(as_text=True) + json.dumps(dict(request.headers))) or Response("", 204))
+    channel, _ = webhook_channel(company, httpserver.url_for("/hook"))
+    rule(company, AlertEvent.RUN_FAILED, email_channel(company), channel)
+    rule(company, AlertEvent.FAILURE_STREAK, email_channel(company, "Night", "night@acme.example"), channel, threshold=2)
+
+    for _ in range(2):
+        run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
+        work_off()
+    assert run.status == RunStatus.FAILED and "401" in run.failure_reason
+    assert len(smtp_server.received) == 2 and len(received) == 2
+    texts = [message.as_string() for message in smtp_server.messages] + [message.get_content() for message in smtp_server.messages]
+    texts += received + [f"{a.subject}\n{a.text}\n{json.dumps(a.details, ensure_ascii=False)}" for a in Alert.objects.all()]
+    index = canaries.index()
+    leaks = [leak for text in texts for leak in find_leaks(text, index)]
+    assert not leaks, _summary(leaks)
+
+
+def test_a_failure_reason_that_somehow_held_a_secret_is_scrubbed_again_before_it_is_sent(
+    company, instance, flow, empty_queue, mailoutbox
+):
+    """A second line of defence: alerts redact with the secrets of the flow's instances whatever the run row says."""
+    rule(company, AlertEvent.RUN_FAILED, email_channel(company))
+    now = timezone.now()
+    leaked = f"Shape 1: the API said token={API_TOKEN} / {base64.b64encode(API_TOKEN.encode()).decode()} / {quote(API_TOKEN)}"
+    run = FlowRun.objects.create(company=company, flow=flow, trigger=RunTrigger.MANUAL, status=RunStatus.FAILED,
+                                 queued_at=now, reference_time=now, finished_at=now, failure_reason=leaked)
+    signals.announce_concluded(run.pk, run.status)
+    work_off()
+    (message,) = mailoutbox
+    alert = Alert.objects.get()
+    for text in (message.body, message.subject, alert.text, json.dumps(alert.details)):
+        assert API_TOKEN not in text and base64.b64encode(API_TOKEN.encode()).decode() not in text
+    assert "Shape 1: the API said token=[redacted] / [redacted] / [redacted]" in message.body

@@ -95,7 +95,7 @@ def send_email(delivery: Delivery) -> Result:
     recipients = delivery.channel.recipient_list
     if not recipients:
         return Result(False, "The channel has no email addresses.", retryable=False)
-    message = EmailMessage(subject=alert.subject, body=alert.text, to=recipients)
+    message = EmailMessage(subject=messages.SUBJECT_PREFIX + alert.subject, body=alert.text, to=recipients)
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:

@@ -107,7 +107,7 @@ class AlertRuleForm(forms.ModelForm):
     )
     channels = forms.ModelMultipleChoiceField(
         label="Send to", queryset=AlertChannel.objects.none(), widget=forms.CheckboxSelectMultiple,
-        error_messages={"required": "Choose at least one channel (add one above first)."},
+        error_messages={"required": "Choose at least one channel."},
     )
     enabled = forms.BooleanField(label="On", required=False, initial=True)
 
@@ -126,7 +126,7 @@ class AlertRuleForm(forms.ModelForm):
         if event in THRESHOLDS:
             label, low, high, _ = THRESHOLDS[event]
             if threshold is None:
-                self.add_error("threshold", f"Enter {label.lower()}: {low} to {high:,}.")
+                self.add_error("threshold", f"Enter {label[0].lower()}{label[1:]}: {low} to {high:,}.")
             elif not low <= threshold <= high:
                 self.add_error("threshold", f"{label} must be {low} to {high:,}.")
         elif event:

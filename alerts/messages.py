@@ -22,7 +22,7 @@ from instances.outbound import InstanceClient
 
 logger = logging.getLogger(__name__)
 
-SUBJECT_PREFIX = "[Patchworks] "
+SUBJECT_PREFIX = "[Patchworks] "  # before the subject of every alert email
 MAX_REASON_CHARS = 1000
 # "Recovered: "Orders" succeeded again": what the good event that ends a streak was.
 RECOVERED_WORDS = {
@@ -71,7 +71,7 @@ class Scrubber:
 
 def _compose(scrub: Scrubber, subject: str, template: str, context: dict, details: dict, **links) -> Alert:
     text = render_to_string(template, context).strip() + "\n"
-    return Alert(subject=scrub(SUBJECT_PREFIX + subject)[:200], text=scrub(text), details=scrub.structure(details), **links)
+    return Alert(subject=scrub(subject)[:200], text=scrub(text), details=scrub.structure(details), **links)
 
 
 def for_run(rule: AlertRule, kind: str, run: FlowRun, streak: AlertStreak, waited_ms: int) -> Alert:

@@ -64,7 +64,7 @@ def test_a_webhook_receives_the_event_signed_with_hmac_sha256_over_timestamp_and
     delivery = Delivery.objects.get()
     assert headers["X-Patchworks-Delivery"] == str(delivery.pk)
     assert (event["type"], event["kind"], event["company"]) == ("run_failed", "alert", "Acme Retail")
-    assert event["subject"] == f'[Patchworks] "Orders to ERP" run {run.pk} failed'
+    assert event["subject"] == f'"Orders to ERP" run {run.pk} failed'
     assert event["flow"] == {"id": flow.pk, "name": "Orders to ERP", "url": f"https://patchworks.example.com/flows/{flow.pk}/"}
     assert event["run"]["failure_reason"] == "Shape 1 (Shop - UK → List orders): The API answered 503."
     assert (event["run"]["id"], event["run"]["status"], event["run"]["trigger"]) == (run.pk, "failed", "schedule")

@@ -83,7 +83,7 @@ def test_an_administrator_adds_an_email_channel_and_a_rule_on_the_rules_page(adm
 
 
 @pytest.mark.parametrize("event, threshold, error", [
-    (AlertEvent.FAILURE_STREAK, "", "Enter failed runs in a row (n): 2 to 100."),
+    (AlertEvent.FAILURE_STREAK, "", "Enter failed runs in a row (N): 2 to 100."),
     (AlertEvent.FAILURE_STREAK, "1", "Failed runs in a row (N) must be 2 to 100."),
     (AlertEvent.LIMIT_WAIT, "0", "Ensure this value is greater than or equal to 1."),
     (AlertEvent.LIMIT_WAIT, "1441", "Minutes waited (M) must be 1 to 1,440."),
@@ -134,7 +134,9 @@ def test_only_administrators_change_alert_rules_others_see_them(client_for, make
         (f"/alerts/channels/{channel.pk}/remove/", {}),
     ]
     for url, data in attempts:
-        assert client.post(url, data).status_code == 403, url
+        response = client.post(url, data)
+        assert response.status_code == 403, url
+        assert "Only Administrators can change alert rules and channels" in response.content.decode()
     assert list(AlertRule.objects.values_list("event", flat=True)) == [AlertEvent.RUN_FAILED]
     assert AlertChannel.objects.count() == 1
 
@@ -212,7 +214,7 @@ def test_a_failure_streak_rule_alerts_once_at_the_n_th_failure_and_not_for_short
     work_off()
     (alert,) = Alert.objects.all()
     assert (alert.rule, alert.run_id, alert.kind) == (streak_rule, runs[2].pk, AlertKind.ALERT)
-    assert alert.subject == f'[Patchworks] "Orders to ERP" failed 3 times in a row (run {runs[2].pk})'
+    assert alert.subject == f'"Orders to ERP" failed 3 times in a row (run {runs[2].pk})'
     assert "No further alert is sent for this flow until it succeeds again" in alert.text
     run_once(flow, httpserver, fail=False)
     work_off()
@@ -356,7 +358,7 @@ def test_the_alerts_page_lists_alerts_newest_first_with_delivery_status_per_chan
     channel = email_channel(company)
     now = timezone.now()
     for number in range(30):
-        alert = Alert.objects.create(company=company, event=AlertEvent.RUN_FAILED, subject=f"[Patchworks] alert {number:02}",
+        alert = Alert.objects.create(company=company, event=AlertEvent.RUN_FAILED, subject=f"Alert {number:02}",
                                      text="...", created_at=now - timedelta(minutes=30 - number))
         newest = number == 29
         Delivery.objects.create(alert=alert, channel=channel, channel_name="Operations", channel_kind="email",
@@ -364,20 +366,20 @@ def test_the_alerts_page_lists_alerts_newest_first_with_delivery_status_per_chan
                                 attempts=5 if newest else 1, last_error="refused")
     client = client_for(make_user(company, Role.READ_ONLY))
     first = client.get("/alerts/").content.decode()
-    subjects = re.findall(r"\[Patchworks\] alert (\d\d)", first)
+    subjects = re.findall(r"Alert (\d\d)", first)
     assert subjects == [f"{n:02}" for n in range(29, 4, -1)]
     assert "30 alerts, newest first" in first and "Page 1 of 2" in first
     assert re.search(r"Operations <span[^>]*>\(email\)</span>: <span class=\"badge text-bg-danger\"[^>]*>failed</span> "
                      r"<span[^>]*>5 attempts</span>", first)
     second = client.get("/alerts/?page=2").content.decode()
-    assert re.findall(r"\[Patchworks\] alert (\d\d)", second) == ["04", "03", "02", "01", "00"]
+    assert re.findall(r"Alert (\d\d)", second) == ["04", "03", "02", "01", "00"]
 
 
 def test_the_alert_page_shows_every_attempt_and_administrators_may_send_a_failed_one_again(
     client_for, make_user, company, empty_queue, mailoutbox
 ):
     channel = email_channel(company)
-    alert = Alert.objects.create(company=company, event=AlertEvent.RUN_FAILED, subject="[Patchworks] run 7 failed", text="Run 7 failed.")
+    alert = Alert.objects.create(company=company, event=AlertEvent.RUN_FAILED, subject="Run 7 failed", text="Run 7 failed.")
     delivery = Delivery.objects.create(alert=alert, channel=channel, channel_name="Operations", channel_kind="email",
                                        status=DeliveryStatus.FAILED, attempts=1, last_error="down")
     delivery.attempt_log.create(number=1, started_at=timezone.now(), duration_ms=12, error="The mail server could not be reached.")
@@ -393,7 +395,7 @@ def test_the_alert_page_shows_every_attempt_and_administrators_may_send_a_failed
     work_off()
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 2)
-    assert [m.subject for m in mailoutbox] == ["[Patchworks] run 7 failed"]
+    assert [m.subject for m in mailoutbox] == ["[Patchworks] Run 7 failed"]
 
 
 # --- no secret in any alert ----------------------------------------------------------------

@@ -236,6 +236,21 @@ def test_test_runs_never_alert_and_a_stopped_run_neither_fails_nor_recovers_a_fl
     assert len(mailoutbox) == 1
 
 
+def test_a_run_failed_by_the_reaper_after_its_last_worker_was_lost_alerts_too(company, flow, empty_queue, mailoutbox, settings):
+    rule(company, AlertEvent.RUN_FAILED, email_channel(company))
+    now = timezone.now()
+    run = FlowRun.objects.create(
+        company=company, flow=flow, trigger=RunTrigger.SCHEDULE, status=RunStatus.RUNNING, queued_at=now, reference_time=now,
+        started_at=now, lease_owner="lost-worker", lease_expires_at=now - timedelta(seconds=1),
+        attempt=settings.FLOW_RUN_MAX_ATTEMPTS,
+    )
+    assert queueing.reap_expired_leases(now) == 1
+    work_off()
+    (message,) = mailoutbox
+    assert message.subject == f'[Patchworks] "Orders to ERP" run {run.pk} failed'
+    assert "Worker lost on each of" in message.body
+
+
 def test_each_concluded_run_is_counted_once_however_often_its_task_runs(company, flow, httpserver, empty_queue):
     rule(company, AlertEvent.FAILURE_STREAK, email_channel(company), threshold=2)
     run = run_once(flow, httpserver, fail=True)
@@ -312,6 +327,7 @@ def test_an_alert_email_reaches_the_smtp_server_with_subject_recipients_and_the_
 ):
     rule(company, AlertEvent.RUN_FAILED, email_channel(company, recipients="ops@acme.example\nnight@acme.example"))
     run = run_once(flow, httpserver, fail=True)
+    assert smtp_server.received == [] and not Alert.objects.exists()  # the run only queued a task
     tasks = alert_tasks(work_off())
     delivery = Delivery.objects.get()
     assert tasks == [("run_concluded", (run.pk,)), ("deliver", (delivery.pk, 1))]

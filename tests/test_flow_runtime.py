@@ -383,6 +383,7 @@ def test_a_far_throttle_parks_the_run_and_it_resumes_from_its_checkpoint(company
     assert run.park_reason == "the rate limit of Shop - UK"
     assert timezone.now() < run.parked_until <= timezone.now() + timedelta(seconds=61)
     assert run.lease_owner == "" and run.parks == 1
+    assert 0 < run.parked_ms <= 61_000  # how long the park is to last: counted as waiting for limits (alerts)
     assert [s.status for s in run.shape_runs.all()] == [ShapeStatus.RUNNING, ShapeStatus.RUNNING]
     assert posted(httpserver) == []
     assert execution.execute(run.pk) is None  # too early: nothing happens
@@ -395,6 +396,7 @@ def test_a_far_throttle_parks_the_run_and_it_resumes_from_its_checkpoint(company
     assert [item["id"] for item in posted(httpserver)] == [1]  # sent once
     receive, send = run.shape_runs.all()
     assert (receive.pages, receive.items_out, send.items_in, send.items_out) == (1, 1, 1, 1)
+    assert run.limit_wait_ms() >= run.parked_ms > 0
 
 
 def test_a_run_that_would_park_more_than_its_most_fails_saying_why(company, instance, httpserver, settings):

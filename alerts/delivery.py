@@ -82,6 +82,11 @@ def send_webhook(delivery: Delivery) -> Result:
         allow_cross_origin_redirects=False,
     )
     status = exchange.response_status
+    if exchange.error.startswith("Blocked: the API redirected to"):
+        # The client words it for endpoints (their "follow redirects" setting); a webhook never follows one.
+        target = exchange.error.removeprefix("Blocked: the API redirected to ").split(",", 1)[0]
+        return Result(False, f"Blocked: the webhook redirected to {target}; alerts do not follow redirects to other sites.",
+                      status, retryable=False)
     if exchange.error:
         return Result(False, exchange.error, status, retryable=not exchange.error.startswith("Blocked"))
     if status is not None and 200 <= status < 300:

@@ -164,7 +164,7 @@ def test_a_webhook_redirecting_to_a_private_address_is_refused(company, flow, ht
     work_off()
     delivery = Delivery.objects.get()
     assert delivery.status == DeliveryStatus.FAILED
-    assert delivery.last_error.startswith("Blocked: the API redirected to http://10.0.0.7")
+    assert delivery.last_error == "Blocked: the webhook redirected to http://10.0.0.7:80; alerts do not follow redirects to other sites."
 
 
 def test_the_webhook_form_refuses_private_addresses_and_loopback_when_not_allowed(admin_client, settings):

@@ -88,7 +88,9 @@ def send_webhook(delivery: Delivery) -> Result:
         return Result(False, f"Blocked: the webhook redirected to {target}; alerts do not follow redirects to other sites.",
                       status, retryable=False)
     if exchange.error:
-        return Result(False, exchange.error, status, retryable=not exchange.error.startswith("Blocked"))
+        # A refused address is refused again; a host name that did not resolve may resolve later.
+        refused = exchange.error.startswith("Blocked") and "could not be resolved" not in exchange.error
+        return Result(False, exchange.error, status, retryable=not refused)
     if status is not None and 200 <= status < 300:
         return Result(True, status_code=status)
     return Result(False, f"The webhook answered {exchange.status_text()}.", status,

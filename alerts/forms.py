@@ -122,6 +122,9 @@ class AlertRuleForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        if not self.fields["channels"].queryset.exists():
+            # (No checkbox to show the field's own error beside.)
+            raise forms.ValidationError("Add an email channel or a webhook first: a rule sends to channels.")
         event, threshold = data.get("event"), data.get("threshold")
         if event in THRESHOLDS:
             label, low, high, _ = THRESHOLDS[event]

@@ -10,6 +10,9 @@ from urllib.parse import quote
 
 import pytest
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from werkzeug import Response
 
 from alerts.models import Alert, AlertChannel, AlertEvent, AlertKind, AlertRule, Delivery, DeliveryStatus
@@ -107,6 +110,13 @@ def test_a_rule_needs_a_channel_of_the_company_and_email_addresses_are_checked(a
     response = admin_client.post("/alerts/rules/", {"section": "email", "email-name": "Ops", "email-recipients": "ops@, b@x.io"})
     assert response.status_code == 422 and "&quot;ops@&quot; is not an email address." in response.content.decode()
     assert not AlertRule.objects.exists() and list(AlertChannel.objects.filter(company=company)) == [own]
+
+
+def test_a_rule_cannot_be_added_before_there_is_a_channel_and_the_page_says_so(admin_client):
+    response = admin_client.post("/alerts/rules/", {"section": "rule", "rule-event": AlertEvent.RUN_FAILED})
+    assert response.status_code == 422
+    assert "Add an email channel or a webhook first: a rule sends to channels." in response.content.decode()
+    assert not AlertRule.objects.exists()
 
 
 def test_a_rule_that_does_not_use_a_threshold_keeps_none(admin_client, company):
@@ -467,3 +477,28 @@ def test_a_failure_reason_that_somehow_held_a_secret_is_scrubbed_again_before_it
     for text in (message.body, message.subject, alert.text, json.dumps(alert.details)):
         assert API_TOKEN not in text and base64.b64encode(API_TOKEN.encode()).decode() not in text
     assert "Shape 1: the API said token=[redacted] / [redacted] / [redacted]" in message.body
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+HOSTILE = ["", " ", "\x00", "a\x00b", "²", "9" * 5000, "x" * 2000, "<script>alert(1)</script>", "http://[::1", "ftp://x.io",
+           "http://user:pw@hooks.example.com/", "http://169.254.169.254/latest", "a@b.c," * 30, "-1", "0", "1e3"]
+hostile = st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE))
+
+
+@hypothesis_settings(max_examples=30, deadline=None, database=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(section=st.sampled_from(["rule", "email", "webhook", "", "nonsense"]), name=hostile, target=hostile,
+       event=st.one_of(st.sampled_from(AlertEvent.values), hostile), threshold=hostile, channel=hostile)
+def test_hostile_input_to_the_alert_forms_never_breaks_the_page(admin_client, company, section, name, target, event,
+                                                                threshold, channel):
+    before = (AlertRule.objects.count(), AlertChannel.objects.count())
+    response = admin_client.post("/alerts/rules/", {
+        "section": section, "email-name": name, "email-recipients": target, "webhook-name": name, "webhook-url": target,
+        "rule-event": event, "rule-threshold": threshold, "rule-channels": [channel],
+    })
+    assert response.status_code in (200, 302, 422), response.status_code
+    if response.status_code == 422:
+        body = response.content.decode()
+        assert "invalid-feedback" in body or "alert-danger" in body
+        assert (AlertRule.objects.count(), AlertChannel.objects.count()) == before

@@ -11,4 +11,5 @@ urlpatterns = [
     path("rules/<int:pk>/", views.rule_edit, name="rule"),
     path("rules/<int:pk>/remove/", views.rule_delete, name="rule_delete"),
     path("channels/<int:pk>/remove/", views.channel_delete, name="channel_delete"),
+    path("channels/<int:pk>/new-secret/", views.channel_new_secret, name="channel_new_secret"),
 ]

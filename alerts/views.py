@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from alerts import delivery as deliveries
 from alerts.forms import THRESHOLDS, AlertRuleForm, EmailChannelForm, WebhookChannelForm
-from alerts.models import Alert, AlertChannel, AlertRule, Delivery, DeliveryAttempt
+from alerts.models import Alert, AlertChannel, AlertRule, ChannelKind, Delivery, DeliveryAttempt
 from patchworks_site.tenancy import company_of
 
 ALERTS_PAGE_SIZE = 25
@@ -45,17 +45,19 @@ def _delivery_for(request: HttpRequest, pk: int) -> Delivery:
     return get_object_or_404(Delivery.objects.for_company(company_of(request)), pk=pk)
 
 
-def rules(request: HttpRequest) -> HttpResponse:
-    """Channels and rules; each card is its own form and the POST's `section` says which was sent."""
+def rules(request: HttpRequest, new_secret: str | None = None) -> HttpResponse:
+    """Channels and rules; each card is its own form and the POST's `section` says which was sent.
+
+    `new_secret`: a webhook's signing secret just made (channel_new_secret), shown this once.
+    """
     company = company_of(request)
     forms = {
         "email": EmailChannelForm(company=company, prefix="email"),
         "webhook": WebhookChannelForm(company=company, prefix="webhook"),
         "rule": AlertRuleForm(company=company, prefix="rule"),
     }
-    new_secret = None
     sent = None
-    if request.method == "POST":
+    if request.method == "POST" and new_secret is None:
         _require_administrator(request)
         section = request.POST.get("section")
         form_class = {"email": EmailChannelForm, "webhook": WebhookChannelForm}.get(section, AlertRuleForm)
@@ -115,6 +117,19 @@ def channel_delete(request: HttpRequest, pk: int) -> HttpResponse:
     note = f" These rules have no channel left and send nothing: {', '.join(orphaned)}." if orphaned else ""
     messages.success(request, f'Channel "{channel.name}" removed.{note}')
     return redirect("alerts:rules")
+
+
+@require_POST
+def channel_new_secret(request: HttpRequest, pk: int) -> HttpResponse:
+    """A new signing secret for a webhook (the old one stops verifying at once), shown this once."""
+    channel = _channel_for(request, pk)
+    _require_administrator(request)
+    if channel.kind != ChannelKind.WEBHOOK:
+        return redirect("alerts:rules")
+    new_secret = channel.new_secret()
+    channel.save(update_fields=["secret_ciphertext"])
+    messages.success(request, f'Webhook "{channel.name}" has a new signing secret. Copy it now: it is not shown again.')
+    return rules(request, new_secret=new_secret)
 
 
 def alert_list(request: HttpRequest) -> HttpResponse:

@@ -469,6 +469,7 @@ ROUTES: dict[str, Fill] = {
     "alerts/rules/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_rule.pk})),
     "alerts/rules/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_rule.pk}), post_only=True),
     "alerts/channels/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_channel.pk}), post_only=True),
+    "alerts/channels/<int:pk>/new-secret/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_channel.pk}), post_only=True),
     # marketplace
     "marketplace/": Fill(COMPANY),
     "marketplace/updates/<int:connector_pk>/": Fill(OBJECT, _of(lambda w: {"connector_pk": w.prebuilt.pk})),

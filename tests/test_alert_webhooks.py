@@ -235,3 +235,25 @@ def test_a_pending_delivery_whose_task_was_lost_is_handed_to_the_queue_again(com
     assert alert_tasks(work_off()) == [("deliver", (delivery.pk, 2))]
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.DELIVERED, 2)
+
+
+def test_an_administrator_gives_a_webhook_a_new_secret_shown_once_and_the_old_one_stops_verifying(
+    client_for, make_user, company, other_company
+):
+    from alerts.delivery import sign
+
+    channel, old = webhook_channel(company, "https://hooks.example.com/x")
+    reader = client_for(make_user(company, Role.READ_ONLY))
+    assert reader.post(f"/alerts/channels/{channel.pk}/new-secret/").status_code == 403
+    outsider = client_for(make_user(other_company, Role.ADMINISTRATOR))
+    assert outsider.post(f"/alerts/channels/{channel.pk}/new-secret/").status_code == 404
+    channel.refresh_from_db()
+    assert channel.get_secret() == old
+
+    admin = client_for(make_user(company, Role.ADMINISTRATOR))
+    page = admin.post(f"/alerts/channels/{channel.pk}/new-secret/").content.decode()
+    channel.refresh_from_db()
+    new = channel.get_secret()
+    assert new != old and f'value="{new}"' in page and "has a new signing secret" in page
+    assert sign(old, "1700000000", b"{}") != sign(new, "1700000000", b"{}")
+    assert new not in admin.get("/alerts/rules/").content.decode()

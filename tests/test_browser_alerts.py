@@ -49,7 +49,7 @@ def test_an_administrator_sets_up_alerts_and_a_read_only_user_reads_them(a11y_pa
     page.locator("#id_webhook-name").fill("On-call pager")
     page.get_by_label("URL").fill("https://hooks.example.com/patchworks")
     page.get_by_role("button", name="add webhook").click()
-    secret = page.get_by_label("Secret").input_value()
+    secret = page.get_by_label("Secret", exact=True).input_value()
     assert secret == AlertChannel.objects.get(kind="webhook").get_secret()
     audit("alert rules, new webhook secret")
 

@@ -144,6 +144,11 @@ class AlertQuerySet(models.QuerySet):
     def for_company(self, company: Company) -> AlertQuerySet:
         return self.filter(company=company)
 
+    def delete_old(self, now=None) -> int:
+        """Delete alerts (with their deliveries and attempts) older than ALERT_RETENTION_DAYS; how many went."""
+        cutoff = (now or timezone.now()) - timedelta(days=settings.ALERT_RETENTION_DAYS)
+        return self.filter(created_at__lt=cutoff).delete()[1].get("alerts.Alert", 0)
+
 
 class Alert(models.Model):
     """One message: an alert, or the "recovered" that closes its streak. Its text holds no secret."""

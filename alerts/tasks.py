@@ -9,7 +9,7 @@ sent during a page request or inside a flow run.
 from __future__ import annotations
 
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.contrib.djhuey import db_periodic_task, db_task, lock_task
 
 from alerts import delivery, evaluation
 from alerts.delivery import deliver
@@ -36,4 +36,11 @@ def requeue_stale_deliveries() -> None:
     delivery.requeue_stale()
 
 
-__all__ = ["credentials_rechecked", "deliver", "requeue_stale_deliveries", "run_concluded"]
+@db_periodic_task(crontab(minute="23"))
+@lock_task("clean-up-alerts")
+def clean_up_alerts() -> None:
+    """Hourly: alerts older than ALERT_RETENTION_DAYS go, with their deliveries."""
+    Alert.objects.delete_old()
+
+
+__all__ = ["clean_up_alerts", "credentials_rechecked", "deliver", "requeue_stale_deliveries", "run_concluded"]

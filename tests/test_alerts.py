@@ -401,6 +401,19 @@ def test_the_alerts_page_lists_alerts_newest_first_with_delivery_status_per_chan
     assert re.findall(r"Alert (\d\d)", second) == ["04", "03", "02", "01", "00"]
 
 
+def test_alerts_older_than_the_retention_go_with_their_deliveries(company, settings):
+    settings.ALERT_RETENTION_DAYS = 30
+    channel = email_channel(company)
+    now = timezone.now()
+    for days in (31, 29):
+        alert = Alert.objects.create(company=company, event=AlertEvent.RUN_FAILED, subject=f"{days} days old", text="...",
+                                     created_at=now - timedelta(days=days))
+        Delivery.objects.create(alert=alert, channel=channel, channel_name="Operations", channel_kind="email")
+    assert Alert.objects.delete_old(now) == 1
+    assert list(Alert.objects.values_list("subject", flat=True)) == ["29 days old"]
+    assert Delivery.objects.count() == 1
+
+
 def test_the_alert_page_shows_every_attempt_and_administrators_may_send_a_failed_one_again(
     client_for, make_user, company, empty_queue, mailoutbox
 ):

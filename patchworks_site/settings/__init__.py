@@ -389,6 +389,8 @@ if not DASHBOARD_URL and DEBUG:
 # A delivery is tried this many times in all; the n-th retry waits ALERT_RETRY_DELAY_SECONDS * 2**(n-1).
 ALERT_DELIVERY_ATTEMPTS = int(os.environ.get("ALERT_DELIVERY_ATTEMPTS", "5"))
 ALERT_RETRY_DELAY_SECONDS = float(os.environ.get("ALERT_RETRY_DELAY_SECONDS", "30"))
+# Alerts (with their deliveries and attempts) older than this are deleted, hourly.
+ALERT_RETENTION_DAYS = int(os.environ.get("ALERT_RETENTION_DAYS", "90"))
 # The most one webhook POST may take in all (its socket deadline), well under OUTBOUND_TOTAL_TIMEOUT.
 ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("ALERT_WEBHOOK_TIMEOUT", "10"))
 

@@ -153,6 +153,7 @@ def base_env(database_url: str, tmp: Path) -> dict[str, str]:
         "CREDENTIAL_KEYS": os.environ.get("CREDENTIAL_KEYS") or bench.TEST_CREDENTIAL_KEYS,
         "CREDENTIAL_KEY_FILE": "/nonexistent/credential-keys",
         "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",  # no alert email leaves a benchmark
         "SECURE_SSL_REDIRECT": "0",
         "STATIC_ROOT": str(tmp / "static"),
         "OUTBOUND_ALLOW_LOOPBACK": "1",  # the Sandbox is on 127.0.0.1

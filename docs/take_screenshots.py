@@ -31,6 +31,24 @@ def main() -> None:
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/connectors/")
 
+        # Alert rules first, so the runs below alert: an email channel, a webhook, a rule.
+        page.goto("/alerts/rules/")
+        if not page.get_by_test_id("channel").count():
+            page.get_by_text("Add an email channel").click()
+            page.locator("#id_email-name").fill("Operations")
+            page.get_by_label("Email addresses").fill("ops@acme.example")
+            page.get_by_role("button", name="add email channel").click()
+            page.get_by_text("Add a webhook").click()
+            page.locator("#id_webhook-name").fill("On-call pager")
+            page.get_by_label("URL").fill("https://hooks.example.com/patchworks")
+            page.get_by_role("button", name="add webhook").click()
+        if not page.get_by_test_id("rule").count():
+            page.get_by_label("When").select_option("run_failed")
+            page.get_by_label("Operations (email)").check()
+            page.get_by_label("On-call pager (webhook)").check()
+            page.get_by_role("button", name="add rule").click()
+        page.screenshot(path=OUT / "alert-rules.png", full_page=True)
+
         # Check each Sandbox instance once so the page shows real statuses.
         for name in ("Sandbox - UK", "Sandbox - EU", "Sandbox - OAuth"):
             page.goto("/connectors/")
@@ -155,6 +173,12 @@ def main() -> None:
         page.screenshot(path=OUT / "connection-pools.png", full_page=True)
         page.goto("/audit/")
         page.screenshot(path=OUT / "audit-log.png", full_page=True)
+        # The alerts the failed runs above led to (sent by the worker beside the server), and one alert's deliveries.
+        page.goto("/alerts/")
+        page.screenshot(path=OUT / "alerts.png", full_page=True)
+        if page.get_by_test_id("alert").count():
+            page.get_by_test_id("alert").first.get_by_role("link").click()
+            page.screenshot(path=OUT / "alert-detail.png", full_page=True)
         browser.close()
     print(f"Screenshots written to {OUT}")
 

@@ -28,7 +28,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
-from flows import durability
+from flows import durability, signals
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape
@@ -616,7 +616,8 @@ class Execution:
                     pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner, stop_requested=False
                 ).update(
                     status=RunStatus.WAITING, parked_until=parked.until, park_reason=parked.reason[:300], activity="",
-                    parks=F("parks") + 1, lease_owner="", lease_expires_at=None,
+                    parks=F("parks") + 1,
+                    lease_owner="", lease_expires_at=None,
                     checkpoint=self.checkpoint_now(page_done=False), in_doubt=self.in_doubt, attempts=self.attempts,
                     shapes_fingerprint=self.fingerprint,
                 )
@@ -636,6 +637,7 @@ class Execution:
             if not updated:
                 transaction.set_rollback(True)
                 return False
+            signals.announce_concluded(self.run_obj.pk, outcome.status)
             if self.fail_running_shapes:
                 FlowRunShape.objects.filter(run_id=self.run_obj.pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models import Count, F, Min, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -299,6 +299,15 @@ class FlowRun(models.Model):
     def idempotency_origin(self) -> int:
         """The run whose idempotency keys this run's sends carry (a retry repeats its original's)."""
         return self.origin_run_id or self.pk
+
+    def limit_wait_ms(self) -> int:
+        """How long the run waited for rate limits and connection pools: its shapes' waits, parks included.
+
+        A park for a rate limit counts as time waited by the shape that parked once it resumes
+        (flows.shapes.connection.Connection.resume).
+        """
+        shapes = self.shape_runs.aggregate(waited=Sum(F("rate_limit_wait_ms") + F("pool_wait_ms")))["waited"] or 0
+        return int(shapes)
 
     @property
     def resumed_from_page(self) -> int | None:

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from flows import execution
+from flows import execution, signals
 from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeStatus
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ def request_stop(run: FlowRun) -> str | None:
             FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
                 status=ShapeStatus.STOPPED, finished_at=now
             )
+            signals.announce_concluded(run.pk, RunStatus.STOPPED)
             return "stopped"
     if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(stop_requested=True):
         return "stopping"
@@ -231,6 +232,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
             if lost_run.update(status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None,
                                attempts=attempts):
                 failed += 1
+                signals.announce_concluded(pk, RunStatus.FAILED)
                 FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now
                 )
@@ -266,6 +268,7 @@ def reap_overdue(now: datetime | None = None) -> int:
                 FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.STOPPED, finished_at=now
                 )
+                signals.announce_concluded(run.pk, RunStatus.FAILED)
         reaped += failed
     if reaped:
         logger.warning("%d flow run(s) failed: past their maximum run duration.", reaped)

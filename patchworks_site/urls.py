@@ -13,6 +13,7 @@ urlpatterns = [
     path("instances/", include("instances.urls")),
     path("flows/", include("flows.urls")),
     path("marketplace/", include("marketplace.urls")),
+    path("alerts/", include("alerts.urls")),
     path("audit/", views.audit_log, name="audit_log"),
     path("settings/company/", views.company_settings, name="company_settings"),
     path("sandbox/", include("sandbox.urls")),

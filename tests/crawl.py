@@ -29,9 +29,20 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
 from django.utils import timezone
 
+from alerts.models import Alert, AlertChannel, AlertEvent, AlertRule, ChannelKind, Delivery, DeliveryStatus
 from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
-from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeStatus
+from flows.models import (
+    FlowRun,
+    FlowRunShape,
+    FlowSchedule,
+    PeriodicJobRun,
+    ProcessFlow,
+    RunStatus,
+    RunTrigger,
+    Shape,
+    ShapeStatus,
+)
 from flows.schedules import create_schedule
 from instances.models import ConnectionPool, CredentialCheck, Instance
 from marketplace import catalog
@@ -125,8 +136,13 @@ class World:
     listing: Listing
     run: FlowRun
     schedule: FlowSchedule
+    alert_channel: AlertChannel
+    alert_rule: AlertRule
+    alert: Alert
+    delivery: Delivery
     group: Group | None = None
     test_run: FlowRun | None = None  # a test step of `shape`, with its sample
+    periodic_job_run: PeriodicJobRun | None = None  # not a company's: the admin shows them to superusers
 
     def admin_objects(self) -> dict[str, object]:
         """The object of each admin-registered model ("app_label.model_name")."""
@@ -138,6 +154,7 @@ class World:
             "flows.processflow": self.flow,
             "flows.flowrun": self.run,
             "flows.flowschedule": self.schedule,
+            "flows.periodicjobrun": self.periodic_job_run,
             "instances.instance": self.instance,
             "instances.connectionpool": self.pool,
             "instances.credentialcheck": self.check,
@@ -316,6 +333,18 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
         run=test_run, position=0, shape=shape, shape_name=f"{marker} tested shape", status=ShapeStatus.SUCCESS,
         started_at=now, finished_at=now, items_out=1, payload_sample={"in": [], "out": [{"item": f"{marker} test record"}]},
     )
+    alert_channel = AlertChannel(company=company, kind=ChannelKind.WEBHOOK, name=f"{marker} webhook",
+                                 url=f"https://{marker.lower()}-hooks.example.com/alerts")
+    alert_channel.new_secret()
+    alert_channel.save()
+    alert_rule = AlertRule.objects.create(company=company, event=AlertEvent.FAILURE_STREAK, threshold=3)
+    alert_rule.channels.add(alert_channel)
+    alert = Alert.objects.create(company=company, rule=alert_rule, event=AlertEvent.FAILURE_STREAK, flow=flow, run=run,
+                                 subject=f"{marker} alert subject", text=f"{marker} alert text")
+    delivery = Delivery.objects.create(alert=alert, channel=alert_channel, channel_name=alert_channel.name,
+                                       channel_kind=ChannelKind.WEBHOOK, status=DeliveryStatus.FAILED, attempts=1,
+                                       last_error=f"{marker} delivery error")
+    delivery.attempt_log.create(number=1, started_at=now, status_code=500, error=f"{marker} attempt error")
     installation = prebuilt.installation
     audit_entry = AuditEntry.objects.filter(company=company).order_by("id").first()
     assert audit_entry is not None, "the audit log records what was just created"
@@ -324,6 +353,8 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
         marker=marker, company=company, users=users, connector=connector, prebuilt=prebuilt, instance=instance,
         check=check, pool=pool, flow=flow, shape=shape, installation=installation, change=change,
         audit_entry=audit_entry, listing=listing, group=group, run=run, schedule=schedule, test_run=test_run,
+        alert_channel=alert_channel, alert_rule=alert_rule, alert=alert, delivery=delivery,
+        periodic_job_run=PeriodicJobRun.objects.create(job=f"{marker} job", period_start=now, worker=f"{marker}-host:1"),
     )
 
 
@@ -464,6 +495,15 @@ ROUTES: dict[str, Fill] = {
     "flows/runs/<int:run_pk>/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),
     "flows/runs/<int:run_pk>/stop/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
     "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),  # GET: the confirmation page
+    # alerts
+    "alerts/": Fill(COMPANY),
+    "alerts/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.alert.pk})),
+    "alerts/deliveries/<int:pk>/send-again/": Fill(OBJECT, _of(lambda w: {"pk": w.delivery.pk}), post_only=True),
+    "alerts/rules/": Fill(COMPANY),
+    "alerts/rules/<int:pk>/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_rule.pk})),
+    "alerts/rules/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_rule.pk}), post_only=True),
+    "alerts/channels/<int:pk>/remove/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_channel.pk}), post_only=True),
+    "alerts/channels/<int:pk>/new-secret/": Fill(OBJECT, _of(lambda w: {"pk": w.alert_channel.pk}), post_only=True),
     # marketplace
     "marketplace/": Fill(COMPANY),
     "marketplace/updates/<int:connector_pk>/": Fill(OBJECT, _of(lambda w: {"connector_pk": w.prebuilt.pk})),
@@ -519,6 +559,7 @@ ADMIN_MODELS = [
     "flows.processflow",
     "flows.flowrun",
     "flows.flowschedule",
+    "flows.periodicjobrun",
     "marketplace.listing",
     "marketplace.listingversion",
     "marketplace.installation",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from alerts.models import AlertRule
 from connectors.models import Connector
 from flows.models import ProcessFlow, Shape
 from instances.models import ConnectionPool, CredentialCheck, Instance
@@ -180,6 +181,14 @@ def test_forms_refuse_another_companys_ids_in_posted_data(worlds):
     )
     assert response.status_code in (200, 422)
     assert not Shape.objects.filter(flow=own.flow, instance=other.instance).exists()
+
+    response = client.post("/alerts/rules/", {**token, "section": "rule", "rule-event": "run_failed",
+                                              "rule-channels": [other.alert_channel.pk]})
+    assert response.status_code == 422
+    assert not AlertRule.objects.filter(company=own.company, event="run_failed").exists()
+    response = client.post(f"/alerts/rules/{own.alert_rule.pk}/", {**token, "event": "run_failed",
+                                                                  "channels": [other.alert_channel.pk]})
+    assert response.status_code == 422 and list(own.alert_rule.channels.all()) == [own.alert_channel]
 
     response = client.post("/instances/pools/new/", {**token, "name": "Mixed pool", "limit": "2", "timeout_seconds": "30",
                                                      "connectors": [other.connector.pk]})

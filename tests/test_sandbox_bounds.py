@@ -52,7 +52,8 @@ def _setting_in_a_fresh_process(name: str, **env: str) -> str:
     code = f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
     result = subprocess.run([sys.executable, "-c", code], env={
         **clean, "DJANGO_SETTINGS_MODULE": "patchworks_site.settings", "SECRET_KEY": GOOD_SECRET_KEY,
-        "CREDENTIAL_KEYS": KEY, "ALLOWED_HOSTS": "patchworks.example.com", **env,
+        "CREDENTIAL_KEYS": KEY, "ALLOWED_HOSTS": "patchworks.example.com",
+        "EMAIL_HOST": "smtp.example.com", "DEFAULT_FROM_EMAIL": "alerts@example.com", **env,
     }, capture_output=True, text=True, cwd=django_settings.BASE_DIR, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()

@@ -27,6 +27,8 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "patchworks.example.com",
     "DATABASE_URL": "postgres://patchworks:db-password-1@db.internal:5432/patchworks",
     "REDIS_URL": "redis://:redis-password-1@redis.internal:6379/0",
+    "EMAIL_HOST": "smtp.internal",
+    "DEFAULT_FROM_EMAIL": "Patchworks <alerts@patchworks.example.com>",
 }
 PREFIX = "serve-prod: refusing to start: "
 

@@ -9,11 +9,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "prod-1:" + base64.b64encode(b"p" * 32).decode()
 GOOD_SECRET_KEY = "a-long-random-production-secret-key-" + "q8Zr!x2@Lm#4Vb$7Nc%1Kd^6Jf&9Hg*3"
+MAIL = {"EMAIL_HOST": "smtp.example.com", "DEFAULT_FROM_EMAIL": "alerts@example.com"}
 
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     unset = {"DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    clean = {k: v for k, v in os.environ.items() if k not in unset}
+    clean = {k: v for k, v in os.environ.items() if k not in unset and not k.startswith("EMAIL_")}
+    clean.update(MAIL)
     clean.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
@@ -48,3 +50,23 @@ def test_production_settings_pass_the_deployment_checklist():
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_mail_server_for_alert_emails():
+    result = run_manage("check", SECRET_KEY=GOOD_SECRET_KEY, CREDENTIAL_KEYS=KEY, EMAIL_HOST="")
+    assert result.returncode != 0
+    assert "EMAIL_HOST must be set when DEBUG is off: alert emails are sent through it" in result.stderr
+
+
+def test_production_refuses_a_mail_server_without_a_sender_address():
+    result = run_manage("check", SECRET_KEY=GOOD_SECRET_KEY, CREDENTIAL_KEYS=KEY, DEFAULT_FROM_EMAIL="")
+    assert result.returncode != 0
+    assert "DEFAULT_FROM_EMAIL must be set when DEBUG is off" in result.stderr
+
+
+def test_production_may_choose_to_send_no_email_by_naming_a_backend():
+    result = run_manage(
+        "check", SECRET_KEY=GOOD_SECRET_KEY, CREDENTIAL_KEYS=KEY, EMAIL_HOST="", DEFAULT_FROM_EMAIL="",
+        EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend",
+    )
+    assert result.returncode == 0, result.stderr

@@ -7,10 +7,13 @@ request cannot be built. Inside: `auth` (every token flow), `sending` and
 `transport` (one HTTP exchange on pinned connections through the SSRF guard
 `ssrf`, within a deadline on the socket), `limits` (the rate limit and pool
 store) and `retry` (the one retry policy, which a flow's connection shape
-uses for its own retries too).
+uses for its own retries too). `send_request` is one request that belongs to
+no instance (an alert webhook): the same SSRF guard, deadline and redirect
+checks, no credentials, no rate limit.
 """
 
 from instances.outbound.client import InstanceClient
 from instances.outbound.exchange import CheckResult, ClientError, Exchange, clean_text
+from instances.outbound.sending import send as send_request
 
-__all__ = ["CheckResult", "ClientError", "Exchange", "InstanceClient", "clean_text"]
+__all__ = ["CheckResult", "ClientError", "Exchange", "InstanceClient", "clean_text", "send_request"]

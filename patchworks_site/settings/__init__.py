@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "instances",
     "flows",
     "marketplace",
+    "alerts",
     "sandbox",
 ]
 
@@ -339,6 +340,60 @@ SANDBOX_REDIRECT_URIS = [u.strip() for u in os.environ.get("SANDBOX_REDIRECT_URI
 OAUTH_REDIRECT_URI = os.environ.get("OAUTH_REDIRECT_URI", "")
 # The longest lifetime an OAuth 2 token answer's expires_in is taken for (longer values are cut to it).
 OAUTH_MAX_TOKEN_LIFETIME = int(os.environ.get("OAUTH_MAX_TOKEN_LIFETIME", str(365 * 24 * 3600)))
+
+# --- Alerts and email ----------------------------------------------------
+# Alert emails go through Django's email framework (its MAILERS setting, built
+# here from the environment). Development prints them on the console (the
+# `make run` worker's output); production sends them through the SMTP server
+# EMAIL_HOST and refuses to start without one, unless EMAIL_BACKEND names
+# another backend explicitly (the dummy backend sends none).
+_email_backend = os.environ.get("EMAIL_BACKEND", "")
+_email_host = os.environ.get("EMAIL_HOST", "")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "")
+if _email_host and not _email_backend:
+    _use_tls, _use_ssl = env_bool("EMAIL_USE_TLS"), env_bool("EMAIL_USE_SSL")
+    if _use_tls and _use_ssl:
+        raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS) and EMAIL_USE_SSL (implicit TLS) cannot both be on.")
+    if os.environ.get("EMAIL_HOST_USER") and not os.environ.get("EMAIL_HOST_PASSWORD") and not DEBUG:
+        raise ImproperlyConfigured("EMAIL_HOST_PASSWORD must be set with EMAIL_HOST_USER.")
+    if not DEFAULT_FROM_EMAIL and not DEBUG:
+        raise ImproperlyConfigured("DEFAULT_FROM_EMAIL must be set when DEBUG is off: the sender of alert emails.")
+    MAILERS = {"default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": _email_host,
+            "port": int(os.environ["EMAIL_PORT"]) if os.environ.get("EMAIL_PORT") else None,
+            "username": os.environ.get("EMAIL_HOST_USER", ""),
+            "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+            "use_tls": _use_tls,
+            "use_ssl": _use_ssl,
+            # Seconds one SMTP connection may block (connect, each command): a stuck mail server never holds a worker.
+            "timeout": float(os.environ.get("EMAIL_TIMEOUT", "10")),
+        },
+    }}
+elif _email_backend:
+    MAILERS = {"default": {"BACKEND": _email_backend}}
+elif DEBUG:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    raise ImproperlyConfigured(
+        "EMAIL_HOST must be set when DEBUG is off: alert emails are sent through it (with EMAIL_PORT, "
+        "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS or EMAIL_USE_SSL, and DEFAULT_FROM_EMAIL). "
+        "To send no email, set EMAIL_BACKEND=django.core.mail.backends.dummy.EmailBackend."
+    )
+DEFAULT_FROM_EMAIL = DEFAULT_FROM_EMAIL or "Patchworks alerts <alerts@localhost>"
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The dashboard's address, for the links in alerts ("https://patchworks.example.com"); empty: the links are paths.
+DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "")
+if not DASHBOARD_URL and DEBUG:
+    DASHBOARD_URL = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+# A delivery is tried this many times in all; the n-th retry waits ALERT_RETRY_DELAY_SECONDS * 2**(n-1).
+ALERT_DELIVERY_ATTEMPTS = int(os.environ.get("ALERT_DELIVERY_ATTEMPTS", "5"))
+ALERT_RETRY_DELAY_SECONDS = float(os.environ.get("ALERT_RETRY_DELAY_SECONDS", "30"))
+# Alerts (with their deliveries and attempts) older than this are deleted, hourly.
+ALERT_RETENTION_DAYS = int(os.environ.get("ALERT_RETENTION_DAYS", "90"))
+# The most one webhook POST may take in all (its socket deadline), well under OUTBOUND_TOTAL_TIMEOUT.
+ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("ALERT_WEBHOOK_TIMEOUT", "10"))
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)

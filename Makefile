@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The first Python >= 3.12 found (pyenv's included).
 PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
-# Every process of `make run` (dashboard and worker) counts into this directory, emptied at each start,
+# Every process of `make run` (dashboard and worker) counts into this directory, emptied of its files at each start,
 # so /metrics reports them all (see patchworks_site/metrics.py).
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.prometheus-multiproc
 DEV_ENV := DEBUG=1 PORT=$(PORT)
@@ -37,7 +37,7 @@ run: setup
 	@echo "  Log in as demo / demo (Administrator of Acme Retail)."
 	@echo ""
 	@# One huey worker beside runserver (queue: huey.sqlite3 beside the database), stopped with it.
-	@rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	@mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)" && rm -f "$(PROMETHEUS_MULTIPROC_DIR)"/*.db
 	@export PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)"; \
 	$(DEV_ENV) $(BIN)/python manage.py run_huey & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \

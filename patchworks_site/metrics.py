@@ -89,9 +89,12 @@ RUN_RECORDS = Histogram(
 )
 ALERTS = Counter("patchworks_alerts", "Alert deliveries, by result", ["result"])
 
-for _counter, _values in ((OUTBOUND_REQUESTS, STATUS_CLASSES), (CREDENTIAL_CHECKS, CHECK_RESULTS), (ALERTS, ALERT_RESULTS)):
+# Every series is there (at 0) from the start, so rate() sees its first increase; the outbound
+# ones are kept at hand (labels() takes a lock and builds a key on each call).
+_OUTBOUND_BY_CLASS = {status: OUTBOUND_REQUESTS.labels(status) for status in STATUS_CLASSES}
+for _counter, _values in ((CREDENTIAL_CHECKS, CHECK_RESULTS), (ALERTS, ALERT_RESULTS)):
     for _value in _values:
-        _counter.labels(_value)  # every series is there (at 0) from the start, so rate() sees its first increase
+        _counter.labels(_value)
 
 
 # --- counting ------------------------------------------------------------------------
@@ -109,7 +112,7 @@ def status_class(status: int | None, error: str = "") -> str:
 
 
 def count_outbound(status: int | None, error: str = "") -> None:
-    OUTBOUND_REQUESTS.labels(status_class(status, error)).inc()
+    _OUTBOUND_BY_CLASS[status_class(status, error)].inc()
 
 
 def observe_waits(rate_ms: int, pool_ms: int) -> None:
@@ -193,10 +196,20 @@ def exposition() -> bytes:
     return generate_latest(scrape_registry())
 
 
+# The system health page's order: the queue and runs, then what requests did; others' figures after these.
+SHOWN_FIRST = (
+    "patchworks_queue_pending_tasks", "patchworks_queue_scheduled_tasks", "patchworks_flow_runs",
+    "patchworks_flow_run_duration_seconds", "patchworks_flow_run_records", "patchworks_outbound_requests",
+    "patchworks_outbound_rate_limit_wait_seconds", "patchworks_outbound_pool_wait_seconds",
+    "patchworks_pool_slots_in_use", "patchworks_credential_checks", "patchworks_alerts",
+)
+
+
 def families() -> list[Metric]:
-    """The project's metric families (not the process's own), by name."""
+    """The project's metric families (not the process's own), in the order of SHOWN_FIRST."""
     found = [family for family in scrape_registry().collect() if family.name.startswith(PREFIX)]
-    return sorted(found, key=lambda family: family.name)
+    order = {name: position for position, name in enumerate(SHOWN_FIRST)}
+    return sorted(found, key=lambda family: (order.get(family.name, len(order)), family.name))
 
 
 # --- for people: the admin's system health page ------------------------------------------
@@ -228,12 +241,14 @@ def tables() -> list[Table]:
             sums = {key(s): s.value for s in family.samples if s.name == family.name + "_sum"}
             rows = [
                 [*k, _figure(count), _figure(sums.get(k, 0)), _figure(sums.get(k, 0) / count) if count else "–"]
-                for k, count in sorted(counts.items())
+                for k, count in counts.items()
             ]
-            columns = [*labels, "observed", "total", "mean"]
+            unit = " (s)" if family.name.endswith("_seconds") else ""
+            columns = [*labels, "observed", f"total{unit}", f"mean{unit}"]
         else:
+            # Rows keep the order of the fixed label sets (the order their series were made in).
             values = {key(s): s.value for s in family.samples if s.name in (family.name, family.name + "_total")}
-            rows = [[*k, _figure(value)] for k, value in sorted(values.items())]
+            rows = [[*k, _figure(value)] for k, value in values.items()]
             columns = [*labels, "value"]
         found.append(Table(family.name, family.documentation, columns, rows))
     return found

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from django.test import Client
 from huey.contrib.djhuey import HUEY
+from huey.storage import RedisStorage, SqliteStorage
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug import Request, Response
 
@@ -27,7 +31,7 @@ from patchworks_site import metrics
 from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, json_response, receive_then_send_flow, shop_connector
 from tests.processes import stop_all
-from tests.test_engine_workers import Workers, wait_until
+from tests.test_engine_workers import REDIS_URL, Workers, wait_until
 
 TOKEN = "scrape-token-for-tests-7d1c"
 ORDERS = [{"id": 1}, {"id": 2}, {"id": 3}]
@@ -185,18 +189,35 @@ def test_runs_by_status_are_the_database_s_counts(scrape, company, pooled):
     }
 
 
-def test_the_queue_depth_counts_tasks_waiting_for_a_worker_and_tasks_held_for_later(scrape, company, pooled):
+@pytest.fixture(params=["sqlite", "redis"])
+def queue(request, tmp_path) -> Iterator[str]:
+    """The task queue on a SQLite file or on Redis, for this test only."""
+    name = f"pw-test-{uuid.uuid4().hex}"
+    if request.param == "redis":
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        except redis.exceptions.ConnectionError:
+            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+        storage = RedisStorage(name=name, url=REDIS_URL)
+    else:
+        storage = SqliteStorage(name=name, filename=str(tmp_path / "huey.sqlite3"))
+    original, HUEY.storage = HUEY.storage, storage
+    yield request.param
+    storage.flush_all()
+    HUEY.storage = original
+
+
+def test_the_queue_depth_counts_tasks_waiting_for_a_worker_and_tasks_held_for_later(scrape, queue, company, pooled):
     run = queueing.queue_run(receive_then_send_flow(company, pooled), RunTrigger.MANUAL)
-    before = scrape()
-    try:
-        execution.execute_run(run.pk)  # no worker runs in this test: the task stays in the queue
-        HUEY.add_schedule(execution.execute_run.s(run.pk, delay=3600))  # as a worker holds a parked run's task
-        after = scrape()
-    finally:
-        HUEY.storage.flush_queue()
-        HUEY.storage.flush_schedule()
-    assert after.value("patchworks_queue_pending_tasks") == before.value("patchworks_queue_pending_tasks") + 1
-    assert after.value("patchworks_queue_scheduled_tasks") == before.value("patchworks_queue_scheduled_tasks") + 1
+    empty = scrape()
+
+    execution.execute_run(run.pk)  # no worker runs in this test: the task stays in the queue
+    execution.execute_run(run.pk)
+    HUEY.add_schedule(execution.execute_run.s(run.pk, delay=3600))  # as a worker holds a parked run's task
+
+    queued = scrape()
+    assert (empty.value("patchworks_queue_pending_tasks"), empty.value("patchworks_queue_scheduled_tasks")) == (0, 0)
+    assert (queued.value("patchworks_queue_pending_tasks"), queued.value("patchworks_queue_scheduled_tasks")) == (2, 1)
 
 
 def test_a_concluded_run_adds_its_duration_and_its_records_by_outcome(scrape, company, pooled, httpserver):
@@ -297,9 +318,9 @@ def test_staff_see_the_figures_as_tables_on_the_admin_s_system_health_page(clien
     runs = next(t for t in page.context["tables"] if t.name == "patchworks_flow_runs")
     assert runs.columns == ["status", "value"] and ["failed", "1"] in runs.rows and ["success", "0"] in runs.rows
     requests = next(t for t in page.context["tables"] if t.name == "patchworks_outbound_requests")
-    assert [row[0] for row in requests.rows] == sorted(["2xx", "3xx", "4xx", "5xx", "429", "error"])
+    assert [row[0] for row in requests.rows] == ["2xx", "3xx", "4xx", "5xx", "429", "error"]
     waits = next(t for t in page.context["tables"] if t.name == "patchworks_outbound_pool_wait_seconds")
-    assert waits.columns == ["observed", "total", "mean"]
+    assert waits.columns == ["observed", "total (s)", "mean (s)"]
     assert "Flow runs in the database, by status" in html and "<td>failed</td>" in html
 
 
@@ -353,3 +374,31 @@ def test_a_worker_process_s_requests_and_run_show_in_the_web_process_s_scrape(
     assert stopped.value("patchworks_outbound_requests_total", status="2xx") == 4
     assert not list(Path(shared).glob(f"gauge_livesum_{worker.pid}.db"))
     assert list(Path(shared).glob(f"counter_{worker.pid}.db"))
+
+
+def test_gunicorn_drops_a_lost_worker_s_live_gauges_and_keeps_its_counts(tmp_path, monkeypatch):
+    import runpy
+    from types import SimpleNamespace
+
+    from django.conf import settings as django_settings
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("gauge_livesum_4242.db", "counter_4242.db", "gauge_livesum_4343.db"):
+        (tmp_path / name).write_bytes(b"")
+    hooks = runpy.run_path(str(django_settings.BASE_DIR / "gunicorn.conf.py"))
+
+    hooks["child_exit"](None, SimpleNamespace(pid=4242))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db", "gauge_livesum_4343.db"]
+
+
+def test_the_settings_make_the_multiprocess_directory(tmp_path, monkeypatch):
+    import runpy
+
+    from django.conf import settings as django_settings
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics" / "host-1"))
+    loaded = runpy.run_path(str(django_settings.BASE_DIR / "patchworks_site" / "settings" / "__init__.py"))
+
+    assert loaded["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics" / "host-1")
+    assert (tmp_path / "metrics" / "host-1").is_dir()

@@ -356,7 +356,9 @@ def test_a_worker_process_s_requests_and_run_show_in_the_web_process_s_scrape(
         worker = workers.start(threads=1)
         wait_until(lambda: FlowRun.objects.filter(pk=run.pk, status=RunStatus.SUCCESS).exists(), timeout=120,
                    what=f"the run; worker logs:\n{workers.logs()}")
-        busy = scrape()
+        # The worker observes the run's end just after committing it: the scrape may be a moment behind the row.
+        busy = wait_until(lambda: (s := scrape()).value("patchworks_flow_run_duration_seconds_count") and s,
+                          timeout=30, what="the run's end in the scrape")
         stop_all([worker], timeout=30)
         stopped = scrape()
     finally:

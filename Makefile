@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # The first Python >= 3.12 found (pyenv's included).
 PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
+# Every process of `make run` (dashboard and worker) counts into this directory, emptied of its files at each start,
+# so /metrics reports them all (see patchworks_site/metrics.py).
+PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/.prometheus-multiproc
 DEV_ENV := DEBUG=1 PORT=$(PORT)
 
 .PHONY: run serve-prod test lint install setup benchmark clean
@@ -35,7 +38,9 @@ run: setup
 	@echo "  Log in as demo / demo (Administrator of Acme Retail)."
 	@echo ""
 	@# One huey worker beside runserver (queue: huey.sqlite3 beside the database), stopped with it.
-	@$(DEV_ENV) $(BIN)/python manage.py run_huey & worker=$$!; \
+	@mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)" && rm -f "$(PROMETHEUS_MULTIPROC_DIR)"/*.db
+	@export PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)"; \
+	$(DEV_ENV) $(BIN)/python manage.py run_huey & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
@@ -53,4 +58,4 @@ benchmark: install
 	$(BIN)/python -m benchmarks.manage_connectors
 
 clean:
-	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache
+	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache .prometheus-multiproc

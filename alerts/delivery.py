@@ -35,6 +35,7 @@ from alerts import messages
 from alerts.models import ChannelKind, Delivery, DeliveryAttempt, DeliveryStatus
 from instances.crypto import CredentialDecryptError
 from instances.outbound import send_request
+from patchworks_site import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ def record(delivery: Delivery, number: int, started_at, duration_ms: int, result
         else:
             fields = {"status": DeliveryStatus.FAILED, "next_attempt_at": None, "last_error": result.error[:500]}
         Delivery.objects.filter(pk=delivery.pk, attempts=number).update(**fields)
+    if "status" in fields:  # delivered, or failed for good (an attempt to be retried is neither yet)
+        metrics.count_alert("delivered" if result.ok else "failed")
     for name, value in fields.items():
         setattr(delivery, name, value)
 

@@ -29,6 +29,7 @@ from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
 from flows import durability, signals
+from flows import metrics as flow_metrics
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape
@@ -595,7 +596,7 @@ class Execution:
         """
         for attempt in range(3):
             try:
-                return self._conclude(outcome)
+                concluded = self._conclude(outcome)
             except DataError:
                 logger.warning("Flow run %s: the database refused its shapes' data.", self.run_obj.pk, exc_info=True)
                 for stage in self.stages:
@@ -605,6 +606,10 @@ class Execution:
                     self.fail_running_shapes = True
                     outcome.status = RunStatus.FAILED
                     outcome.reason = outcome.reason or f"The run: {named_failure(DataError(COUNTERS_REFUSED))}"
+                continue
+            if concluded and outcome.parked is None:
+                flow_metrics.observe_end(self.run_obj, outcome.status, self.stages, timezone.now())
+            return concluded
         return False
 
     def _conclude(self, outcome: Outcome) -> bool:

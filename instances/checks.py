@@ -6,6 +6,7 @@ from connectors.models import AuthMethod, Connector
 from instances.models import CredentialCheck, Instance
 from instances.outbound import CheckResult, InstanceClient
 from instances.status import note_status_change, status_text
+from patchworks_site import metrics
 
 
 def check_and_record(
@@ -28,6 +29,7 @@ def check_and_record(
         approved_destinations=approved_destinations,
     )
     result = client.check_credentials()
+    metrics.count_check("ok" if result.ok else "error" if result.exchange.error else "failed")
     record = client.record_of(result.exchange, result.message)
     # What the user is shown is what was stored: redacted (client.check_credentials
     # already redacts; this also covers tokens obtained during the check).

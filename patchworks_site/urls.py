@@ -17,7 +17,9 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit_log"),
     path("settings/company/", views.company_settings, name="company_settings"),
     path("sandbox/", include("sandbox.urls")),
+    path("admin/system-health/", admin.site.admin_view(views.system_health), name="system_health"),
     path("admin/", admin.site.urls),
+    path("metrics", views.metrics_endpoint, name="metrics"),
 ]
 
 handler403 = "patchworks_site.views.permission_denied"

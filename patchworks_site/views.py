@@ -1,10 +1,16 @@
-from django.contrib import messages
+import hmac
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
-from patchworks_site import audit, params
+from patchworks_site import audit, metrics, params
 from patchworks_site.forms import RetentionForm, RunDurationForm
 from patchworks_site.models import AuditAction, AuditEntry, Company
 from patchworks_site.tenancy import company_of, require
@@ -69,3 +75,26 @@ def company_settings(request: HttpRequest) -> HttpResponse:
             form = sent
     context = {"form": form, "duration_form": duration_form}
     return render(request, "company_settings.html", context, status=422 if form.errors or duration_form.errors else 200)
+
+
+@login_not_required
+@require_GET
+@never_cache
+def metrics_endpoint(request: HttpRequest) -> HttpResponse:
+    """Prometheus's scrape: `Authorization: Bearer <METRICS_TOKEN>`; no token configured, no endpoint (404)."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        raise Http404
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = HttpResponse("A valid bearer token is needed.", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
+
+
+@login_not_required  # admin_view sends whoever is not staff to the admin's login
+def system_health(request: HttpRequest) -> HttpResponse:
+    """The figures of /metrics as tables, in the Django admin (staff only: see urls.py)."""
+    context = {**admin.site.each_context(request), "title": "System health", "tables": metrics.tables()}
+    return render(request, "admin/system_health.html", context)

@@ -522,8 +522,11 @@ ROUTES: dict[str, Fill] = {
     # the page showing what the Sandbox received: shared by every company (the Sandbox belongs to none)
     "sandbox/received-orders/": Fill(GLOBAL),
     "sandbox/account/rotate/": Fill(COMPANY, post_only=True),
+    # Prometheus's scrape: a bearer token (no token configured in the crawl: 404)
+    "metrics": Fill(PUBLIC),
     # the Django admin's own pages
     "admin/": Fill(ADMIN),
+    "admin/system-health/": Fill(ADMIN),
     "admin/login/": Fill(PUBLIC),
     "admin/logout/": Fill(ADMIN, post_only=True, logs_out=True),
     "admin/password_change/": Fill(ADMIN),

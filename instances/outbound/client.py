@@ -31,6 +31,7 @@ from instances.outbound.exchange import (
     fill_placeholders,
 )
 from instances.outbound.sending import MAX_BODY_BYTES, MAX_REDIRECTS
+from patchworks_site import metrics
 
 __all__ = ["MAX_BODY_BYTES", "MAX_REDIRECTS", "RECORDED_BODY_CHARS", "InstanceClient"]
 
@@ -371,6 +372,7 @@ class InstanceClient:
             )
         exchange.rate_limit_note = " ".join(notes)[:300]
         exchange.rate_limit_wait_ms, exchange.pool_wait_ms = waited.rate_ms, waited.pool_ms
+        metrics.observe_waits(waited.rate_ms, waited.pool_ms)
         return exchange
 
     def _refused_reauth(self, method: str, url: str, reason: str) -> Exchange:

@@ -26,6 +26,7 @@ from instances import destinations
 from instances.outbound import retry, ssrf, transport
 from instances.outbound.exchange import Exchange
 from instances.redaction import is_sensitive
+from patchworks_site import metrics
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024  # read at most this much of any response
@@ -198,6 +199,7 @@ def send(
             exchange.error = deadline_message(deadline)
     exchange.duration_ms = int((time.monotonic() - started) * 1000)
     exchange.clean()
+    metrics.count_outbound(exchange.response_status, exchange.error)
     return exchange
 
 def _exchange(

@@ -260,6 +260,20 @@ FLOW_MAX_RECORD_DEPTH = int(os.environ.get("FLOW_MAX_RECORD_DEPTH", "64"))
 # The most minutes a company may allow one run to take (its own maximum run duration is set within this).
 FLOW_RUN_MAX_DURATION_CEILING_MINUTES = int(os.environ.get("FLOW_RUN_MAX_DURATION_CEILING_MINUTES", "360"))
 
+# --- Metrics (Prometheus) ------------------------------------------------
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a
+# token configured it is a 404. See patchworks_site/metrics.py for what it holds.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# The directory every process of this host (web server and task workers) writes
+# its counters to, so one scrape of any web process reports them all. It must be
+# set in the environment of every process before it starts and emptied when the
+# host's processes are all (re)started (`make run` does both). Unset: each
+# process counts for itself (tests, a single process).
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client writes its files there from the first metric on.
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
 # --- Credentials at rest -------------------------------------------------
 # CREDENTIAL_KEYS: comma-separated "key_id:base64-32-bytes" pairs; the last is
 # the one new secrets are encrypted with. In development a key file outside

@@ -60,6 +60,7 @@ from instances.outbound.limits.store import (
 from instances.outbound.limits.store_redis import RedisStore
 from instances.outbound.limits.store_sqlite import SQLiteStore
 from instances.outbound.retry import max_pause_seconds
+from patchworks_site import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -488,7 +489,11 @@ def pool_slot(pool, instance=None, *, on_wait: Callable[[], None] | None = None)
         return
     owner = f"i{instance.pk}" if instance is not None else ""
     with hold_slot(pool_key(pool), pool.name, pool.limit, pool_timeout(pool), owner=owner, on_wait=on_wait):
-        yield
+        metrics.POOL_SLOTS_IN_USE.inc()
+        try:
+            yield
+        finally:
+            metrics.POOL_SLOTS_IN_USE.dec()
 
 
 def pool_timeout(pool) -> float:

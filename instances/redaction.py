@@ -239,15 +239,18 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def redact_exchange(
-    exchange: dict, secrets: list[str], *, body_limit: int | None = None, header_limit: int | None = None
+    exchange: dict, secrets: list[str], *, body_limit: int | None = None, header_limit: int | None = None,
+    variants: list[str] | None = None,
 ) -> dict:
     """A redacted copy of a recorded exchange (see client.Exchange.as_record).
 
     Bodies and header values are redacted whole, then cut to `body_limit` /
     `header_limit` characters; a body the client already cut
-    (``response_truncated``) is treated as cut too.
+    (``response_truncated``) is treated as cut too. `variants` (secret_variants
+    of `secrets`, computed once by a caller redacting many exchanges) replaces `secrets`.
     """
-    variants = secret_variants(secrets)
+    if variants is None:
+        variants = secret_variants(secrets)
 
     def header(value: str) -> str:
         value = scrub_text(value, variants)

@@ -180,14 +180,22 @@ class Stage:
     def count_in(self, page: list) -> None:
         """Count a page this stage received (items_in) and keep its first items as the input sample."""
         self.open().items_in += len(page)
+        self.keep(page, "in")
         if len(self.sample_in) < SAMPLE_ITEMS:
             self.sample_in += page[: SAMPLE_ITEMS - len(self.sample_in)]
 
     def count_out(self, page: list) -> None:
         """Count a page this stage passed on (items_out) and keep its first items as the output sample."""
         self.open().items_out += len(page)
+        self.keep(page, "out")
         if len(self.sample_out) < SAMPLE_ITEMS:
             self.sample_out += page[: SAMPLE_ITEMS - len(self.sample_out)]
+
+    def keep(self, page: list, direction: str) -> None:
+        """Hand the page to the run's recorder for the run page's steps (flows.steps); no-op outside a run."""
+        keep_records = getattr(self.ctx.progress, "keep_records", None)
+        if keep_records is not None:
+            keep_records(self, direction, page)
 
     def warn(self, message: str) -> None:
         record = self.open()

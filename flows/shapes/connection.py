@@ -203,6 +203,9 @@ class Connection(Stage):
                 record.requests -= 1  # nothing was sent
                 self.wait_until(exchange.throttled_until)
                 continue
+            keep_request = getattr(self.ctx.progress, "keep_request", None)
+            if keep_request is not None:
+                keep_request(self, exchange, attempt + 1)
             if policy.allows(attempt) and self.retryable(exchange):
                 seconds = policy.pause(attempt, headers=exchange.response_headers)
                 attempt += 1

@@ -295,3 +295,21 @@ def test_the_run_log_search_finds_a_run_by_a_stored_request_s_url(shop_run, comp
     other = queueing.queue_run(flow_of(company, connection(instance, "list_orders"), name="Quiet"), RunTrigger.MANUAL)
     found = text_of(read_only.get("/flows/runs/", {"q": "per_page=3"}))
     assert f'href="/flows/runs/{shop_run.pk}/"' in found and f'href="/flows/runs/{other.pk}/"' not in found
+
+
+def test_a_header_carrying_a_value_the_connector_marks_secret_is_stored_masked(company, make_connector, make_instance,
+                                                                              httpserver, read_only):
+    pin = "pin-4417-secret"
+    shop = make_connector(company, name="Pin API", base_url=httpserver.url_for("/api"), auth_methods=[{
+        "key": "pin", "name": "Shop PIN", "type": "token",
+        "variables": [{"key": "shop_pin", "label": "Shop PIN", "required": True, "secret": True}],
+        "headers": {"X-Shop-Pin": "{{shop_pin}}"}, "test_request": {"path": "/me"},
+    }])
+    instance = make_instance(shop, "Pin", {"shop_pin": pin})
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": [{"id": 1, "echo": f"you sent {pin}"}]})
+    run = run_of(flow_of(company, connection(instance, "list_orders")))
+    request = FlowRunRequest.objects.get(run=run)
+    assert request.request_headers["X-Shop-Pin"] == "[redacted]"
+    assert pin not in request.response_body and pin not in FlowRunPayload.objects.get(run=run).body
+    shown = text_of(read_only.get(f"/flows/runs/{run.pk}/requests/{request.pk}/"))
+    assert "X-Shop-Pin" in shown and pin not in shown

@@ -136,7 +136,7 @@ def main() -> None:
         first_page.get_by_test_id("step-request").first.locator("summary").click()
         first_page.get_by_test_id("run-request").wait_for()
         page.wait_for_timeout(400)
-        page.screenshot(path=OUT / "run-steps.png", full_page=True)
+        step.screenshot(path=OUT / "run-steps.png")
         page.goto("/flows/runs/")
         page.screenshot(path=OUT / "run-log.png", full_page=True)
         page.goto("/flows/")

@@ -32,6 +32,8 @@ from instances.outbound.exchange import RECORDED_HEADER_CHARS
 RECORDS_PER_SCREEN = 50
 PAGES_PER_SCREEN = 20
 MESSAGE_CHARS = 600
+# One encoder for every record (json.dumps with options builds a new one per call).
+ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 def body_cap_text() -> str:
@@ -88,7 +90,7 @@ class Recorder:
             return
         key = (record.pk, page, direction)
         self.batches[key] = batch = self.batches.get(key, 0) + 1
-        text = "\n".join(json.dumps(item, default=str, ensure_ascii=False) for item in items)
+        text = "\n".join(map(ENCODER.encode, items))
         # A secret never spans lines: json.dumps escapes line breaks inside strings.
         text = storable_json(redaction.scrub_text(text, self.json_variants(variants)))
         limit = settings.FLOW_PAYLOAD_BODY_MAX_BYTES

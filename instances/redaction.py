@@ -17,6 +17,7 @@ see token_answer_secrets), so the secrets are read again for every text.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
@@ -34,6 +35,7 @@ MIN_CUT_PREFIX = 8
 JSON_STRING_MEMBER = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\Z)')
 
 
+@functools.lru_cache(maxsize=4096)  # a page of records repeats the same few field names thousands of times
 def is_sensitive(name: str) -> bool:
     return bool(SENSITIVE_NAME.search(name))
 

@@ -17,10 +17,12 @@ still reads record by record; `records_page` searches and pages them.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
+from django.db import DataError, transaction
 from django.utils import timezone
 
 from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, FlowRunShape
@@ -28,6 +30,8 @@ from flows.shapes import bounds, storable_json
 from instances import redaction
 from instances.outbound import Exchange, clean_text
 from instances.outbound.exchange import RECORDED_HEADER_CHARS
+
+logger = logging.getLogger(__name__)
 
 RECORDS_PER_SCREEN = 50
 PAGES_PER_SCREEN = 20
@@ -157,11 +161,23 @@ class Recorder:
         return {"payload_bytes": self.written, "payloads_capped": self.capped_written}
 
     def write(self) -> None:
-        """Store what was kept since the last checkpoint, inside the checkpoint's transaction."""
-        if self.payloads:
-            FlowRunPayload.objects.bulk_create(self.payloads)
-        if self.requests:
-            FlowRunRequest.objects.bulk_create(self.requests)
+        """Store what was kept since the last checkpoint, inside the checkpoint's transaction.
+
+        What the database refuses to store is left out (and logged): the run
+        page's steps never stop a run.
+        """
+        if not self.payloads and not self.requests:
+            return
+        try:
+            with transaction.atomic():
+                if self.payloads:
+                    FlowRunPayload.objects.bulk_create(self.payloads)
+                if self.requests:
+                    FlowRunRequest.objects.bulk_create(self.requests)
+        except DataError:
+            logger.warning("Flow run %s: the database refused a page's records or requests; they were not kept.",
+                           self.run.pk, exc_info=True)
+            self.pending = 0
 
     def written_now(self) -> None:
         """The checkpoint's transaction committed: what it held is stored."""

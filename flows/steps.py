@@ -69,6 +69,7 @@ class Recorder:
         self.batches: dict[tuple[int, int, str], int] = {}
         self.numbers: dict[tuple[int, int], int] = {}
         self._variants: tuple[list[str] | None, list[str]] = (None, [])
+        self._last_page: tuple | None = None  # (items, variants, text, truncated) of the last page written
 
     # --- keeping --------------------------------------------------------------------------
 
@@ -94,20 +95,12 @@ class Recorder:
             return
         key = (record.pk, page, direction)
         self.batches[key] = batch = self.batches.get(key, 0) + 1
-        text = "\n".join(map(ENCODER.encode, items))
-        # A secret never spans lines: json.dumps escapes line breaks inside strings.
-        text = storable_json(redaction.scrub_text(text, self.json_variants(variants)))
-        limit = settings.FLOW_PAYLOAD_BODY_MAX_BYTES
-        truncated = len(text.encode()) > limit
-        if truncated:
-            kept, size = [], 0
-            for line in text.split("\n"):
-                size += len(line.encode()) + 1
-                if size > limit:
-                    break
-                kept.append(line)
-            # A record larger than the cap alone is kept cut (it then reads as text, not JSON).
-            text = "\n".join(kept) if kept else cut(text.split("\n", 1)[0], limit, self.json_variants(variants))[0]
+        if self._last_page is not None and self._last_page[0] is items and self._last_page[1] is variants:
+            # What one shape passed on is what the next one took in: the same list, written once.
+            text, truncated = self._last_page[2:]
+        else:
+            text, truncated = self.records_text(items, variants)
+            self._last_page = (items, variants, text, truncated)
         size = len(text.encode())
         if not self.room_for(size):
             return
@@ -115,6 +108,23 @@ class Recorder:
             run_id=self.run.pk, shape_run=record, page=page, batch=batch, direction=direction, records=len(items),
             body=text, size=size, truncated=truncated, created_at=timezone.now(),
         ))
+
+    def records_text(self, items: list, variants: list[str]) -> tuple[str, bool]:
+        """`items` as redacted JSON Lines within FLOW_PAYLOAD_BODY_MAX_BYTES (cut between records), and if cut."""
+        text = "\n".join(map(ENCODER.encode, items))
+        # A secret never spans lines: json.dumps escapes line breaks inside strings.
+        text = storable_json(redaction.scrub_text(text, self.json_variants(variants)))
+        limit = settings.FLOW_PAYLOAD_BODY_MAX_BYTES
+        if len(text.encode()) <= limit:
+            return text, False
+        kept, size = [], 0
+        for line in text.split("\n"):
+            size += len(line.encode()) + 1
+            if size > limit:
+                break
+            kept.append(line)
+        # A record larger than the cap alone is kept cut (it then reads as text, not JSON).
+        return ("\n".join(kept) if kept else cut(text.split("\n", 1)[0], limit, self.json_variants(variants))[0]), True
 
     def keep_request(self, record: FlowRunShape, page: int, exchange: Exchange, attempt: int,
                      variants: list[str]) -> None:

@@ -2,8 +2,8 @@
 
 The load test (benchmarks/load.py) measures the pages under 50 users, which
 depends on how busy the machine is. This script measures the same pages on the
-same rows (200 connectors x 10 instances, the marketplace, 20 process flows;
-PostgreSQL, DEBUG off) with django.test.Client, sequentially: per page the
+same rows (200 connectors x 10 instances, the marketplace, 20 process flows,
+a finished run with 100 pages of stored records and requests; PostgreSQL, DEBUG off) with django.test.Client, sequentially: per page the
 median and p90 wall time, the median CPU time and the number of queries. The
 pages alternate, so a change in machine load affects them alike; comparing two
 versions of the code is best done as a ratio of two runs made one after the other.
@@ -62,6 +62,7 @@ def seed() -> tuple:
     shape = bench.seed_shape(templates, 200, 10)
     company, user = shape["company"], shape["user"]
     instances = bench.seed_flows(company)
+    seed_run(company)
     sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
@@ -112,8 +113,51 @@ def seed_runs(company, flows: int = 500, runs: int = 100_000) -> dict:
     }
 
 
+RUN_PAGES = 100
+RECORDS_PER_PAGE = 50
+
+
+def seed_run(company) -> None:
+    """A finished run of the first flow: one receive shape that read RUN_PAGES pages of RECORDS_PER_PAGE orders,
+    each page's records and its request stored as a run keeps them for the run page's steps (flows.steps)."""
+    from django.utils import timezone
+
+    from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, FlowRunShape, RunStatus, RunTrigger
+
+    flow = company.process_flows.order_by("name").first()
+    now = timezone.now()
+    run = FlowRun.objects.create(company=company, flow=flow, status=RunStatus.SUCCESS, trigger=RunTrigger.MANUAL,
+                                 queued_at=now, reference_time=now, started_at=now, finished_at=now)
+    shape_run = FlowRunShape.objects.create(run=run, position=0, shape_name="List orders", status="success",
+                                            started_at=now, finished_at=now, pages=RUN_PAGES,
+                                            requests=RUN_PAGES, items_out=RUN_PAGES * RECORDS_PER_PAGE)
+    payloads, requests = [], []
+    for page in range(1, RUN_PAGES + 1):
+        records = [json.dumps({"id": page * 1000 + n, "customer": f"customer-{n}@example.com", "total": f"{n}.00",
+                               "lines": [{"sku": f"SKU-{n:04d}", "quantity": n % 5 + 1}]})
+                   for n in range(RECORDS_PER_PAGE)]
+        body = "\n".join(records)
+        payloads.append(FlowRunPayload(run=run, shape_run=shape_run, page=page, direction="out",
+                                       records=RECORDS_PER_PAGE, body=body, size=len(body)))
+        answer = json.dumps({"orders": [json.loads(r) for r in records]})
+        requests.append(FlowRunRequest(
+            run=run, shape_run=shape_run, page=page, number=1, request_method="GET",
+            request_url=f"https://api.example.com/v1/orders?page={page}&limit={RECORDS_PER_PAGE}",
+            request_headers={"Authorization": "[redacted]", "Accept": "application/json"}, response_status=200,
+            response_headers={"Content-Type": "application/json"}, response_body=answer, ok=True, message="200 OK",
+            duration_ms=120, size=len(answer)))
+    FlowRunPayload.objects.bulk_create(payloads)
+    FlowRunRequest.objects.bulk_create(requests)
+    FlowRun.objects.filter(pk=run.pk).update(payload_bytes=sum(p.size + r.size for p, r in zip(payloads, requests)))
+
+
 def pages(instances: list[int], sandbox) -> dict:
+    from flows.models import FlowRunShape
+
     rng = random.Random(1)
+    step = FlowRunShape.objects.filter(pages=RUN_PAGES, shape_name="List orders").order_by("pk").first()
+    payload = step.payloads.order_by("page").first()
+    request = step.stored_requests.order_by("page").first()
     return {
         "manage connectors": lambda: "/connectors/",
         "instance settings": lambda: f"/instances/{rng.choice(instances)}/",
@@ -121,6 +165,10 @@ def pages(instances: list[int], sandbox) -> dict:
         "marketplace": lambda: "/marketplace/",
         "listing": lambda: "/marketplace/sandbox/",
         "process flows": lambda: "/flows/",
+        f"run page ({RUN_PAGES} pages)": lambda: f"/flows/runs/{step.run_id}/",
+        f"run step ({RUN_PAGES} pages)": lambda: f"/flows/runs/{step.run_id}/steps/{step.pk}/",
+        "run step page records": lambda: f"/flows/runs/{step.run_id}/payloads/{payload.pk}/?q=customer-1",
+        "run step request": lambda: f"/flows/runs/{step.run_id}/requests/{request.pk}/",
     }
 
 
@@ -194,13 +242,13 @@ def measure(user, urls: dict, args) -> int:
             wall[name].append((time.perf_counter() - start) * 1000)
             cpu[name].append((time.process_time() - start_cpu) * 1000)
     print(f"\n{args.timed} timed requests per page (after {args.warmup} warm-up), one process, DEBUG off\n")
-    header = f"{'page':<24} {'median ms':>9} {'p90 ms':>7} {'CPU ms':>7} {'queries':>7} {'KB':>6}"
+    header = f"{'page':<26} {'median ms':>9} {'p90 ms':>7} {'CPU ms':>7} {'queries':>7} {'KB':>6}"
     print(header)
     print("-" * len(header))
     for name, url_of in urls.items():
         with CaptureQueriesContext(connection) as ctx:
             response = get(url_of())
-        print(f"{name:<24} {statistics.median(wall[name]):>9.1f} {bench.percentile(wall[name], 90):>7.1f} "
+        print(f"{name:<26} {statistics.median(wall[name]):>9.1f} {bench.percentile(wall[name], 90):>7.1f} "
               f"{statistics.median(cpu[name]):>7.1f} {len(ctx.captured_queries):>7} {len(response.content) / 1024:>6.1f}")
     print(f"\nLoad average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     return 0

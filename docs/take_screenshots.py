@@ -149,6 +149,18 @@ def main() -> None:
         # The items the last shape sent: the update time converted to New York, US format.
         page.get_by_test_id("payload-sample").last.locator("summary").click()
         page.screenshot(path=OUT / "run-detail.png", full_page=True)
+        # Step by step: the first shape's pages, the records of its first page and its first request's answer.
+        run_url = page.url
+        page.goto(run_url)
+        step = page.get_by_test_id("shape-run").first
+        step.get_by_text("Step by step: records and requests of each page").click()
+        first_page = step.get_by_test_id("step-page").first
+        first_page.get_by_test_id("step-records").first.locator("summary").click()
+        first_page.get_by_test_id("payload-records").wait_for()
+        first_page.get_by_test_id("step-request").first.locator("summary").click()
+        first_page.get_by_test_id("run-request").wait_for()
+        page.wait_for_timeout(400)
+        step.screenshot(path=OUT / "run-steps.png")
         page.goto("/flows/runs/")
         page.screenshot(path=OUT / "run-log.png", full_page=True)
         page.goto("/flows/")

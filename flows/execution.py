@@ -28,7 +28,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
-from flows import durability, signals
+from flows import durability, signals, steps
 from flows import metrics as flow_metrics
 from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
@@ -442,6 +442,7 @@ class Execution:
         self.in_doubt = list(run.in_doubt or [])
         self.attempts = list(run.attempts or [])
         self.origin = run.idempotency_origin
+        self.recorder = steps.Recorder(run)
 
     # --- between requests -------------------------------------------------------
 
@@ -521,6 +522,14 @@ class Execution:
         self.in_doubt.append({"shape": label, "what": what, "ids": (ids or [])[: durability.MAX_IDS_IN_DOUBT],
                               "at": timezone.now().isoformat()})
 
+    def keep_records(self, stage: Stage, direction: str, items: list) -> None:
+        """A page (or batch) of records `stage` took in or passed on, for the run page (page in progress)."""
+        self.recorder.keep_records(stage.open(), self.done_page + 1, direction, items, stage.ctx.variants)
+
+    def keep_request(self, stage: Stage, exchange, attempt: int) -> None:
+        """A request `stage` made and its answer, for the run page (page in progress)."""
+        self.recorder.keep_request(stage.open(), self.done_page + 1, exchange, attempt, stage.ctx.variants)
+
     # --- commits -----------------------------------------------------------------
 
     def checkpoint_now(self, *, page_done: bool) -> dict:
@@ -534,9 +543,9 @@ class Execution:
         """One commit: the checkpoint, the lease and (after a page) every shape's counters; LeaseLost when not ours.
 
         Mid-page (an acknowledgement or in-flight mark of a send without
-        idempotency keys, a park) only the run's row is written: the shapes'
-        counters stay those of the last page done, which is where a resume
-        counts from.
+        idempotency keys, a park) only the run's row is written: the
+        checkpoint's counts stay those of the last page done, which is where a
+        resume counts from (the rows' counters move meanwhile, see doing).
         """
         if page_done:
             self.stage_states = {str(stage.position): stage.state() for stage in self.stages
@@ -547,7 +556,7 @@ class Execution:
         values = dict(
             checkpoint=self.checkpoint_now(page_done=page_done), lease_expires_at=now + lease_duration(),
             in_doubt=self.in_doubt, attempts=self.attempts, shapes_fingerprint=self.fingerprint,
-            activity=self.activity, **fields,
+            activity=self.activity, **self.recorder.fields(page_done=page_done), **fields,
         )
         with transaction.atomic() if page_done else nullcontext():
             kept = keep(self.run_obj.pk, self.owner, **values)
@@ -555,6 +564,9 @@ class Execution:
                 raise LeaseLost()
             if page_done:
                 self.write_shapes()
+                self.recorder.write()
+        if page_done:
+            self.recorder.written_now()
         self.activity_sent = self.activity
         if kept == STOP:
             raise StopRequested()
@@ -602,6 +614,7 @@ class Execution:
                 for stage in self.stages:
                     if stage.record is not None and stage.record.payload_sample:
                         stage.record.payload_sample = {}
+                self.recorder.drop()
                 if attempt == 1:
                     self.fail_running_shapes = True
                     outcome.status = RunStatus.FAILED
@@ -614,6 +627,8 @@ class Execution:
 
     def _conclude(self, outcome: Outcome) -> bool:
         now = timezone.now()
+        if outcome.parked is not None:
+            self.recorder.drop()  # the page in progress is done again when the run resumes
         with transaction.atomic():
             if outcome.parked is not None:
                 parked = outcome.parked
@@ -634,10 +649,14 @@ class Execution:
                 self.close_open(ShapeStatus.STOPPED)
             if outcome.status != RunStatus.FAILED or not self.fail_running_shapes:
                 self.write_shapes()
+                self.recorder.write()
+            else:
+                self.recorder.drop()
             rewound = {"checkpoint": {"segment": self.segment, "page": 0}} if self.rewind else {}
             updated = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
                 status=outcome.status, failure_reason=outcome.reason, warnings=outcome.warnings, finished_at=now,
                 lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, activity="", **rewound,
+                **self.recorder.fields(page_done=True),
             )
             if not updated:
                 transaction.set_rollback(True)

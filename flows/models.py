@@ -240,6 +240,10 @@ class FlowRun(models.Model):
     activity = models.CharField(max_length=300, blank=True)
     # A test step (trigger "test"): the shape it runs the flow up to, on one page, sending nothing.
     test_shape = models.ForeignKey(Shape, on_delete=models.SET_NULL, null=True, blank=True, related_name="test_runs")
+    # Bytes of records and requests stored for the run page's steps (FlowRunPayload, FlowRunRequest), and
+    # whether FLOW_RUN_PAYLOADS_MAX_BYTES stopped keeping more (the run itself went on).
+    payload_bytes = models.PositiveBigIntegerField(default=0)
+    payloads_capped = models.BooleanField(default=False)
 
     objects = FlowRunQuerySet.as_manager()
 
@@ -389,6 +393,93 @@ class FlowRunShape(models.Model):
         sample = self.payload_sample if isinstance(self.payload_sample, dict) else {}
         return [(side, json.dumps(sample[side], indent=2, ensure_ascii=False, default=str))
                 for side in ("in", "out", "sends") if sample.get(side)]
+
+
+class PayloadDirection(models.TextChoices):
+    IN = "in", "in"
+    OUT = "out", "out"
+
+
+class StepRowQuerySet(models.QuerySet):
+    def for_company(self, company: Company) -> StepRowQuerySet:
+        return self.filter(run__company=company)
+
+
+class FlowRunPayload(models.Model):
+    """The records one shape received (in) or passed on (out) in one page (batch) of a run, redacted.
+
+    Written with the page's checkpoint (flows.execution), so a page a resumed
+    run redoes was never stored by the attempt that lost it. `body` holds one
+    record per line as JSON (JSON Lines), cut at a line when longer than
+    FLOW_PAYLOAD_BODY_MAX_BYTES; `records` counts them all.
+    """
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="payloads")
+    shape_run = models.ForeignKey(FlowRunShape, on_delete=models.CASCADE, related_name="payloads")
+    page = models.PositiveIntegerField()
+    batch = models.PositiveIntegerField(default=1)
+    direction = models.CharField(max_length=3, choices=PayloadDirection.choices)
+    records = models.PositiveIntegerField(default=0)
+    body = models.TextField(blank=True)
+    size = models.PositiveIntegerField(default=0)  # bytes of `body` as stored
+    truncated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = StepRowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["page", "batch", "direction"]
+        constraints = [
+            models.UniqueConstraint(fields=["shape_run", "page", "batch", "direction"], name="one_payload_per_page"),
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.shape_run}: page {self.page} {self.direction}"
+
+
+class FlowRunRequest(models.Model):
+    """One request a connection shape made in a page of a run and its answer, redacted before it was stored.
+
+    The fields are named like a credential check's (instances.CredentialCheck),
+    so the instance page's request and response templates show both.
+    """
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="stored_requests")
+    shape_run = models.ForeignKey(FlowRunShape, on_delete=models.CASCADE, related_name="stored_requests")
+    page = models.PositiveIntegerField()
+    number = models.PositiveIntegerField()  # the request's place in the shape's page, from 1
+    attempt = models.PositiveSmallIntegerField(default=1)  # 2 and more: a retry of the request before it
+    request_method = models.CharField(max_length=10)
+    request_url = models.TextField()
+    request_headers = models.JSONField(default=dict)
+    request_body = models.TextField(blank=True)
+    request_truncated = models.BooleanField(default=False)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.TextField(blank=True)
+    response_truncated = models.BooleanField(default=False)
+    ok = models.BooleanField(default=False)
+    message = models.CharField(max_length=600, blank=True)
+    error = models.TextField(blank=True)
+    rate_limit_note = models.CharField(max_length=300, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    rate_limit_wait_ms = models.PositiveIntegerField(default=0)
+    pool_wait_ms = models.PositiveIntegerField(default=0)
+    size = models.PositiveIntegerField(default=0)  # bytes stored (URL, headers, bodies)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = StepRowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["page", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["shape_run", "page", "number"], name="one_request_per_number"),
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.shape_run}: page {self.page} request {self.number}"
 
 
 # --- Schedules ----------------------------------------------------------------

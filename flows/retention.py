@@ -1,5 +1,11 @@
-"""Forgetting old runs: each company keeps run logs for run_log_retention_days and payload samples for
-payload_retention_hours (see Company); an hourly huey task (flows.tasks.clean_up_runs) applies both."""
+"""Forgetting old runs: each company keeps run logs for run_log_retention_days and payloads (payload
+samples, the steps' stored records and requests) for payload_retention_hours (see Company); an hourly huey
+task (flows.tasks.clean_up_runs) applies both.
+
+Stored records and requests can be many rows: they are deleted in batches of FLOW_PAYLOAD_DELETE_BATCH
+by primary key, each batch its own short transaction that touches their tables only, so the run log
+(runs and their shapes) is never locked while they go.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.db import models
 from django.utils import timezone
 
-from flows.models import FlowRun, FlowRunShape
+from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, FlowRunShape
 from patchworks_site.models import Company
 
 logger = logging.getLogger(__name__)
@@ -19,25 +27,51 @@ logger = logging.getLogger(__name__)
 class Cleaned:
     runs: int = 0
     samples: int = 0
+    payloads: int = 0
+    requests: int = 0
+
+
+def delete_in_batches(rows: models.QuerySet) -> int:
+    """Delete `rows` FLOW_PAYLOAD_DELETE_BATCH at a time by primary key; how many went."""
+    model, size, total = rows.model, settings.FLOW_PAYLOAD_DELETE_BATCH, 0
+    while True:
+        ids = list(rows.order_by("pk").values_list("pk", flat=True)[:size])
+        if not ids:
+            return total
+        # No signals and nothing refers to these rows: one DELETE ... WHERE id IN (...) in its own transaction.
+        deleted, _ = model.objects.filter(pk__in=ids).delete()
+        total += deleted
+        if len(ids) < size:
+            return total
+
+
+def delete_payloads(cleaned: Cleaned, **where) -> None:
+    cleaned.payloads += delete_in_batches(FlowRunPayload.objects.filter(**where))
+    cleaned.requests += delete_in_batches(FlowRunRequest.objects.filter(**where))
 
 
 def clean_up(now: datetime | None = None) -> Cleaned:
-    """Delete runs that finished more than the company's log retention ago; clear older payload samples.
+    """Delete runs that finished more than the company's log retention ago; clear older payloads.
 
     Runs still queued or running are never deleted. A sample is cleared when
-    its shape run started more than the payload retention ago.
+    its shape run started more than the payload retention ago; stored records
+    and requests go when they were stored more than that ago, and those of a
+    run about to be deleted go first, batch by batch.
     """
     now = now or timezone.now()
     cleaned = Cleaned()
     companies = Company.objects.values_list("pk", "run_log_retention_days", "payload_retention_hours")
     for company_pk, days, hours in companies:
-        deleted, by_model = FlowRun.objects.filter(
-            company_id=company_pk, finished_at__lt=now - timedelta(days=days)
-        ).delete()
+        payload_cutoff = now - timedelta(hours=hours)
+        delete_payloads(cleaned, run__company_id=company_pk, created_at__lt=payload_cutoff)
+        expired = FlowRun.objects.filter(company_id=company_pk, finished_at__lt=now - timedelta(days=days))
+        delete_payloads(cleaned, run__in=expired.values("pk"))
+        deleted, by_model = expired.delete()
         cleaned.runs += by_model.get(FlowRun._meta.label, 0)
         cleaned.samples += FlowRunShape.objects.filter(
-            run__company_id=company_pk, payload_sample__isnull=False, started_at__lt=now - timedelta(hours=hours)
+            run__company_id=company_pk, payload_sample__isnull=False, started_at__lt=payload_cutoff
         ).update(payload_sample=None)
-    if cleaned.runs or cleaned.samples:
-        logger.info("Retention: %d run(s) deleted, %d payload sample(s) cleared.", cleaned.runs, cleaned.samples)
+    if cleaned.runs or cleaned.samples or cleaned.payloads or cleaned.requests:
+        logger.info("Retention: %d run(s) deleted, %d payload sample(s) cleared, %d page payload(s) and %d "
+                    "request(s) deleted.", cleaned.runs, cleaned.samples, cleaned.payloads, cleaned.requests)
     return cleaned

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from flows.models import FlowRun, FlowRunShape
+from flows.models import FlowRun, FlowRunRequest, FlowRunShape
 
 PAGE_SIZE = 25
 EXPORT_CHUNK_SIZE = 500
@@ -27,16 +27,20 @@ _CURSOR_FORMAT = "%Y%m%dT%H%M%S.%f"
 
 
 def search(runs: QuerySet, q: str) -> QuerySet:
-    """Runs whose flow name, failure reason or a failed request's (redacted) record contains `q`.
+    """Runs whose flow name, failure reason, a failed request's (redacted) record or a stored request's URL
+    contains `q`.
 
-    The request records are searched as JSON text (`icontains` casts jsonb to
-    text on PostgreSQL), so the URLs they hold are found; they are redacted
-    when recorded, so no secret can be probed for.
+    The failed requests' records are searched as JSON text (`icontains` casts
+    jsonb to text on PostgreSQL), so the URLs they hold are found; the stored
+    requests (flows.steps) by their URL, per run through its index. Both are
+    redacted when recorded, so no secret can be probed for.
     """
     if not q:
         return runs
     with_exchange = FlowRunShape.objects.filter(failed_exchanges__icontains=q).values("run")
-    return runs.filter(Q(flow__name__icontains=q) | Q(failure_reason__icontains=q) | Q(pk__in=with_exchange))
+    with_request = FlowRunRequest.objects.filter(run=OuterRef("pk"), request_url__icontains=q)
+    return runs.filter(Q(flow__name__icontains=q) | Q(failure_reason__icontains=q) | Q(pk__in=with_exchange)
+                       | Exists(with_request))
 
 
 def cursor_of(run: FlowRun) -> str:

@@ -22,6 +22,9 @@ urlpatterns = [
     path("runs/export.csv", views.export_runs, name="export_runs"),
     path("<int:pk>/runs/export.csv", views.export_runs, name="export_flow_runs"),
     path("runs/<int:run_pk>/", views.run_detail, name="run"),
+    path("runs/<int:run_pk>/steps/<int:step_pk>/", views.run_step, name="run_step"),
+    path("runs/<int:run_pk>/payloads/<int:payload_pk>/", views.run_payload, name="run_payload"),
+    path("runs/<int:run_pk>/requests/<int:request_pk>/", views.run_request, name="run_request"),
     path("runs/<int:run_pk>/stop/", views.stop_run, name="stop_run"),
     path("runs/<int:run_pk>/retry/", views.retry_run, name="retry_run"),
 ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError, transaction
@@ -11,10 +13,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from flows import editor, queueing, retries, schedules, test_steps
+from flows import editor, queueing, retries, schedules, steps, test_steps
 from flows import run_log as run_log_pages
 from flows.forms import SHAPE_FORMS, ConnectionShapeForm, FlowForm, RunLogFilterForm, ScheduleForm
-from flows.models import FlowRun, ProcessFlow, RunTrigger, Shape, ShapeKind
+from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, ProcessFlow, RunTrigger, Shape, ShapeKind
 from patchworks_site import params
 from patchworks_site.models import Company
 from patchworks_site.tenancy import company_of, require
@@ -329,10 +331,57 @@ def export_runs(request: HttpRequest, pk: int | None = None) -> StreamingHttpRes
 def run_detail(request: HttpRequest, run_pk: int) -> HttpResponse:
     company, run = _get_run_for_user(request, run_pk)
     context = {"run": run, "shape_runs": run.shape_runs.all(), "now": timezone.now(),
-               "retried_as": run.retries.order_by("id").first(), "time_zone": company.time_zone}
+               "retried_as": run.retries.order_by("id").first(), "time_zone": company.time_zone,
+               "run_cap": steps.run_cap_text()}
     if request.htmx and request.htmx.target == "run-timeline":
         return render(request, "flows/run_detail.html#timeline", context)
     return render(request, "flows/run_detail.html", context)
+
+
+def run_step(request: HttpRequest, run_pk: int, step_pk: int) -> HttpResponse:
+    """One shape of a run page by page: its records in and out and its requests (bodies load on demand)."""
+    company, run = _get_run_for_user(request, run_pk)
+    shape_run = get_object_or_404(run.shape_runs, pk=step_pk)
+    screen, pages = steps.step_pages(shape_run, request.GET.get("page"))
+    retention = timezone.now() - timedelta(hours=company.payload_retention_hours)
+    context = {"run": run, "shape_run": shape_run, "screen": screen, "pages": pages, "company": company,
+               "cleared": not pages and shape_run.started_at < retention, "body_cap": steps.body_cap_text(),
+               "run_cap": steps.run_cap_text()}
+    if request.htmx and request.htmx.target == f"step-{shape_run.pk}":
+        return render(request, "flows/run_step.html#step", context)
+    return render(request, "flows/run_step.html", context)
+
+
+def run_payload(request: HttpRequest, run_pk: int, payload_pk: int) -> HttpResponse:
+    """The records of one page of a step: searched (`q`, in their JSON) and RECORDS_PER_SCREEN a screen."""
+    company, run = _get_run_for_user(request, run_pk)
+    payload = get_object_or_404(FlowRunPayload.objects.for_company(company).select_related("shape_run"),
+                                pk=payload_pk, run=run)
+    q = params.search_query(request)
+    records = steps.records_page(payload, q, request.GET.get("page"))
+    context = {"run": run, "payload": payload, "shape_run": payload.shape_run, "records": records, "q": q,
+               "body_cap": steps.body_cap_text(), "here": f"page {payload.page}",
+               "results_id": f"payload-{payload.pk}-results",
+               "payload_url": reverse("flows:run_payload", args=[run.pk, payload.pk])}
+    target = request.htmx.target if request.htmx else None
+    if target == f"payload-{payload.pk}-results":
+        return render(request, "flows/run_payload.html#results", context)
+    if target == f"payload-{payload.pk}":
+        return render(request, "flows/run_payload.html#records", context)
+    return render(request, "flows/run_payload.html", context)
+
+
+def run_request(request: HttpRequest, run_pk: int, request_pk: int) -> HttpResponse:
+    """One request of a step and its answer, laid out like an instance's request and response tabs."""
+    company, run = _get_run_for_user(request, run_pk)
+    kept = get_object_or_404(FlowRunRequest.objects.for_company(company).select_related("shape_run"),
+                             pk=request_pk, run=run)
+    tab = params.choice(request.GET, "tab", ("request", "response"), default="response")
+    context = {"run": run, "kept": kept, "shape_run": kept.shape_run, "tab": tab, "body_cap": steps.body_cap_text(),
+               "here": f"page {kept.page}, request {kept.number}"}
+    if request.htmx and request.htmx.target == f"request-{kept.pk}":
+        return render(request, "flows/run_request.html#exchange", context)
+    return render(request, "flows/run_request.html", context)
 
 
 @require_POST

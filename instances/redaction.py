@@ -17,6 +17,7 @@ see token_answer_secrets), so the secrets are read again for every text.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
@@ -34,6 +35,7 @@ MIN_CUT_PREFIX = 8
 JSON_STRING_MEMBER = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\Z)')
 
 
+@functools.lru_cache(maxsize=4096)  # a page of records repeats the same few field names thousands of times
 def is_sensitive(name: str) -> bool:
     return bool(SENSITIVE_NAME.search(name))
 
@@ -239,15 +241,18 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def redact_exchange(
-    exchange: dict, secrets: list[str], *, body_limit: int | None = None, header_limit: int | None = None
+    exchange: dict, secrets: list[str], *, body_limit: int | None = None, header_limit: int | None = None,
+    variants: list[str] | None = None,
 ) -> dict:
     """A redacted copy of a recorded exchange (see client.Exchange.as_record).
 
     Bodies and header values are redacted whole, then cut to `body_limit` /
     `header_limit` characters; a body the client already cut
-    (``response_truncated``) is treated as cut too.
+    (``response_truncated``) is treated as cut too. `variants` (secret_variants
+    of `secrets`, computed once by a caller redacting many exchanges) replaces `secrets`.
     """
-    variants = secret_variants(secrets)
+    if variants is None:
+        variants = secret_variants(secrets)
 
     def header(value: str) -> str:
         value = scrub_text(value, variants)

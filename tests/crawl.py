@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from connectors import editing
 from connectors.models import AuthType, Connector, ConnectorChange
 from flows.models import (
     FlowRun,
+    FlowRunPayload,
+    FlowRunRequest,
     FlowRunShape,
     FlowSchedule,
     PeriodicJobRun,
@@ -313,7 +316,7 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
         warnings=[f"{marker} run warning"],
     )
     # Its timeline: what a shape recorded (payload sample, warnings, errors, a failed exchange).
-    FlowRunShape.objects.create(
+    shape_run = FlowRunShape.objects.create(
         run=run, position=0, shape=shape, shape_name=f"{marker} shape run", status=ShapeStatus.FAILED,
         started_at=now, finished_at=now, items_in=1, items_out=1, warnings=[f"{marker} shape warning"],
         errors=[f"{marker} shape error"],
@@ -323,6 +326,14 @@ def build_world(marker: str, company_name: str | None = None, base_url: str | No
             "request_body": "", "response_status": 500, "response_headers": {},
             "response_body": f"{marker} failed exchange body", "error": "",
         }],
+    )
+    # Its steps: a page's records and its request (flows.steps).
+    FlowRunPayload.objects.create(run=run, shape_run=shape_run, page=1, direction="out", records=1,
+                                  body=json.dumps({"item": f"{marker} stored record"}))
+    FlowRunRequest.objects.create(
+        run=run, shape_run=shape_run, page=1, number=1, request_method="GET",
+        request_url=f"{base_url}/orders?{marker.lower()}=stored", response_status=500,
+        response_body=f"{marker} stored response body", message="500 Internal Server Error",
     )
     # A test step of the shape: its sample shows on the shape's card in the flow editor.
     test_run = FlowRun.objects.create(
@@ -493,6 +504,12 @@ ROUTES: dict[str, Fill] = {
     "flows/runs/export.csv": Fill(COMPANY),
     "flows/<int:pk>/runs/export.csv": Fill(OBJECT, _of(lambda w: {"pk": w.flow.pk})),
     "flows/runs/<int:run_pk>/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),
+    "flows/runs/<int:run_pk>/steps/<int:step_pk>/": Fill(OBJECT, lambda own, w: [
+        {"run_pk": run.pk, "step_pk": w.run.shape_runs.get().pk} for run in (own.run, w.run)]),
+    "flows/runs/<int:run_pk>/payloads/<int:payload_pk>/": Fill(OBJECT, lambda own, w: [
+        {"run_pk": run.pk, "payload_pk": w.run.payloads.get().pk} for run in (own.run, w.run)]),
+    "flows/runs/<int:run_pk>/requests/<int:request_pk>/": Fill(OBJECT, lambda own, w: [
+        {"run_pk": run.pk, "request_pk": w.run.stored_requests.get().pk} for run in (own.run, w.run)]),
     "flows/runs/<int:run_pk>/stop/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk}), post_only=True),
     "flows/runs/<int:run_pk>/retry/": Fill(OBJECT, _of(lambda w: {"run_pk": w.run.pk})),  # GET: the confirmation page
     # alerts

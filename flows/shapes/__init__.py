@@ -196,16 +196,29 @@ class Stage:
     def count_in(self, page: list) -> None:
         """Count a page this stage received (items_in) and keep its first items as the input sample."""
         self.open().items_in += len(page)
+        self.keep(page, "in")
         most = self.ctx.sample_items
         if len(self.sample_in) < most:
             self.sample_in += page[: most - len(self.sample_in)]
 
-    def count_out(self, page: list) -> None:
-        """Count a page this stage passed on (items_out) and keep its first items as the output sample."""
+    def count_out(self, page: list, *, keep: bool = True) -> None:
+        """Count a page this stage passed on (items_out) and keep its first items as the output sample.
+
+        `keep`: hand the page to the run page's steps too (False for items counted one by one, which
+        are handed over as one page once it is done).
+        """
         self.open().items_out += len(page)
+        if keep:
+            self.keep(page, "out")
         most = self.ctx.sample_items
         if len(self.sample_out) < most:
             self.sample_out += page[: most - len(self.sample_out)]
+
+    def keep(self, page: list, direction: str) -> None:
+        """Hand the page to the run's recorder for the run page's steps (flows.steps); no-op outside a run."""
+        keep_records = getattr(self.ctx.progress, "keep_records", None)
+        if keep_records is not None:
+            keep_records(self, direction, page)
 
     def warn(self, message: str) -> None:
         record = self.open()

@@ -220,6 +220,9 @@ class Connection(Stage):
                 record.requests -= 1  # nothing was sent
                 self.wait_until(exchange.throttled_until)
                 continue
+            keep_request = getattr(self.ctx.progress, "keep_request", None)
+            if keep_request is not None:
+                keep_request(self, exchange, attempt + 1)
             if policy.allows(attempt) and self.retryable(exchange):
                 seconds = policy.pause(attempt, headers=exchange.response_headers)
                 attempt += 1
@@ -355,7 +358,9 @@ class Connection(Stage):
             for item in page:
                 if (answer := self.send_item(item)) is not MISSING:
                     out.append(answer)
-                    self.count_out([answer])  # item by item, so the run page's figures move as items go
+                    self.count_out([answer], keep=False)  # item by item, so the run page's figures move as items go
+            if out:
+                self.keep(out, "out")
         if out:
             yield out
 

@@ -259,6 +259,13 @@ FLOW_MAX_REQUEST_BYTES = int(os.environ.get("FLOW_MAX_REQUEST_BYTES", str(4 * 10
 FLOW_MAX_RECORD_DEPTH = int(os.environ.get("FLOW_MAX_RECORD_DEPTH", "64"))
 # The most minutes a company may allow one run to take (its own maximum run duration is set within this).
 FLOW_RUN_MAX_DURATION_CEILING_MINUTES = int(os.environ.get("FLOW_RUN_MAX_DURATION_CEILING_MINUTES", "360"))
+# The run page's steps keep each page's records and every request (redacted before they are stored):
+# each stored body (records of a page, a request's or a response's body) is cut at this many bytes ...
+FLOW_PAYLOAD_BODY_MAX_BYTES = int(os.environ.get("FLOW_PAYLOAD_BODY_MAX_BYTES", str(256 * 1024)))
+# ... and a run keeps at most this many bytes of them; past it the run goes on without keeping more.
+FLOW_RUN_PAYLOADS_MAX_BYTES = int(os.environ.get("FLOW_RUN_PAYLOADS_MAX_BYTES", str(50 * 1024 * 1024)))
+# Retention deletes stored records and requests in batches of this many rows, each its own transaction.
+FLOW_PAYLOAD_DELETE_BATCH = int(os.environ.get("FLOW_PAYLOAD_DELETE_BATCH", "1000"))
 
 # --- Metrics (Prometheus) ------------------------------------------------
 # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a

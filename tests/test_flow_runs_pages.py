@@ -81,7 +81,7 @@ def test_the_run_page_shows_the_timeline_and_stops_polling_when_the_run_ends(adm
 
     execution.execute(run.pk)
     fragment = admin_client.get(f"/flows/runs/{run.pk}/", **htmx).content.decode()
-    assert "<html" not in fragment and "hx-trigger" not in fragment
+    assert "<html" not in fragment and "hx-trigger=\"every" not in fragment  # no more polling
     assert "Shape 1 (Shop - UK → List orders): The API answered 401 Unauthorized." in fragment
     assert "Failed request 1: GET http://" in fragment and API_TOKEN not in fragment
     assert "1 request" in fragment and "retry" in fragment

@@ -10,7 +10,7 @@ from django.utils import timezone
 from flows import queueing
 from flows.models import FlowRun, RunStatus, RunTrigger
 from patchworks_site.models import Role
-from patchworks_site.templatetags.durations import natural_duration
+from patchworks_site.templatetags.durations import natural_duration, natural_ms
 from tests.flow_helpers import connector, instance, receive_then_send_flow  # noqa: F401 - fixtures
 
 
@@ -29,3 +29,10 @@ def test_a_running_run_says_how_long_it_has_run_in_seconds(company, instance, cl
     page = client_for(make_user(company, Role.READ_ONLY)).get(f"/flows/runs/{run.pk}/").content.decode()
     assert "running for 42 s" in page or "running for 43 s" in page
     assert "running for 0 minutes" not in page
+
+
+@pytest.mark.parametrize("milliseconds, text", [
+    (0, "0 ms"), (999, "999 ms"), (1000, "1.0 s"), (61_000, "1 min 1 s"), (3_600_000, "1 h"),
+])
+def test_waits_in_milliseconds_read_naturally(milliseconds, text):
+    assert natural_ms(milliseconds) == text

@@ -32,3 +32,14 @@ def natural_duration(value: timedelta | float | None) -> str:
 def since(moment) -> str:
     """How long ago `moment` was, as natural_duration says it ("42 s", "3 min 5 s")."""
     return natural_duration(timezone.now() - moment) if moment else ""
+
+
+@register.filter
+def natural_ms(value: int | float | None) -> str:
+    """Milliseconds as natural_duration says them, below a second in ms ("340 ms", "1 min 2 s")."""
+    if value is None or value == "":
+        return ""
+    milliseconds = max(float(value), 0.0)
+    if milliseconds < 1000:
+        return f"{int(milliseconds)} ms"
+    return natural_duration(milliseconds / 1000)

@@ -144,6 +144,7 @@ if __name__ == "__main__":
             "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1,testserver", "SECURE_SSL_REDIRECT": "0",
             "STATIC_ROOT": static_root, "DATABASE_URL": database_url, "LOG_LEVEL": "ERROR",
             "DJANGO_SETTINGS_MODULE": "patchworks_site.settings", "CREDENTIAL_KEY_FILE": "/nonexistent/credential-keys",
+            "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
         })
         os.environ.setdefault("SECRET_KEY", "load-test-only-" + os.urandom(32).hex())
         os.environ.setdefault("CREDENTIAL_KEYS", bench.TEST_CREDENTIAL_KEYS)

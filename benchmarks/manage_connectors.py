@@ -187,6 +187,7 @@ def setup_django(database_url: str, static_root: str) -> None:
     os.environ["SECURE_SSL_REDIRECT"] = "0"  # the test client speaks plain HTTP
     os.environ["STATIC_ROOT"] = static_root
     os.environ["DATABASE_URL"] = database_url  # always the throwaway one
+    os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.dummy.EmailBackend")  # no alert email leaves
 
     import django
 

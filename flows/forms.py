@@ -15,6 +15,7 @@ from flows.schedules import MINUTE_INTERVALS
 from flows.shapes import filter as filter_shape
 from instances.models import Instance
 from patchworks_site.models import Company
+from patchworks_site.widgets import QuickSelect
 
 
 class FlowForm(forms.ModelForm):
@@ -141,10 +142,11 @@ class ScheduleForm(forms.Form):
 class RunLogFilterForm(forms.Form):
     """The run log's filters (GET). Invalid values show an error next to the filter and are not applied."""
 
-    flow = forms.ModelChoiceField(queryset=ProcessFlow.objects.none(), required=False, empty_label="All process flows")
+    # Plain (pk, name) choices: a company may have hundreds of flows (see QuickSelect).
+    flow = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, widget=QuickSelect)
     status = forms.ChoiceField(choices=[("", "All outcomes"), *RunStatus.choices], required=False)
     trigger = forms.ChoiceField(choices=[("", "All triggers"), *RunTrigger.choices], required=False)
-    instance = forms.ModelChoiceField(queryset=Instance.objects.none(), required=False, empty_label="All instances")
+    instance = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, widget=QuickSelect)
     warnings = forms.ChoiceField(choices=[("", "Any"), ("yes", "With warnings"), ("no", "Without warnings")],
                                  required=False)
     queued_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -153,11 +155,14 @@ class RunLogFilterForm(forms.Form):
     def __init__(self, *args, company: Company, **kwargs):
         super().__init__(*args, **kwargs)
         self.time_zone = company_zone(company)
-        self.fields["flow"].queryset = ProcessFlow.objects.for_company(company)
+        flows = ProcessFlow.objects.for_company(company).order_by("name", "pk").values_list("pk", "name")
         # The instances the company's flows use in connection shapes.
-        self.fields["instance"].queryset = Instance.objects.for_company(company).filter(
+        instances = Instance.objects.for_company(company).filter(
             pk__in=Shape.objects.filter(flow__company=company, instance__isnull=False).values("instance")
-        )
+        ).order_by("name", "pk").values_list("pk", "name")
+        # Callables: read only when the field is shown or checked (a flow's own run log shows no flow filter).
+        self.fields["flow"].choices = lambda: [("", "All process flows"), *flows]
+        self.fields["instance"].choices = lambda: [("", "All instances"), *instances]
         for name, field in self.fields.items():
             field.widget.attrs["class"] = "form-control form-control-sm" if name.startswith("queued") else "form-select form-select-sm"
 
@@ -180,13 +185,13 @@ class RunLogFilterForm(forms.Form):
         self.is_valid()
         data = getattr(self, "cleaned_data", {})
         if data.get("flow"):
-            runs = runs.filter(flow=data["flow"])
+            runs = runs.filter(flow_id=data["flow"])
         if data.get("status"):
             runs = runs.filter(status=data["status"])
         if data.get("trigger"):
             runs = runs.filter(trigger=data["trigger"])
         if data.get("instance"):
-            runs = runs.filter(flow__in=Shape.objects.filter(instance=data["instance"]).values("flow"))
+            runs = runs.filter(flow__in=Shape.objects.filter(instance_id=data["instance"]).values("flow"))
         if data.get("warnings"):
             with_warnings = ~Q(warnings=[]) | Q(pk__in=FlowRunShape.objects.exclude(warnings=[]).values("run"))
             runs = runs.filter(with_warnings if data["warnings"] == "yes" else ~with_warnings)

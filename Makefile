@@ -39,10 +39,11 @@ run: setup
 	$(DEV_ENV) $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 # The suite runs in parallel (pytest-xdist): most tests wait on worker processes, local HTTP servers or
-# Chromium, so 4 processes beat 2 even on 2 cores. One file serially: make test PYTEST_WORKERS=0 PYTEST_ARGS=tests/test_x.py
+# Chromium, so more processes than cores pay off; worksteal evens out the long tests at the end.
+# One file serially: make test PYTEST_WORKERS=0 PYTEST_ARGS=tests/test_x.py
 PYTEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

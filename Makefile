@@ -48,8 +48,12 @@ run: setup
 serve-prod: install
 	$(BIN)/python -m patchworks_site.serve_prod $(SERVE_PROD_ARGS)
 
+# The suite runs in parallel (pytest-xdist): most tests wait on worker processes, local HTTP servers or
+# Chromium, so more processes than cores pay off; worksteal evens out the long tests at the end.
+# One file serially: make test PYTEST_WORKERS=0 PYTEST_ARGS=tests/test_x.py
+PYTEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -58,4 +62,4 @@ benchmark: install
 	$(BIN)/python -m benchmarks.manage_connectors
 
 clean:
-	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache .prometheus-multiproc
+	rm -rf $(VENV) db.sqlite3 huey.sqlite3 staticfiles .pytest_cache .prometheus-multiproc .test-limits*.sqlite3*

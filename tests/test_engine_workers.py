@@ -33,7 +33,8 @@ from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 from tests.processes import stop_all
 
 LEASE_SECONDS = 5
-REDIS_URL = os.environ.get("TEST_HUEY_REDIS_URL", "redis://127.0.0.1:6379/13")
+# The pass's own Redis database (one per xdist worker, see tests/worker_env.py) when it has one.
+REDIS_URL = os.environ.get("TEST_HUEY_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/13"
 ORDERS = [{"id": 1}, {"id": 2}, {"id": 3}]
 
 # Workers see only committed rows.

@@ -13,7 +13,8 @@ from instances.outbound import InstanceClient, limits, retry
 from patchworks_site.models import AuditEntry, Role
 from tests.limits_helpers import close_store, use_store
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+# The pass's own Redis database (one per xdist worker, see tests/worker_env.py) when it has one.
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/5"
 NOW = 1_790_000_000
 HOUR = 3600
 

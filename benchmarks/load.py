@@ -30,7 +30,12 @@ virtualenv (any Python >= 3.10)::
     benchmarks/.venv/bin/pip install -r benchmarks/requirements.txt
     .venv/bin/python -m benchmarks.load
 
-Options: ``--users 50 --duration 60 --workers 4``; ``LOAD_DATABASE_URL`` picks
+``--runs`` adds the pages of runs, on 500 more process flows and 100,000 runs
+(the seeding of ``benchmarks.pages --runs``) and a run whose step holds 100 pages
+of stored records and requests: the flows list, the run log's page 1 and page
+1,000 (by its keyset cursor) and that run's page.
+
+Options: ``--users 50 --duration 60 --workers 4 [--runs]``; ``LOAD_DATABASE_URL`` picks
 another throwaway PostgreSQL database; ``LOCUST`` the locust executable.
 """
 
@@ -103,6 +108,21 @@ if __name__ != "__main__":
         def admin_changelist(self) -> None:
             self._get(CONFIG["admin"], "admin changelist (same rows)")
 
+        @task(2)
+        def run_log_first(self) -> None:
+            if CONFIG.get("runs"):
+                self._get(CONFIG["runs"]["run log page 1"], "run log page 1")
+
+        @task(2)
+        def run_log_deep(self) -> None:
+            if CONFIG.get("runs"):
+                self._get(CONFIG["runs"]["run log page 1,000"], "run log page 1,000")
+
+        @task(2)
+        def run_page(self) -> None:
+            if CONFIG.get("runs"):
+                self._get(CONFIG["runs"]["run page"], "run page (100 pages of payloads)")
+
 
 # --- the orchestrator ---------------------------------------------------------------------
 
@@ -137,6 +157,9 @@ if __name__ == "__main__":
         (re.compile(r"^/marketplace/sandbox/\?$"), "listing"),
         (re.compile(r"^/flows/\?$"), "process flows"),
         (re.compile(r"^/admin/instances/instance/"), "admin changelist (same rows)"),
+        (re.compile(r"^/flows/runs/\?$"), "run log page 1"),
+        (re.compile(r"^/flows/runs/\?before="), "run log page 1,000"),
+        (re.compile(r"^/flows/runs/\d+/\?$"), "run page (100 pages of payloads)"),
     ]
 
     def setup_django(database_url: str, static_root: str) -> None:
@@ -156,7 +179,7 @@ if __name__ == "__main__":
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
 
-    def seed(n_users: int) -> dict:
+    def seed(n_users: int, with_runs: bool = False) -> dict:
         from django.conf import settings
         from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
         from django.contrib.sessions.backends.db import SessionStore
@@ -185,6 +208,15 @@ if __name__ == "__main__":
             store.create()
             sessions.append(store.session_key)
         instances = bench.seed_flows(company)
+        runs = {}
+        if with_runs:
+            from benchmarks import pages as page_bench
+            from flows.models import FlowRunShape
+
+            runs = {name: url() for name, url in page_bench.seed_runs(company).items()}
+            page_bench.seed_run(company)
+            step = FlowRunShape.objects.filter(pages=page_bench.RUN_PAGES).order_by("pk").first()
+            runs["run page"] = f"/flows/runs/{step.run_id}/"
         # The wizard's step URLs carry a signed state: walk steps 1-2 once to get them.
         sandbox = Connector.objects.filter(company=company, installation__isnull=False).order_by("pk").first()
         client = Client()
@@ -205,6 +237,7 @@ if __name__ == "__main__":
             "wizard": {"name": url, "settings": step2, "auth": step3["Location"]},
             "admin": f"/admin/instances/instance/?company__id__exact={company.pk}",
             "company": company.name,
+            "runs": runs,
         }
 
     def free_port() -> int:
@@ -245,6 +278,7 @@ if __name__ == "__main__":
         parser.add_argument("--users", type=int, default=50)
         parser.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
         parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4)")
+        parser.add_argument("--runs", action="store_true", help="also the pages of runs (500 flows, 100,000 runs)")
         args = parser.parse_args()
         locust = os.environ.get("LOCUST") or str(BENCH_DIR / ".venv" / "bin" / "locust")
         if not Path(locust).exists() and not shutil.which(locust):
@@ -258,7 +292,7 @@ if __name__ == "__main__":
                 print(f"Database: {db.label}")
                 t0 = time.perf_counter()
                 setup_django(db.url, str(work / "static"))
-                config = seed(args.users)
+                config = seed(args.users, with_runs=args.runs)
                 (work / "config.json").write_text(json.dumps(config))
                 print(f"Seeded in {time.perf_counter() - t0:.0f} s: {config['company']}, "
                       f"{args.users} users with a session, 20 process flows.")

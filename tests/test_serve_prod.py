@@ -31,10 +31,14 @@ PRODUCTION = {
     "DEFAULT_FROM_EMAIL": "Patchworks <alerts@patchworks.example.com>",
 }
 PREFIX = "serve-prod: refusing to start: "
+# What the test process may carry that a production environment never does (the browser tests' fixture sets
+# DJANGO_ALLOW_ASYNC_UNSAFE, which `check --deploy` rightly refuses).
+TEST_ONLY = {"DJANGO_ALLOW_ASYNC_UNSAFE"}
 
 
 def serve_prod(*args: str, env: dict[str, str | None] | None = None, **popen) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "DATABASE_URL", "REDIS_URL", "CREDENTIAL_KEYS"}}
+    environ = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "DATABASE_URL", "REDIS_URL", "CREDENTIAL_KEYS",
+                                                                 *TEST_ONLY}}
     for name, value in {**PRODUCTION, **(env or {})}.items():
         if value is None:
             environ.pop(name, None)
@@ -163,7 +167,8 @@ def test_serve_prod_serves_the_dashboard_with_its_workers_and_sigterm_stops_them
            "HUEY_NAME": f"pw-test-{uuid.uuid4().hex}", "LIMITS_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
            "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "serve-prod.log", "w")
-    environ = {**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "CREDENTIAL_KEYS"}}, **PRODUCTION, **env}
+    environ = {**{k: v for k, v in os.environ.items() if k not in {"DEBUG", "CREDENTIAL_KEYS", *TEST_ONLY}},
+               **PRODUCTION, **env}
     launcher = subprocess.Popen([sys.executable, "-m", "patchworks_site.serve_prod", "--no-migrate"], cwd=settings.BASE_DIR,
                                 env=environ, stdout=log, stderr=subprocess.STDOUT)
     output = (tmp_path / "serve-prod.log").read_text

@@ -243,6 +243,11 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
             return other
     if own is None:
         return None
+    # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
+    # earlier left its run without one); a parked run resuming takes its own turn.
+    first = fairness.oldest_queued(own[0]) if own[1] == RunStatus.QUEUED else None
+    if first is not None and first != run_pk and claim(first, owner):
+        return first
     if claim(run_pk, owner):
         return run_pk
     if claimable(run_pk) is not None:  # its company is at its maximum
@@ -284,8 +289,7 @@ def hand_over_next(company_id: int) -> None:
     duplicate task is harmless: runs are claimed once, and a task whose run has
     started takes another company's turn).
     """
-    waiting = FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
-    run_pk = waiting.order_by("queued_at", "id").values_list("pk", flat=True).first()
+    run_pk = fairness.oldest_queued(company_id)
     if run_pk is not None:
         hand_over(run_pk)
 

@@ -57,7 +57,12 @@ def turns(*, besides: int | None = None, fewer_than: int | None = None) -> Itera
         if going.get(company, 0) < ceiling_of.get(company, 0) and (fewer_than is None or going.get(company, 0) < fewer_than)
     )
     for _, _, company in eligible[:TURNS_TRIED]:
-        run_pk = (FlowRun.objects.real().filter(company_id=company, status=RunStatus.QUEUED)
-                  .order_by("queued_at", "id").values_list("pk", flat=True).first())
+        run_pk = oldest_queued(company)
         if run_pk is not None:
             yield run_pk
+
+
+def oldest_queued(company_id: int) -> int | None:
+    """The company's run that has waited longest for a worker (test steps left out)."""
+    return (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
+            .order_by("queued_at", "id").values_list("pk", flat=True).first())

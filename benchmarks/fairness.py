@@ -196,6 +196,7 @@ def measure(args, env: dict[str, str], tmp: Path, api: StubAPI) -> None:
           f"runs hold their worker ~{args.hold:g} s")
     print(f"  B enqueue → start ({len(waits)} runs): median {statistics.median(waits):.2f} s, "
           f"p95 {percentile(waits, 0.95):.2f} s, max {max(waits):.2f} s")
+    print(f"  B's waits, longest first: {', '.join(f'{w:.2f}' for w in sorted(waits, reverse=True)[:8])} s")
     print(f"  A running at once: at most {max(samples, default=0)} sampled every 100 ms ({len(samples)} samples), "
           f"{rows_most} by the rows' start and end times; maximum {a_company.concurrent_run_limit}")
     print(f"  A throughput: {len(a_rows) / span:.2f} runs/s ({len(a_rows)} runs in {span:.1f} s)")

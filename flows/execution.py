@@ -184,12 +184,8 @@ def claim(run_pk: int, owner: str) -> bool:
     so two workers never both put a company over its maximum of concurrent runs.
     A test step neither counts nor waits: it reads one page and sends nothing.
     """
-    now = timezone.now()
-    claimable = FlowRun.objects.filter(pk=run_pk).filter(
-        Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
-    )
     with transaction.atomic():
-        row = claimable.values_list("company_id", "trigger").first()
+        row = FlowRun.objects.filter(pk=run_pk).values_list("company_id", "trigger").first()
         if row is None:
             return False
         company_id, trigger = row
@@ -197,6 +193,15 @@ def claim(run_pk: int, owner: str) -> bool:
             company = Company.objects.select_for_update().only("max_concurrent_runs").get(pk=company_id)
             if fairness.running(company_id) >= company.concurrent_run_limit:
                 return False
+        # Read once the lock is held: the run's start is never before the end of the run whose slot it took.
+        now = timezone.now()
+        claimable = FlowRun.objects.filter(pk=run_pk).filter(
+            Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
+        )
+        if not claimable.exists():
+            return False
+        if trigger != RunTrigger.TEST:
+            Company.objects.filter(pk=company_id).update(last_run_started_at=now)
         return bool(claimable.update(
             status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
             lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
@@ -218,25 +223,20 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
 
     Huey's queue is first in, first out, and shared: a company that queued
     hundreds of runs would hold every worker until its backlog drained. So a
-    task is a turn at a worker more than a run of its own: it starts a queued
-    run of a company with fewer runs going than the run's own company (fewest
-    first, then the longest waiting), and otherwise its own run. A task whose
-    run has started or ended meanwhile (its turn was taken for another run)
-    gives its turn to whichever company has fewest runs going. A run whose
-    company is at its maximum of concurrent runs is deferred (see defer).
+    task is a turn at a worker more than a run of its own: it starts the
+    oldest queued run of the company whose turn it is (fairness.turns: fewest
+    runs going, then the one whose last run started longest ago), which is
+    often its own run's company. A task whose run has started or ended
+    meanwhile (its turn was taken for another run) gives its turn the same
+    way. A run whose company is at its maximum of concurrent runs is deferred
+    (see defer).
     """
     own = claimable(run_pk)
     if own is not None and own[2] == RunTrigger.TEST:
         return run_pk if claim(run_pk, owner) else None
-    if own is None:
-        others = fairness.turns()
-    elif own[1] == RunStatus.QUEUED:
-        company_id = own[0]
-        full = fairness.at_limit(company_id)
-        others = fairness.turns(besides=company_id, fewer_than=None if full else fairness.running(company_id))
-    else:
-        others = iter(())  # a parked run resuming keeps its turn
-    for other in others:
+    for company_id, other in fairness.turns() if own is None or own[1] == RunStatus.QUEUED else ():
+        if own is not None and company_id == own[0]:
+            break  # the run's own company has the turn (a parked run resuming always takes its own)
         if claim(other, owner):
             if own is not None and claimable(run_pk) is not None and fairness.at_limit(own[0]):
                 defer(run_pk)

@@ -11,6 +11,7 @@ count toward no maximum (one page, nothing sent, started at once).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from django.db.models import Count, Min
 
@@ -33,33 +34,31 @@ def at_limit(company_id: int | None) -> bool:
     return running(company_id) >= company.concurrent_run_limit
 
 
-def turns(*, besides: int | None = None, fewer_than: int | None = None) -> Iterator[int]:
-    """Queued runs whose company's turn comes next (at most TURNS_TRIED, the fairest first).
+def turns() -> Iterator[tuple[int, int]]:
+    """(company, its oldest queued run) of the companies whose turn comes next, the fairest first (TURNS_TRIED at most).
 
-    Companies under their maximum only; `besides`: not this company's runs;
-    `fewer_than`: only companies with fewer runs going than that.
+    Companies under their maximum only: fewest runs going first, then the one
+    whose last run started longest ago (so companies take turns), then the one
+    whose oldest queued run has waited longest.
     """
     going = dict(
         FlowRun.objects.real().filter(status=RunStatus.RUNNING).order_by().values("company")
         .annotate(n=Count("pk")).values_list("company", "n")
     )
-    waiting = (FlowRun.objects.real().filter(status=RunStatus.QUEUED).order_by().values("company")
-               .annotate(first=Min("queued_at")).values_list("company", "first"))
-    if besides is not None:
-        waiting = waiting.exclude(company_id=besides)
-    oldest = dict(waiting)
+    oldest = dict(FlowRun.objects.real().filter(status=RunStatus.QUEUED).order_by().values("company")
+                  .annotate(first=Min("queued_at")).values_list("company", "first"))
     if not oldest:
         return
-    ceiling_of = {c.pk: c.concurrent_run_limit for c in Company.objects.filter(pk__in=oldest).only("max_concurrent_runs")}
+    never = datetime.min.replace(tzinfo=UTC)
     eligible = sorted(
-        (going.get(company, 0), first, company)
-        for company, first in oldest.items()
-        if going.get(company, 0) < ceiling_of.get(company, 0) and (fewer_than is None or going.get(company, 0) < fewer_than)
+        (going.get(company.pk, 0), company.last_run_started_at or never, oldest[company.pk], company.pk)
+        for company in Company.objects.filter(pk__in=oldest).only("max_concurrent_runs", "last_run_started_at")
+        if going.get(company.pk, 0) < company.concurrent_run_limit
     )
-    for _, _, company in eligible[:TURNS_TRIED]:
-        run_pk = oldest_queued(company)
+    for *_, company_id in eligible[:TURNS_TRIED]:
+        run_pk = oldest_queued(company_id)
         if run_pk is not None:
-            yield run_pk
+            yield company_id, run_pk
 
 
 def oldest_queued(company_id: int) -> int | None:

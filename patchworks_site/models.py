@@ -30,6 +30,8 @@ class Company(models.Model):
     # At most this many of the company's runs hold a worker at once (within FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING);
     # the others wait queued, so one company's backlog never holds every worker.
     max_concurrent_runs = models.PositiveIntegerField(default=4)
+    # When a worker last started one of the company's runs: companies take turns (flows.fairness).
+    last_run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

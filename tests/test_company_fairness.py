@@ -141,6 +141,25 @@ def test_companies_take_turns_so_one_company_s_backlog_does_not_starve_another(c
     }
 
 
+def test_a_parked_run_resuming_counts_toward_the_maximum_and_waits_for_a_free_slot(company, flows_of):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    parked = queue(first)
+    assert execution.claim(parked.pk, "worker-a")
+    FlowRun.objects.filter(pk=parked.pk).update(status=RunStatus.WAITING, lease_owner="", lease_expires_at=None,
+                                                parked_until=timezone.now(), park_reason="the rate limit of Shop")
+    going = queue(second)
+    assert execution.claim(going.pk, "worker-b")  # the park freed the company's slot
+
+    assert execution.execute(parked.pk) is None  # its park is over, but the slot is taken
+    parked.refresh_from_db()
+    assert (parked.status, parked.deferrals) == (RunStatus.WAITING, 1)
+    FlowRun.objects.filter(pk=going.pk).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    run = execution.execute(parked.pk)
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+
+
 def test_test_steps_neither_count_toward_the_maximum_nor_wait_for_it(company, flows_of):
     company.max_concurrent_runs = 1
     company.save()

@@ -1,7 +1,9 @@
 """Executing one flow run on a worker.
 
 A worker claims the run with one conditional UPDATE (queued -> running), so a
-run is never executed twice, however many workers receive its task. While it
+run is never executed twice, however many workers receive its task; the claim
+keeps the company's maximum of concurrent runs, and a task starts the run of
+whichever company's turn it is (claim_fairly, flows.fairness). While it
 runs, the worker holds a lease that a heartbeat thread renews; a worker that is
 killed stops renewing it and the scheduler tick fails the run ("worker lost").
 Pages stream through the shapes (one module per shape kind in flows.shapes,
@@ -327,7 +329,7 @@ def execute(run_pk: int) -> FlowRun | None:
         if claimed is None:
             logger.info("Flow run %s is not queued any more, or waits for its company's turn.", run_pk)
             return None
-        logger.info("Flow run %s gave its turn to run %s of a company with fewer runs going.", run_pk, claimed)
+        logger.info("Flow run %s gave its turn to run %s (its company's turn, or an older run).", run_pk, claimed)
         run_on(claimed, owner)
         return None  # the run this task was sent for has not run
     return run_on(run_pk, owner)

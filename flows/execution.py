@@ -1,7 +1,9 @@
 """Executing one flow run on a worker.
 
 A worker claims the run with one conditional UPDATE (queued -> running), so a
-run is never executed twice, however many workers receive its task. While it
+run is never executed twice, however many workers receive its task; the claim
+keeps the company's maximum of concurrent runs, and a task starts the run of
+whichever company's turn it is (claim_fairly, flows.fairness). While it
 runs, the worker holds a lease that a heartbeat thread renews; a worker that is
 killed stops renewing it and the scheduler tick fails the run ("worker lost").
 Pages stream through the shapes (one module per shape kind in flows.shapes,
@@ -28,15 +30,16 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huey.contrib.djhuey import db_task
 
-from flows import durability, signals, steps
+from flows import durability, fairness, signals, steps
 from flows import metrics as flow_metrics
-from flows.models import FlowRun, FlowRunShape, RunStatus, Shape, ShapeKind, ShapeStatus
+from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape
 from flows.shapes import filter as filter_shape
 from flows.shapes import map as map_shape
 from instances.models import Instance
 from instances.outbound import InstanceClient
+from patchworks_site.models import Company
 
 logger = logging.getLogger(__name__)
 
@@ -175,16 +178,122 @@ class Heartbeat(threading.Thread):
 
 
 def claim(run_pk: int, owner: str) -> bool:
-    """queued (or waiting, once its park is over) -> running, for this worker only."""
-    now = timezone.now()
-    return bool(
-        FlowRun.objects.filter(pk=run_pk)
-        .filter(Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now))
-        .update(
+    """queued (or waiting, once its park is over) -> running, for this worker only, within its company's maximum.
+
+    The count of the company's running runs and the UPDATE are one transaction
+    holding the company's row (SELECT ... FOR UPDATE on PostgreSQL; on SQLite
+    every transaction starts IMMEDIATE, which serialises writers the same way),
+    so two workers never both put a company over its maximum of concurrent runs.
+    A test step neither counts nor waits: it reads one page and sends nothing.
+    """
+    with transaction.atomic():
+        row = FlowRun.objects.filter(pk=run_pk).values_list("company_id", "trigger").first()
+        if row is None:
+            return False
+        company_id, trigger = row
+        if trigger != RunTrigger.TEST:
+            company = Company.objects.select_for_update().only("max_concurrent_runs").get(pk=company_id)
+            if fairness.running(company_id) >= company.concurrent_run_limit:
+                return False
+        # Read once the lock is held: the run's start is never before the end of the run whose slot it took.
+        now = timezone.now()
+        claimable = FlowRun.objects.filter(pk=run_pk).filter(
+            Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
+        )
+        if not claimable.exists():
+            return False
+        if trigger != RunTrigger.TEST:
+            Company.objects.filter(pk=company_id).update(last_run_started_at=now)
+        return bool(claimable.update(
             status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
             lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
-        )
+            activity="",
+        ))
+
+
+def claimable(run_pk: int) -> tuple[int, str, str] | None:
+    """(company, status, trigger) of the run if a worker could start it now, else None."""
+    return (
+        FlowRun.objects.filter(pk=run_pk)
+        .filter(Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=timezone.now()))
+        .values_list("company_id", "status", "trigger").first()
     )
+
+
+def claim_fairly(run_pk: int, owner: str) -> int | None:
+    """The run this task starts: `run_pk`, or another company's run whose turn it is; None when none.
+
+    Huey's queue is first in, first out, and shared: a company that queued
+    hundreds of runs would hold every worker until its backlog drained. So a
+    task is a turn at a worker more than a run of its own: it starts the
+    oldest queued run of the company whose turn it is (fairness.turns: fewest
+    runs going, then the one whose last run started longest ago), which is
+    often its own run's company. A task whose run has started or ended
+    meanwhile (its turn was taken for another run) gives its turn the same
+    way. A run whose company is at its maximum of concurrent runs is deferred
+    (see defer).
+    """
+    own = claimable(run_pk)
+    if own is not None and own[2] == RunTrigger.TEST:
+        return run_pk if claim(run_pk, owner) else None
+    for company_id, other in fairness.turns() if own is None or own[1] == RunStatus.QUEUED else ():
+        if own is not None and company_id == own[0]:
+            break  # the run's own company has the turn (a parked run resuming always takes its own)
+        if claim(other, owner):
+            if own is not None and claimable(run_pk) is not None and fairness.at_limit(own[0]):
+                defer(run_pk)
+            return other
+    if own is None:
+        return None
+    # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
+    # earlier left its run without one); a parked run resuming takes its own turn.
+    first = fairness.oldest_queued(own[0]) if own[1] == RunStatus.QUEUED else None
+    if first is not None and first != run_pk and claim(first, owner):
+        return first
+    if claim(run_pk, owner):
+        return run_pk
+    if claimable(run_pk) is not None:  # its company is at its maximum
+        defer(run_pk)
+    return None
+
+
+# A deferred run's task comes back after this many seconds, a quarter of a second later each time, up to the most.
+DEFER_SECONDS, DEFER_MAX_SECONDS = 1.0, 5.0
+
+
+def defer(run_pk: int) -> None:
+    """Put back a run whose company is at its maximum of concurrent runs, saying so on its page.
+
+    It keeps its place: the company's runs start oldest first whichever task
+    comes (fairness.turns), and when one of them ends the next is handed over
+    at once (hand_over_next); the task given back here is the fallback.
+    """
+    run = FlowRun.objects.filter(pk=run_pk).select_related("company").only(
+        "status", "deferrals", "company__name", "company__max_concurrent_runs"
+    ).first()
+    if run is None:
+        return
+    if run.status == RunStatus.QUEUED:
+        text = run.company.at_limit_text
+        FlowRun.objects.real().filter(company_id=run.company_id, status=RunStatus.QUEUED).exclude(
+            activity=text
+        ).update(activity=text)
+    FlowRun.objects.filter(pk=run_pk).update(deferrals=F("deferrals") + 1)
+    delay = min(DEFER_SECONDS + run.deferrals / 4, DEFER_MAX_SECONDS)
+    hand_over(run_pk, timezone.now() + timedelta(seconds=delay))
+
+
+def hand_over_next(company_id: int) -> None:
+    """A run of the company ended or gave its worker back: its oldest queued run goes to the queue at once.
+
+    So a company at its maximum has its next run started in order, as soon as
+    a slot is free, whatever became of the tasks of its deferred runs (a
+    duplicate task is harmless: runs are claimed once, and a task whose run has
+    started takes another company's turn).
+    """
+    run_pk = fairness.oldest_queued(company_id)
+    if run_pk is not None:
+        hand_over(run_pk)
 
 
 @db_task()
@@ -211,13 +320,40 @@ def hand_over(run_pk: int, at: datetime | None = None) -> None:
 def execute(run_pk: int) -> FlowRun | None:
     """Run (or resume) the flow run `run_pk` if it is queued or its park is over; None when there is nothing to do."""
     owner = worker_name()
-    if not claim(run_pk, owner):
-        early = FlowRun.objects.filter(pk=run_pk, status=RunStatus.WAITING).values_list("parked_until", flat=True).first()
+    claimed = claim_fairly(run_pk, owner)
+    if claimed != run_pk:
+        early = FlowRun.objects.filter(pk=run_pk, status=RunStatus.WAITING, parked_until__gt=timezone.now())
+        early = early.values_list("parked_until", flat=True).first()
         if early is not None:  # the queue's clock ran ahead of the database's: come back when the park is over
             hand_over(run_pk, early)
-        else:
-            logger.info("Flow run %s is not queued any more; nothing to do.", run_pk)
-        return None
+        if claimed is None:
+            logger.info("Flow run %s is not queued any more, or waits for its company's turn.", run_pk)
+            return None
+        logger.info("Flow run %s gave its turn to run %s (its company's turn, or an older run).", run_pk, claimed)
+        run_on(claimed, owner)
+        return None  # the run this task was sent for has not run
+    return run_on(run_pk, owner)
+
+
+def run_on(run_pk: int, owner: str) -> FlowRun | None:
+    """Execute the run this worker claimed; None when its result was dropped (the lease was lost)."""
+    try:
+        return _run_on(run_pk, owner)
+    finally:
+        try:
+            hand_over_next_of(run_pk)
+        except Exception:  # the queue unreachable: requeue_stale hands it over later
+            logger.warning("Could not hand the next run of run %s's company to the queue.", run_pk, exc_info=True)
+
+
+def hand_over_next_of(run_pk: int) -> None:
+    """The run gave its worker back (ended, parked, lost): its company's next run goes to the queue."""
+    company_id = FlowRun.objects.filter(pk=run_pk).values_list("company_id", flat=True).first()
+    if company_id is not None:
+        hand_over_next(company_id)
+
+
+def _run_on(run_pk: int, owner: str) -> FlowRun | None:
     run = FlowRun.objects.select_related("flow", "company").get(pk=run_pk)
     heartbeat = Heartbeat(run_pk, owner)
     heartbeat.start()

@@ -233,6 +233,9 @@ class FlowRun(models.Model):
     parked_until = models.DateTimeField(null=True, blank=True)
     park_reason = models.CharField(max_length=300, blank=True)
     parks = models.PositiveIntegerField(default=0)
+    # How many times a worker found the run's company at its maximum of concurrent runs and put the run back
+    # (flows.execution.defer): each time its task comes back a little later.
+    deferrals = models.PositiveIntegerField(default=0)
     # Sends of an API without idempotency keys that were in flight when a worker was lost:
     # [{"shape": label, "what": "Page 3, batch 1", "ids": [...], "at": ISO}]. They were not sent again.
     in_doubt = models.JSONField(default=list, blank=True)

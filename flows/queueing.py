@@ -224,7 +224,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
                 entry = {"number": attempt + 1, "cause": "worker lost", "lost_at": lost_at.isoformat(),
                          "resumed_at": None, "from_page": page}
                 if lost_run.update(status=RunStatus.QUEUED, attempt=attempt + 1, attempts=[*attempts, entry],
-                                   lease_owner="", lease_expires_at=None, enqueued_at=now):
+                                   lease_owner="", lease_expires_at=None, enqueued_at=now, activity=""):
                     resumed += 1
                     transaction.on_commit(lambda pk=pk: execution.hand_over(pk), robust=True)
                 continue
@@ -233,6 +233,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
                                attempts=attempts):
                 failed += 1
                 signals.announce_concluded(pk, RunStatus.FAILED)
+                transaction.on_commit(lambda pk=pk: execution.hand_over_next_of(pk), robust=True)
                 FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now
                 )
@@ -269,6 +270,7 @@ def reap_overdue(now: datetime | None = None) -> int:
                     status=ShapeStatus.STOPPED, finished_at=now
                 )
                 signals.announce_concluded(run.pk, RunStatus.FAILED)
+                transaction.on_commit(lambda company_id=run.company_id: execution.hand_over_next(company_id), robust=True)
         reaped += failed
     if reaped:
         logger.warning("%d flow run(s) failed: past their maximum run duration.", reaped)

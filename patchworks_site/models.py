@@ -27,6 +27,11 @@ class Company(models.Model):
     max_run_duration_minutes = models.PositiveIntegerField(default=60)
     # The time zone the dashboard gives run times in where a wall-clock time matters (until when a run waits).
     time_zone = models.CharField(max_length=64, default="UTC")
+    # At most this many of the company's runs hold a worker at once (within FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING);
+    # the others wait queued, so one company's backlog never holds every worker.
+    max_concurrent_runs = models.PositiveIntegerField(default=4)
+    # When a worker last started one of the company's runs: companies take turns (flows.fairness).
+    last_run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -47,6 +52,18 @@ class Company(models.Model):
         if self.max_run_duration_minutes > ceiling:
             return f"{duration_text(ceiling)}, the platform's maximum run duration (FLOW_RUN_MAX_DURATION_CEILING_MINUTES)"
         return f"{duration_text(self.max_run_duration_minutes)}, the company's maximum run duration"
+
+
+    @property
+    def concurrent_run_limit(self) -> int:
+        """How many of the company's runs may hold a worker at once: its own setting, within the platform's ceiling."""
+        return max(1, min(self.max_concurrent_runs, settings.FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING))
+
+    @property
+    def at_limit_text(self) -> str:
+        """What a run held back by the limit says on the run page and in the run log."""
+        limit = self.concurrent_run_limit
+        return f"queued: {self.name} is at its limit of {limit} concurrent run{'s' if limit != 1 else ''}"
 
 
 class Role(models.TextChoices):

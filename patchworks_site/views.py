@@ -61,7 +61,9 @@ def company_settings(request: HttpRequest) -> HttpResponse:
                 sent.save()
         if not sent.errors:
             if form_class is RunDurationForm:
+                limit = locked.concurrent_run_limit
                 messages.success(request, f"Run settings saved: a run is stopped after {locked.run_duration_text}; "
+                                          f"at most {limit} run{'s' if limit != 1 else ''} go at once; "
                                           f"times are given in {locked.time_zone}.")
             else:
                 messages.success(

@@ -259,6 +259,9 @@ FLOW_MAX_REQUEST_BYTES = int(os.environ.get("FLOW_MAX_REQUEST_BYTES", str(4 * 10
 FLOW_MAX_RECORD_DEPTH = int(os.environ.get("FLOW_MAX_RECORD_DEPTH", "64"))
 # The most minutes a company may allow one run to take (its own maximum run duration is set within this).
 FLOW_RUN_MAX_DURATION_CEILING_MINUTES = int(os.environ.get("FLOW_RUN_MAX_DURATION_CEILING_MINUTES", "360"))
+# The most runs of one company that may hold a worker at once (each company sets its own maximum within this;
+# its other runs wait queued while other companies' runs start).
+FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING = int(os.environ.get("FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING", "20"))
 # The run page's steps keep each page's records and every request (redacted before they are stored):
 # each stored body (records of a page, a request's or a response's body) is cut at this many bytes ...
 FLOW_PAYLOAD_BODY_MAX_BYTES = int(os.environ.get("FLOW_PAYLOAD_BODY_MAX_BYTES", str(256 * 1024)))

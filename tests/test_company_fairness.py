@@ -1,0 +1,266 @@
+"""Fair shares between companies: each company's maximum of concurrent runs, and turns at the workers.
+
+In-process tests drive flows.execution.execute as a worker's task would (the
+task's run may give its turn to another company's run); the last tests run
+three real `run_huey` processes against one queue and sample the database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from flows import execution, queueing
+from flows.models import FlowRun, RunStatus, RunTrigger
+from patchworks_site.models import Role
+from tests.durable_helpers import FINISHED, make_workers, wait_for
+from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
+from tests.test_engine_workers import on_committed_rows
+
+ORDERS = [{"id": 1}, {"id": 2}]
+
+
+@pytest.fixture
+def api():
+    """The third party, answering several workers at once; each list of orders takes `hold` seconds."""
+    server = HTTPServer(threaded=True)
+    server.start()
+    state = {"hold": 0.0}
+
+    def orders(request: Request) -> Response:
+        time.sleep(state["hold"])
+        return Response(json.dumps({"orders": ORDERS}), content_type="application/json")
+
+    server.expect_request("/api/orders").respond_with_handler(orders)
+    server.expect_request("/api/imports", method="POST").respond_with_json({"ok": True}, status=201)
+    yield server, state
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def flows_of(make_connector, make_instance, api):
+    server, _ = api
+
+    def make(company, count: int = 1):
+        connector = shop_connector(make_connector, company, server.url_for("/api"))
+        instance = make_instance(connector, f"Shop of {company.name}", {"api_token": API_TOKEN})
+        return [receive_then_send_flow(company, instance, name=f"{company.name} flow {n}") for n in range(count)]
+
+    return make
+
+
+def queue(flow) -> FlowRun:
+    return queueing.queue_run(flow, RunTrigger.MANUAL)
+
+
+def started_order(*runs: FlowRun) -> list[int]:
+    return list(FlowRun.objects.filter(pk__in=[r.pk for r in runs], started_at__isnull=False)
+                .order_by("started_at", "id").values_list("pk", flat=True))
+
+
+def test_a_run_over_its_company_s_maximum_stays_queued_and_its_page_and_the_run_log_say_why(
+    company, flows_of, admin_client
+):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    going = queue(first)
+    assert execution.claim(going.pk, "worker-a")
+    held = queue(second)
+
+    assert execution.execute(held.pk) is None
+    held.refresh_from_db()
+    assert (held.status, held.started_at, held.deferrals) == (RunStatus.QUEUED, None, 1)
+    page = admin_client.get(f"/flows/runs/{held.pk}/").content.decode()
+    assert "Queued: Acme Retail is at its limit of 1 concurrent run." in page
+    log = admin_client.get("/flows/runs/").content.decode()
+    assert "queued: Acme Retail is at its limit of 1 concurrent run" in log
+    # The running run's page says nothing of the kind.
+    assert "at its limit" not in admin_client.get(f"/flows/runs/{going.pk}/").content.decode()
+
+
+def test_a_deferred_run_can_be_stopped_and_then_never_starts(company, flows_of):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    assert execution.claim(queue(first).pk, "worker-a")
+    held = queue(second)
+    execution.execute(held.pk)
+
+    assert queueing.request_stop(held) == "stopped"
+    FlowRun.objects.filter(flow=first).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    assert execution.execute(held.pk) is None
+    held.refresh_from_db()
+    assert (held.status, held.started_at, held.failure_reason) == (RunStatus.STOPPED, None, "Stopped before it started.")
+
+
+def test_a_company_at_its_maximum_does_not_hold_up_another_company_s_run(company, other_company, flows_of):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    (theirs,) = flows_of(other_company)
+    assert execution.claim(queue(first).pk, "worker-a")
+    held = queue(second)
+    other = queue(theirs)
+
+    # The task of the held run comes first; it gives its turn to the other company's run ...
+    assert execution.execute(held.pk) is None
+    other.refresh_from_db()
+    held.refresh_from_db()
+    assert other.status == RunStatus.SUCCESS, other.failure_reason
+    assert held.status == RunStatus.QUEUED and "at its limit of 1 concurrent run" in held.activity
+    # ... and the other run's own task, coming later, finds nothing left to do while the company is at its maximum.
+    assert execution.execute(other.pk) is None
+    held.refresh_from_db()
+    assert held.status == RunStatus.QUEUED
+
+
+def test_companies_take_turns_so_one_company_s_backlog_does_not_starve_another(company, other_company, flows_of):
+    mine = flows_of(company, 4)
+    (theirs,) = flows_of(other_company)
+    assert execution.claim(queue(mine[0]).pk, "worker-a")  # one of the company's runs is going
+    backlog = [queue(flow) for flow in mine[1:]]
+    late = queue(theirs)  # queued after the whole backlog
+
+    # Tasks come in the order they were queued, but the other company (no run going) has the first turn ...
+    for run in [*backlog, late]:
+        execution.execute(run.pk)
+    assert started_order(*backlog, late) == [late.pk, *(run.pk for run in backlog)]
+    # ... and every run ran once, the backlog oldest first.
+    assert set(FlowRun.objects.filter(pk__in=[r.pk for r in [*backlog, late]]).values_list("status", flat=True)) == {
+        RunStatus.SUCCESS
+    }
+
+
+def test_a_parked_run_resuming_counts_toward_the_maximum_and_waits_for_a_free_slot(company, flows_of):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    parked = queue(first)
+    assert execution.claim(parked.pk, "worker-a")
+    FlowRun.objects.filter(pk=parked.pk).update(status=RunStatus.WAITING, lease_owner="", lease_expires_at=None,
+                                                parked_until=timezone.now(), park_reason="the rate limit of Shop")
+    going = queue(second)
+    assert execution.claim(going.pk, "worker-b")  # the park freed the company's slot
+
+    assert execution.execute(parked.pk) is None  # its park is over, but the slot is taken
+    parked.refresh_from_db()
+    assert (parked.status, parked.deferrals) == (RunStatus.WAITING, 1)
+    FlowRun.objects.filter(pk=going.pk).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    run = execution.execute(parked.pk)
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+
+
+def test_test_steps_neither_count_toward_the_maximum_nor_wait_for_it(company, flows_of):
+    company.max_concurrent_runs = 1
+    company.save()
+    first, second = flows_of(company, 2)
+    assert execution.claim(queue(first).pk, "worker-a")
+    test = queueing.queue_test_step(second.shapes.get(position=0)).run
+    run = execution.execute(test.pk)
+    assert run.status == RunStatus.SUCCESS, run.failure_reason
+
+
+def test_administrators_set_the_maximum_of_concurrent_runs_within_the_platform_ceiling(
+    client_for, make_user, company, settings
+):
+    settings.FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING = 10
+    admin = client_for(make_user(company, Role.ADMINISTRATOR))
+    page = admin.get("/settings/company/").content.decode()
+    assert 'name="max_concurrent_runs" value="4"' in page and "1 to 10. At most this many" in page
+    sent = {"section": "run_duration", "max_run_duration_minutes": "60", "time_zone": "UTC"}
+    response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "11"})
+    assert response.status_code == 422
+    assert ("At most 10 runs of a company can go at once on this platform (FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING). "
+            "Enter 1 to 10.") in response.content.decode()
+    response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "0"})
+    assert response.status_code == 422 and "At least 1 run must be able to go at once." in response.content.decode()
+    response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "two"})
+    assert response.status_code == 422 and "Enter a whole number." in response.content.decode()
+    company.refresh_from_db()
+    assert company.max_concurrent_runs == 4
+
+    response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "2"}, follow=True)
+    assert "at most 2 runs go at once" in response.content.decode()
+    company.refresh_from_db()
+    assert company.max_concurrent_runs == 2
+
+    for role in (Role.MANAGER, Role.USER, Role.READ_ONLY):
+        other = client_for(make_user(company, role))
+        page = other.get("/settings/company/").content.decode()
+        assert 'data-testid="concurrent-runs-value">2<' in page and 'name="max_concurrent_runs"' not in page
+        assert other.post("/settings/company/", {**sent, "max_concurrent_runs": "9"}).status_code == 403
+    company.refresh_from_db()
+    assert company.max_concurrent_runs == 2
+
+
+def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
+    """The most intervals open at one moment (one that ends as another starts does not overlap it)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda event: (event[0], event[1]))
+    now = most = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+@on_committed_rows
+@pytest.mark.parametrize("engine", ["sqlite", "redis"])
+def test_three_worker_processes_keep_a_company_within_its_maximum_while_another_company_s_run_starts(
+    engine, tmp_path, settings, company, other_company, flows_of, api
+):
+    _, state = api
+    state["hold"] = 0.4  # each run holds its worker a little while
+    company.max_concurrent_runs = 2
+    company.save()
+    backlog_flows = flows_of(company, 10)
+    (theirs,) = flows_of(other_company)
+    workers = make_workers(engine, tmp_path, settings)
+    try:
+        with transaction.atomic():
+            backlog = [queue(flow) for flow in backlog_flows]
+        with transaction.atomic():
+            late = queue(theirs)
+        samples: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                samples.append(FlowRun.objects.filter(company=company, status=RunStatus.RUNNING).count())
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for _ in range(3):
+                workers.start(threads=1)
+            wait_for(lambda: FlowRun.objects.filter(pk__in=[r.pk for r in [*backlog, late]], status__in=FINISHED)
+                     .count() == len(backlog) + 1,
+                     lambda: f"the runs to finish; worker logs:\n{workers.logs()[-6000:]}", timeout=120)
+        finally:
+            done.set()
+            sampler.join()
+    finally:
+        workers.close()
+
+    runs = FlowRun.objects.filter(pk__in=[r.pk for r in backlog])
+    assert set(runs.values_list("status", flat=True)) == {RunStatus.SUCCESS}
+    late.refresh_from_db()
+    assert late.status == RunStatus.SUCCESS, late.failure_reason
+    # No sampled moment, and no moment the rows record, had more of the company's runs going than its maximum.
+    assert samples and max(samples) <= 2
+    assert most_at_once(list(runs.values_list("started_at", "finished_at"))) <= 2
+    # The other company's run, queued after the whole backlog, started while the backlog still waited.
+    assert late.started_at < max(runs.values_list("started_at", flat=True))
+    # Some of the backlog waited for the company's maximum and said so meanwhile.
+    assert runs.filter(deferrals__gt=0).exists()

@@ -111,7 +111,7 @@ if __name__ != "__main__":
         @task(2)
         def run_log_first(self) -> None:
             if CONFIG.get("runs"):
-                self._get(CONFIG["runs"]["run log page 1"], "run log page 1")
+                self._get(CONFIG["runs"]["run log page 1 (100k runs)"], "run log page 1")
 
         @task(2)
         def run_log_deep(self) -> None:

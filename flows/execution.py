@@ -234,17 +234,17 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
     (see defer).
     """
     own = claimable(run_pk)
-    if own is not None and own[2] == RunTrigger.TEST:
+    if own is None:
+        return give_turn(owner)
+    if own[2] == RunTrigger.TEST:
         return run_pk if claim(run_pk, owner) else None
-    for company_id, other in fairness.turns() if own is None or own[1] == RunStatus.QUEUED else ():
-        if own is not None and company_id == own[0]:
+    for company_id, other in fairness.turns() if own[1] == RunStatus.QUEUED else ():
+        if company_id == own[0]:
             break  # the run's own company has the turn (a parked run resuming always takes its own)
         if claim(other, owner):
-            if own is not None and claimable(run_pk) is not None and fairness.at_limit(own[0]):
+            if claimable(run_pk) is not None and fairness.at_limit(own[0]):
                 defer(run_pk)
             return other
-    if own is None:
-        return None
     # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
     # earlier left its run without one); a parked run resuming takes its own turn.
     first = fairness.oldest_queued(own[0]) if own[1] == RunStatus.QUEUED else None
@@ -254,6 +254,32 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
         return run_pk
     if claimable(run_pk) is not None:  # its company is at its maximum
         defer(run_pk)
+    return None
+
+
+# How many times a task whose run was started by another tries the turns again (each claim it loses is a run
+# another worker started, so this ends early unless the workers keep racing for the same runs).
+TURN_ROUNDS = 10
+
+
+def give_turn(owner: str) -> int | None:
+    """A task whose own run started or ended meanwhile: start the run whose turn it is; None when none waits.
+
+    Each task stands for one queued run, so a task that ends without starting
+    anything while runs still wait leaves one of them without a task (until
+    queueing.requeue_stale, minutes later). A claim lost to another worker is
+    tried again with the turns as they are then; should the races go on, the
+    run whose turn it is is handed to the queue again rather than dropped.
+    """
+    for _ in range(TURN_ROUNDS):
+        turns = list(fairness.turns())
+        if not turns:
+            return None
+        for _company_id, other in turns:
+            if claim(other, owner):
+                return other
+    if waiting := list(fairness.turns()):
+        hand_over(waiting[0][1])
     return None
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from flows import execution, queueing
+from flows import execution, fairness, queueing
 from flows.models import FlowRun, RunStatus, RunTrigger
 from patchworks_site.models import Role
 from tests.durable_helpers import FINISHED, make_workers, wait_for
@@ -139,6 +139,52 @@ def test_companies_take_turns_so_one_company_s_backlog_does_not_starve_another(c
     assert set(FlowRun.objects.filter(pk__in=[r.pk for r in [*backlog, late]]).values_list("status", flat=True)) == {
         RunStatus.SUCCESS
     }
+
+
+def test_a_task_whose_run_was_taken_still_starts_a_waiting_run_when_it_loses_races_for_its_turns(
+    company, other_company, flows_of, monkeypatch
+):
+    """Each task stands for one queued run: one that started nothing would leave a run without a task."""
+    mine = flows_of(company, 2)
+    (theirs,) = flows_of(other_company)
+    taken = queue(mine[0])
+    assert execution.claim(taken.pk, "worker-a")  # its run was started by another worker's task
+    waiting = [queue(mine[1]), queue(theirs)]
+    real_turns, rounds = fairness.turns, []
+
+    def racing_turns():
+        # Twice, other workers win every run the turns name (as they were read, already started) ...
+        rounds.append(1)
+        return iter([(company.pk, taken.pk)]) if len(rounds) <= 2 else real_turns()
+
+    monkeypatch.setattr(fairness, "turns", racing_turns)
+    started = execution.claim_fairly(taken.pk, "worker-b")
+    # ... and the task still starts one of the runs that wait, rather than ending with nothing done.
+    assert started in {run.pk for run in waiting} and len(rounds) == 3
+    assert FlowRun.objects.get(pk=started).status == RunStatus.RUNNING
+
+
+def test_a_task_that_keeps_losing_races_hands_the_run_whose_turn_it_is_to_the_queue(
+    company, flows_of, monkeypatch
+):
+    first, second = flows_of(company, 2)
+    taken = queue(first)
+    assert execution.claim(taken.pk, "worker-a")
+    waiting = queue(second)
+    real_turns, rounds = fairness.turns, []
+
+    def racing_turns():
+        # Every round, other workers win the run the turns name; then the turns are read as they are.
+        rounds.append(1)
+        return iter([(company.pk, taken.pk)]) if len(rounds) <= execution.TURN_ROUNDS else real_turns()
+
+    monkeypatch.setattr(fairness, "turns", racing_turns)
+    handed = []
+    monkeypatch.setattr(execution, "hand_over", lambda run_pk, at=None: handed.append(run_pk))
+    assert execution.claim_fairly(taken.pk, "worker-b") is None
+    # The run still waiting gets a task again instead of waiting minutes for the stale-task sweep.
+    assert handed == [waiting.pk]
+    assert FlowRun.objects.get(pk=waiting.pk).status == RunStatus.QUEUED
 
 
 def test_a_parked_run_resuming_counts_toward_the_maximum_and_waits_for_a_free_slot(company, flows_of):

@@ -46,7 +46,7 @@ of arrivals at the stub must be ≤ N and every run successful; it prints the
 busiest window, the utilisation (requests/s ÷ N) and the runs' outcome.
 
 ``--profile`` executes one run in this process (no worker) under cProfile and
-prints the executing thread's CPU time per request and the top functions.
+prints this process's CPU time per request (the stub's included) and the top functions.
 
 Set-up: a throwaway PostgreSQL database (``pw_scale_bench``, created and
 dropped; ``BENCH_DATABASE_URL`` picks another), as benchmarks/flow_run.py.
@@ -441,15 +441,15 @@ def profile(args, world: World, env, tmp: Path) -> None:
         execution.execute(queue_all(world.warm[:1])[0])  # warm: imports, connections
         pk = queue_all(world.flows[:1])[0]
         profiler = cProfile.Profile()
-        cpu, wall = time.thread_time(), time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         profiler.runcall(execution.execute, pk)
-        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         requests = FlowRunRequest.objects.filter(run_id=pk).count()
         pk = queue_all(world.flows[:1])[0]
-        plain_cpu = time.thread_time()
+        plain_cpu = time.process_time()
         execution.execute(pk)
-        plain_cpu = time.thread_time() - plain_cpu
-        print(f"\nProfile: one run, {requests} requests, {wall:.2f} s; the executing thread's CPU "
+        plain_cpu = time.process_time() - plain_cpu
+        print(f"\nProfile: one run, {requests} requests, {wall:.2f} s; this process's CPU (the stub's included) "
               f"{plain_cpu / requests * 1000:.2f} ms per request ({cpu / requests * 1000:.2f} under cProfile)")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile_lines)
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile_lines)

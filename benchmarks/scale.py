@@ -37,7 +37,9 @@ Per level it prints (medians over the rounds):
 * the median worker RSS (peak, ``VmHWM``) and the memory per concurrent run
   (Σ workers' peak RSS ÷ concurrency);
 * the load average when the level started and the CPU seconds of the workers
-  and of this process (the stub) per request.
+  and of this process (the stub and the benchmark's polling) per request;
+* per round: the busiest second at the stub and how many queued runs were left
+  without a task and handed to the queue again (see wait_for).
 
 ``--rate-limit N/second`` runs instead the flows of one company (maximum 64
 concurrent runs; the ceiling is raised for the benchmark) against one instance
@@ -55,7 +57,7 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python -m benchmarks.scale                 # 2 rounds of 1, 8, 16, 32: about 7 minutes
+    .venv/bin/python -m benchmarks.scale                 # 2 rounds of 1, 8, 16, 32: about 6.5 minutes
     .venv/bin/python -m benchmarks.scale --quick         # 1 round, 32 flows of 10 pages: about 1.5 minutes
     .venv/bin/python -m benchmarks.scale --rate-limit 50/second
     .venv/bin/python -m benchmarks.scale --levels 32:1x32,32:2x16,32:4x8 --rounds 1   # worker models at 32

@@ -254,7 +254,8 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
         return run_pk
     if claimable(run_pk) is not None:  # its company is at its maximum
         defer(run_pk)
-    return None
+        return None
+    return give_turn(owner)  # another worker's task started it meanwhile: this task is a turn to give
 
 
 # How many times a task whose run was started by another tries the turns again (each claim it loses is a run

@@ -164,6 +164,24 @@ def test_a_task_whose_run_was_taken_still_starts_a_waiting_run_when_it_loses_rac
     assert FlowRun.objects.get(pk=started).status == RunStatus.RUNNING
 
 
+def test_a_task_whose_run_is_started_by_another_worker_while_it_claims_it_starts_a_waiting_run(
+    company, flows_of, monkeypatch
+):
+    own, later = flows_of(company, 2)
+    mine, waiting = queue(own), queue(later)
+    real_claim = execution.claim
+
+    def raced(run_pk: int, owner: str) -> bool:
+        if run_pk == mine.pk and owner == "worker-b":
+            assert real_claim(run_pk, "worker-a")  # another worker's task got there first
+            return False
+        return real_claim(run_pk, owner)
+
+    monkeypatch.setattr(execution, "claim", raced)
+    assert execution.claim_fairly(mine.pk, "worker-b") == waiting.pk
+    assert FlowRun.objects.get(pk=waiting.pk).status == RunStatus.RUNNING
+
+
 def test_a_task_that_keeps_losing_races_hands_the_run_whose_turn_it_is_to_the_queue(
     company, flows_of, monkeypatch
 ):

@@ -170,13 +170,19 @@ class Recorder:
             return {"payload_bytes": self.written + self.pending, "payloads_capped": self.capped}
         return {"payload_bytes": self.written, "payloads_capped": self.capped_written}
 
-    def write(self) -> None:
+    def write(self, *, alone: bool = True) -> None:
         """Store what was kept since the last checkpoint, inside the checkpoint's transaction.
 
-        What the database refuses to store is left out (and logged): the run
-        page's steps never stop a run.
+        `alone` (a savepoint of its own): what the database refuses to store is
+        left out (and logged), since the run page's steps never stop a run.
+        Without it a refusal fails the whole commit, which is then made again
+        with `alone` (flows.execution.Execution.commit).
         """
         if not self.payloads and not self.requests:
+            return
+        if not alone:
+            insert_rows(self.payloads)
+            insert_rows(self.requests)
             return
         try:
             with transaction.atomic():
@@ -218,7 +224,10 @@ def insert_rows(rows: list[models.Model]) -> None:
     )
     values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields] for row in rows]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+        if len(values) == 1:  # executemany's pipeline costs more than the one row it sends
+            cursor.execute(sql, values[0])
+        else:
+            cursor.executemany(sql, values)
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -175,6 +175,32 @@ def test_past_the_run_s_cap_nothing_more_is_kept_and_the_run_goes_on(company, pa
     assert "Payloads were not kept beyond 1.46 KB for this run (FLOW_RUN_PAYLOADS_MAX_BYTES); the run itself went on." in page
 
 
+@pytest.mark.django_db(transaction=True)  # each page's commit is a transaction of its own, as on a worker
+def test_a_page_whose_records_the_database_refuses_is_left_out_and_the_run_goes_on(company, paginated, httpserver,
+                                                                                  monkeypatch):
+    """The page's commit is refused as a whole, then made again with its records on their own: only they are lost."""
+    from django.db import DataError
+
+    from flows import steps
+
+    insert_rows = steps.insert_rows
+
+    def refusing_page_2(rows):
+        if rows and rows[0].page == 2:
+            raise DataError("invalid byte sequence for encoding")
+        insert_rows(rows)
+
+    monkeypatch.setattr(steps, "insert_rows", refusing_page_2)
+    shop = Shop(httpserver)
+    run = run_of(batch_flow(company, paginated))
+    assert run.status == RunStatus.SUCCESS and shop.stored == [1, 2, 3, 4, 5, 6, 7, 8]
+    receive, send = run.shape_runs.all()
+    assert (receive.items_out, receive.pages, send.items_in, send.items_out) == (8, 4, 8, 8)
+    assert sorted(set(FlowRunPayload.objects.filter(run=run).values_list("page", flat=True))) == [1, 3]
+    assert sorted(set(FlowRunRequest.objects.filter(run=run).values_list("page", flat=True))) == [1, 3, 4]
+    assert run.payload_bytes == sum(FlowRunPayload.objects.filter(run=run).values_list("size", flat=True)) + sum(
+        FlowRunRequest.objects.filter(run=run).values_list("size", flat=True))
+
 # --- retention ---------------------------------------------------------------------------------------
 
 

@@ -254,18 +254,16 @@ def claim(run_pk: int, owner: str) -> bool:
                 return False
         # Read once the lock is held: the run's start is never before the end of the run whose slot it took.
         now = timezone.now()
-        claimable = FlowRun.objects.filter(pk=run_pk).filter(
+        started = FlowRun.objects.filter(pk=run_pk).filter(
             Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
-        )
-        if not claimable.exists():
-            return False
-        if trigger != RunTrigger.TEST:
-            Company.objects.filter(pk=company_id).update(last_run_started_at=now)
-        return bool(claimable.update(
+        ).update(
             status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
             lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
             activity="",
-        ))
+        )
+        if started and trigger != RunTrigger.TEST:
+            Company.objects.filter(pk=company_id).update(last_run_started_at=now)
+        return bool(started)
 
 
 def claimable(run_pk: int) -> tuple[int, str, str] | None:

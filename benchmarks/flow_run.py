@@ -313,11 +313,13 @@ def build_flow(world: World, count: int, send_as: str):
 class Mode:
     """One task-engine set-up: its queue, its worker processes."""
 
-    def __init__(self, name: str, processes: int, env: dict[str, str], tmp: Path, redis_url: str = ""):
+    def __init__(self, name: str, processes: int, env: dict[str, str], tmp: Path, redis_url: str = "",
+                 code_dir: Path = PROJECT_DIR):
         from huey.contrib.djhuey import HUEY
         from huey.storage import RedisStorage, SqliteStorage
 
         self.name, self.count, self.redis_url = name, processes, redis_url
+        self.code_dir = code_dir  # whose manage.py the workers run (another revision's, to compare)
         self.queue_name = f"pw-flow-bench-{uuid.uuid4().hex[:12]}"
         self.env = {**os.environ, **env, "HUEY_NAME": self.queue_name}
         self.env.pop("REDIS_URL", None)
@@ -339,7 +341,7 @@ class Mode:
     def start(self) -> None:
         for n in range(self.count):
             log = (self.tmp / f"{self.queue_name}-worker-{n}.log").open("w")
-            self.processes.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=PROJECT_DIR,
+            self.processes.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=self.code_dir,
                                                    env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def cpu_seconds(self) -> float:

@@ -47,6 +47,11 @@ limited to N requests per second, at the highest level: the busiest 1 s window
 of arrivals at the stub must be ≤ N and every run successful; it prints the
 busiest window, the utilisation (requests/s ÷ N) and the runs' outcome.
 
+``--compare REV`` runs each level twice, with workers of the git revision REV
+(extracted with ``git archive``; it must have the same migrations) and with this
+checkout's, alternated, and prints per level the worker CPU per request,
+records/s and the product's time per request of both, and the ratios.
+
 ``--profile`` executes one run in this process (no worker) under cProfile and
 prints this process's CPU time per request (the stub's included) and the top functions.
 
@@ -62,6 +67,7 @@ How to run (from the project root)
     .venv/bin/python -m benchmarks.scale --rate-limit 50/second
     .venv/bin/python -m benchmarks.scale --levels 32:1x32,32:2x16,32:4x8 --rounds 1   # worker models at 32
     .venv/bin/python -m benchmarks.scale --profile
+    .venv/bin/python -m benchmarks.scale --compare main --levels 1:1x1,32:4x8 --rounds 2   # old workers vs new
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -81,7 +88,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from benchmarks import manage_connectors as bench
-from benchmarks.flow_run import Mode, base_env, load_average, setup_django, table
+from benchmarks.flow_run import PROJECT_DIR, Mode, base_env, load_average, setup_django, table
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_scale_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
@@ -260,6 +267,14 @@ def wait_for(pks: list[int], timeout: float, mode: Mode, workers: int) -> int:
 
 
 @dataclass
+class Version:
+    """--compare: the workers' code, another revision's (extracted by git archive) or this checkout's."""
+
+    name: str
+    code_dir: Path
+
+
+@dataclass
 class Level:
     concurrency: int
     processes: int
@@ -286,6 +301,7 @@ class Measured:
     busiest_second: int
     latency: float
     handed: int  # stranded runs handed to the queue again
+    version: str = ""  # --compare: whose workers ran the level
 
     @property
     def records_per_second(self) -> float:
@@ -313,13 +329,15 @@ def peak_rss(mode: Mode) -> list[float]:
     return values
 
 
-def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, api: StubAPI) -> Measured:
+def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, api: StubAPI,
+            version: Version | None = None) -> Measured:
     from django.db.models import Avg, F, Sum
 
     from flows.models import FlowRun, FlowRunRequest, FlowRunShape, RunStatus
 
     load = load_average()
-    mode = Mode("redis", level.processes, {**env, "HUEY_WORKERS": str(level.threads)}, tmp, args.redis_url)
+    code_dir = version.code_dir if version is not None else PROJECT_DIR
+    mode = Mode("redis", level.processes, {**env, "HUEY_WORKERS": str(level.threads)}, tmp, args.redis_url, code_dir)
     try:
         mode.start()
         # One one-page run per thread: imports, connections to the database, Redis and the API.
@@ -353,6 +371,7 @@ def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, ap
         client_ms=stored.aggregate(ms=Avg("duration_ms"))["ms"] or 0.0, failed=failed.count(),
         worker_rss=rss, worker_cpu=worker_cpu, own_cpu=own_cpu, load=load,
         busiest_second=max_in_window(list(api.arrivals), 1.0), latency=args.latency, handed=handed,
+        version=version.name if version is not None else "",
     )
 
 
@@ -408,6 +427,36 @@ def report(results: list[Measured], args) -> None:
               f"busiest second {m.busiest_second} requests, {m.handed} stranded runs handed again, load {m.load}")
 
 
+def compare_report(results: list[Measured], args, versions: list[Version]) -> None:
+    """--compare: per level, each version's medians, and this checkout's figures as ratios of the other's."""
+    old, new = (version.name for version in versions)
+    print()
+    print(f"Compare: {args.flows} runs of {args.pages} pages per level and version, the versions alternated "
+          f"(A B B A ...), {args.rounds} round(s); worker CPU and product time per request, medians.")
+    rows = []
+    for label in dict.fromkeys(m.level.label for m in results):
+        by_version = {name: [m for m in results if m.level.label == label and m.version == name] for name in (old, new)}
+
+        def med(name: str, figure, by_version=by_version) -> float:
+            return statistics.median(figure(m) for m in by_version[name])
+
+        def cpu(m: Measured) -> float:
+            return m.worker_cpu / m.requests * 1000
+
+        rows.append([
+            label,
+            f"{med(old, cpu):.2f}", f"{med(new, cpu):.2f}", f"{med(new, cpu) / med(old, cpu):.3f}",
+            f"{med(old, lambda m: m.records_per_second):.0f}", f"{med(new, lambda m: m.records_per_second):.0f}",
+            f"{med(new, lambda m: m.records_per_second) / med(old, lambda m: m.records_per_second):.3f}",
+            f"{med(old, lambda m: m.product_ms_runs):.2f}", f"{med(new, lambda m: m.product_ms_runs):.2f}",
+            " / ".join(m.load.split()[0] for m in results if m.level.label == label),
+            str(sum(m.failed for m in results if m.level.label == label)),
+        ])
+    table(["concurrent (proc×thr)", f"worker CPU ms/req {old}", "this checkout", "ratio",
+           f"records/s {old}", "this checkout", "ratio", f"product ms/req {old}", "this checkout",
+           "load (1 min) per measurement", "failed"], rows)
+
+
 def rate_limit_mode(args, env, tmp: Path, api: StubAPI) -> None:
     amount, _, unit = args.rate_limit.partition("/")
     if unit not in ("second", "s", ""):
@@ -459,6 +508,20 @@ def profile(args, world: World, env, tmp: Path) -> None:
         mode.close()
 
 
+def revision(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "--short", rev], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def extract(rev: str, tmp: Path) -> Path:
+    """The code at `rev` (git archive) in a directory of its own."""
+    code = tmp / "compared"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(PROJECT_DIR), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round, 32 flows of 10 pages")
@@ -473,6 +536,8 @@ def main() -> None:
                         help="only: one instance limited to N/second at the last level")
     parser.add_argument("--profile", action="store_true", help="only: profile one run in this process")
     parser.add_argument("--profile-lines", type=int, default=25)
+    parser.add_argument("--compare", default="", metavar="REV",
+                        help="workers of the git revision REV (same migrations) against this checkout's, alternated")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
@@ -499,6 +564,18 @@ def main() -> None:
                 world = seed(api.url, COMPANIES, args.flows, args.pages, args.send, UNLIMITED, CEILING // COMPANIES)
                 if args.profile:
                     profile(args, world, env, tmp)
+                elif args.compare:
+                    short = revision(args.compare)
+                    name = short if args.compare.startswith(short) else f"{args.compare} ({short})"
+                    versions = [Version(name, extract(args.compare, tmp)),
+                                Version("this checkout", PROJECT_DIR)]
+                    results = []
+                    for n, level in enumerate(order):
+                        pair = versions if n % 2 == 0 else versions[::-1]
+                        for version in pair:
+                            print(f"Level {level.label}, {version.name} ...", file=sys.stderr)
+                            results.append(measure(level, world, args, env, tmp, api, version))
+                    compare_report(results, args, versions)
                 else:
                     results = []
                     for n, level in enumerate(order, 1):

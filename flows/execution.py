@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from contextlib import nullcontext
@@ -102,7 +101,8 @@ def lease_duration() -> timedelta:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{secrets.token_hex(4)}"
+    """This thread's name as a lease owner: host:pid:thread:token (the token tells a reused thread id apart)."""
+    return f"{settings.HOST_NAME}:{os.getpid()}:{threading.get_ident()}:{secrets.token_hex(4)}"
 
 
 def renew_lease(run_pk: int, owner: str) -> bool:

@@ -788,12 +788,8 @@ def main(argv: list[str] | None = None) -> int:
             flow_run.setup_django(env)  # migrates, once, before any host starts
             print(f"Database: {database.label}; Redis: {redis_url}; hosts in {tmp}", file=sys.stderr)
             world = seed(api.url, args)
-            shared = {name: env[name] for name in ("DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS")} | {
-                "ALLOWED_HOSTS": "127.0.0.1,localhost",
-                # `check --deploy` refuses the dummy backend; no alert rule exists, so nothing is ever sent here.
-                "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(flow_run.free_port()),
-                "DEFAULT_FROM_EMAIL": "Patchworks <alerts@scale-out.invalid>",
-            }
+            shared = {name: env[name] for name in ("DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS", "EMAIL_BACKEND")}
+            shared["ALLOWED_HOSTS"] = "127.0.0.1,localhost"
             hosts = make_hosts(tmp, database.url, redis_url, namespace, shared, args)
             try:
                 started = time.monotonic()

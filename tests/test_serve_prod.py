@@ -137,6 +137,18 @@ def test_a_malformed_credential_key_fails_the_system_check_serve_prod_runs_first
     assert result.stderr.splitlines()[-1] == PREFIX + "check failed (its output is above); nothing was started."
 
 
+@pytest.mark.parametrize("backend, refused", [("django.core.mail.backends.dummy.EmailBackend", False),
+                                               ("django.core.mail.backends.console.EmailBackend", True)])
+def test_the_deploy_check_serve_prod_runs_first_accepts_sending_no_email_but_not_a_console(backend, refused):
+    environ = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "CREDENTIAL_KEYS", *TEST_ONLY}}
+    environ |= {**PRODUCTION, "EMAIL_BACKEND": backend}
+    del environ["EMAIL_HOST"]
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
+                            cwd=settings.BASE_DIR, env=environ, capture_output=True, text=True, timeout=60)
+    assert (result.returncode != 0) == refused, result.stderr
+    assert ("(mail.E001) Your MAILERS setting uses a development-only email backend" in result.stderr) == refused
+
+
 # --- Running it ------------------------------------------------------------------
 
 

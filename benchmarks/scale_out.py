@@ -31,11 +31,12 @@ Steps:
    host 2 with a new session that carries only that session's cookies;
 2. queue one run of each flow with **run now**, alternately through host 1 and host 2;
 3. once ``--kill-after`` (a quarter) of the runs have ended and host 1 has ended a
-   run and holds a running one, ``kill -9`` both of host 1's task workers. Its
+   run and holds two running ones, ``kill -9`` both of host 1's task workers. Its
    launcher then stops its gunicorn and exits 1 (what systemd would restart);
    host 2's workers find the expired leases and resume those runs from their
    checkpoints;
-4. wait for every run to end, stop host 2 (SIGTERM to its launcher).
+4. wait for every run to end, scrape host 2's ``/metrics``, stop host 2 (SIGTERM to
+   its launcher).
 
 Checks (a failed one makes the exit status 1):
 
@@ -52,6 +53,9 @@ Checks (a failed one makes the exit status 1):
   host 2;
 * the user logged in on host 1 saw the logged-in page on host 2 (and a request
   without the cookie was sent to the login page);
+* a scrape of host 2's ``/metrics`` (its gunicorn) counts the successful runs
+  that host 2's task workers ended: the host's processes share one metrics
+  directory, which serve_prod gives them;
 * both hosts ended runs (one queue), and neither wrote a database, queue or limits
   file of its own (no ``*.sqlite3`` in its directory).
 
@@ -120,6 +124,7 @@ HOST_NAMES = ("scale-out-host-1", "scale-out-host-2")
 WORKERS = 2  # task worker processes per host
 USERNAME = "scale-out"
 TOKEN = "scale-out-token"
+METRICS_TOKEN = secrets.token_urlsafe(24)
 # What a host's copy of the release leaves out: at the top, what is not shipped; anywhere, what is local state.
 NOT_SHIPPED = {".git", ".venv", "venv", ".ci", "docs", "tests", "benchmarks", "staticfiles", "media", "test-results",
                "screenshots", ".pytest_cache", ".ruff_cache", ".prometheus-multiproc"}
@@ -446,7 +451,6 @@ def make_hosts(tmp: Path, database_url: str, redis_url: str, namespace: str, sha
             "HOME": str(directory / "home"), "TMPDIR": str(directory / "tmp"),
             "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1", "WORKERS": str(WORKERS),
             "WORKER_THREADS": str(args.threads), "STOP_TIMEOUT": "15",
-            "PROMETHEUS_MULTIPROC_DIR": str(directory / "release" / ".prometheus-multiproc"),
             "HUEY_NAME": namespace, "LIMITS_KEY_PREFIX": namespace,
             "FLOW_RUN_LEASE_SECONDS": str(args.lease), "FLOW_WATCH_INTERVAL_SECONDS": "1",
             "OUTBOUND_ALLOW_LOOPBACK": "1",  # the stub API is on 127.0.0.1
@@ -521,6 +525,14 @@ def run_now(session: requests.Session, host: Host, flow_pk: int) -> int:
 # --- the runs ----------------------------------------------------------------------------------
 
 
+def runs_in_metrics(host: Host) -> float:
+    """The successful runs /metrics on the host's gunicorn counts (its workers write to the host's metrics directory)."""
+    scrape = requests.get(f"{host.url}/metrics", timeout=30, headers={
+        "Authorization": f"Bearer {METRICS_TOKEN}", "X-Forwarded-Proto": "https"})
+    found = re.search(r'^patchworks_flow_run_duration_seconds_count\{status="success"\} (\S+)$', scrape.text, re.M)
+    return float(found.group(1)) if scrape.status_code == 200 and found else -1.0
+
+
 def host_of(worker: str) -> str:
     """The host of a worker process (host:pid)."""
     return worker.rsplit(":", 1)[0] if worker else ""
@@ -542,13 +554,13 @@ def kill_workers(host: Host, run_pks: list[int]) -> Kill:
         running = FlowRun.objects.filter(pk__in=run_pks, status=RunStatus.RUNNING, lease_owner__startswith=f"{host.name}:")
         return set(running.values_list("pk", flat=True))
 
-    before = held()
     pids = host.worker_pids()
     at = timezone.now()
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not any(alive(pid) for pid in pids), 30, f"{host.name}'s workers to die")
-    return Kill(at=at, pids=pids, held=sorted(before | held()))  # a run claimed in the last instant is lost too
+    # Read once they are gone: the runs whose lease a dead worker holds (one ended in the last instant is not lost).
+    return Kill(at=at, pids=pids, held=sorted(held()))
 
 
 def wait_for_runs(run_pks: list[int], hosts: list[Host], args, kill_when) -> tuple[float, Kill | None]:
@@ -789,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Database: {database.label}; Redis: {redis_url}; hosts in {tmp}", file=sys.stderr)
             world = seed(api.url, args)
             shared = {name: env[name] for name in ("DEBUG", "SECRET_KEY", "CREDENTIAL_KEYS", "EMAIL_BACKEND")}
-            shared["ALLOWED_HOSTS"] = "127.0.0.1,localhost"
+            shared |= {"ALLOWED_HOSTS": "127.0.0.1,localhost", "METRICS_TOKEN": METRICS_TOKEN}
             hosts = make_hosts(tmp, database.url, redis_url, namespace, shared, args)
             try:
                 started = time.monotonic()
@@ -817,17 +829,24 @@ def main(argv: list[str] | None = None) -> int:
 
                 def kill_when() -> bool:
                     ended = runs.filter(finished_at__isnull=False)
+                    held = runs.filter(status=RunStatus.RUNNING, lease_owner__startswith=f"{first.name}:")
                     return (ended.count() >= args.kill_after * len(run_pks)
                             and ended.filter(lease_owner__startswith=f"{first.name}:").exists()
-                            and runs.filter(status=RunStatus.RUNNING, lease_owner__startswith=f"{first.name}:").exists())
+                            and held.count() >= 2)  # one of them may end as the kill comes
 
                 ended_at, kill = wait_for_runs(run_pks, hosts, args, kill_when)
                 if kill is not None:
                     wait_until(lambda: first.launcher.poll() is not None, 60, f"{first.name}'s launcher to stop")
                     first.exit_code = first.launcher.returncode
+                scraped = runs_in_metrics(second)
                 for host in hosts:
                     host.stop(timeout=40)
                 evaluate(report, run_pks, api, world, hosts, kill, login, args, ended_at - queued_at)
+                ended_on_second = sum(1 for run in runs if host_of(run.worker) == second.name)
+                report.check(f"a scrape of {second.name}'s gunicorn counts the runs its task workers ended",
+                             scraped == ended_on_second,
+                             f"patchworks_flow_run_duration_seconds_count {{status=\"success\"}}: {scraped:g}; "
+                             f"runs whose last worker was on {second.name}: {ended_on_second}")
             finally:
                 for host in hosts:
                     host.stop(timeout=40)

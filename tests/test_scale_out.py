@@ -102,3 +102,4 @@ def test_two_hosts_sharing_only_postgresql_and_redis_finish_each_others_runs_onc
     assert (f"PASS  logged in on {HOST_1}, logged in on {HOST_2}: {HOST_2}'s process flows page with {HOST_1}'s "
             "session cookie: the logged-in page; without it: the login page") in output
     assert "PASS  no host kept a database, queue or limits file of its own" in output
+    assert f"PASS  a scrape of {HOST_2}'s gunicorn counts the runs its task workers ended" in output

@@ -115,7 +115,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from benchmarks import flow_run
+from benchmarks import flow_run, scale
 from benchmarks import manage_connectors as bench
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -256,25 +256,15 @@ def order_id(flow: int, page: int, position: int) -> str:
 
 
 def manifest(base_url: str, rate: int, per_page: int) -> dict:
-    return {
-        "name": "Scale-out shop", "system_type": "Other", "version": "bench", "base_url": base_url,
-        "rate_limit": {"amount": rate, "unit": "second"},
-        "auth_methods": [{
-            "key": "token", "name": "API token", "type": "token",
-            "variables": [{"key": "api_token", "label": "API token", "required": True, "secret": True}],
-            "headers": {"Authorization": "Bearer {{api_token}}"}, "test_request": {"path": "/me"},
-        }],
-        "endpoints": [
-            {"key": "list_orders", "name": "List orders", "entity": "Order", "direction": "receive", "method": "GET",
-             "path": "/orders", "records_path": "orders",
-             "request_parameters": [{"name": "flow", "location": "query", "required": True},
-                                    {"name": "pages", "location": "query", "required": True}],
-             "pagination": {"style": "page_number", "page_parameter": "page", "limit_parameter": "per_page",
-                            "limit": per_page, "first_page": 1}},
-            {"key": "import_orders", "name": "Import orders", "entity": "Order", "direction": "send",
-             "method": "POST", "path": "/imports", "idempotency": {"in": "header", "name": "Idempotency-Key"}},
-        ],
-    }
+    """benchmarks/scale.py's stub shop: List orders takes the flow and its page count, Import orders a key header."""
+    made = scale.manifest(base_url, rate)
+    made["name"] = "Scale-out shop"
+    receive, send = made["endpoints"]
+    receive["request_parameters"] = [{"name": "flow", "location": "query", "required": True},
+                                     {"name": "pages", "location": "query", "required": True}]
+    receive["pagination"]["limit"] = per_page
+    send["idempotency"] = {"in": "header", "name": "Idempotency-Key"}
+    return made
 
 
 @dataclass

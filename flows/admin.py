@@ -33,7 +33,7 @@ class FlowRunShapeInline(admin.TabularInline):
 class FlowRunAdmin(admin.ModelAdmin):
     """Runs are written by workers; the admin only looks."""
 
-    list_display = ["pk", "flow", "company", "status", "trigger", "queued_at", "started_at", "finished_at"]
+    list_display = ["pk", "flow", "company", "status", "trigger", "queued_at", "started_at", "finished_at", "worker"]
     list_filter = ["status", "trigger", "company"]
     list_select_related = ["flow", "company"]
     search_fields = ["flow__name", "company__name"]

@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from contextlib import ExitStack, nullcontext
@@ -104,7 +103,8 @@ def lease_duration() -> timedelta:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{secrets.token_hex(4)}"
+    """This thread's name as a lease owner: host:pid:thread:token (the token tells a reused thread id apart)."""
+    return f"{settings.HOST_NAME}:{os.getpid()}:{threading.get_ident()}:{secrets.token_hex(4)}"
 
 
 def renew_lease(run_pk: int, owner: str) -> bool:

@@ -177,6 +177,11 @@ class RunTrigger(models.TextChoices):
     TEST = "test", "test"
 
 
+def worker_process(owner: str) -> str:
+    """The worker process (host:pid) of a lease owner (host:pid:thread:token)."""
+    return owner.rsplit(":", 2)[0]
+
+
 class FlowRunQuerySet(models.QuerySet):
     def for_company(self, company: Company) -> FlowRunQuerySet:
         return self.filter(company=company)
@@ -209,6 +214,8 @@ class FlowRun(models.Model):
     reference_time = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker thread holding the run (execution.worker_name: host:pid:thread:token); kept once the run ends, so
+    # it also says which host ran the run's last attempt (a lost attempt's worker is in `attempts`).
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     stop_requested = models.BooleanField(default=False)
@@ -221,7 +228,8 @@ class FlowRun(models.Model):
     from_checkpoint = models.BooleanField(default=False)
     # Attempt 1 is the first worker's; a run whose worker was lost resumes as the next attempt.
     attempt = models.PositiveSmallIntegerField(default=1)
-    # Each resumed attempt: {"number", "cause", "lost_at", "resumed_at", "from_page"} (ISO times, UTC).
+    # Each resumed attempt: {"number", "cause", "lost_at", "resumed_at", "from_page", "lost_worker"} (ISO times, UTC;
+    # lost_worker: the host:pid whose lease ran out).
     attempts = models.JSONField(default=list, blank=True)
     # Where the run is: positions only (segment, pagination state, sends acknowledged), never payloads or secrets.
     checkpoint = models.JSONField(default=dict, blank=True)
@@ -287,8 +295,13 @@ class FlowRun(models.Model):
         return timezone.now() - self.started_at if self.started_at else None
 
     @property
+    def worker(self) -> str:
+        """The worker process (host:pid) that holds the run or ran its last attempt; empty while queued or parked."""
+        return worker_process(self.lease_owner)
+
+    @property
     def attempt_notes(self) -> list[dict]:
-        """The resumed attempts for the run page: number, cause, when the worker was lost (a datetime), page."""
+        """The resumed attempts for the run page: number, cause, when and which worker was lost (host:pid), page."""
         notes = []
         for entry in self.attempts if isinstance(self.attempts, list) else []:
             if not isinstance(entry, dict):
@@ -299,7 +312,7 @@ class FlowRun(models.Model):
                 lost_at = None
             notes.append({"number": entry.get("number"), "cause": entry.get("cause") or "worker lost",
                           "resumed": bool(entry.get("resumed_at")), "from_page": entry.get("from_page") or 1,
-                          "lost_at": lost_at})
+                          "lost_at": lost_at, "lost_worker": str(entry.get("lost_worker") or "")})
         return notes
 
     @property

@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -75,4 +75,4 @@ def once_per_period(seconds: float, name: str | None = None) -> Callable[[Callab
 
 
 def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+    return f"{settings.HOST_NAME}:{os.getpid()}"[:200]

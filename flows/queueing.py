@@ -12,7 +12,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from flows import execution, signals
-from flows.models import FlowRun, FlowRunShape, FlowSchedule, ProcessFlow, RunStatus, RunTrigger, Shape, ShapeStatus
+from flows.models import (
+    FlowRun,
+    FlowRunShape,
+    FlowSchedule,
+    ProcessFlow,
+    RunStatus,
+    RunTrigger,
+    Shape,
+    ShapeStatus,
+    worker_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +232,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
         with transaction.atomic():
             if attempt < settings.FLOW_RUN_MAX_ATTEMPTS:
                 entry = {"number": attempt + 1, "cause": "worker lost", "lost_at": lost_at.isoformat(),
-                         "resumed_at": None, "from_page": page}
+                         "resumed_at": None, "from_page": page, "lost_worker": worker_process(owner)}
                 if lost_run.update(status=RunStatus.QUEUED, attempt=attempt + 1, attempts=[*attempts, entry],
                                    lease_owner="", lease_expires_at=None, enqueued_at=now, activity=""):
                     resumed += 1

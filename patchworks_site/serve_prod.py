@@ -2,7 +2,9 @@
 
 Checks the environment, prepares the release (system checks with --deploy,
 migrate, collectstatic), then starts gunicorn and WORKERS task workers
-(`manage.py run_huey`) and watches them. SIGTERM or SIGINT (Ctrl-C) stops them
+(`manage.py run_huey`) and watches them; they write their metrics to one
+directory of the host (PROMETHEUS_MULTIPROC_DIR, emptied at each start, or one
+the launcher makes), so a scrape of gunicorn reports them all. SIGTERM or SIGINT (Ctrl-C) stops them
 all: gunicorn and the workers finish what they are doing, for up to
 STOP_TIMEOUT seconds. A child that exits on its own stops the others, and the
 launcher exits non-zero so that systemd or the container runtime restarts it.
@@ -17,11 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,6 +137,27 @@ def prepare(steps: Sequence[tuple[str, list[str]]]) -> None:
             raise Refused(f"{name} failed (its output is above); nothing was started.")
 
 
+def metrics_directory(environ: MutableMapping[str, str]) -> Path | None:
+    """Give this host's processes one PROMETHEUS_MULTIPROC_DIR, emptied; the directory made for it, if any.
+
+    gunicorn and the workers write their counts there, so a scrape of any web
+    process reports the whole host (the workers' runs and requests included);
+    without it each process counts for itself and a scrape shows only the web
+    process that answers it. A directory set in the environment is emptied of
+    the last start's files; unset, the launcher makes one under TMPDIR and
+    removes it when it stops.
+    """
+    path = environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not path:
+        made = Path(tempfile.mkdtemp(prefix="patchworks-metrics-"))
+        environ["PROMETHEUS_MULTIPROC_DIR"] = str(made)
+        return made
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for stale in Path(path).glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return None
+
+
 def supervise(named: Sequence[tuple[str, list[str]]], stop_timeout: float) -> int:
     """Run the commands until one exits or a stop signal comes; then stop them all. The exit code to return."""
     received: list[int] = []
@@ -200,7 +225,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         for line in str(refused).splitlines():
             print(f"serve-prod: refusing to start: {line}", file=sys.stderr)
         return 2
-    return supervise(named, steps.stop_timeout)
+    made = metrics_directory(os.environ)  # the children's environment
+    try:
+        return supervise(named, steps.stop_timeout)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def say(message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from werkzeug import Request, Response
 
 from flows import execution, queueing
 from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, ShapeStatus
+from patchworks_site.models import Role
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 
 ORDERS = [{"id": 1, "total": "9.99"}, {"id": 2, "total": "20.00"}, {"id": 3, "total": "5.00"}]
@@ -181,6 +183,31 @@ def test_a_run_whose_lease_expired_is_queued_again_as_its_next_attempt(flow):
     assert run.attempts[0]["number"] == 2 and run.attempts[0]["cause"] == "worker lost"
     # The worker that lost its lease writes nothing more.
     assert execution.renew_lease(run.pk, "worker-a") is False
+
+
+def test_a_run_keeps_the_host_and_process_that_ran_it_and_staff_see_which_worker_was_lost(
+    flow, httpserver, settings, company, make_user, client_for
+):
+    httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS})
+    httpserver.expect_request("/api/imports", method="POST").respond_with_json({}, status=201)
+    settings.HOST_NAME = "host-a"
+    run = queueing.queue_run(flow, RunTrigger.MANUAL)
+    assert execution.claim(run.pk, execution.worker_name())
+    assert queueing.reap_expired_leases(timezone.now() + execution.lease_duration() + timedelta(seconds=1)) == 1
+    settings.HOST_NAME = "host-b"  # another host's worker resumes it
+
+    run = execution.execute(run.pk)
+    assert run.status == RunStatus.SUCCESS
+    assert run.worker == f"host-b:{os.getpid()}" and run.lease_owner.startswith(f"host-b:{os.getpid()}:")
+    assert run.attempts[0]["lost_worker"] == f"host-a:{os.getpid()}"
+    staff = make_user(company, Role.USER)
+    staff.is_staff = True
+    staff.save()
+    page = client_for(staff).get(f"/flows/runs/{run.pk}/").content.decode()
+    assert f"host-b:{os.getpid()} <span" in page
+    assert "after the worker was lost at " in page and f"(worker host-a:{os.getpid()})" in page
+    not_staff = client_for(make_user(company, Role.USER)).get(f"/flows/runs/{run.pk}/").content.decode()
+    assert "after the worker was lost at " in not_staff and "host-a" not in not_staff and "host-b" not in not_staff
 
 
 def test_a_run_fails_as_worker_lost_once_its_attempts_are_used_up(flow, settings):

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from patchworks_site import serve_prod as launcher
 from tests.test_engine_workers import REDIS_URL, database_url, on_committed_rows, wait_until
 
 SECRET_KEY = "s" * 40 + "0123456789abcdef"
@@ -135,6 +137,32 @@ def test_a_malformed_credential_key_fails_the_system_check_serve_prod_runs_first
     assert "(instances.E001) CREDENTIAL_KEYS: key 'prod-1' is not base64" in result.stderr
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == PREFIX + "check failed (its output is above); nothing was started."
+
+
+@pytest.mark.parametrize("backend, refused", [("django.core.mail.backends.dummy.EmailBackend", False),
+                                               ("django.core.mail.backends.console.EmailBackend", True)])
+def test_the_deploy_check_serve_prod_runs_first_accepts_sending_no_email_but_not_a_console(backend, refused):
+    environ = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "CREDENTIAL_KEYS", *TEST_ONLY}}
+    environ |= {**PRODUCTION, "EMAIL_BACKEND": backend}
+    del environ["EMAIL_HOST"]
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
+                            cwd=settings.BASE_DIR, env=environ, capture_output=True, text=True, timeout=60)
+    assert (result.returncode != 0) == refused, result.stderr
+    assert ("(mail.E001) Your MAILERS setting uses a development-only email backend" in result.stderr) == refused
+
+
+def test_the_hosts_processes_get_one_metrics_directory_emptied_at_each_start_or_made_for_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # TMPDIR
+    environ: dict[str, str] = {}
+    made = launcher.metrics_directory(environ)
+    assert made.is_dir() and made.parent == tmp_path and environ["PROMETHEUS_MULTIPROC_DIR"] == str(made)
+
+    given = tmp_path / "metrics"
+    given.mkdir()
+    (given / "counter_4242.db").write_bytes(b"the last start's counts")
+    (given / "README").write_text("not prometheus_client's")
+    assert launcher.metrics_directory({"PROMETHEUS_MULTIPROC_DIR": str(given)}) is None
+    assert [p.name for p in given.iterdir()] == ["README"]
 
 
 # --- Running it ------------------------------------------------------------------

@@ -10,6 +10,7 @@ boot, not a silently insecure deployment.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -236,6 +237,9 @@ else:
 # FLOW_WATCH_INTERVAL_SECONDS: a run whose worker was lost resumes from its
 # checkpoint as its next attempt, so within lease + interval (+ a worker free).
 FLOW_RUN_LEASE_SECONDS = float(os.environ.get("FLOW_RUN_LEASE_SECONDS", "10"))
+# The name of this host in what its workers write (a run's worker, a lease, a periodic job's claim):
+# HOSTNAME (containers set it to the container's name), else the machine's host name.
+HOST_NAME = os.environ.get("HOSTNAME", "").strip() or socket.gethostname()
 FLOW_WATCH_INTERVAL_SECONDS = float(os.environ.get("FLOW_WATCH_INTERVAL_SECONDS", "2"))
 # How many workers may be lost on one run before it fails (each resume is an attempt).
 FLOW_RUN_MAX_ATTEMPTS = int(os.environ.get("FLOW_RUN_MAX_ATTEMPTS", "3"))
@@ -397,6 +401,10 @@ if _email_host and not _email_backend:
     }}
 elif _email_backend:
     MAILERS = {"default": {"BACKEND": _email_backend}}
+    if _email_backend == "django.core.mail.backends.dummy.EmailBackend":
+        # Sending no email is a choice production may make (this file's own advice), which `check --deploy`,
+        # and so serve_prod, would refuse as a development backend.
+        SILENCED_SYSTEM_CHECKS = ["mail.E001"]
 elif DEBUG:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
 else:

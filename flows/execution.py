@@ -4,7 +4,7 @@ A worker claims the run with one conditional UPDATE (queued -> running), so a
 run is never executed twice, however many workers receive its task; the claim
 keeps the company's maximum of concurrent runs, and a task starts the run of
 whichever company's turn it is (claim_fairly, flows.fairness). While it
-runs, the worker holds a lease that a heartbeat thread renews; a worker that is
+runs, the worker holds a lease that its process's lease keeper renews; a worker that is
 killed stops renewing it and the scheduler tick fails the run ("worker lost").
 Pages stream through the shapes (one module per shape kind in flows.shapes,
 see Execution), and every request goes through the one instance client (SSRF
@@ -182,23 +182,22 @@ def run_update_sql(names: tuple[str, ...], *, stop_requested: bool | None) -> st
     return sql
 
 
-class Heartbeat(threading.Thread):
-    """Renews the lease every third of it, and notices a stop request or a lost lease while doing so.
+class Heartbeat:
+    """One run's lease, renewed every third of it by the process's lease keeper; notices a stop request or a lost lease.
 
     The run itself never asks the database between requests: it looks at
-    `look` (see Execution.check), which this thread sets when its renewal did
-    not go through as usual (a stop was asked for, or the run is not this
-    worker's any more); the run then asks once itself. So a stop request is
-    seen within a third of the lease, and a killed worker leaves a lease that
-    runs out within FLOW_RUN_LEASE_SECONDS.
+    `look` (see Execution.check), which the renewal sets when it did not go
+    through as usual (a stop was asked for, or the run is not this worker's
+    any more); the run then asks once itself. So a stop request is seen within
+    a third of the lease, and a killed worker leaves a lease that runs out
+    within FLOW_RUN_LEASE_SECONDS.
     """
 
     def __init__(self, run_pk: int, owner: str):
-        super().__init__(name=f"flow-run-{run_pk}-heartbeat", daemon=True)
         self.run_pk, self.owner = run_pk, owner
-        self.done = threading.Event()
         self.look = threading.Event()
         self.progress: Execution | None = None  # whose activity the renewal also writes
+        self.due = 0.0  # time.monotonic() of the next renewal (the keeper's)
 
     def beat(self) -> None:
         """Renew the lease, with the run's activity if it changed since written.
@@ -218,20 +217,84 @@ class Heartbeat(threading.Thread):
         elif "activity" in values:
             progress.activity_sent = activity
 
-    def run(self) -> None:
-        interval = settings.FLOW_RUN_LEASE_SECONDS / 3
-        try:
-            while not self.done.wait(interval):
-                try:
-                    self.beat()
-                except DatabaseError:
-                    logger.warning("Could not renew the lease of flow run %s.", self.run_pk, exc_info=True)
-        finally:
-            connection.close()
+    def start(self) -> None:
+        LeaseKeeper.of_this_process().add(self)
 
     def stop(self) -> None:
-        self.done.set()
-        self.join(timeout=1)
+        LeaseKeeper.of_this_process().remove(self)
+
+
+class LeaseKeeper(threading.Thread):
+    """The one thread of a worker process that renews the leases of the runs it executes (see Heartbeat).
+
+    A thread and a database connection per run would cost a connection (a
+    PostgreSQL backend started and ended) for every run, and two connections
+    per concurrent run in all: one per process is enough for renewals every
+    third of the lease. Its connection is closed whenever no run is left to
+    renew, so an idle worker holds none.
+    """
+
+    _lock = threading.Lock()
+    _keeper: LeaseKeeper | None = None
+
+    def __init__(self) -> None:
+        super().__init__(name="flow-run-leases", daemon=True)
+        self.pid = os.getpid()
+        self.heartbeats: set[Heartbeat] = set()
+        self.changed = threading.Condition()
+
+    @classmethod
+    def of_this_process(cls) -> LeaseKeeper:
+        with cls._lock:
+            keeper = cls._keeper
+            if keeper is None or keeper.pid != os.getpid() or not keeper.is_alive():
+                keeper = cls._keeper = cls()  # after a fork the parent's thread is not in the child
+                keeper.start()
+            return keeper
+
+    def add(self, heartbeat: Heartbeat) -> None:
+        with self.changed:
+            heartbeat.due = time.monotonic() + settings.FLOW_RUN_LEASE_SECONDS / 3
+            self.heartbeats.add(heartbeat)
+            self.changed.notify()
+
+    def remove(self, heartbeat: Heartbeat) -> None:
+        """No more renewals of `heartbeat`'s lease (one already under way is harmless: the run is no longer
+        running under its owner, so its UPDATE changes nothing)."""
+        with self.changed:
+            self.heartbeats.discard(heartbeat)
+            self.changed.notify()
+
+    def run(self) -> None:
+        while True:
+            due = self.wait_for_due()
+            for heartbeat in due:
+                if heartbeat not in self.heartbeats:
+                    continue  # its run ended meanwhile
+                try:
+                    heartbeat.beat()
+                except DatabaseError:
+                    logger.warning("Could not renew the lease of flow run %s.", heartbeat.run_pk, exc_info=True)
+                    connection.close()  # a broken connection is opened again for the next renewal
+                except Exception:
+                    logger.exception("Could not renew the lease of flow run %s.", heartbeat.run_pk)
+
+    def wait_for_due(self) -> list[Heartbeat]:
+        """The heartbeats whose renewal is due, their next one set a third of the lease later."""
+        with self.changed:
+            while True:
+                if not self.heartbeats:
+                    connection.close()  # idle: hold no connection
+                    self.changed.wait()
+                    continue
+                now = time.monotonic()
+                due = [heartbeat for heartbeat in self.heartbeats if heartbeat.due <= now]
+                if due:
+                    break
+                self.changed.wait(min(heartbeat.due for heartbeat in self.heartbeats) - now)
+            for heartbeat in due:
+                heartbeat.due = now + settings.FLOW_RUN_LEASE_SECONDS / 3
+            return due
 
 
 def claim(run_pk: int, owner: str) -> bool:

@@ -62,3 +62,87 @@ def test_a_worker_streams_pages_through_filter_and_map_to_the_send_endpoint(work
         ("Shop - UK → Import order", 8, 8, 0, 8),
     ]
     assert Instance.objects.get(pk=instance.pk).last_used_by_run_at is not None
+
+
+
+@on_committed_rows
+def test_one_lease_keeper_renews_the_leases_of_every_run_of_a_worker_process(workers, company, make_connector,  # noqa: F811
+                                                                            make_instance):
+    """Four runs wait on the API longer than their lease on one 4-thread worker: one thread renews all four leases,
+    with one database connection (not a thread and a connection more per run), and none is taken as lost."""
+    import threading
+    import time
+
+    from django.db import connection as db_connection
+    from pytest_httpserver import HTTPServer
+
+    from tests.flow_helpers import API_TOKEN, shop_connector
+    from tests.test_engine_workers import LEASE_SECONDS
+
+    arrived, release = [], threading.Event()
+
+    def slow_orders(request: Request) -> Response:
+        arrived.append(request.args.get("page"))
+        release.wait(30)
+        return Response(json.dumps({"orders": [{"id": len(arrived)}]}), content_type="application/json")
+
+    api = HTTPServer(threaded=True)  # answers the four runs at once
+    api.start()
+    try:
+        api.expect_request("/api/orders").respond_with_handler(slow_orders)
+        slow = make_instance(shop_connector(make_connector, company, api.url_for("/api")), "Slow shop",
+                             {"api_token": API_TOKEN})
+        endpoint_of(slow, "list_orders", records_path="orders")
+        runs = []
+        for n in range(4):
+            with transaction.atomic():
+                runs.append(queueing.queue_run(flow_of(company, connection(slow, "list_orders"), name=f"Slow {n}"),
+                                               RunTrigger.MANUAL))
+        workers.start(threads=4)
+        try:
+            wait_until(lambda: len(arrived) == 4, what=f"four runs waiting on the API; worker logs:\n{workers.logs()}")
+            blocked_until = time.monotonic() + LEASE_SECONDS * 1.4  # longer than the lease: only renewals keep them
+            sessions = None
+            while time.monotonic() < blocked_until:
+                if db_connection.vendor == "postgresql":  # the most connections seen while the leases are renewed
+                    sessions = max(sessions or 0, postgresql_connections_of(workers.processes[0].pid))
+                time.sleep(0.25)
+            assert FlowRun.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.RUNNING).count() == 4
+        finally:
+            release.set()
+        done = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS]
+        wait_until(lambda: FlowRun.objects.filter(pk__in=[r.pk for r in runs], status__in=done).count() == 4,
+                   what=f"the runs to end; worker logs:\n{workers.logs()}")
+    finally:
+        api.clear()
+        api.stop()
+    for run in FlowRun.objects.filter(pk__in=[r.pk for r in runs]):
+        assert (run.status, run.attempt, run.attempts) == (RunStatus.SUCCESS, 1, []), run.failure_reason
+    if sessions is not None:
+        # The worker's four task threads, its lease keeper and the consumer's main thread (a heartbeat thread and a
+        # connection per run made it 9).
+        assert sessions <= 6, f"the worker process held {sessions} connections to PostgreSQL"
+
+
+def postgresql_connections_of(pid: int) -> int:
+    """How many TCP connections to port 5432 process `pid` holds (its socket inodes in /proc/net/tcp)."""
+    import os
+    from pathlib import Path
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(":1538") and fields[9] in inodes:  # remote port 5432, this process's socket
+                count += 1
+    return count

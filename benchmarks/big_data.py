@@ -26,8 +26,8 @@ p95 over all rounds and the ratio of the big database's median to the small
 one's (the target is at most 1.5).
 
 Retention: then, on the big database, flows.retention.clean_up deletes the old
-runs (200,000) in batches while `--writers` threads insert new runs (each with
-lock_timeout 1 s) and a thread reads the run log; it prints the number of
+runs (200,000) in batches while `--writers` processes insert new runs (each with
+lock_timeout 1 s) and a process reads the run log; it prints the number of
 batches and the longest batch transaction, the writers' longest and p99 insert,
 the longest lock wait seen in pg_locks, and checks that every run the writers
 inserted is still there, that every old run went and no other run did.
@@ -249,93 +249,118 @@ def measure(user_pk: int, urls: dict[str, list[str]], timed: int, warmup: int) -
 # --- retention while runs are written -------------------------------------------------------------
 
 
+def write_runs(n: int, flows: list[tuple[int, int]], stop, results) -> None:
+    """A worker process: inserts finished runs (lock_timeout 1 s) until `stop`; puts its run ids and latencies."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from flows.models import FlowRun, RunStatus, RunTrigger
+
+    rng = random.Random(n)
+    pks: list[int] = []
+    latencies: list[float] = []
+    error = ""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '1s'")
+        while not stop.is_set():
+            flow, company = rng.choice(flows)
+            at = timezone.now()
+            start = time.perf_counter()
+            run = FlowRun.objects.create(company_id=company, flow_id=flow, status=RunStatus.SUCCESS,
+                                         trigger=RunTrigger.SCHEDULE, queued_at=at, reference_time=at,
+                                         started_at=at, finished_at=at)
+            latencies.append((time.perf_counter() - start) * 1000)
+            pks.append(run.pk)
+            time.sleep(0.005)
+    except Exception as exc:  # noqa: BLE001 - reported by the parent
+        error = f"writer {n}: {exc!r}"
+    connection.close()
+    results.put({"pks": pks, "latencies": latencies, "error": error})
+
+
+def read_run_log(user_pk: int, stop, results) -> None:
+    """A web process: reads the measured company's run log, one request every 50 ms, until `stop`."""
+    from django.db import connection
+    from django.test import Client
+
+    from patchworks_site.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(pk=user_pk))
+    times: list[float] = []
+    error = ""
+    try:
+        while not stop.is_set():
+            start = time.perf_counter()
+            bench.get_ok(client, "/flows/runs/")
+            times.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.05)
+    except Exception as exc:  # noqa: BLE001 - reported by the parent
+        error = f"reader: {exc!r}"
+    connection.close()
+    results.put({"reads": times, "error": error})
+
+
 def retention(user_pk: int, writers: int) -> dict:
-    """clean_up on the seeded database while `writers` threads insert runs and one reads the run log."""
+    """clean_up on the seeded database while `writers` processes insert runs and one reads the run log.
+
+    Each in its own process, as huey workers and gunicorn workers are (threads of one process would
+    measure the interpreter's lock rather than the database's).
+    """
+    import multiprocessing
     from datetime import timedelta
 
     from django.db import connection, connections
-    from django.test import Client
     from django.utils import timezone
 
     from flows import retention as retention_job
-    from flows.models import FlowRun, ProcessFlow, RunStatus, RunTrigger
+    from flows.models import FlowRun, ProcessFlow
     from patchworks_site.models import User
 
     now = timezone.now()
-    user = User.objects.get(pk=user_pk)
+    company = User.objects.get(pk=user_pk).company_id
     old = FlowRun.objects.filter(finished_at__lt=now - timedelta(days=7))
-    old_count = old.count()
-    total_before = FlowRun.objects.count()
-    flows = list(ProcessFlow.objects.filter(company=user.company_id).values_list("pk", "company_id")[:50])
-    flows += list(ProcessFlow.objects.exclude(company=user.company_id).order_by("?")
-                  .values_list("pk", "company_id")[:200])
-    stop = threading.Event()
-    inserted: list[list[int]] = [[] for _ in range(writers)]
-    latencies: list[list[float]] = [[] for _ in range(writers)]
-    errors: list[str] = []
-    page_times: list[float] = []
+    old_count, total_before = old.count(), FlowRun.objects.count()
+    flows = list(ProcessFlow.objects.filter(company=company).values_list("pk", "company_id")[:50])
+    flows += list(ProcessFlow.objects.exclude(company=company).order_by("?").values_list("pk", "company_id")[:200])
+    connections.close_all()  # the processes are forked: none may share this one's connection
+    fork = multiprocessing.get_context("fork")
+    stop, results = fork.Event(), fork.Queue()
+    processes = [fork.Process(target=write_runs, args=(n, flows, stop, results)) for n in range(writers)]
+    processes.append(fork.Process(target=read_run_log, args=(user_pk, stop, results)))
+    for process in processes:
+        process.start()
     lock_waits: list[float] = []
-
-    def write(n: int) -> None:
-        rng = random.Random(n)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SET lock_timeout = '1s'")
-            while not stop.is_set():
-                flow, company = rng.choice(flows)
-                at = timezone.now()
-                start = time.perf_counter()
-                run = FlowRun.objects.create(company_id=company, flow_id=flow, status=RunStatus.SUCCESS,
-                                             trigger=RunTrigger.SCHEDULE, queued_at=at, reference_time=at,
-                                             started_at=at, finished_at=at)
-                latencies[n].append((time.perf_counter() - start) * 1000)
-                inserted[n].append(run.pk)
-                time.sleep(0.005)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(f"writer {n}: {exc!r}")
-        finally:
-            connections.close_all()
-
-    def read() -> None:
-        client = Client()
-        client.force_login(user)
-        try:
-            while not stop.is_set():
-                start = time.perf_counter()
-                bench.get_ok(client, "/flows/runs/")
-                page_times.append((time.perf_counter() - start) * 1000)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(f"reader: {exc!r}")
-        finally:
-            connections.close_all()
+    watching = threading.Event()
 
     def watch_locks() -> None:
         # The longest any backend has been waiting for a lock, sampled every 50 ms.
-        try:
-            with connection.cursor() as cursor:
-                while not stop.is_set():
-                    cursor.execute("SELECT coalesce(max(extract(epoch FROM now() - a.query_start)), 0) "
-                                   "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted")
-                    lock_waits.append(float(cursor.fetchone()[0]))
-                    time.sleep(0.05)
-        finally:
-            connections.close_all()
+        with connection.cursor() as cursor:
+            while not watching.is_set():
+                cursor.execute("SELECT coalesce(max(extract(epoch FROM now() - a.query_start)), 0) "
+                               "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted")
+                lock_waits.append(float(cursor.fetchone()[0]))
+                time.sleep(0.05)
+        connection.close()
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
-    threads += [threading.Thread(target=read), threading.Thread(target=watch_locks)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1)
+    watcher = threading.Thread(target=watch_locks)
+    watcher.start()
+    time.sleep(2)
     start = time.perf_counter()
     cleaned = retention_job.clean_up()
     seconds = time.perf_counter() - start
-    time.sleep(1)
+    time.sleep(2)
     stop.set()
-    for thread in threads:
-        thread.join()
-    written = [pk for pks in inserted for pk in pks]
-    kept = FlowRun.objects.filter(pk__in=written).count()
-    all_latencies = sorted(t for samples in latencies for t in samples)
+    watching.set()
+    reports = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    watcher.join()
+    written = [pk for report in reports for pk in report.get("pks", [])]
+    latencies = sorted(t for report in reports for t in report.get("latencies", []))
+    reads = sorted(t for report in reports for t in report.get("reads", []))
+    kept = sum(FlowRun.objects.filter(pk__in=written[n:n + 10_000]).count() for n in range(0, len(written), 10_000))
     return {
         "old runs": old_count, "deleted": cleaned.runs, "batches": len(cleaned.run_batches),
         "largest batch": max(cleaned.run_batches, default=0),
@@ -343,13 +368,14 @@ def retention(user_pk: int, writers: int) -> dict:
         "runs inserted meanwhile": len(written), "inserted runs kept": kept,
         "old runs left": old.count(), "runs after": FlowRun.objects.count(),
         "runs expected after": total_before - old_count + len(written),
-        "insert p50 ms": round(statistics.median(all_latencies), 1) if all_latencies else None,
-        "insert p99 ms": round(bench.percentile(all_latencies, 99), 1) if all_latencies else None,
-        "insert max ms": round(all_latencies[-1], 1) if all_latencies else None,
-        "run log reads": len(page_times),
-        "run log read max ms": round(max(page_times), 1) if page_times else None,
+        "insert p50 ms": round(statistics.median(latencies), 1) if latencies else None,
+        "insert p99 ms": round(bench.percentile(latencies, 99), 1) if latencies else None,
+        "insert max ms": round(latencies[-1], 1) if latencies else None,
+        "run log reads": len(reads),
+        "run log read p50 ms": round(statistics.median(reads), 1) if reads else None,
+        "run log read max ms": round(reads[-1], 1) if reads else None,
         "longest lock wait seen ms": round(max(lock_waits, default=0) * 1000, 1),
-        "errors": errors,
+        "errors": [report["error"] for report in reports if report["error"]],
     }
 
 
@@ -442,7 +468,7 @@ def main() -> int:
               f"page {scales['small'].deep_page} on the small one.")
         print(f"Load average after measuring: {load_average()}")
         if not args.no_retention:
-            print(f"\nRetention on the big database while {args.writers} threads insert runs "
+            print(f"\nRetention on the big database while {args.writers} processes insert runs "
                   "(lock_timeout 1 s) and one reads the run log ...", flush=True)
             report = spawn("retention", urls["big"], plan=json.dumps(plans["big"]), writers=str(args.writers))
             for key, value in report.items():

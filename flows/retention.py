@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, FlowRunShape
@@ -71,8 +71,8 @@ def delete_runs(cleaned: Cleaned, expired: models.QuerySet) -> None:
             return
         delete_payloads(cleaned, run__in=ids)
         started = time.monotonic()
-        with transaction.atomic():
-            _, by_model = expired.filter(pk__in=ids).delete()
+        # One transaction (Django's delete makes it): the runs, their shapes, their retries' and alerts' links.
+        _, by_model = expired.filter(pk__in=ids).delete()
         cleaned.longest_batch_seconds = max(cleaned.longest_batch_seconds, time.monotonic() - started)
         deleted = by_model.get(FlowRun._meta.label, 0)
         cleaned.runs += deleted

@@ -152,6 +152,8 @@ def seed(scale: Scale) -> dict:
     chunk = max(1, 100_000 // (scale.connectors * scale.instances))
     for low in range(first_other, first_other + others, chunk):
         high = min(low + chunk, first_other + others) - 1
+        # Fresh statistics, or the planner joins the growing tables by nested loops (quadratic time).
+        run_sql("ANALYZE connectors_connector, connectors_authmethod, connectors_endpoint, instances_instance")
         companies = "JOIN patchworks_site_company c ON c.id BETWEEN %s AND %s"
         run_sql(clone(Connector, where="t.company_id = %s", source=companies, company_id="c.id"),
                 [low, high, company.pk])

@@ -12,6 +12,8 @@ class AddIndexWithoutLocking(AddIndexConcurrently):
 
     Its migration must set `atomic = False` (PostgreSQL cannot build an index concurrently in a
     transaction). If a concurrent build fails it leaves an invalid index behind: drop it before migrating again.
+    The operation needs no "django.contrib.postgres" in INSTALLED_APPS (it registers no field, lookup or type
+    handler); importing it only needs psycopg, which requirements.txt installs everywhere.
     """
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):

@@ -16,10 +16,11 @@ manifest code, so seeding takes minutes, not hours):
 
 Pages (a logged-in Administrator of the measured company; django.test.Client,
 DEBUG off, so the time is the server's: middleware, view, SQL, templates):
-the manage connectors page, the run log's first page and a deep page (page
+the manage connectors page, the run log's first page, a deep page (page
 1,000 on the big database, reached by its keyset cursor as the "older" link
-would after 999 pages; page 100 on the small one, the deepest it has), the
-flows list and an instance's settings page. Each round starts one process per
+would after 999 pages; page 100 on the small one, the deepest it has) and its
+first page "queued to" a day three days back (the date jump), the flows list
+and an instance's settings page. Each round starts one process per
 database (their order alternating), which times every page `--timed` times,
 the pages interleaved; the script prints per page and database the median and
 p95 over all rounds and the ratio of the big database's median to the small
@@ -65,7 +66,8 @@ from pathlib import Path
 from benchmarks import manage_connectors as bench  # the throwaway database, Django set-up and seeding
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_bench_big"
-PAGES = ["manage connectors", "run log page 1", "run log deep page", "flows list", "instance settings"]
+PAGES = ["manage connectors", "run log page 1", "run log deep page", "run log date jump", "flows list",
+         "instance settings"]
 TARGET_RATIO = 1.5
 
 
@@ -119,6 +121,8 @@ def seed(scale: Scale) -> dict:
 
     Returns what the measuring processes need: the user and the URL of each page.
     """
+    from datetime import timedelta
+
     from django.db import connection
     from django.utils import timezone
 
@@ -217,6 +221,8 @@ def seed(scale: Scale) -> dict:
             "manage connectors": ["/connectors/"],
             "run log page 1": ["/flows/runs/"],
             "run log deep page": [f"/flows/runs/?before={run_log.cursor_of(deep_edge)}"],
+            # "Queued to" a day: the newest runs of that day and older, the jump a user makes to a date.
+            "run log date jump": [f"/flows/runs/?queued_to={(now - timedelta(days=3)).date().isoformat()}"],
             "flows list": ["/flows/"],
             "instance settings": [f"/instances/{pk}/" for pk in instances[:20]],
         },

@@ -33,7 +33,8 @@ class Cleaned:
     samples: int = 0
     payloads: int = 0
     requests: int = 0
-    # How many runs each batch deleted, and the longest batch's transaction in seconds.
+    # How many runs each batch deleted, and the longest batch's delete in seconds (reading its rows, then
+    # the transaction that deletes them).
     run_batches: list[int] = field(default_factory=list)
     longest_batch_seconds: float = 0.0
 
@@ -60,9 +61,9 @@ def delete_payloads(cleaned: Cleaned, **where) -> None:
 def delete_runs(cleaned: Cleaned, expired: models.QuerySet) -> None:
     """Delete the `expired` runs FLOW_RUN_DELETE_BATCH at a time, oldest first, each batch in its own transaction.
 
-    A batch's ids are read outside the transaction; the DELETE repeats the expiry condition, so a run
-    that changed meanwhile is left for the next pass. Their stored records and requests go first, in
-    their own batches.
+    A batch's ids are read first, outside any transaction; the delete reads them again with the expiry
+    condition, so a run that changed meanwhile stays. Their stored records and requests go before them,
+    in their own batches.
     """
     size = settings.FLOW_RUN_DELETE_BATCH
     while True:

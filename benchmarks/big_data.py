@@ -37,7 +37,7 @@ How to run (from the project root)
 ----------------------------------
 ::
 
-    .venv/bin/python -m benchmarks.big_data            # the full scale: ~15 minutes on 2 cores
+    .venv/bin/python -m benchmarks.big_data            # the full scale: about 10 minutes on 2 cores
     .venv/bin/python -m benchmarks.big_data --quick    # 1,000 companies x 10 instances, 100,000 runs
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/pw_bench_big``) names

@@ -265,6 +265,8 @@ class FlowRun(models.Model):
             # The newest runs of one flow: the flow list's last run of each flow, a flow's run log.
             models.Index(fields=["flow", "-queued_at"]),
             models.Index(fields=["status", "lease_expires_at"]),
+            # Retention: a company's runs that finished before its log retention, oldest first, in batches.
+            models.Index(fields=["company", "finished_at"]),
         ]
 
     def __str__(self) -> str:

@@ -4,13 +4,17 @@ task (flows.tasks.clean_up_runs) applies both.
 
 Stored records and requests can be many rows: they are deleted in batches of FLOW_PAYLOAD_DELETE_BATCH
 by primary key, each batch its own short transaction that touches their tables only, so the run log
-(runs and their shapes) is never locked while they go.
+(runs and their shapes) is never locked while they go. Expired runs go the same way, FLOW_RUN_DELETE_BATCH
+at a time (oldest first, through the (company, finished_at) index), each batch with its shapes in its own
+transaction: workers keep inserting and updating runs meanwhile, and no lock is held for long (a
+company with 200,000 expired runs does not hold them all in one transaction).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -29,6 +33,10 @@ class Cleaned:
     samples: int = 0
     payloads: int = 0
     requests: int = 0
+    # How many runs each batch deleted, and the longest batch's delete in seconds (reading its rows, then
+    # the transaction that deletes them).
+    run_batches: list[int] = field(default_factory=list)
+    longest_batch_seconds: float = 0.0
 
 
 def delete_in_batches(rows: models.QuerySet) -> int:
@@ -50,6 +58,30 @@ def delete_payloads(cleaned: Cleaned, **where) -> None:
     cleaned.requests += delete_in_batches(FlowRunRequest.objects.filter(**where))
 
 
+def delete_runs(cleaned: Cleaned, expired: models.QuerySet) -> None:
+    """Delete the `expired` runs FLOW_RUN_DELETE_BATCH at a time, oldest first, each batch in its own transaction.
+
+    A batch's ids are read first, outside any transaction; the delete reads them again with the expiry
+    condition, so a run that changed meanwhile stays. Their stored records and requests go before them,
+    in their own batches.
+    """
+    size = settings.FLOW_RUN_DELETE_BATCH
+    while True:
+        ids = list(expired.order_by("finished_at", "pk").values_list("pk", flat=True)[:size])
+        if not ids:
+            return
+        delete_payloads(cleaned, run__in=ids)
+        started = time.monotonic()
+        # One transaction (Django's delete makes it): the runs, their shapes, their retries' and alerts' links.
+        _, by_model = expired.filter(pk__in=ids).delete()
+        cleaned.longest_batch_seconds = max(cleaned.longest_batch_seconds, time.monotonic() - started)
+        deleted = by_model.get(FlowRun._meta.label, 0)
+        cleaned.runs += deleted
+        cleaned.run_batches.append(deleted)
+        if len(ids) < size:
+            return
+
+
 def clean_up(now: datetime | None = None) -> Cleaned:
     """Delete runs that finished more than the company's log retention ago; clear older payloads.
 
@@ -64,14 +96,12 @@ def clean_up(now: datetime | None = None) -> Cleaned:
     for company_pk, days, hours in companies:
         payload_cutoff = now - timedelta(hours=hours)
         delete_payloads(cleaned, run__company_id=company_pk, created_at__lt=payload_cutoff)
-        expired = FlowRun.objects.filter(company_id=company_pk, finished_at__lt=now - timedelta(days=days))
-        delete_payloads(cleaned, run__in=expired.values("pk"))
-        deleted, by_model = expired.delete()
-        cleaned.runs += by_model.get(FlowRun._meta.label, 0)
+        delete_runs(cleaned, FlowRun.objects.filter(company_id=company_pk, finished_at__lt=now - timedelta(days=days)))
         cleaned.samples += FlowRunShape.objects.filter(
             run__company_id=company_pk, payload_sample__isnull=False, started_at__lt=payload_cutoff
         ).update(payload_sample=None)
     if cleaned.runs or cleaned.samples or cleaned.payloads or cleaned.requests:
-        logger.info("Retention: %d run(s) deleted, %d payload sample(s) cleared, %d page payload(s) and %d "
-                    "request(s) deleted.", cleaned.runs, cleaned.samples, cleaned.payloads, cleaned.requests)
+        logger.info("Retention: %d run(s) deleted in %d batch(es) (the longest took %.2f s), %d payload sample(s) "
+                    "cleared, %d page payload(s) and %d request(s) deleted.", cleaned.runs, len(cleaned.run_batches),
+                    cleaned.longest_batch_seconds, cleaned.samples, cleaned.payloads, cleaned.requests)
     return cleaned

@@ -2,7 +2,10 @@
 
 Pages are keyset pages on (queued_at, id), newest first: a page after the
 thousandth costs what the first costs (no OFFSET, no COUNT), using the
-FlowRun (company, -queued_at) and (flow, -queued_at) indexes. A cursor reads
+FlowRun (company, -queued_at) and (flow, -queued_at) indexes, which the
+cursor's plain bound on queued_at lets PostgreSQL enter at the cursor rather
+than read from the newest run (benchmarks/big_data.py measures page 1,000
+of 200,000 runs against a small database's). A cursor reads
 `20260301T120000.000000Z_42` (the queued-at time in UTC and the run id of the
 page's edge); a malformed one is ignored and the newest page is shown, as a
 junk page number is elsewhere.
@@ -70,7 +73,8 @@ def page(runs: QuerySet, *, before: str | None = None, after: str | None = None)
     """One page of `runs` (any filters applied), older than `before` or newer than `after`."""
     if (edge := parse_cursor(after)) is not None:
         at, pk = edge
-        newer = list(runs.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk))
+        # The plain bound (queued_at >= at) lets the index start at the cursor; the OR settles ties.
+        newer = list(runs.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk), queued_at__gte=at)
                      .order_by("queued_at", "id")[:PAGE_SIZE + 1])
         if len(newer) > PAGE_SIZE:
             shown = newer[:PAGE_SIZE][::-1]
@@ -78,7 +82,7 @@ def page(runs: QuerySet, *, before: str | None = None, after: str | None = None)
         # Fewer than a page of newer runs: that is the newest page.
     elif (edge := parse_cursor(before)) is not None:
         at, pk = edge
-        older = list(runs.filter(Q(queued_at__lt=at) | Q(queued_at=at, pk__lt=pk))
+        older = list(runs.filter(Q(queued_at__lt=at) | Q(queued_at=at, pk__lt=pk), queued_at__lte=at)
                      .order_by("-queued_at", "-id")[:PAGE_SIZE + 1])
         shown = older[:PAGE_SIZE]
         if shown:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from werkzeug import Request, Response
 
@@ -536,6 +538,42 @@ def test_retention_deletes_old_runs_and_clears_old_payload_samples(company, othe
     assert set(FlowRun.objects.values_list("pk", flat=True)) == {kept.pk, recent.pk, running.pk, other.pk}
     samples = dict(FlowRunShape.objects.values_list("run_id", "payload_sample"))
     assert samples == {kept.pk: None, recent.pk: {"in": [1]}, running.pk: None, other.pk: None}
+
+
+def test_retention_deletes_old_runs_in_batches_and_keeps_runs_written_meanwhile(company, settings, monkeypatch):
+    settings.FLOW_RUN_DELETE_BATCH = 3
+    now = timezone.now()
+    flow = flow_of(company, name="Busy")
+
+    def run_at(at: datetime) -> FlowRun:
+        return FlowRun.objects.create(company=company, flow=flow, trigger=RunTrigger.SCHEDULE, queued_at=at,
+                                      reference_time=at, started_at=at, finished_at=at, status=RunStatus.SUCCESS)
+
+    old = [run_at(now - timedelta(days=8, minutes=n)) for n in range(7)]
+    for run in old:
+        FlowRunShape.objects.create(run=run, position=0, shape_name="s", started_at=run.started_at)
+    kept = run_at(now - timedelta(days=6))
+    written = []
+    delete_payloads = retention.delete_payloads
+
+    def a_worker_writes_a_run_before_each_batch(cleaned, **where):
+        if "run__in" in where:  # the batch about to go
+            written.append(run_at(timezone.now()))
+        delete_payloads(cleaned, **where)
+
+    monkeypatch.setattr(retention, "delete_payloads", a_worker_writes_a_run_before_each_batch)
+    with CaptureQueriesContext(db_connection) as queries:
+        cleaned = retention.clean_up(now)
+
+    assert cleaned.run_batches == [3, 3, 1] and cleaned.runs == 7 and len(written) == 3
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('DELETE FROM "flows_flowrun" ')]
+    assert len(deletes) == 3
+    # The oldest went first (old[6] finished first), and every run written meanwhile is still there.
+    first_batch = {int(pk) for pk in re.search(r"IN \(([0-9, ]+)\)", deletes[0])[1].split(",")}
+    assert first_batch == {run.pk for run in old[4:]}
+    assert set(FlowRun.objects.values_list("pk", flat=True)) == {kept.pk, *(run.pk for run in written)}
+    assert not FlowRunShape.objects.exists()
+    assert cleaned.longest_batch_seconds > 0
 
 
 def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, httpserver):

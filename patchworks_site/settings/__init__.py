@@ -273,6 +273,8 @@ FLOW_PAYLOAD_BODY_MAX_BYTES = int(os.environ.get("FLOW_PAYLOAD_BODY_MAX_BYTES", 
 FLOW_RUN_PAYLOADS_MAX_BYTES = int(os.environ.get("FLOW_RUN_PAYLOADS_MAX_BYTES", str(50 * 1024 * 1024)))
 # Retention deletes stored records and requests in batches of this many rows, each its own transaction.
 FLOW_PAYLOAD_DELETE_BATCH = int(os.environ.get("FLOW_PAYLOAD_DELETE_BATCH", "1000"))
+# ... and runs past the company's run log retention in batches of this many runs (with their shapes).
+FLOW_RUN_DELETE_BATCH = int(os.environ.get("FLOW_RUN_DELETE_BATCH", "1000"))
 
 # --- Metrics (Prometheus) ------------------------------------------------
 # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without a

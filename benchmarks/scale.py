@@ -232,21 +232,27 @@ def queue_all(flows) -> list[int]:
         return [queueing.queue_run(flow, RunTrigger.MANUAL).pk for flow in flows]
 
 
+STRANDED_LOOKS = 6  # looks 0.5 s apart
+
+
 def wait_for(pks: list[int], timeout: float, mode: Mode, workers: int) -> int:
     """Wait for the runs; hand stranded ones to the queue again. Returns how many were handed again.
 
     A task whose own run another task took, and which then loses the race for
-    each of the turns it tries (flows.execution.claim_fairly), ends without a
-    run: a queued run is left without a task until the scheduler's requeue
-    (5 minutes). Seen twice in a row with a worker idle, such runs are handed
-    to the queue again here (a duplicate task is harmless: runs are claimed once).
+    each of the turns it tries (flows.execution.claim_fairly), would end without
+    a run: a queued run would be left without a task until the scheduler's
+    requeue (5 minutes). Should queued runs and idle workers be seen together
+    for STRANDED_LOOKS looks in a row (3 s; a worker between two runs is idle
+    for milliseconds), such runs are handed to the queue again here (a
+    duplicate task is harmless: runs are claimed once) and counted, since
+    that would be a defect of the hand-over.
     """
     from flows import execution
     from flows.models import ACTIVE_STATUSES, FlowRun, RunStatus
 
     deadline = time.monotonic() + timeout
     runs = FlowRun.objects.filter(pk__in=pks)
-    handed, suspect, next_look = 0, 0, time.monotonic() + 0.5
+    handed, looks, next_look = 0, 0, time.monotonic() + 0.5
     while runs.filter(status__in=ACTIVE_STATUSES).exists():
         if time.monotonic() > deadline:
             states = list(runs.values_list("status", "activity")[:5])
@@ -256,12 +262,12 @@ def wait_for(pks: list[int], timeout: float, mode: Mode, workers: int) -> int:
             idle = workers - FlowRun.objects.filter(status=RunStatus.RUNNING).count()
             queued = list(runs.filter(status=RunStatus.QUEUED).order_by("queued_at", "pk").values_list("pk", flat=True))
             stranded = min(idle, len(queued))
-            if stranded > 0 and suspect > 0:
+            looks = looks + 1 if stranded > 0 else 0
+            if looks >= STRANDED_LOOKS:
                 for pk in queued[:stranded]:
                     execution.hand_over(pk)
                 handed += stranded
-                stranded = 0
-            suspect = stranded
+                looks = 0
         time.sleep(0.02)
     return handed
 

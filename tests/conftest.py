@@ -20,6 +20,20 @@ def _limits_namespace(settings):
     settings.LIMITS_KEY_PREFIX = f"test-{uuid.uuid4().hex}"
 
 
+@pytest.fixture(autouse=True)
+def _live_server_connections_end(request):
+    """After a test that served pages with the live server, the instance client's kept-alive connections to it end.
+
+    Each is held open by one of the live server's request threads, and with it that thread's database
+    connection: PostgreSQL then refuses to drop the test database at the end of the session.
+    """
+    yield
+    if "live_server" in request.fixturenames:
+        from instances.outbound import transport
+
+        transport.adapters.clear()
+
+
 @pytest.fixture
 def company(db) -> Company:
     return Company.objects.create(name="Acme Retail")

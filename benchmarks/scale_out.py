@@ -842,7 +842,14 @@ def main(argv: list[str] | None = None) -> int:
                 if kill is not None:
                     wait_until(lambda: first.launcher.poll() is not None, 60, f"{first.name}'s launcher to stop")
                     first.exit_code = first.launcher.returncode
+                ended_on_second = sum(1 for run in runs if host_of(run.worker) == second.name)
+                # A worker counts a run once the transaction that ended it has committed: the last run's
+                # count can come a moment after the run log shows it ended.
                 scraped = runs_in_metrics(second)
+                settle = time.monotonic() + 10
+                while scraped < ended_on_second and time.monotonic() < settle:
+                    time.sleep(0.2)
+                    scraped = runs_in_metrics(second)
                 for host in hosts:
                     host.stop(timeout=40)
                 evaluate(report, run_pks, api, world, hosts, kill, login, args, ended_at - queued_at)

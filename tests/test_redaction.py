@@ -8,11 +8,13 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
 from django.db import models
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug import Response
 
 from instances import checks
 from instances.models import CredentialCheck, Instance
-from instances.redaction import REDACTED, redact_exchange
+from instances.redaction import REDACTED, is_sensitive, redact_exchange
 from tests.manifest_parts import basic_method
 
 SECRET = "pa55/w0rd+key=9"
@@ -257,3 +259,54 @@ def test_a_recorded_check_holds_no_secret_even_when_the_api_echoes_it(company, m
     assert stored.message.startswith("The credentials were refused: 401 Unauthorized.")
     assert json.loads(stored.response_body)["account"] == "Acme Retail"
     assert stored.request_headers["Authorization"] == REDACTED
+
+
+# --- JSON bodies with nothing named like a secret (kept as sent) -------------------------------
+
+FUZZ_SECRET = "Zq9/xW7+v"
+NAMES = ["id", "total", "Token", "api-key", "apiKey", "PRIVATE_KEY", "passwd", "sessionId", "refs", "İd", "note",
+         "customer", "ſecret", "client_assertion", "tok/en", 'to"ken']
+values = st.recursive(
+    st.none() | st.integers() | st.sampled_from(["plain", FUZZ_SECRET, f"was {FUZZ_SECRET}", "a/b", "é", ""]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(NAMES), inner, max_size=4),
+    max_leaves=12,
+)
+WRITERS = {
+    "ascii": json.dumps,
+    "utf-8": lambda d: json.dumps(d, ensure_ascii=False),
+    "compact": lambda d: json.dumps(d, separators=(",", ":"), ensure_ascii=False),
+    "escaped slashes": lambda d: json.dumps(d, ensure_ascii=False).replace("/", "\\/"),
+}
+
+
+def redacted_as_expected(value):
+    """What redaction must make of a parsed document: sensitive names' values gone, the secret gone from strings."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_sensitive(k) and v not in (None, "") else redacted_as_expected(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted_as_expected(v) for v in value]
+    if isinstance(value, str):
+        return value.replace(FUZZ_SECRET, REDACTED)
+    return value
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@given(document=st.dictionaries(st.sampled_from(NAMES), values, max_size=5))
+@settings(max_examples=150, deadline=None)
+def test_a_json_body_is_redacted_the_same_whether_kept_as_sent_or_written_again(writer, document):
+    """A body naming nothing sensitive is stored as the API sent it; either way no secret and no sensitive value stays."""
+    text = WRITERS[writer](document)
+
+    out = redact_exchange(record(response_body=text), [FUZZ_SECRET])
+
+    assert json.loads(out["response_body"]) == redacted_as_expected(document)
+    assert_no_secret(out, FUZZ_SECRET)
+
+
+def test_a_page_of_records_naming_nothing_sensitive_is_stored_as_the_api_sent_it():
+    body = '{"orders": [{"id": 1, "ref": "SO-1", "url": "https:\\/\\/shop.example\\/o\\/1"}],  "next": null}'
+
+    out = redact_exchange(record(response_body=body), [SECRET])
+
+    assert out["response_body"] == body

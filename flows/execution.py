@@ -297,7 +297,7 @@ class LeaseKeeper(threading.Thread):
             return due
 
 
-def claim(run_pk: int, owner: str) -> bool:
+def claim(run_pk: int, owner: str, company_id: int | None = None) -> bool:
     """queued (or waiting, once its park is over) -> running, for this worker only, within its company's maximum.
 
     The count of the company's running runs and the UPDATE are one transaction
@@ -305,12 +305,17 @@ def claim(run_pk: int, owner: str) -> bool:
     every transaction starts IMMEDIATE, which serialises writers the same way),
     so two workers never both put a company over its maximum of concurrent runs.
     A test step neither counts nor waits: it reads one page and sends nothing.
+    `company_id`: the caller knows the run is one of that company's, not a
+    test step (a query fewer).
     """
     with transaction.atomic():
-        row = FlowRun.objects.filter(pk=run_pk).values_list("company_id", "trigger").first()
-        if row is None:
-            return False
-        company_id, trigger = row
+        if company_id is not None:
+            trigger = None
+        else:
+            row = FlowRun.objects.filter(pk=run_pk).values_list("company_id", "trigger").first()
+            if row is None:
+                return False
+            company_id, trigger = row
         if trigger != RunTrigger.TEST:
             company = Company.objects.select_for_update().only("max_concurrent_runs").get(pk=company_id)
             if fairness.running(company_id) >= company.concurrent_run_limit:
@@ -356,19 +361,22 @@ def claim_fairly(run_pk: int, owner: str) -> int | None:
         return give_turn(owner)
     if own[2] == RunTrigger.TEST:
         return run_pk if claim(run_pk, owner) else None
+    first = None  # the oldest queued run of the run's company
     for company_id, other in fairness.turns() if own[1] == RunStatus.QUEUED else ():
         if company_id == own[0]:
+            first = other
             break  # the run's own company has the turn (a parked run resuming always takes its own)
-        if claim(other, owner):
+        if claim(other, owner, company_id):
             if claimable(run_pk) is not None and fairness.at_limit(own[0]):
                 defer(run_pk)
             return other
     # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
     # earlier left its run without one); a parked run resuming takes its own turn.
-    first = fairness.oldest_queued(own[0]) if own[1] == RunStatus.QUEUED else None
-    if first is not None and first != run_pk and claim(first, owner):
+    if first is None and own[1] == RunStatus.QUEUED:
+        first = fairness.oldest_queued(own[0])
+    if first is not None and first != run_pk and claim(first, owner, own[0]):
         return first
-    if claim(run_pk, owner):
+    if claim(run_pk, owner, own[0]):
         return run_pk
     if claimable(run_pk) is not None:  # its company is at its maximum
         defer(run_pk)
@@ -394,8 +402,8 @@ def give_turn(owner: str) -> int | None:
         turns = list(fairness.turns())
         if not turns:
             return None
-        for _company_id, other in turns:
-            if claim(other, owner):
+        for company_id, other in turns:
+            if claim(other, owner, company_id):
                 return other
     if waiting := list(fairness.turns()):
         hand_over(waiting[0][1])
@@ -429,14 +437,16 @@ def defer(run_pk: int) -> None:
 
 
 def hand_over_next(company_id: int) -> None:
-    """A run of the company ended or gave its worker back: its oldest queued run goes to the queue at once.
+    """A run of the company ended or gave its worker back: its oldest queued run goes to the queue at once if deferred.
 
     So a company at its maximum has its next run started in order, as soon as
     a slot is free, whatever became of the tasks of its deferred runs (a
     duplicate task is harmless: runs are claimed once, and a task whose run has
-    started takes another company's turn).
+    started takes another company's turn). A run never deferred has its task
+    in the queue already: handing it over again would only add a task that
+    finds nothing to start (one per run end when a company queues many runs).
     """
-    run_pk = fairness.oldest_queued(company_id)
+    run_pk = fairness.oldest_queued(company_id, deferred=True)
     if run_pk is not None:
         hand_over(run_pk)
 

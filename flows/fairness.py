@@ -61,7 +61,13 @@ def turns() -> Iterator[tuple[int, int]]:
             yield company_id, run_pk
 
 
-def oldest_queued(company_id: int) -> int | None:
-    """The company's run that has waited longest for a worker (test steps left out)."""
-    return (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
-            .order_by("queued_at", "id").values_list("pk", flat=True).first())
+def oldest_queued(company_id: int, *, deferred: bool = False) -> int | None:
+    """The company's run that has waited longest for a worker (test steps left out).
+
+    `deferred`: only if that run's task was given back for later (flows.execution.defer), else None.
+    """
+    row = (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
+           .order_by("queued_at", "id").values_list("pk", "deferrals").first())
+    if row is None or (deferred and not row[1]):
+        return None
+    return row[0]

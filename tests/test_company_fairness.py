@@ -171,11 +171,11 @@ def test_a_task_whose_run_is_started_by_another_worker_while_it_claims_it_starts
     mine, waiting = queue(own), queue(later)
     real_claim = execution.claim
 
-    def raced(run_pk: int, owner: str) -> bool:
+    def raced(run_pk: int, owner: str, company_id: int | None = None) -> bool:
         if run_pk == mine.pk and owner == "worker-b":
             assert real_claim(run_pk, "worker-a")  # another worker's task got there first
             return False
-        return real_claim(run_pk, owner)
+        return real_claim(run_pk, owner, company_id)
 
     monkeypatch.setattr(execution, "claim", raced)
     assert execution.claim_fairly(mine.pk, "worker-b") == waiting.pk

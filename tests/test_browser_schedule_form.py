@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -43,6 +45,8 @@ def test_the_preview_changes_as_the_frequency_changes_and_an_impossible_day_is_r
     expect(preview.get_by_test_id("schedule-description")).to_contain_text("every 5 minutes")
 
     page.get_by_label("Frequency").select_option("advanced")
+    expect(preview).to_contain_text("Enter a value")  # the advanced fields came with their preview ...
+    expect(fields).not_to_have_class(re.compile(r"htmx-(added|settling)"))  # ... and htmx took them up: keys count
     page.get_by_label("Cron expression (UTC)").press_sequentially("0 9 30 2 *")  # 30 February never comes
     expect(preview).to_contain_text("never")
     audit("schedule form: an impossible cron expression")

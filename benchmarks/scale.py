@@ -39,7 +39,16 @@ Per level it prints (medians over the rounds):
 * the load average when the level started and the CPU seconds of the workers
   and of this process (the stub and the benchmark's polling) per request;
 * per round: the busiest second at the stub and how many queued runs were left
-  without a task and handed to the queue again (see wait_for).
+  without a task and handed to the queue again (see wait_for), and where the
+  wall time went besides the runs (Timeline: queued → first start, a worker
+  thread's gap between two runs, its idle tail at the end).
+
+``--floor`` measures after each level the plainest client making the same
+requests in the same processes × threads (benchmarks/scale_floor.py: a
+``requests.Session`` per thread, each answer's JSON parsed; no database, queue,
+rate limit or bookkeeping) and prints both side by side: its time per request
+over the latency is what this machine and the stub take before the product
+does anything, and its ratios are the most the levels could give.
 
 ``--rate-limit N/second`` runs instead the flows of one company (maximum 64
 concurrent runs; the ceiling is raised for the benchmark) against one instance
@@ -64,6 +73,7 @@ How to run (from the project root)
 
     .venv/bin/python -m benchmarks.scale                 # 2 rounds of 1, 8, 16, 32: about 6.5 minutes
     .venv/bin/python -m benchmarks.scale --quick         # 1 round, 32 flows of 10 pages: about 1.5 minutes
+    .venv/bin/python -m benchmarks.scale --floor         # and the plainest client beside it: about 20 minutes
     .venv/bin/python -m benchmarks.scale --rate-limit 50/second
     .venv/bin/python -m benchmarks.scale --levels 32:1x32,32:2x16,32:4x8 --rounds 1   # worker models at 32
     .venv/bin/python -m benchmarks.scale --profile
@@ -292,12 +302,54 @@ class Level:
 
 
 @dataclass
-class Measured:
+class Timeline:
+    """Where the wall time goes besides the runs, in seconds (from the runs' start and end times).
+
+    `start`: the runs queued → the first one started; `gap`: mean time a worker thread
+    took between the end of one run and the start of its next (conclusion's
+    after-work, hand-over, claim); `tail`: mean time a worker thread stood idle
+    at the end, its last run over while others still ran.
+    """
+
+    start: float
+    gap: float
+    tail: float
+
+    @classmethod
+    def of(cls, queued_at, runs: list[tuple[str, object, object]]) -> Timeline:
+        by_thread: dict[str, list[tuple]] = {}
+        for worker, started, finished in runs:
+            by_thread.setdefault(worker.rsplit(":", 1)[0], []).append((started, finished))
+        end = max(finished for _, _, finished in runs)
+        gaps = [(b[0] - a[1]).total_seconds() for spans in by_thread.values()
+                for a, b in zip(sorted(spans), sorted(spans)[1:])]
+        tails = [(end - max(f for _, f in spans)).total_seconds() for spans in by_thread.values()]
+        return cls(start=(min(started for _, started, _ in runs) - queued_at).total_seconds(),
+                   gap=statistics.mean(gaps) if gaps else 0.0, tail=statistics.mean(tails))
+
+
+@dataclass
+class PerRequest:
+    """Requests made at a level, and the time they took beyond the API's latency (ms per request)."""
+
     level: Level
-    records: int
     requests: int
-    seconds: float  # first queued → last finished
-    run_seconds: float  # Σ (finished − started)
+    seconds: float  # the first run queued (told to go) → the last one finished
+    run_seconds: float  # Σ (run finished − started)
+    latency: float
+
+    @property
+    def ms_runs(self) -> float:
+        return (self.run_seconds / self.requests - self.latency) * 1000
+
+    @property
+    def ms_wall(self) -> float:
+        return (self.seconds * self.level.concurrency / self.requests - self.latency) * 1000
+
+
+@dataclass
+class Measured(PerRequest):
+    records: int
     client_ms: float  # mean duration_ms of the stored requests
     failed: int
     worker_rss: list[float]  # MiB, peak, per worker process
@@ -305,21 +357,13 @@ class Measured:
     own_cpu: float
     load: str
     busiest_second: int
-    latency: float
     handed: int  # stranded runs handed to the queue again
+    timeline: Timeline
     version: str = ""  # --compare: whose workers ran the level
 
     @property
     def records_per_second(self) -> float:
         return self.records / self.seconds
-
-    @property
-    def product_ms_runs(self) -> float:
-        return (self.run_seconds / self.requests - self.latency) * 1000
-
-    @property
-    def product_ms_wall(self) -> float:
-        return (self.seconds * self.level.concurrency / self.requests - self.latency) * 1000
 
     @property
     def mib_per_run(self) -> float:
@@ -338,6 +382,7 @@ def peak_rss(mode: Mode) -> list[float]:
 def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, api: StubAPI,
             version: Version | None = None) -> Measured:
     from django.db.models import Avg, F, Sum
+    from django.utils import timezone
 
     from flows.models import FlowRun, FlowRunRequest, FlowRunShape, RunStatus
 
@@ -355,7 +400,7 @@ def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, ap
         time.sleep(0.5)
         api.reset()
         cpu, own = mode.cpu_seconds(), time.process_time()
-        started = time.perf_counter()
+        started, queued_at = time.perf_counter(), timezone.now()
         pks = queue_all(world.flows)
         handed = wait_for(pks, args.timeout, mode, level.concurrency)
         seconds = time.perf_counter() - started
@@ -377,8 +422,49 @@ def measure(level: Level, world: World, args, env: dict[str, str], tmp: Path, ap
         client_ms=stored.aggregate(ms=Avg("duration_ms"))["ms"] or 0.0, failed=failed.count(),
         worker_rss=rss, worker_cpu=worker_cpu, own_cpu=own_cpu, load=load,
         busiest_second=max_in_window(list(api.arrivals), 1.0), latency=args.latency, handed=handed,
+        timeline=Timeline.of(queued_at, list(runs.values_list("lease_owner", "started_at", "finished_at"))),
         version=version.name if version is not None else "",
     )
+
+
+@dataclass
+class Floor(PerRequest):
+    """--floor: the plainest client (benchmarks/scale_floor.py) making the same requests in the same processes × threads."""
+
+    cpu: float
+    load: str
+    pages_per_run: int  # pages of orders; each run makes one request more
+
+    @property
+    def records_per_second(self) -> float:
+        return self.requests * self.pages_per_run / (self.pages_per_run + 1) * PER_PAGE / self.seconds
+
+
+def measure_floor(level: Level, args, api: StubAPI) -> Floor:
+    """The floor at `level`: its processes started and connected before the clock starts, then all told to go."""
+    load = load_average()
+    shares = [args.flows // level.processes + (1 if n < args.flows % level.processes else 0)
+              for n in range(level.processes)]
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.scale_floor", api.url, str(share), str(args.pages), str(level.threads)],
+        cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for share in shares]
+    try:
+        for process in processes:
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit(f"The floor's process {process.pid} did not start.")
+        started = time.perf_counter()
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [json.loads(process.stdout.readline()) for process in processes]
+        seconds = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    return Floor(level=level, requests=sum(r["requests"] for r in results), seconds=seconds,
+                 run_seconds=sum(r["run_seconds"] for r in results), cpu=sum(r["cpu"] for r in results), load=load,
+                 latency=args.latency, pages_per_run=args.pages)
 
 
 def parse_levels(text: str) -> list[Level]:
@@ -391,6 +477,36 @@ def parse_levels(text: str) -> list[Level]:
             raise SystemExit(f"--levels: {part} is not processes × threads = concurrent runs")
         levels.append(level)
     return levels
+
+
+def floor_report(results: list[Measured], floors: list[Floor], args) -> None:
+    """--floor: per level, the product's figures beside the floor's, and what the product adds over the floor."""
+    print()
+    print("Floor: the same requests made by the plainest client (requests.Session per thread, each answer's JSON "
+          "parsed; no database, queue, limit or bookkeeping) in the same processes × threads, measured after the "
+          "product at each level; medians.")
+    rows = []
+    base_product = statistics.median(m.records_per_second for m in results if m.level == results[0].level)
+    base_floor = statistics.median(f.records_per_second for f in floors if f.level == floors[0].level)
+    for label in dict.fromkeys(m.level.label for m in results):
+        ms = [m for m in results if m.level.label == label]
+        fs = [f for f in floors if f.level.label == label]
+
+        def med(values) -> float:
+            return statistics.median(list(values))
+
+        product_runs, floor_runs = med(m.ms_runs for m in ms), med(f.ms_runs for f in fs)
+        product_wall, floor_wall = med(m.ms_wall for m in ms), med(f.ms_wall for f in fs)
+        rows.append([
+            label, f"{med(m.records_per_second for m in ms) / base_product:.2f}×",
+            f"{med(f.records_per_second for f in fs) / base_floor:.2f}×",
+            f"{product_runs:.2f}", f"{floor_runs:.2f}", f"{product_runs - floor_runs:.2f}",
+            f"{product_wall:.2f}", f"{floor_wall:.2f}",
+            f"{med(f.cpu / f.requests * 1000 for f in fs):.2f}", " / ".join(f.load.split()[0] for f in fs),
+        ])
+    table(["concurrent (proc×thr)", "product ratio to 1", "floor ratio to 1", "product ms/req runs",
+           "floor ms/req runs", "product − floor", "product ms/req wall", "floor ms/req wall",
+           "floor client CPU ms/req", "load (1 min) at the floor"], rows)
 
 
 def report(results: list[Measured], args) -> None:
@@ -415,7 +531,7 @@ def report(results: list[Measured], args) -> None:
         requests = median(m.requests for m in ms)
         rows.append([
             label, f"{rps:.0f}", f"{rps / base:.2f}×" + (f" (≥ {target:g})" if target else ""),
-            f"{median(m.product_ms_runs for m in ms):.2f}", f"{median(m.product_ms_wall for m in ms):.2f}",
+            f"{median(m.ms_runs for m in ms):.2f}", f"{median(m.ms_wall for m in ms):.2f}",
             f"{median(m.client_ms for m in ms) - args.latency * 1000:.2f}",
             f"{median(m.worker_cpu for m in ms) / requests * 1000:.2f}",
             f"{median(m.own_cpu for m in ms) / requests * 1000:.2f}",
@@ -429,8 +545,10 @@ def report(results: list[Measured], args) -> None:
     print("Per round, in order:")
     for m in results:
         print(f"  {m.level.label:>12}: {m.records_per_second:7.0f} records/s, {m.seconds:6.2f} s, "
-              f"{m.requests} requests, product {m.product_ms_runs:.2f} ms/req (runs), "
+              f"{m.requests} requests, product {m.ms_runs:.2f} ms/req (runs), "
               f"busiest second {m.busiest_second} requests, {m.handed} stranded runs handed again, load {m.load}")
+        print(f"  {'':>12}  queued → first start {m.timeline.start * 1000:.0f} ms, a thread's gap between runs "
+              f"{m.timeline.gap * 1000:.0f} ms, a thread's idle tail {m.timeline.tail * 1000:.0f} ms")
 
 
 def compare_report(results: list[Measured], args, versions: list[Version]) -> None:
@@ -454,7 +572,7 @@ def compare_report(results: list[Measured], args, versions: list[Version]) -> No
             f"{med(old, cpu):.2f}", f"{med(new, cpu):.2f}", f"{med(new, cpu) / med(old, cpu):.3f}",
             f"{med(old, lambda m: m.records_per_second):.0f}", f"{med(new, lambda m: m.records_per_second):.0f}",
             f"{med(new, lambda m: m.records_per_second) / med(old, lambda m: m.records_per_second):.3f}",
-            f"{med(old, lambda m: m.product_ms_runs):.2f}", f"{med(new, lambda m: m.product_ms_runs):.2f}",
+            f"{med(old, lambda m: m.ms_runs):.2f}", f"{med(new, lambda m: m.ms_runs):.2f}",
             " / ".join(m.load.split()[0] for m in results if m.level.label == label),
             str(sum(m.failed for m in results if m.level.label == label)),
         ])
@@ -540,6 +658,8 @@ def main() -> None:
     parser.add_argument("--send", action="store_true", help="each run also sends each page (one POST per page)")
     parser.add_argument("--rate-limit", default="", metavar="N/second",
                         help="only: one instance limited to N/second at the last level")
+    parser.add_argument("--floor", action="store_true",
+                        help="also, after each level, the plainest client making the same requests (the floor)")
     parser.add_argument("--profile", action="store_true", help="only: profile one run in this process")
     parser.add_argument("--profile-lines", type=int, default=25)
     parser.add_argument("--compare", default="", metavar="REV",
@@ -583,11 +703,16 @@ def main() -> None:
                             results.append(measure(level, world, args, env, tmp, api, version))
                     compare_report(results, args, versions)
                 else:
-                    results = []
+                    results, floors = [], []
                     for n, level in enumerate(order, 1):
                         print(f"Level {level.label}, {n} of {len(order)} ...", file=sys.stderr)
                         results.append(measure(level, world, args, env, tmp, api))
+                        if args.floor:
+                            print(f"Level {level.label}, the floor ...", file=sys.stderr)
+                            floors.append(measure_floor(level, args, api))
                     report(results, args)
+                    if floors:
+                        floor_report(results, floors, args)
             from django.db import connections
 
             connections.close_all()

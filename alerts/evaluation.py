@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from alerts import messages
 from alerts.models import (
-    RUN_EVENTS,
     Alert,
     AlertEvent,
     AlertKind,
@@ -69,7 +68,7 @@ def run_concluded(run_pk: int) -> list[Alert]:
     run = FlowRun.objects.select_related("flow", "company").filter(pk=run_pk).first()
     if run is None or run.trigger == RunTrigger.TEST or run.is_active:
         return []
-    rules = list(AlertRule.objects.for_company(run.company_id).filter(enabled=True, event__in=RUN_EVENTS))
+    rules = list(AlertRule.objects.for_company(run.company_id).about_runs())
     if not rules:
         return []
     waited_ms = run.limit_wait_ms()

@@ -102,6 +102,10 @@ class AlertRuleQuerySet(models.QuerySet):
     def for_company(self, company: Company | int) -> AlertRuleQuerySet:
         return self.filter(company=company)
 
+    def about_runs(self) -> AlertRuleQuerySet:
+        """The enabled rules about runs (a run's end may set them off)."""
+        return self.filter(enabled=True, event__in=RUN_EVENTS)
+
 
 class AlertRule(models.Model):
     """When to alert and where to. `threshold`: N runs in a row (failure streak) or M minutes (limit wait)."""

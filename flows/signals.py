@@ -3,8 +3,9 @@
 `run_concluded` is sent once a run has ended (success, partial success,
 failed or stopped) and that end is committed, with `run_pk` and `status`.
 Receivers run in the worker that concluded the run (or the request that
-stopped it): they must only hand work to the task queue, and whatever they
-raise is logged, never passed on to the run.
+stopped it): they must only hand work to the task queue (after at most a
+query that says whether there is any), and whatever they raise is logged,
+never passed on to the run.
 """
 
 from __future__ import annotations

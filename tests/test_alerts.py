@@ -329,6 +329,26 @@ def test_a_failed_credential_re_check_alerts_once_and_a_passing_one_recovers(
     assert f"https://patchworks.example.com/instances/{instance.pk}/" in mailoutbox[0].body
 
 
+def test_a_run_s_end_queues_alert_work_only_for_a_company_with_an_enabled_rule_about_runs(
+    company, other_company, flow, httpserver, empty_queue
+):
+    channel = email_channel(company)
+    rule(other_company, AlertEvent.RUN_FAILED, email_channel(other_company))  # another company's rule counts not
+    paused = rule(company, AlertEvent.RUN_FAILED, channel)
+    paused.enabled = False
+    paused.save()
+    rule(company, AlertEvent.CREDENTIALS_FAILED, channel)  # about credentials, not runs
+
+    run_once(flow, httpserver, fail=True)
+    assert alert_tasks(work_off()) == [] and not Alert.objects.exists()
+
+    paused.enabled = True
+    paused.save()
+    run = run_once(flow, httpserver, fail=True)
+    assert alert_tasks(work_off())[0] == ("run_concluded", (run.pk,))
+    assert Alert.objects.filter(rule=paused).count() == 1
+
+
 # --- email through a real SMTP server ----------------------------------------------------
 
 

@@ -437,16 +437,17 @@ def defer(run_pk: int) -> None:
 
 
 def hand_over_next(company_id: int) -> None:
-    """A run of the company ended or gave its worker back: its oldest queued run goes to the queue at once if deferred.
+    """A run of the company ended or gave its worker back: its oldest queued run goes to the queue at once if held back.
 
     So a company at its maximum has its next run started in order, as soon as
-    a slot is free, whatever became of the tasks of its deferred runs (a
-    duplicate task is harmless: runs are claimed once, and a task whose run has
-    started takes another company's turn). A run never deferred has its task
-    in the queue already: handing it over again would only add a task that
-    finds nothing to start (one per run end when a company queues many runs).
+    a slot is free, whatever became of the tasks of its runs held back by the
+    maximum (fairness.held_back; a duplicate task is harmless: runs are claimed
+    once, and a task whose run has started takes another company's turn). A
+    company under its maximum has its queued runs' tasks in the queue: handing
+    one over again would only add a task that finds nothing to start, at every
+    run's end of a company with a backlog.
     """
-    run_pk = fairness.oldest_queued(company_id, deferred=True)
+    run_pk = fairness.held_back(company_id)
     if run_pk is not None:
         hand_over(run_pk)
 
@@ -769,9 +770,7 @@ class Execution:
         if not now_or_never and moment - self.activity_written < ACTIVITY_EVERY_SECONDS:
             return
         self.activity_written = moment
-        if FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
-            activity=self.activity
-        ):
+        if keep(self.run_obj.pk, self.owner, activity=self.activity) != LOST:
             self.activity_sent = self.activity
             live = [stage.record for stage in self.stages if stage.record is not None and not stage.finished]
             if live:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from django.db.models import Count, Min
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from flows.models import FlowRun, RunStatus
 from patchworks_site.models import Company
@@ -39,35 +40,50 @@ def turns() -> Iterator[tuple[int, int]]:
 
     Companies under their maximum only: fewest runs going first, then the one
     whose last run started longest ago (so companies take turns), then the one
-    whose oldest queued run has waited longest.
+    whose oldest queued run has waited longest. One query: a worker reads the
+    turns at the start of nearly every run.
     """
-    going = dict(
-        FlowRun.objects.real().filter(status=RunStatus.RUNNING).order_by().values("company")
-        .annotate(n=Count("pk")).values_list("company", "n")
-    )
-    oldest = dict(FlowRun.objects.real().filter(status=RunStatus.QUEUED).order_by().values("company")
-                  .annotate(first=Min("queued_at")).values_list("company", "first"))
-    if not oldest:
-        return
+    queued = FlowRun.objects.real().filter(status=RunStatus.QUEUED)
+    first = queued.filter(company=OuterRef("pk")).order_by("queued_at", "id")
+    going = (FlowRun.objects.real().filter(status=RunStatus.RUNNING, company=OuterRef("pk")).order_by()
+             .values("company").annotate(n=Count("pk")).values("n"))
+    rows = (Company.objects.filter(pk__in=queued.values("company"))
+            .annotate(going=Coalesce(Subquery(going), 0), oldest=Subquery(first.values("queued_at")[:1]),
+                      first_run=Subquery(first.values("pk")[:1]))
+            .values_list("pk", "max_concurrent_runs", "last_run_started_at", "going", "oldest", "first_run"))
     never = datetime.min.replace(tzinfo=UTC)
     eligible = sorted(
-        (going.get(company.pk, 0), company.last_run_started_at or never, oldest[company.pk], company.pk)
-        for company in Company.objects.filter(pk__in=oldest).only("max_concurrent_runs", "last_run_started_at")
-        if going.get(company.pk, 0) < company.concurrent_run_limit
+        (going, last_started or never, oldest, company_id, first_run)
+        for company_id, maximum, last_started, going, oldest, first_run in rows
+        if first_run is not None and going < Company.run_limit_of(maximum)
     )
-    for *_, company_id in eligible[:TURNS_TRIED]:
-        run_pk = oldest_queued(company_id)
-        if run_pk is not None:
-            yield company_id, run_pk
+    for *_, company_id, first_run in eligible[:TURNS_TRIED]:
+        yield company_id, first_run
 
 
-def oldest_queued(company_id: int, *, deferred: bool = False) -> int | None:
-    """The company's run that has waited longest for a worker (test steps left out).
+def oldest_queued(company_id: int) -> int | None:
+    """The company's run that has waited longest for a worker (test steps left out)."""
+    return (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
+            .order_by("queued_at", "id").values_list("pk", flat=True).first())
 
-    `deferred`: only if that run's task was given back for later (flows.execution.defer), else None.
+
+def held_back(company_id: int) -> int | None:
+    """The company's oldest queued run, if its maximum of concurrent runs may have held it back; else None.
+
+    Called when one of the company's runs gave its worker back. Held back: the
+    run was deferred (its task given back for later), or the company is one run
+    short of its maximum now, so it was at its maximum until that run ended. A
+    task that stood for a queued run of a company at its maximum may have found
+    no other company's turn to take and ended (flows.execution.give_turn); a
+    queued run of a company under its maximum that was never deferred has its
+    task in the queue. One query.
     """
-    row = (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
-           .order_by("queued_at", "id").values_list("pk", "deferrals").first())
-    if row is None or (deferred and not row[1]):
+    going = (FlowRun.objects.real().filter(status=RunStatus.RUNNING, company=OuterRef("company")).order_by()
+             .values("company").annotate(n=Count("pk")).values("n"))
+    row = (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).order_by("queued_at", "id")
+           .annotate(going=Coalesce(Subquery(going), 0))
+           .values_list("pk", "deferrals", "going", "company__max_concurrent_runs").first())
+    if row is None:
         return None
-    return row[0]
+    run_pk, deferrals, going, maximum = row
+    return run_pk if deferrals or going >= Company.run_limit_of(maximum) - 1 else None

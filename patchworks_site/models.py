@@ -57,7 +57,11 @@ class Company(models.Model):
     @property
     def concurrent_run_limit(self) -> int:
         """How many of the company's runs may hold a worker at once: its own setting, within the platform's ceiling."""
-        return max(1, min(self.max_concurrent_runs, settings.FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING))
+        return self.run_limit_of(self.max_concurrent_runs)
+
+    @staticmethod
+    def run_limit_of(max_concurrent_runs: int) -> int:
+        return max(1, min(max_concurrent_runs, settings.FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING))
 
     @property
     def at_limit_text(self) -> str:

@@ -205,6 +205,50 @@ def test_a_task_that_keeps_losing_races_hands_the_run_whose_turn_it_is_to_the_qu
     assert FlowRun.objects.get(pk=waiting.pk).status == RunStatus.QUEUED
 
 
+def test_a_run_whose_task_went_to_another_company_is_handed_over_when_its_company_leaves_its_maximum(
+    company, other_company, flows_of, monkeypatch
+):
+    company.max_concurrent_runs = 2
+    company.save()
+    first, second, third = flows_of(company, 3)
+    (theirs,) = flows_of(other_company)
+    going = queue(first)
+    assert execution.claim(going.pk, "worker-a")
+    waiting, other = queue(second), queue(theirs)
+    # The waiting run's task takes the other company's turn (it has no run going); the company is under its
+    # maximum, so the waiting run is not deferred: the other run's task stands for it now.
+    assert execution.claim_fairly(waiting.pk, "worker-b") == other.pk
+    later = queue(third)
+    assert execution.claim(later.pk, "worker-c")  # the company reaches its maximum meanwhile
+    # That task comes: its run started, the company at its maximum has no turn, nobody else waits: it ends.
+    assert execution.claim_fairly(other.pk, "worker-d") is None
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.deferrals) == (RunStatus.QUEUED, 0)  # and no task stands for it any more
+    handed = []
+    monkeypatch.setattr(execution, "hand_over", lambda run_pk, at=None: handed.append(run_pk))
+
+    FlowRun.objects.filter(pk=going.pk).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    execution.hand_over_next_of(going.pk)
+
+    assert handed == [waiting.pk]  # at once, not minutes later by the stale-task sweep
+
+
+def test_a_run_s_end_hands_nothing_over_while_its_company_is_below_its_maximum(company, flows_of, monkeypatch):
+    company.max_concurrent_runs = 3
+    company.save()
+    first, second = flows_of(company, 2)
+    going = queue(first)
+    assert execution.claim(going.pk, "worker-a")
+    queue(second)  # its own task is in the queue
+    handed = []
+    monkeypatch.setattr(execution, "hand_over", lambda run_pk, at=None: handed.append(run_pk))
+
+    FlowRun.objects.filter(pk=going.pk).update(status=RunStatus.SUCCESS, finished_at=timezone.now())
+    execution.hand_over_next_of(going.pk)
+
+    assert handed == []  # a second task would only find its run started
+
+
 def test_a_parked_run_resuming_counts_toward_the_maximum_and_waits_for_a_free_slot(company, flows_of):
     company.max_concurrent_runs = 1
     company.save()

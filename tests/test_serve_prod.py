@@ -204,13 +204,13 @@ def test_serve_prod_serves_the_dashboard_with_its_workers_and_sigterm_stops_them
         def health() -> requests.Response | None:
             try:
                 return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine's slow first answer
                 assert launcher.poll() is None, output()
                 return None
 
         probe = wait_until(health, timeout=90, what="the dashboard to answer")
         assert (probe.status_code, probe.text) == (200, "ok")
-        page = requests.get(f"http://127.0.0.1:{port}/login/", timeout=5,
+        page = requests.get(f"http://127.0.0.1:{port}/login/", timeout=60,
                             headers={"Host": "patchworks.example.com", "X-Forwarded-Proto": "https"})
         assert page.status_code == 200 and "Log in to Patchworks" in page.text
         children = {name: int(pid) for name, pid in re.findall(r"started (web|worker \d) \(pid (\d+)\)", output())}

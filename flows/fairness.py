@@ -35,6 +35,13 @@ def at_limit(company_id: int | None) -> bool:
     return running(company_id) >= company.concurrent_run_limit
 
 
+def _going(company_ref: str) -> Coalesce:
+    """Subquery: how many runs of the outer row's company (field company_ref) hold a worker now, 0 if none."""
+    counted = (FlowRun.objects.real().filter(status=RunStatus.RUNNING, company=OuterRef(company_ref)).order_by()
+               .values("company").annotate(n=Count("pk")).values("n"))
+    return Coalesce(Subquery(counted), 0)
+
+
 def turns() -> Iterator[tuple[int, int]]:
     """(company, its oldest queued run) of the companies whose turn comes next, the fairest first (TURNS_TRIED at most).
 
@@ -45,10 +52,8 @@ def turns() -> Iterator[tuple[int, int]]:
     """
     queued = FlowRun.objects.real().filter(status=RunStatus.QUEUED)
     first = queued.filter(company=OuterRef("pk")).order_by("queued_at", "id")
-    going = (FlowRun.objects.real().filter(status=RunStatus.RUNNING, company=OuterRef("pk")).order_by()
-             .values("company").annotate(n=Count("pk")).values("n"))
     rows = (Company.objects.filter(pk__in=queued.values("company"))
-            .annotate(going=Coalesce(Subquery(going), 0), oldest=Subquery(first.values("queued_at")[:1]),
+            .annotate(going=_going("pk"), oldest=Subquery(first.values("queued_at")[:1]),
                       first_run=Subquery(first.values("pk")[:1]))
             .values_list("pk", "max_concurrent_runs", "last_run_started_at", "going", "oldest", "first_run"))
     never = datetime.min.replace(tzinfo=UTC)
@@ -78,10 +83,8 @@ def held_back(company_id: int) -> int | None:
     queued run of a company under its maximum that was never deferred has its
     task in the queue. One query.
     """
-    going = (FlowRun.objects.real().filter(status=RunStatus.RUNNING, company=OuterRef("company")).order_by()
-             .values("company").annotate(n=Count("pk")).values("n"))
     row = (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).order_by("queued_at", "id")
-           .annotate(going=Coalesce(Subquery(going), 0))
+           .annotate(going=_going("company"))
            .values_list("pk", "deferrals", "going", "company__max_concurrent_runs").first())
     if row is None:
         return None

@@ -29,7 +29,6 @@ Run: ``python -m benchmarks.fairness`` (``--sqlite`` for SQLite throughout).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -37,36 +36,23 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from benchmarks import manage_connectors as bench
 from benchmarks.flow_run import Mode, base_env, load_average, setup_django
+from benchmarks.stub_api import JsonHandler, StubServer
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_fairness_bench"
 TOKEN = "fairness-bench-token"
 
 
-class StubAPI:
+class StubAPI(StubServer):
     """GET /api/orders answers one order after `hold` seconds; POST /api/imports answers 201 at once."""
 
     def __init__(self, hold: float):
         hold_for = hold
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 time.sleep(hold_for)
                 self.answer(200, {"orders": [{"id": 1, "reference": "SO-1"}]})
@@ -75,15 +61,7 @@ class StubAPI:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.answer(201, {"ok": True})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def manifest(base_url: str) -> dict:

@@ -38,13 +38,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
 import statistics
 import tempfile
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,13 +56,14 @@ django.setup()
 
 import requests  # noqa: E402
 
+from benchmarks.stub_api import JsonHandler, StubServer  # noqa: E402
 from instances.outbound import limits  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 FORK = multiprocessing.get_context("fork")
 
 
-class ArrivalServer:
+class ArrivalServer(StubServer):
     """A keep-alive HTTP server that timestamps arrivals (and can hold each request a while)."""
 
     def __init__(self, hold: float = 0.0):
@@ -74,15 +73,7 @@ class ArrivalServer:
         lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes: without this, Nagle's
-                # algorithm and delayed ACKs add 40 ms to every answer.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802
                 with lock:
                     outer.arrivals.append(time.monotonic())
@@ -92,24 +83,15 @@ class ArrivalServer:
                     time.sleep(hold)
                 with lock:
                     outer.in_flight -= 1
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                self.answer(200, b"{}")
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/work"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler, "/work")
 
     def reset(self) -> None:
         self.arrivals, self.in_flight, self.max_in_flight = [], 0, 0
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        self.close()
 
 
 def max_in_window(stamps: list[float], window: float) -> int:

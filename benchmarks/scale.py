@@ -93,12 +93,12 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from benchmarks import manage_connectors as bench
 from benchmarks.flow_run import PROJECT_DIR, Mode, base_env, load_average, setup_django, table
+from benchmarks.stub_api import JsonHandler, StubServer
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_scale_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
@@ -109,7 +109,7 @@ CEILING = 64  # FLOW_COMPANY_MAX_CONCURRENT_RUNS_CEILING for the benchmark's pro
 UNLIMITED = 100_000  # requests per second: far above what is sent
 
 
-class StubAPI:
+class StubAPI(StubServer):
     """Pages of orders after a fixed latency; every arrival timestamped (the system-wide monotonic clock)."""
 
     def __init__(self, latency: float, pages: int):
@@ -123,20 +123,7 @@ class StubAPI:
         empty = json.dumps({"orders": []}).encode()
         self.default_pages = pages
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are two writes: else delayed ACKs add ~40 ms
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def answer(self, status: int, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 with outer.lock:
                     outer.arrivals.append(time.monotonic())
@@ -153,20 +140,11 @@ class StubAPI:
                 time.sleep(latency)
                 self.answer(201, b'{"ok": true}')
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 128
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        self.serve(Handler)
 
     def reset(self) -> None:
         with self.lock:
             self.arrivals = []
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def manifest(base_url: str, rate: int) -> dict:

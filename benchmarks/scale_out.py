@@ -123,7 +123,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -131,6 +130,7 @@ import requests
 
 from benchmarks import flow_run, scale
 from benchmarks import manage_connectors as bench
+from benchmarks.stub_api import JsonHandler, StubServer
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/pw_scaleout_bench"
@@ -148,7 +148,7 @@ LOCAL_FILES = ("__pycache__", "*.pyc", "*.sqlite3", "*.sqlite3-*", ".credential-
 # --- the third party ---------------------------------------------------------------------------
 
 
-class StubAPI:
+class StubAPI(StubServer):
     """Pages of orders per flow and a batch import that honours idempotency keys; counts everything it gets."""
 
     def __init__(self, latency: float, send_latency: float):
@@ -162,21 +162,7 @@ class StubAPI:
         self.replays = self.conflicts = self.refused = self.checks = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def answer(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def handle_one_request(self) -> None:
                 try:
                     super().handle_one_request()
@@ -229,11 +215,7 @@ class StubAPI:
                 finally:
                     self.leave()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 128
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        self.serve(Handler)
 
     def store(self, key: str, body: object) -> tuple[int, dict]:
         items = body if isinstance(body, list) else [body]
@@ -256,10 +238,6 @@ class StubAPI:
     def requests_made(self) -> tuple[int, int, int]:
         """Page reads, batches sent and credential checks."""
         return sum(self.reads.values()), len(self.posts), self.checks
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def order_id(flow: int, page: int, position: int) -> str:

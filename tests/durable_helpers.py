@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -18,14 +17,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import pytest
-import redis
 import requests
 from django.db import transaction
 from werkzeug import Request, Response
 
 from flows import queueing
 from flows.models import FlowRun, RunStatus, RunTrigger
+from tests.redis_helpers import require_redis
 from tests.test_engine_workers import REDIS_URL, Workers
 
 LEASE_SECONDS = 3
@@ -39,12 +37,7 @@ KEY_FIELD = "idempotency_key"  # where an API that takes its key in the body rea
 def make_workers(engine: str, tmp_path, settings) -> Workers:
     """Workers whose lost runs resume within a few seconds (short lease, watcher every half second)."""
     if engine == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+        require_redis(REDIS_URL)
     pool = Workers(engine, tmp_path)
     pool.env.update({
         "FLOW_RUN_LEASE_SECONDS": str(LEASE_SECONDS),

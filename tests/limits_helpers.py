@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-import redis
-
 from instances.outbound import limits
+from tests.redis_helpers import require_redis
 
 
 def use_store(kind: str, settings, tmp_path, redis_url: str) -> None:
     """Point the limits at one store: "redis" (skipped where Redis is not reachable, failed in CI) or "sqlite"."""
     if kind == "redis":
-        try:
-            redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis is not reachable at {redis_url}")
-            pytest.skip(f"Redis is not reachable at {redis_url}")
+        require_redis(redis_url)
         settings.REDIS_URL = redis_url
     else:
         settings.REDIS_URL = ""

@@ -19,7 +19,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -31,6 +30,7 @@ from flows import queueing, schedules, tasks
 from flows.models import FlowRun, FlowSchedule, RunStatus, RunTrigger, ScheduleKind
 from tests.flow_helpers import API_TOKEN, receive_then_send_flow, shop_connector
 from tests.processes import stop_all
+from tests.redis_helpers import require_redis
 
 LEASE_SECONDS = 5
 # The pass's own Redis database (one per xdist worker, see tests/worker_env.py) when it has one.
@@ -107,12 +107,7 @@ class Workers:
 @pytest.fixture(params=["sqlite", "redis"])
 def workers(request, tmp_path) -> Iterator[Workers]:
     if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis is not reachable at {REDIS_URL}")
-            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+        require_redis(REDIS_URL)
     pool = Workers(request.param, tmp_path)
     yield pool
     pool.close()

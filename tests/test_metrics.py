@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from django.test import Client
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
@@ -33,6 +32,7 @@ from patchworks_site.models import Role
 from tests.alert_helpers import empty_queue  # noqa: F401 - fixture
 from tests.flow_helpers import API_TOKEN, json_response, receive_then_send_flow, shop_connector
 from tests.processes import stop_all
+from tests.redis_helpers import require_redis
 from tests.test_engine_workers import REDIS_URL, Workers, wait_until
 
 TOKEN = "scrape-token-for-tests-7d1c"
@@ -196,10 +196,7 @@ def queue(request, tmp_path) -> Iterator[str]:
     """The task queue on a SQLite file or on Redis, for this test only."""
     name = f"pw-test-{uuid.uuid4().hex}"
     if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        except redis.exceptions.ConnectionError:
-            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+        require_redis(REDIS_URL)
         storage = RedisStorage(name=name, url=REDIS_URL)
     else:
         storage = SqliteStorage(name=name, filename=str(tmp_path / "huey.sqlite3"))

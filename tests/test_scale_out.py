@@ -19,10 +19,10 @@ import subprocess
 import sys
 
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection
 
+from tests.redis_helpers import require_redis
 from tests.test_engine_workers import database_url
 
 pytestmark = pytest.mark.slow
@@ -45,13 +45,7 @@ def redis_url_or_skip() -> str:
     url = os.environ.get("REDIS_URL", "")
     if not url:
         pytest.skip("two hosts share the task queue, rate limits, pools and sessions in Redis: REDIS_URL is not set")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is not reachable at {url}")
-        pytest.skip(f"Redis is not reachable at {url}")
-    return url
+    return require_redis(url, timeout=2)
 
 
 def run_benchmark(redis_url: str) -> subprocess.CompletedProcess:

@@ -452,6 +452,23 @@ def hand_over_next(company_id: int) -> None:
         hand_over(run_pk)
 
 
+def company_changed(company_id: int) -> None:
+    """The company's settings were saved: its held-back runs say the new limit, and those it lets start go now.
+
+    A task that stood for a run held back by the maximum may have ended
+    (give_turn), and hand_over_next hands over one run at a run's end: after
+    the maximum is raised, the company's extra slots would stay empty until
+    its runs end or the stale-task sweep minutes later. At most as many tasks
+    as free slots; one whose run another task starts first takes the next turn.
+    """
+    company = Company.objects.only("name", "max_concurrent_runs").get(pk=company_id)
+    text = company.at_limit_text if fairness.running(company_id) >= company.concurrent_run_limit else ""
+    FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).exclude(activity=text).update(
+        activity=text)
+    for run_pk in fairness.startable(company_id):
+        hand_over(run_pk)
+
+
 @db_task()
 def execute_run(run_pk: int) -> None:
     """The huey task that executes one flow run on a worker.

@@ -72,6 +72,16 @@ def oldest_queued(company_id: int) -> int | None:
             .order_by("queued_at", "id").values_list("pk", flat=True).first())
 
 
+def startable(company_id: int) -> list[int]:
+    """The company's oldest queued runs, as many as its maximum of concurrent runs lets start now."""
+    company = Company.objects.only("max_concurrent_runs").get(pk=company_id)
+    free = company.concurrent_run_limit - running(company_id)
+    if free <= 0:
+        return []
+    return list(FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
+                .order_by("queued_at", "id").values_list("pk", flat=True)[:free])
+
+
 def held_back(company_id: int) -> int | None:
     """The company's oldest queued run, if its maximum of concurrent runs may have held it back; else None.
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import execution, signals
@@ -52,14 +52,51 @@ def enqueue(run: FlowRun) -> None:
     transaction.on_commit(lambda: execution.hand_over(run.pk), robust=True)
 
 
+def company_saved(sender, instance, created: bool, **kwargs) -> None:
+    """post_save of a Company: once committed, its queued runs follow its (maybe new) maximum of concurrent runs."""
+    if not created and not kwargs.get("raw"):
+        company_id = instance.pk
+        transaction.on_commit(lambda: execution.company_changed(company_id), robust=True)
+
+
+def tasks_in_queue() -> int | None:
+    """Tasks waiting in the queue, due or scheduled (None when the queue cannot say: unreachable)."""
+    from huey.contrib.djhuey import HUEY
+
+    try:
+        return HUEY.pending_count() + HUEY.scheduled_count()
+    except Exception:
+        logger.warning("Could not count the tasks in the queue.", exc_info=True)
+        return None
+
+
 def requeue_stale(now: datetime | None = None) -> int:
-    """Hand queued runs whose task seems lost to the queue again (a duplicate is harmless: runs are claimed once)."""
+    """Hand queued runs whose task seems lost to the queue again (a duplicate is harmless: runs are claimed once).
+
+    Every queued or parked run stands for one task in the queue. A run still
+    queued 5 minutes after its hand-over may just be in a backlog, its task
+    behind thousands of others: handing it again every 5 minutes (and from
+    every worker's watcher) would grow the queue with the backlog. So only the
+    queue's shortfall is handed again: as many runs as there are more queued
+    and parked runs than tasks in the queue, those handed over longest ago
+    first (a deferred run is handed again each time it is put back, so a run
+    whose task ended has the oldest hand-over). When the queue cannot be
+    counted, every stale run is handed again.
+    """
     now = now or timezone.now()
     stale = FlowRun.objects.filter(
         Q(status=RunStatus.QUEUED)
         & (Q(enqueued_at__lt=now - REQUEUE_AFTER) | Q(enqueued_at__isnull=True, queued_at__lt=now - REQUEUE_AFTER))
         | Q(status=RunStatus.WAITING, parked_until__lt=now - PARK_GRACE, enqueued_at__lt=now - PARK_GRACE)
-    )
+    ).order_by(F("enqueued_at").asc(nulls_first=True), "queued_at", "pk")
+    if not stale.exists():
+        return 0
+    present = tasks_in_queue()
+    if present is not None:
+        shortfall = FlowRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.WAITING]).count() - present
+        if shortfall <= 0:
+            return 0
+        stale = stale[:shortfall]
     count = 0
     for run in stale.only("pk"):
         enqueue(run)

@@ -249,6 +249,51 @@ def test_a_run_s_end_hands_nothing_over_while_its_company_is_below_its_maximum(c
     assert handed == []  # a second task would only find its run started
 
 
+def test_raising_the_maximum_hands_over_at_once_as_many_waiting_runs_as_it_frees_slots(
+    client_for, make_user, company, flows_of, monkeypatch, django_capture_on_commit_callbacks
+):
+    company.max_concurrent_runs = 1
+    company.save()
+    flows = flows_of(company, 4)
+    going = queue(flows[0])
+    assert execution.claim(going.pk, "worker-a")
+    waiting = [queue(flow) for flow in flows[1:]]  # held back; their tasks may have ended (give_turn)
+    execution.defer(waiting[0].pk)
+    assert FlowRun.objects.get(pk=waiting[2].pk).activity == "queued: Acme Retail is at its limit of 1 concurrent run"
+    handed = []
+    monkeypatch.setattr(execution, "hand_over", lambda run_pk, at=None: handed.append(run_pk))
+    admin = client_for(make_user(company, Role.ADMINISTRATOR))
+    sent = {"section": "run_duration", "max_run_duration_minutes": "60", "time_zone": "UTC"}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "2"}, follow=True)
+    assert response.status_code == 200 and handed == [waiting[0].pk]  # one slot freed
+    assert execution.claim(waiting[0].pk, "worker-b")
+    handed.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "2", "time_zone": "Europe/Paris"})
+    assert handed == []  # saved, but no slot is free
+    assert FlowRun.objects.get(pk=waiting[2].pk).activity == "queued: Acme Retail is at its limit of 2 concurrent runs"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post("/settings/company/", {**sent, "max_concurrent_runs": "3"}, follow=True)
+    assert "at most 3 runs go at once" in response.content.decode()
+    assert handed == [waiting[1].pk]  # the slot freed goes to the oldest waiting run at once, not minutes later
+    assert FlowRun.objects.get(pk=waiting[2].pk).activity == ""  # no longer held back by the maximum
+
+    handed.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin.post("/settings/company/", {**sent, "max_concurrent_runs": "4", "time_zone": "Europe/London"})
+    assert handed == [waiting[1].pk, waiting[2].pk]  # still waiting: handed again (a duplicate task is harmless)
+
+    handed.clear()
+    for run in waiting[1:]:
+        assert execution.claim(run.pk, "worker-c")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin.post("/settings/company/", {**sent, "max_concurrent_runs": "4", "time_zone": "UTC"})
+    assert handed == []  # at its maximum again
+
+
 def test_a_parked_run_resuming_counts_toward_the_maximum_and_waits_for_a_free_slot(company, flows_of):
     company.max_concurrent_runs = 1
     company.save()

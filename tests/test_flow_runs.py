@@ -324,6 +324,37 @@ def test_queued_runs_whose_task_was_lost_are_handed_to_the_queue_again(flow, dja
     HUEY.flush()
 
 
+def test_a_backlog_whose_tasks_are_in_the_queue_is_not_handed_again_only_the_queue_s_shortfall_is(
+    flow, django_capture_on_commit_callbacks
+):
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.flush()
+    now = timezone.now()
+    long_ago = now - queueing.REQUEUE_AFTER - timedelta(minutes=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        backlog = [queueing.queue_run(flow, RunTrigger.MANUAL, now=long_ago) for _ in range(4)]
+    for n, run in enumerate(backlog):  # handed over one second apart, the first longest ago
+        FlowRun.objects.filter(pk=run.pk).update(enqueued_at=long_ago + timedelta(seconds=n))
+    assert HUEY.pending_count() == 4  # each run's task waits behind a backlog, none lost
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.requeue_stale(now) == 0
+    assert HUEY.pending_count() == 4  # not one task more per run every 5 minutes
+
+    HUEY.dequeue()  # one task lost (a worker took it and died before its claim, say)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.requeue_stale(now) == 1
+    assert HUEY.pending_count() == 4
+    assert [task.args for task in HUEY.pending()][-1] == (backlog[0].pk,)  # the one handed over longest ago
+
+    HUEY.flush()  # the queue lost everything (Redis flushed)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.requeue_stale(now) == 3  # the three still stale; the first was just handed over
+    assert sorted(task.args[0] for task in HUEY.pending()) == sorted(run.pk for run in backlog[1:])
+    HUEY.flush()
+
+
 def test_an_attempt_lost_before_its_first_commit_says_when_it_began(flow, settings):
     """The watcher fills in when an attempt began (its claim) if its worker was lost before writing it."""
     run = queueing.queue_run(flow, RunTrigger.MANUAL)

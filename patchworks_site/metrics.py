@@ -16,7 +16,8 @@ before it starts) prometheus_client's multiprocess mode keeps each process's
 values in files in that directory and a scrape merges them all: counters and
 histograms of dead processes are kept (totals never go back), the pool gauge is
 a `livesum` of live processes (a process that exits drops its share, see
-`forget_this_process`). Without it every process counts for itself and a
+`forget_this_process`; one killed outside the scrape's notice drops it at the
+next scrape, `forget_dead_processes`). Without it every process counts for itself and a
 scrape shows the serving process only (tests, a single process).
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -184,6 +186,7 @@ def scrape_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     path = settings.PROMETHEUS_MULTIPROC_DIR
     if path:
+        forget_dead_processes(path)
         multiprocess.MultiProcessCollector(registry, path=path)
     else:
         registry.register(_ThisProcess())
@@ -267,6 +270,32 @@ def forget_this_process(pid: int | None = None) -> None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path and os.path.isdir(path):
         multiprocess.mark_process_dead(pid or os.getpid(), path)
+
+
+_LIVE_GAUGE = re.compile(r"gauge_live\w+?_(\d+)\.db")
+
+
+def forget_dead_processes(path: str) -> None:
+    """Drop the live gauges of processes that died without saying so (kill -9, out of memory): no atexit ran.
+
+    Each host has its own directory (serve_prod), so the pid in a file's name
+    is one of this host's processes; the scrape checks it is still there.
+    """
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        found = _LIVE_GAUGE.fullmatch(name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -410,6 +410,36 @@ def test_gunicorn_drops_a_lost_worker_s_live_gauges_and_keeps_its_counts(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_4242.db", "gauge_livesum_4343.db"]
 
 
+def test_a_worker_killed_with_sigkill_holding_pool_slots_drops_out_of_the_gauge_at_the_next_scrape(
+    scrape, settings, tmp_path, db
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    settings.PROMETHEUS_MULTIPROC_DIR = str(shared)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    holding = ("from patchworks_site import metrics; metrics.POOL_SLOTS_IN_USE.inc(2); "
+               "print('holding', flush=True); import time; time.sleep(120)")
+    worker = subprocess.Popen([sys.executable, "-c", holding], cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert worker.stdout.readline().strip() == "holding"
+        assert scrape().value("patchworks_pool_slots_in_use") == 2  # two requests in flight on this host
+        os.kill(worker.pid, signal.SIGKILL)  # no atexit: its live gauge file stays behind
+        worker.wait(timeout=30)
+        assert list(shared.glob(f"gauge_livesum_{worker.pid}.db"))
+
+        assert scrape().value("patchworks_pool_slots_in_use") == 0  # not two slots held for ever
+        assert not list(shared.glob(f"gauge_livesum_{worker.pid}.db"))
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)
+
+
 def test_the_settings_make_the_multiprocess_directory(tmp_path, monkeypatch):
     import runpy
 

@@ -7,7 +7,8 @@ by primary key, each batch its own short transaction that touches their tables o
 (runs and their shapes) is never locked while they go. Expired runs go the same way, FLOW_RUN_DELETE_BATCH
 at a time (oldest first, through the (company, finished_at) index), each batch with its shapes in its own
 transaction: workers keep inserting and updating runs meanwhile, and no lock is held for long (a
-company with 200,000 expired runs does not hold them all in one transaction).
+company with 200,000 expired runs does not hold them all in one transaction). Companies with the same
+retention settings are cleaned together (clean_up).
 """
 
 from __future__ import annotations
@@ -58,27 +59,32 @@ def delete_payloads(cleaned: Cleaned, **where) -> None:
     cleaned.requests += delete_in_batches(FlowRunRequest.objects.filter(**where))
 
 
+# How many batches' ids one query reads (sorting the expired runs by age is most of a read's cost).
+READ_AHEAD = 10
+
+
 def delete_runs(cleaned: Cleaned, expired: models.QuerySet) -> None:
     """Delete the `expired` runs FLOW_RUN_DELETE_BATCH at a time, oldest first, each batch in its own transaction.
 
-    A batch's ids are read first, outside any transaction; the delete reads them again with the expiry
-    condition, so a run that changed meanwhile stays. Their stored records and requests go before them,
-    in their own batches.
+    The ids of READ_AHEAD batches are read at once, outside any transaction;
+    each batch's delete reads them again with the expiry condition, so a run
+    that changed meanwhile stays. Their stored records and requests go before
+    them, in their own batches.
     """
     size = settings.FLOW_RUN_DELETE_BATCH
     while True:
-        ids = list(expired.order_by("finished_at", "pk").values_list("pk", flat=True)[:size])
-        if not ids:
-            return
-        delete_payloads(cleaned, run__in=ids)
-        started = time.monotonic()
-        # One transaction (Django's delete makes it): the runs, their shapes, their retries' and alerts' links.
-        _, by_model = expired.filter(pk__in=ids).delete()
-        cleaned.longest_batch_seconds = max(cleaned.longest_batch_seconds, time.monotonic() - started)
-        deleted = by_model.get(FlowRun._meta.label, 0)
-        cleaned.runs += deleted
-        cleaned.run_batches.append(deleted)
-        if len(ids) < size:
+        ids = list(expired.order_by("finished_at", "pk").values_list("pk", flat=True)[:size * READ_AHEAD])
+        for start in range(0, len(ids), size):
+            batch = ids[start:start + size]
+            delete_payloads(cleaned, run__in=batch)
+            started = time.monotonic()
+            # One transaction (Django's delete makes it): the runs, their shapes, their retries' and alerts' links.
+            _, by_model = expired.filter(pk__in=batch).delete()
+            cleaned.longest_batch_seconds = max(cleaned.longest_batch_seconds, time.monotonic() - started)
+            deleted = by_model.get(FlowRun._meta.label, 0)
+            cleaned.runs += deleted
+            cleaned.run_batches.append(deleted)
+        if len(ids) < size * READ_AHEAD:
             return
 
 
@@ -89,16 +95,24 @@ def clean_up(now: datetime | None = None) -> Cleaned:
     its shape run started more than the payload retention ago; stored records
     and requests go when they were stored more than that ago, and those of a
     run about to be deleted go first, batch by batch.
+
+    Companies that keep their runs and payloads alike are cleaned together, so
+    the job's queries grow with the number of distinct retention settings and
+    with what there is to delete, not with the number of companies (10,000
+    companies on the defaults are one group, and their expired runs go 1,000
+    to a batch whichever company they belong to).
     """
     now = now or timezone.now()
     cleaned = Cleaned()
-    companies = Company.objects.values_list("pk", "run_log_retention_days", "payload_retention_hours")
-    for company_pk, days, hours in companies:
+    groups = (Company.objects.order_by().values_list("run_log_retention_days", "payload_retention_hours")
+              .distinct())
+    for days, hours in groups:
+        companies = Company.objects.filter(run_log_retention_days=days, payload_retention_hours=hours).values("pk")
         payload_cutoff = now - timedelta(hours=hours)
-        delete_payloads(cleaned, run__company_id=company_pk, created_at__lt=payload_cutoff)
-        delete_runs(cleaned, FlowRun.objects.filter(company_id=company_pk, finished_at__lt=now - timedelta(days=days)))
+        delete_payloads(cleaned, run__company__in=companies, created_at__lt=payload_cutoff)
+        delete_runs(cleaned, FlowRun.objects.filter(company__in=companies, finished_at__lt=now - timedelta(days=days)))
         cleaned.samples += FlowRunShape.objects.filter(
-            run__company_id=company_pk, payload_sample__isnull=False, started_at__lt=payload_cutoff
+            run__company__in=companies, payload_sample__isnull=False, started_at__lt=payload_cutoff
         ).update(payload_sample=None)
     if cleaned.runs or cleaned.samples or cleaned.payloads or cleaned.requests:
         logger.info("Retention: %d run(s) deleted in %d batch(es) (the longest took %.2f s), %d payload sample(s) "

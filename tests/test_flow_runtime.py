@@ -576,6 +576,44 @@ def test_retention_deletes_old_runs_in_batches_and_keeps_runs_written_meanwhile(
     assert cleaned.longest_batch_seconds > 0
 
 
+def test_retention_s_queries_do_not_grow_with_the_companies_that_share_its_settings(company, settings):
+    from patchworks_site.models import Company
+
+    settings.FLOW_RUN_DELETE_BATCH = 1000
+    now = timezone.now()
+
+    def companies_with_an_expired_run(count: int, first: int) -> set[int]:
+        kept = set()
+        for n in range(first, first + count):
+            owner = Company.objects.create(name=f"Tenant {n}")
+            flow = flow_of(owner, name=f"Flow {n}")
+            for age, keep in ((timedelta(days=8), False), (timedelta(days=4), True)):  # 4 days: its sample goes
+                run = FlowRun.objects.create(company=owner, flow=flow, trigger=RunTrigger.SCHEDULE,
+                                             queued_at=now - age, reference_time=now - age, started_at=now - age,
+                                             finished_at=now - age, status=RunStatus.SUCCESS)
+                FlowRunShape.objects.create(run=run, position=0, shape_name="s", started_at=now - age,
+                                            payload_sample={"in": [n]})
+                if keep:
+                    kept.add(run.pk)
+        return kept
+
+    def cleaned_with_queries() -> tuple[retention.Cleaned, int]:
+        with CaptureQueriesContext(db_connection) as queries:
+            cleaned = retention.clean_up(now)
+        return cleaned, len(queries.captured_queries)
+
+    kept = companies_with_an_expired_run(3, 0)
+    few, few_queries = cleaned_with_queries()
+    kept |= companies_with_an_expired_run(30, 3)
+    many, many_queries = cleaned_with_queries()
+
+    assert (few.runs, few.samples, few.run_batches) == (3, 3, [3])
+    assert (many.runs, many.samples, many.run_batches) == (30, 30, [30])  # one batch for 30 companies
+    assert many_queries == few_queries  # not a round of queries per company
+    assert set(FlowRun.objects.values_list("pk", flat=True)) == kept
+    assert not FlowRunShape.objects.filter(payload_sample__isnull=False).exists()
+
+
 def test_time_waited_for_a_pool_slot_is_recorded(company, connector, instance, httpserver):
     from instances.models import ConnectionPool
     from instances.outbound import limits

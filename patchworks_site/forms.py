@@ -76,6 +76,6 @@ class RunDurationForm(forms.ModelForm):
         runs.widget.attrs.update({"min": 1, "max": most})
         runs.help_text = (
             f"1 to {most}. At most this many of the company's runs go at once; the others wait queued, saying so, "
-            "and start oldest first as runs end. Other companies' runs are never held up by them."
+            "and start oldest first as runs end, or at once when this is raised. Other companies' runs are never held up by them."
         )
 

@@ -34,6 +34,24 @@ def _live_server_connections_end(request):
         transport.adapters.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_sessions_end(django_db_setup, django_db_blocker):
+    """At the end of the session, sessions this process's threads left open on its test database are ended.
+
+    Threads of the test process that touched the database (a live server's request thread held by a
+    kept-alive connection, a test's racing claimers) keep their connections: PostgreSQL then refuses
+    to drop the test database ("being accessed by other users"). Nothing runs any more at this point.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture
 def company(db) -> Company:
     return Company.objects.create(name="Acme Retail")

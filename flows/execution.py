@@ -316,22 +316,58 @@ def claim(run_pk: int, owner: str, company_id: int | None = None) -> bool:
             if row is None:
                 return False
             company_id, trigger = row
-        if trigger != RunTrigger.TEST:
-            company = Company.objects.select_for_update().only("max_concurrent_runs").get(pk=company_id)
-            if fairness.running(company_id) >= company.concurrent_run_limit:
-                return False
-        # Read once the lock is held: the run's start is never before the end of the run whose slot it took.
-        now = timezone.now()
-        started = FlowRun.objects.filter(pk=run_pk).filter(
-            Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
-        ).update(
-            status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
-            lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
-            activity="",
-        )
-        if started and trigger != RunTrigger.TEST:
-            Company.objects.filter(pk=company_id).update(last_run_started_at=now)
-        return bool(started)
+        if trigger == RunTrigger.TEST:
+            return start(run_pk, owner, None)
+        if not under_maximum(company_id, wait=True):
+            return False
+        return start(run_pk, owner, company_id)
+
+
+def claim_turn(company_id: int, owner: str, *, wait: bool = True) -> int | None:
+    """Start the company's oldest queued run (test steps left out) if its maximum allows; the run started, or None.
+
+    Workers that read the same turns at once (a wave of runs ending together)
+    would all claim the same run, and all but one would lose it after waiting
+    for the company's row. Picking the run once the row is held makes the
+    next worker start the company's next run instead. `wait=False`: a company
+    whose row another worker's claim holds is passed over at once (SKIP
+    LOCKED, on PostgreSQL) so that the worker can take the next turn.
+    """
+    with transaction.atomic():
+        if not under_maximum(company_id, wait=wait):
+            return None
+        run_pk = fairness.oldest_queued(company_id)
+        return run_pk if run_pk is not None and start(run_pk, owner, company_id) else None
+
+
+def under_maximum(company_id: int, *, wait: bool) -> bool:
+    """In a transaction: lock the company's row; whether it has fewer runs going than its maximum.
+
+    False too when `wait` is False and another transaction holds the row (PostgreSQL), or the company is gone.
+    """
+    skip = not wait and connection.features.has_select_for_update_skip_locked
+    company = Company.objects.select_for_update(skip_locked=skip).only("max_concurrent_runs").filter(
+        pk=company_id).first()
+    return company is not None and fairness.running(company_id) < company.concurrent_run_limit
+
+
+def start(run_pk: int, owner: str, company_id: int | None) -> bool:
+    """The claim's UPDATE: the run is this worker's if it was still queued (or its park is over).
+
+    `company_id`: the company's turn is taken (its last start noted); None for a test step.
+    """
+    # Read once the lock is held: the run's start is never before the end of the run whose slot it took.
+    now = timezone.now()
+    started = FlowRun.objects.filter(pk=run_pk).filter(
+        Q(status=RunStatus.QUEUED) | Q(status=RunStatus.WAITING, parked_until__lte=now)
+    ).update(
+        status=RunStatus.RUNNING, started_at=Coalesce("started_at", Value(now)), stretch_started_at=now,
+        lease_owner=owner, lease_expires_at=now + lease_duration(), parked_until=None, park_reason="",
+        activity="",
+    )
+    if started and company_id is not None:
+        Company.objects.filter(pk=company_id).update(last_run_started_at=now)
+    return bool(started)
 
 
 def claimable(run_pk: int) -> tuple[int, str, str] | None:
@@ -344,48 +380,51 @@ def claimable(run_pk: int) -> tuple[int, str, str] | None:
 
 
 def claim_fairly(run_pk: int, owner: str) -> int | None:
-    """The run this task starts: `run_pk`, or another company's run whose turn it is; None when none.
+    """The run this task starts: `run_pk`, or another run whose turn it is; None when none.
 
     Huey's queue is first in, first out, and shared: a company that queued
     hundreds of runs would hold every worker until its backlog drained. So a
     task is a turn at a worker more than a run of its own: it starts the
     oldest queued run of the company whose turn it is (fairness.turns: fewest
     runs going, then the one whose last run started longest ago), which is
-    often its own run's company. A task whose run has started or ended
-    meanwhile (its turn was taken for another run) gives its turn the same
-    way. A run whose company is at its maximum of concurrent runs is deferred
-    (see defer).
+    often its own run's company; a company whose row another worker is
+    claiming from is passed over for the next turn. A task whose run has
+    started or ended meanwhile (its turn was taken for another run) gives its
+    turn the same way. A run whose company is at its maximum of concurrent
+    runs is deferred (see defer); a parked run resuming takes its own turn.
     """
     own = claimable(run_pk)
     if own is None:
         return give_turn(owner)
-    if own[2] == RunTrigger.TEST:
+    company_id, status, trigger = own
+    if trigger == RunTrigger.TEST:
         return run_pk if claim(run_pk, owner) else None
-    first = None  # the oldest queued run of the run's company
-    for company_id, other in fairness.turns() if own[1] == RunStatus.QUEUED else ():
-        if company_id == own[0]:
-            first = other
-            break  # the run's own company has the turn (a parked run resuming always takes its own)
-        if claim(other, owner, company_id):
-            if claimable(run_pk) is not None and fairness.at_limit(own[0]):
-                defer(run_pk)
-            return other
-    # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
-    # earlier left its run without one); a parked run resuming takes its own turn.
-    if first is None and own[1] == RunStatus.QUEUED:
-        first = fairness.oldest_queued(own[0])
-    if first is not None and first != run_pk and claim(first, owner, own[0]):
-        return first
-    if claim(run_pk, owner, own[0]):
-        return run_pk
+    if status == RunStatus.WAITING:
+        if claim(run_pk, owner, company_id):
+            return run_pk
+    else:
+        for other, _ in fairness.turns():
+            if other == company_id:
+                break  # the run's own company has the turn
+            started = claim_turn(other, owner, wait=False)
+            if started is not None:
+                if claimable(run_pk) is not None and fairness.at_limit(company_id):
+                    defer(run_pk)
+                return started
+        # The company's runs start oldest first, whichever of their tasks comes (a task given to another company
+        # earlier left its run without one).
+        started = claim_turn(company_id, owner)
+        if started is not None:
+            return started
     if claimable(run_pk) is not None:  # its company is at its maximum
         defer(run_pk)
         return None
     return give_turn(owner)  # another worker's task started it meanwhile: this task is a turn to give
 
 
-# How many times a task whose run was started by another tries the turns again (each claim it loses is a run
-# another worker started, so this ends early unless the workers keep racing for the same runs).
+# How many times a task whose run was started by another reads the turns again (each claim it loses is a run
+# another worker started, or a company another worker is claiming from, so this ends early unless the workers
+# keep racing for the same companies).
 TURN_ROUNDS = 10
 
 
@@ -394,17 +433,19 @@ def give_turn(owner: str) -> int | None:
 
     Each task stands for one queued run, so a task that ends without starting
     anything while runs still wait leaves one of them without a task (until
-    queueing.requeue_stale, minutes later). A claim lost to another worker is
-    tried again with the turns as they are then; should the races go on, the
+    queueing.requeue_stale, minutes later). Companies another worker is
+    claiming from are passed over, but the last turn read is waited for; a
+    round that starts nothing reads the turns again; should that go on, the
     run whose turn it is is handed to the queue again rather than dropped.
     """
     for _ in range(TURN_ROUNDS):
         turns = list(fairness.turns())
         if not turns:
             return None
-        for company_id, other in turns:
-            if claim(other, owner, company_id):
-                return other
+        for n, (company_id, _) in enumerate(turns):
+            started = claim_turn(company_id, owner, wait=n == len(turns) - 1)
+            if started is not None:
+                return started
     if waiting := list(fairness.turns()):
         hand_over(waiting[0][1])
     return None

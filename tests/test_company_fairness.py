@@ -18,7 +18,7 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from flows import execution, fairness, queueing
+from flows import execution, queueing
 from flows.models import FlowRun, RunStatus, RunTrigger
 from patchworks_site.models import Role
 from tests.durable_helpers import FINISHED, make_workers, wait_for
@@ -145,23 +145,27 @@ def test_a_task_whose_run_was_taken_still_starts_a_waiting_run_when_it_loses_rac
     company, other_company, flows_of, monkeypatch
 ):
     """Each task stands for one queued run: one that started nothing would leave a run without a task."""
-    mine = flows_of(company, 2)
+    mine = flows_of(company, 3)
     (theirs,) = flows_of(other_company)
     taken = queue(mine[0])
     assert execution.claim(taken.pk, "worker-a")  # its run was started by another worker's task
-    waiting = [queue(mine[1]), queue(theirs)]
-    real_turns, rounds = fairness.turns, []
+    waiting = [queue(mine[1]), queue(mine[2]), queue(theirs)]
+    real_claim_turn, claims = execution.claim_turn, []
 
-    def racing_turns():
-        # Twice, other workers win every run the turns name (as they were read, already started) ...
-        rounds.append(1)
-        return iter([(company.pk, taken.pk)]) if len(rounds) <= 2 else real_turns()
+    def racing(company_id: int, owner: str, *, wait: bool = True) -> int | None:
+        claims.append(company_id)
+        if len(claims) <= 2:  # twice, another worker starts the run of the turn first
+            assert real_claim_turn(company_id, "worker-x") is not None
+            return None
+        return real_claim_turn(company_id, owner, wait=wait)
 
-    monkeypatch.setattr(fairness, "turns", racing_turns)
+    monkeypatch.setattr(execution, "claim_turn", racing)
     started = execution.claim_fairly(taken.pk, "worker-b")
-    # ... and the task still starts one of the runs that wait, rather than ending with nothing done.
-    assert started in {run.pk for run in waiting} and len(rounds) == 3
-    assert FlowRun.objects.get(pk=started).status == RunStatus.RUNNING
+    # ... and the task still starts the run that waits, rather than ending with nothing done.
+    assert len(claims) == 3 and started in {run.pk for run in waiting}
+    assert set(FlowRun.objects.filter(pk__in=[run.pk for run in waiting]).values_list("status", flat=True)) == {
+        RunStatus.RUNNING}
+    assert FlowRun.objects.get(pk=started).lease_owner.startswith("worker-b")
 
 
 def test_a_task_whose_run_is_started_by_another_worker_while_it_claims_it_starts_a_waiting_run(
@@ -169,17 +173,59 @@ def test_a_task_whose_run_is_started_by_another_worker_while_it_claims_it_starts
 ):
     own, later = flows_of(company, 2)
     mine, waiting = queue(own), queue(later)
-    real_claim = execution.claim
+    real_claim_turn = execution.claim_turn
 
-    def raced(run_pk: int, owner: str, company_id: int | None = None) -> bool:
-        if run_pk == mine.pk and owner == "worker-b":
-            assert real_claim(run_pk, "worker-a")  # another worker's task got there first
-            return False
-        return real_claim(run_pk, owner, company_id)
+    def raced(company_id: int, owner: str, *, wait: bool = True) -> int | None:
+        if owner == "worker-b" and FlowRun.objects.get(pk=mine.pk).status == RunStatus.QUEUED:
+            assert real_claim_turn(company_id, "worker-a") == mine.pk  # another worker's task got there first
+            return None
+        return real_claim_turn(company_id, owner, wait=wait)
 
-    monkeypatch.setattr(execution, "claim", raced)
+    monkeypatch.setattr(execution, "claim_turn", raced)
     assert execution.claim_fairly(mine.pk, "worker-b") == waiting.pk
     assert FlowRun.objects.get(pk=waiting.pk).status == RunStatus.RUNNING
+
+
+def test_workers_that_read_the_same_turns_start_the_company_s_runs_one_after_another_not_the_same_one(
+    company, flows_of
+):
+    runs = [queue(flow) for flow in flows_of(company, 3)]
+    # Three tasks read the turns at once; each claims from the company once it holds the company's row.
+    started = [execution.claim_turn(company.pk, f"worker-{n}") for n in range(3)]
+    assert started == [run.pk for run in runs]  # oldest first, none lost
+    assert execution.claim_turn(company.pk, "worker-3") is None  # nothing left
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_company_whose_row_another_worker_is_claiming_from_is_passed_over_for_the_next_turn(
+    company, other_company, flows_of
+):
+    from django.db import connection
+
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("SKIP LOCKED is PostgreSQL's: on SQLite claims are serialised by IMMEDIATE transactions")
+    (mine,) = flows_of(company)
+    queue(mine)
+    locked, release = threading.Event(), threading.Event()
+
+    def another_worker_claims() -> None:
+        try:
+            with transaction.atomic():
+                execution.under_maximum(company.pk, wait=True)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=another_worker_claims)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        assert execution.claim_turn(company.pk, "worker-b", wait=False) is None  # at once, not after its claim
+    finally:
+        release.set()
+        holder.join(10)
+    assert execution.claim_turn(company.pk, "worker-b", wait=False) is not None
 
 
 def test_a_task_that_keeps_losing_races_hands_the_run_whose_turn_it_is_to_the_queue(
@@ -189,17 +235,16 @@ def test_a_task_that_keeps_losing_races_hands_the_run_whose_turn_it_is_to_the_qu
     taken = queue(first)
     assert execution.claim(taken.pk, "worker-a")
     waiting = queue(second)
-    real_turns, rounds = fairness.turns, []
+    claims = []
 
-    def racing_turns():
-        # Every round, other workers win the run the turns name; then the turns are read as they are.
-        rounds.append(1)
-        return iter([(company.pk, taken.pk)]) if len(rounds) <= execution.TURN_ROUNDS else real_turns()
+    def always_lost(company_id: int, owner: str, *, wait: bool = True) -> None:
+        claims.append(company_id)  # another worker holds the company's row each time, and starts nothing
 
-    monkeypatch.setattr(fairness, "turns", racing_turns)
+    monkeypatch.setattr(execution, "claim_turn", always_lost)
     handed = []
     monkeypatch.setattr(execution, "hand_over", lambda run_pk, at=None: handed.append(run_pk))
     assert execution.claim_fairly(taken.pk, "worker-b") is None
+    assert len(claims) == execution.TURN_ROUNDS
     # The run still waiting gets a task again instead of waiting minutes for the stale-task sweep.
     assert handed == [waiting.pk]
     assert FlowRun.objects.get(pk=waiting.pk).status == RunStatus.QUEUED

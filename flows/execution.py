@@ -469,9 +469,7 @@ def defer(run_pk: int) -> None:
         return
     if run.status == RunStatus.QUEUED:
         text = run.company.at_limit_text
-        FlowRun.objects.real().filter(company_id=run.company_id, status=RunStatus.QUEUED).exclude(
-            activity=text
-        ).update(activity=text)
+        fairness.queued(run.company_id).exclude(activity=text).update(activity=text)
     FlowRun.objects.filter(pk=run_pk).update(deferrals=F("deferrals") + 1)
     delay = min(DEFER_SECONDS + run.deferrals / 4, DEFER_MAX_SECONDS)
     hand_over(run_pk, timezone.now() + timedelta(seconds=delay))
@@ -503,10 +501,10 @@ def company_changed(company_id: int) -> None:
     as free slots; one whose run another task starts first takes the next turn.
     """
     company = Company.objects.only("name", "max_concurrent_runs").get(pk=company_id)
-    text = company.at_limit_text if fairness.running(company_id) >= company.concurrent_run_limit else ""
-    FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).exclude(activity=text).update(
-        activity=text)
-    for run_pk in fairness.startable(company_id):
+    free = company.concurrent_run_limit - fairness.running(company_id)
+    text = company.at_limit_text if free <= 0 else ""
+    fairness.queued(company_id).exclude(activity=text).update(activity=text)
+    for run_pk in fairness.queued(company_id).values_list("pk", flat=True)[:max(free, 0)]:
         hand_over(run_pk)
 
 

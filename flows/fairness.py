@@ -66,20 +66,14 @@ def turns() -> Iterator[tuple[int, int]]:
         yield company_id, first_run
 
 
+def queued(company_id: int):
+    """The company's queued runs (test steps left out), the one that has waited longest first."""
+    return FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).order_by("queued_at", "id")
+
+
 def oldest_queued(company_id: int) -> int | None:
     """The company's run that has waited longest for a worker (test steps left out)."""
-    return (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
-            .order_by("queued_at", "id").values_list("pk", flat=True).first())
-
-
-def startable(company_id: int) -> list[int]:
-    """The company's oldest queued runs, as many as its maximum of concurrent runs lets start now."""
-    company = Company.objects.only("max_concurrent_runs").get(pk=company_id)
-    free = company.concurrent_run_limit - running(company_id)
-    if free <= 0:
-        return []
-    return list(FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED)
-                .order_by("queued_at", "id").values_list("pk", flat=True)[:free])
+    return queued(company_id).values_list("pk", flat=True).first()
 
 
 def held_back(company_id: int) -> int | None:
@@ -93,8 +87,7 @@ def held_back(company_id: int) -> int | None:
     queued run of a company under its maximum that was never deferred has its
     task in the queue. One query.
     """
-    row = (FlowRun.objects.real().filter(company_id=company_id, status=RunStatus.QUEUED).order_by("queued_at", "id")
-           .annotate(going=_going("company"))
+    row = (queued(company_id).annotate(going=_going("company"))
            .values_list("pk", "deferrals", "going", "company__max_concurrent_runs").first())
     if row is None:
         return None

@@ -5,10 +5,9 @@ task (flows.tasks.clean_up_runs) applies both.
 Stored records and requests can be many rows: they are deleted in batches of FLOW_PAYLOAD_DELETE_BATCH
 by primary key, each batch its own short transaction that touches their tables only, so the run log
 (runs and their shapes) is never locked while they go. Expired runs go the same way, FLOW_RUN_DELETE_BATCH
-at a time (oldest first, through the (company, finished_at) index), each batch with its shapes in its own
-transaction: workers keep inserting and updating runs meanwhile, and no lock is held for long (a
-company with 200,000 expired runs does not hold them all in one transaction). Companies with the same
-retention settings are cleaned together (clean_up).
+at a time (oldest first, whichever company they belong to among those with the same retention settings),
+each batch with its shapes in its own transaction: workers keep inserting and updating runs meanwhile,
+and no lock is held for long (200,000 expired runs are never held in one transaction).
 """
 
 from __future__ import annotations

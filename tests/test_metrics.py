@@ -8,7 +8,11 @@ PROMETHEUS_MULTIPROC_DIR and finds what the worker counted in this process's scr
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -413,11 +417,6 @@ def test_gunicorn_drops_a_lost_worker_s_live_gauges_and_keeps_its_counts(tmp_pat
 def test_a_worker_killed_with_sigkill_holding_pool_slots_drops_out_of_the_gauge_at_the_next_scrape(
     scrape, settings, tmp_path, db
 ):
-    import os
-    import signal
-    import subprocess
-    import sys
-
     shared = tmp_path / "prometheus"
     shared.mkdir()
     settings.PROMETHEUS_MULTIPROC_DIR = str(shared)

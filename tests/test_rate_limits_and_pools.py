@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -167,6 +168,37 @@ def test_the_embedded_store_holds_a_limit_shared_by_two_processes(backend):
 
     _run(2, worker)
     assert sorted([queue.get(timeout=5), queue.get(timeout=5)]) == ["sent", "throttled"]
+
+
+def test_processes_and_threads_that_open_a_new_embedded_store_together_all_take_their_slot(tmp_path):
+    # The web server and a worker start at once on a fresh machine, each with several threads: switching
+    # the new file to WAL made some of them fail with "database is locked" instead of waiting their turn.
+    failures = FORK.Queue()
+
+    def process(i: int, path: str, start) -> None:
+        def opener() -> None:
+            try:
+                start.wait(10)  # every opener at the same moment
+                assert limits.SQLiteStore(path).pool_acquire("together", uuid.uuid4().hex, 100, 60.0, 20.0).acquired
+            except Exception as error:  # noqa: BLE001 - what failed is the finding
+                failures.put(repr(error))
+
+        threads = [threading.Thread(target=opener) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    paths = [tmp_path / f"fresh-{round_}" / "limits.sqlite3" for round_ in range(60)]
+    for path in paths:
+        path.parent.mkdir()
+        _run(3, process, str(path), FORK.Barrier(9))
+    found = []
+    while not failures.empty():
+        found.append(failures.get(timeout=5))
+    assert found == []
+    holders, _ = limits.SQLiteStore(paths[-1]).pool_usage("together")
+    assert len(holders) == 9
 
 
 def test_a_throttled_credential_check_tells_the_user_when_the_next_request_is_possible(

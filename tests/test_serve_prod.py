@@ -229,10 +229,12 @@ def test_serve_prod_serves_the_dashboard_with_its_workers_and_sigterm_stops_them
 # --- Supervising (stand-in children that write down the signal that stopped them) ---------------
 
 STAND_IN = """
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 out = pathlib.Path(sys.argv[1])
 def stop(signum, frame):
-    out.write_text(signal.Signals(signum).name)
+    # Written beside and renamed, so whoever sees the file sees the whole signal name.
+    out.with_suffix(".part").write_text(signal.Signals(signum).name)
+    os.replace(out.with_suffix(".part"), out)
     sys.exit(0)
 signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)

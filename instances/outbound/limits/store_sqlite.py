@@ -36,6 +36,29 @@ CREATE UNIQUE INDEX IF NOT EXISTS pool_waiter_owner ON pool_waiter (pool, owner)
 """
 
 
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting for the other connections that open it at the same moment.
+
+    Switching a file to WAL needs it to itself, and SQLite answers "database
+    is locked" at once rather than through the busy timeout when another
+    connection is switching it too: processes and threads that open a new
+    store together (the web server and a worker on first start) take turns
+    here instead of failing. Once the file is in WAL mode the switch is a read.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 class SQLiteStore(KeyPrefixed):
     """Limits kept in a SQLite file of their own: shared by every process of this machine.
 
@@ -54,13 +77,15 @@ class SQLiteStore(KeyPrefixed):
         digest = sha256(os.path.abspath(self.path).encode()).hexdigest()[:12]
         self.socket_dir = Path(tempfile.gettempdir()) / f"pw-limits-{digest}"
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self._db().executescript(_SCHEMA)
+        with self._transaction() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None or getattr(self._local, "pid", None) != os.getpid():
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            _use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db, self._local.pid = db, os.getpid()
         return db

@@ -24,21 +24,36 @@ that depends only on the run's origin, the shape and the batch (its records'
 ids, or its position), so an API that honours keys stores a repeated send
 once. For an API without keys, the one send that was in flight is *in doubt*:
 it is not sent again, and the run page names its records.
+
+A send acknowledged before is not made again, but what the API answered to it
+still goes on to the shapes after it: those answers are kept sealed
+(flows.models.FlowRunAnswer, see `seal_answers`) in the same commit as the
+acknowledgement, for the sends whose answers another shape takes in, until the
+page is done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from flows.models import Shape
+from instances import crypto
 
 # A wait shorter than this is slept on the worker; a longer one parks the run (a park costs a
 # trip through the queue and reading the page in progress again).
 PARK_AFTER_SECONDS = 5.0
 # The most record ids named for one send in doubt (the run page lists them).
 MAX_IDS_IN_DOUBT = 1000
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A send an earlier stretch of the run made on the page in progress, and what the API answered to it then."""
+
+    answers: list
 
 
 class Parked(Exception):
@@ -89,3 +104,25 @@ def idempotency_key(origin: int, shape_pk: int | None, page: int, index: int, it
     what = ["ids", *ids] if ids is not None else ["position", page, index]
     digest = hashlib.sha256(json.dumps([origin, shape_pk, *what], separators=(",", ":")).encode()).hexdigest()
     return f"pw-{origin}-{digest[:40]}"
+
+
+def _answers_binding(origin: int, segment: int, page: int, position: int, index: int) -> str:
+    # The run's idempotency origin, not its id: a retry from the checkpoint takes the answers over.
+    return f"flow-run-answers:{origin}:{segment}:{page}:{position}:{index}"
+
+
+def seal_answers(answers: list, origin: int, segment: int, page: int, position: int, index: int) -> str:
+    """The answers to one send as they are stored (FlowRunAnswer.body): encrypted, bound to the send's place."""
+    text = json.dumps(answers, separators=(",", ":"))
+    return crypto.encrypt({"answers": text}, _answers_binding(origin, segment, page, position, index))
+
+
+def open_answers(body: str, origin: int, segment: int, page: int, position: int, index: int) -> list | None:
+    """What `seal_answers` stored; None when it does not open (a rotated-out key, tampering): the send then
+    counts as before answers were kept, and the shapes after it do not get them."""
+    try:
+        text = crypto.decrypt(body, _answers_binding(origin, segment, page, position, index)).get("answers")
+        answers = json.loads(text) if isinstance(text, str) else None
+    except (crypto.CredentialDecryptError, ValueError):
+        return None
+    return answers if isinstance(answers, list) else None

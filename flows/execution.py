@@ -33,7 +33,7 @@ from huey.contrib.djhuey import db_task
 
 from flows import durability, fairness, signals, steps
 from flows import metrics as flow_metrics
-from flows.models import FlowRun, FlowRunShape, RunStatus, RunTrigger, Shape, ShapeKind, ShapeStatus
+from flows.models import FlowRun, FlowRunAnswer, FlowRunShape, RunStatus, RunTrigger, Shape, ShapeKind, ShapeStatus
 from flows.shapes import Context, ShapeFailed, Stage, bounds
 from flows.shapes import connection as connection_shape
 from flows.shapes import filter as filter_shape
@@ -96,6 +96,9 @@ class Outcome:
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
     parked: durability.Parked | None = None
+    # Failed where a park would have been: what the run had done is kept as a park keeps it (the checkpoint
+    # mid-page, its sends' acknowledgements and answers), so a retry from the checkpoint goes on from there.
+    stopped_at_park: bool = False
 
 
 def lease_duration() -> timedelta:
@@ -590,7 +593,7 @@ def _run_on(run_pk: int, owner: str) -> FlowRun | None:
             f"The run waited {run.parks} times (FLOW_RUN_MAX_PARKS) and would have to wait again, for "
             f"{outcome.parked.reason}. Retry the run once the API accepts requests again; it resumes from page "
             f"{execution.done_page + 1}."
-        ), outcome.warnings)
+        ), outcome.warnings, stopped_at_park=True)
     if not execution.conclude(outcome):
         logger.warning("Flow run %s was taken from this worker (lease expired); its result is dropped.", run_pk)
         return None
@@ -683,6 +686,7 @@ class Earlier:
     answers: int = 0
     requests: int = 0
     in_doubt: bool = False
+    answered: list | None = None  # what the API answered then, when it was kept for the shapes after the send
 
 
 # The fields of a shape's row a page changes (written for every shape at once, see Execution.commit):
@@ -785,6 +789,13 @@ class Execution:
         self.done_page = self.page
         self.source = checkpoint.get("source")
         self.sent: dict[str, list] = {k: list(v) for k, v in (checkpoint.get("sent") or {}).items()}
+        # Answers to the page's sends that shapes after them take in (FlowRunAnswer): those acknowledged since
+        # the last commit, to be sealed and written with the next one mid-page; those an earlier stretch kept,
+        # read when the resumed page first asks (replay); whether rows of this run may exist (kept_answers).
+        self.answers_needed: set[int] = set()
+        self.unwritten_answers: list[tuple[int, int, list]] = []
+        self.replay: dict[tuple[int, int], str] | None = None
+        self.kept_answers = bool(self.sent)
         self.in_flight_mark: dict | None = checkpoint.get("in_flight")
         self.stage_states: dict = checkpoint.get("stages") or {}
         # Each shape's counters when the last page was done: its row shows them as they move within a
@@ -850,15 +861,32 @@ class Execution:
         done = (self.resume_from.get("sent") or {}).get(str(position)) or []
         if index < len(done):
             items, accepted, answers, requests = (list(done[index]) + [0, 0, 0, 0])[:4]
-            return Earlier(items, accepted, answers, requests)
+            return Earlier(items, accepted, answers, requests, answered=self.replayed(position, index))
         mark = self.resume_from.get("in_flight") or {}
         if mark.get("position") == position and mark.get("index") == index:
             self.acknowledged(position, [0, 0, 0, 0], durable=True)
             return Earlier(in_doubt=True)
         return None
 
-    def acknowledged(self, position: int, counts: list[int], *, durable: bool) -> None:
-        self.sent.setdefault(str(position), []).append(counts)
+    def replayed(self, position: int, index: int) -> list | None:
+        """What the API answered to a send an earlier stretch made on this page, if it was kept (one read a page)."""
+        if position not in self.answers_needed:
+            return None
+        if self.replay is None:
+            rows = FlowRunAnswer.objects.filter(run_id=self.run_obj.pk, segment=self.segment, page=self.page)
+            self.replay = {(row.position, row.index): row.body for row in rows.only("position", "index", "body")}
+        body = self.replay.get((position, index))
+        if body is None:
+            return None
+        return durability.open_answers(body, self.origin, self.segment, self.page, position, index)
+
+    def acknowledged(self, position: int, counts: list[int], *, durable: bool, answers: list | None = None) -> None:
+        """A send is done (`counts`: items, accepted, answers, requests); `answers`: what the API answered,
+        kept for a resume when a shape after the send takes them in."""
+        done = self.sent.setdefault(str(position), [])
+        done.append(counts)
+        if answers is not None and position in self.answers_needed:
+            self.unwritten_answers.append((position, len(done) - 1, answers))
         if durable:
             self.in_flight_mark = None
             self.commit(page_done=False)
@@ -912,11 +940,19 @@ class Execution:
         seldom = {"in_doubt": self.in_doubt, "attempts": self.attempts, "shapes_fingerprint": self.fingerprint}
         values |= {name: value for name, value in seldom.items() if self.seldom_written.get(name, UNSET) != value}
         if not page_done:
-            kept = self.keep_or_lose(values)
+            if self.unwritten_answers:
+                with transaction.atomic():
+                    kept = self.keep_or_lose(values)
+                    self.write_answers()
+            else:
+                kept = self.keep_or_lose(values)
         else:
+            self.unwritten_answers = []  # the page is done: its answers have gone on
             try:
                 # Usually one transaction of three statements sent at once, with no savepoint.
                 with transaction.atomic(), connection.cursor() as cursor:
+                    if self.kept_answers:
+                        self.drop_answers()
                     with pipelined():
                         row = send_keep(cursor, self.run_obj.pk, self.owner, values)
                         dirty = self.write_shapes(one_by_one=False)
@@ -929,8 +965,11 @@ class Execution:
                 # whose data the database refuses is named, and the page's records it refuses are left out.
                 with transaction.atomic():
                     kept = self.keep_or_lose(values)
+                    if self.kept_answers:
+                        self.drop_answers()
                     dirty = self.write_shapes(one_by_one=True)
                     self.recorder.write(alone=True)
+            self.kept_answers, self.replay = False, None
             self.shapes_written(dirty)
             self.recorder.written_now()
         self.seldom_written = copy.deepcopy({name: values[name] for name in seldom if name in values}) | {
@@ -938,6 +977,18 @@ class Execution:
         self.activity_sent = self.activity
         if kept == STOP:
             raise StopRequested()
+
+    def write_answers(self) -> None:
+        """Seal and insert the answers acknowledged since the last commit (inside that commit's transaction)."""
+        FlowRunAnswer.objects.bulk_create([
+            FlowRunAnswer(run_id=self.run_obj.pk, segment=self.segment, page=self.page, position=position, index=index,
+                          body=durability.seal_answers(answers, self.origin, self.segment, self.page, position, index))
+            for position, index, answers in self.unwritten_answers
+        ])
+        self.unwritten_answers, self.kept_answers = [], True
+
+    def drop_answers(self) -> None:
+        FlowRunAnswer.objects.filter(run_id=self.run_obj.pk).delete()
 
     def keep_or_lose(self, values: dict) -> str:
         kept = keep(self.run_obj.pk, self.owner, **values)
@@ -1025,6 +1076,8 @@ class Execution:
                     shapes_fingerprint=self.fingerprint,
                 )
                 if updated:
+                    if self.unwritten_answers:
+                        self.write_answers()
                     return True
                 # A stop request came meanwhile: the run stops instead of parking.
                 outcome.parked = None
@@ -1036,6 +1089,8 @@ class Execution:
             else:
                 self.recorder.drop()
             rewound = {"checkpoint": {"segment": self.segment, "page": 0}} if self.rewind else {}
+            if outcome.stopped_at_park and not self.rewind:
+                rewound = {"checkpoint": self.checkpoint_now(page_done=False)}
             updated = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
                 status=outcome.status, failure_reason=outcome.reason, warnings=outcome.warnings, finished_at=now,
                 lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, activity="", **rewound,
@@ -1044,6 +1099,10 @@ class Execution:
             if not updated:
                 transaction.set_rollback(True)
                 return False
+            if self.kept_answers and (self.rewind or outcome.status in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS)):
+                self.drop_answers()  # a failed or stopped run keeps them for a retry from its checkpoint
+            elif outcome.stopped_at_park and self.unwritten_answers:
+                self.write_answers()
             signals.announce_concluded(self.run_obj.pk, outcome.status)
             if self.fail_running_shapes:
                 FlowRunShape.objects.filter(run_id=self.run_obj.pk, status=ShapeStatus.RUNNING).update(
@@ -1163,6 +1222,7 @@ class Execution:
 
     def run_segment(self, source: Stage | None, rest: list[Stage]) -> None:
         self.following = self.after([stage for stage in (source, *rest) if stage is not None])
+        self.answers_needed = {stage.position for stage in rest[:-1]}  # what they pass on, another shape takes in
         # A checkpoint past the source's last page (no next page state): its pages are done.
         pages_done = self.done_page > 0 and self.source is None
         if source is not None and not source.finished and not pages_done:

@@ -500,6 +500,40 @@ class FlowRunRequest(models.Model):
         return f"{self.shape_run}: page {self.page} request {self.number}"
 
 
+class FlowRunAnswer(models.Model):
+    """What an API answered to one send of a run's page in progress, kept sealed until the page is done.
+
+    A run that parks, or loses its worker, part-way through a page reads the
+    page again and does not make again the sends acknowledged before
+    (flows.durability); the shapes after the send still need those answers,
+    which the checkpoint (positions only) does not hold. They are kept here,
+    written in the commit that writes the acknowledgement, and only for a send
+    whose answers another shape of the segment takes in. `body` is the answers'
+    JSON encrypted like credentials and bound to the run's idempotency origin
+    and the send's place: an answer may carry anything the API sends, tokens
+    included. The page's commit deletes them; a run that failed or was stopped
+    keeps them for a retry from its checkpoint (which takes them over) until
+    payload retention.
+    """
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="+")
+    segment = models.PositiveSmallIntegerField()
+    page = models.PositiveIntegerField()
+    position = models.PositiveSmallIntegerField()  # the send's shape
+    index = models.PositiveIntegerField()  # the send's place in the shape's page, from 0
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "segment", "page", "position", "index"], name="one_answer_per_send"),
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}: answers to send {self.index} of shape {self.position}, page {self.page}"
+
+
 # --- Schedules ----------------------------------------------------------------
 
 

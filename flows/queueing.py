@@ -14,6 +14,7 @@ from django.utils import timezone
 from flows import execution, signals
 from flows.models import (
     FlowRun,
+    FlowRunAnswer,
     FlowRunShape,
     FlowSchedule,
     ProcessFlow,
@@ -136,6 +137,8 @@ def queue_run(
             shapes_fingerprint=retry_of.shapes_fingerprint if resume else "",
             test_shape=test_shape,
         )
+        if resume:  # the answers kept for the page in progress go with the checkpoint
+            FlowRunAnswer.objects.filter(run=retry_of).update(run=run)
         enqueue(run)
     return run
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from flows.models import FlowRun, FlowRunPayload, FlowRunRequest, FlowRunShape
+from flows.models import FlowRun, FlowRunAnswer, FlowRunPayload, FlowRunRequest, FlowRunShape
 from patchworks_site.models import Company
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ def delete_in_batches(rows: models.QuerySet) -> int:
 def delete_payloads(cleaned: Cleaned, **where) -> None:
     cleaned.payloads += delete_in_batches(FlowRunPayload.objects.filter(**where))
     cleaned.requests += delete_in_batches(FlowRunRequest.objects.filter(**where))
+    # The answers a run keeps for resuming its page in progress: once it is over (a parked run still needs them).
+    cleaned.payloads += delete_in_batches(FlowRunAnswer.objects.filter(run__finished_at__isnull=False, **where))
 
 
 # How many batches' ids one query reads (sorting the expired runs by age is most of a read's cost).

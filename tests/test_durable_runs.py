@@ -26,8 +26,8 @@ from django.urls import reverse
 from django.utils import timezone
 from werkzeug import Request, Response
 
-from flows import durability, execution, queueing
-from flows.models import FlowRun, RunStatus, RunTrigger, Shape
+from flows import durability, execution, queueing, retention
+from flows.models import FlowRun, FlowRunAnswer, RunStatus, RunTrigger, Shape
 from sandbox.models import SandboxAccount, SandboxReceivedOrder
 from tests.durable_helpers import (
     KEY_FIELD,
@@ -229,6 +229,41 @@ def test_without_idempotency_keys_the_send_in_flight_is_in_doubt_and_not_sent_ag
     page = admin_client.get(reverse("flows:run", args=[run.pk])).content.decode()
     assert 'data-testid="in-doubt"' in page and "In doubt" in page
     assert f"Shape 2 (Shop - UK → Import order), {what}: {named}" in page
+
+
+def test_a_lost_worker_s_acknowledged_sends_still_pass_their_answers_on(
+    workers, api, company, shop, make_connector, make_instance, httpserver
+):
+    """Shop (no keys) → ERP: the worker is lost while order 4's answer is on its way. Order 3, acknowledged
+    before it on that page, is not sent again, and its answer still reaches the ERP; order 4 is in doubt."""
+    endpoint_of(shop, "import_order", idempotency_key_in="none", idempotency_key_name="")
+    orders_api = api(keys=False)
+    erp = make_instance(make_connector(company, name="ERP API", base_url=httpserver.url_for("/erp"),
+                                       rate_limit={"amount": 1000, "unit": "second"}, endpoints=[
+        {"key": "import_answer", "name": "Import answer", "entity": "Order", "direction": "send", "method": "POST",
+         "path": "/answers"}]), "ERP", {"api_token": f"{API_TOKEN}-erp"})
+    erp_received: list = []
+
+    def answers(request: Request) -> Response:
+        erp_received.append(json.loads(request.data))
+        return json_response({"ok": True}, status=201)
+
+    httpserver.expect_request("/erp/answers", method="POST").respond_with_handler(answers)
+    hold = orders_api.hold_when(is_order(4), stored=True)
+    run = queue(flow_of(company, connection(shop, "list_orders"), connection(shop, "import_order"),
+                        connection(erp, "import_answer")))
+    workers.start()
+    lose_worker_at(hold, workers, run)
+    assert FlowRunAnswer.objects.filter(run=run, page=2).count() == 1  # order 3's, kept with its acknowledgement
+    workers.start()
+
+    run = finished(run, workers)
+    assert run.status == RunStatus.PARTIAL_SUCCESS, run.failure_reason
+    assert [doubt["ids"] for doubt in run.in_doubt] == [["4"]]
+    assert orders_api.stored_ids() == ALL_ONCE
+    assert erp_received == [{"stored": [n]} for n in (1, 2, 3, 5, 6)]
+    assert run.shape_runs.get(position=2).items_in == 5
+    assert not FlowRunAnswer.objects.filter(run=run).exists()
 
 
 def test_a_repeated_key_with_another_body_is_refused_and_the_shape_says_why(workers, api, company, shop):
@@ -512,37 +547,114 @@ def test_an_api_that_keeps_answering_429_does_not_keep_a_run_waiting_for_ever(
     assert run.failure_reason.startswith("The run waited 3 times (FLOW_RUN_MAX_PARKS) and would have to wait again")
 
 
-@pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason=(
-    "Open: a resumed page skips the sends acknowledged before the park (or before a lost worker, without keys), "
-    "and their answers, which the checkpoint does not keep, never reach the shapes after them."))
-def test_the_answers_of_sends_made_before_a_park_still_reach_the_shapes_after_them(
-    company, make_connector, make_instance, httpserver, short_parks
-):
-    """Shop → import each order in the shop (which asks to wait at the third) → send each answer to the ERP."""
+def shop_to_erp(company, make_connector, make_instance, httpserver, *, refusals: int, key_in: str = "none",
+                send_as: str = "item"):
+    """Shop → import each order in the shop (which answers order 3 with 429 `refusals` times) → send each answer
+    to the ERP. Returns the flow and what each side stored ("shop": orders, "erp": the shop's answers)."""
     connector = shop_connector(make_connector, company, httpserver.url_for("/api"))
     shop = make_instance(connector, "Shop - UK", {"api_token": f"{API_TOKEN}-shop"})
     erp = make_instance(connector, "ERP", {"api_token": f"{API_TOKEN}-erp"})
+    endpoint_of(shop, "import_order", idempotency_key_in=key_in, idempotency_key_name=KEY_HEADER if key_in != "none" else "")
     received: dict[str, list] = {"shop": [], "erp": []}
     refused: list[int] = []
 
     def imports(request: Request) -> Response:
         who = "erp" if request.headers["Authorization"].endswith("-erp") else "shop"
         body = json.loads(request.data)
-        if who == "shop" and body["id"] == 3 and not refused:
+        items = body if isinstance(body, list) else [body]
+        if who == "shop" and any(item["id"] == 3 for item in items) and len(refused) < refusals:
             refused.append(3)
             return json_response({"message": "slow down"}, status=429, headers={"Retry-After": "1"})
-        received[who].append(body)
-        return json_response({"imported": body["id"]} if who == "shop" else {"ok": True}, status=201)
+        received[who] += items
+        if who == "erp":
+            return json_response({"ok": True}, status=201)
+        answers = [{"imported": item["id"], "receipt": f"rcpt-{item['id']}"} for item in items]
+        return json_response(answers if isinstance(body, list) else answers[0], status=201)
 
     httpserver.expect_request("/api/orders").respond_with_json({"orders": ORDERS[:4]})
     httpserver.expect_request("/api/imports", method="POST").respond_with_handler(imports)
-    flow = flow_of(company, connection(shop, "list_orders"), connection(shop, "import_order"),
+    flow = flow_of(company, connection(shop, "list_orders"), connection(shop, "import_order", send_as=send_as),
                    connection(erp, "import_order"))
+    return flow, received
+
+
+ANSWERS = [{"imported": n, "receipt": f"rcpt-{n}"} for n in (1, 2, 3, 4)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key_in, send_as, kept", [
+    ("none", "item", 2),  # each send acknowledged in its own commit, its answer with it
+    ("header", "item", 2),  # acknowledgements (and answers) written when the run parks
+    ("header", "batch", 1),  # two batches of two: the second is told to wait
+])
+def test_the_answers_of_sends_made_before_a_park_still_reach_the_shapes_after_them(
+    company, make_connector, make_instance, httpserver, short_parks, settings, key_in, send_as, kept
+):
+    settings.FLOW_MAX_BATCH_RECORDS = 2
+    flow, received = shop_to_erp(company, make_connector, make_instance, httpserver, refusals=1, key_in=key_in,
+                                 send_as=send_as)
     run = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
     assert run.status == RunStatus.WAITING and [o["id"] for o in received["shop"]] == [1, 2]
+    assert received["erp"] == []  # the shop's answers go on once its page is done
+    rows = list(FlowRunAnswer.objects.filter(run=run))
+    assert len(rows) == kept
+    assert not any("rcpt-" in row.body or "imported" in row.body for row in rows)  # sealed
+    # Payload retention leaves a waiting run's answers alone: it needs them to go on.
+    retention.clean_up(now=timezone.now() + timedelta(hours=company.payload_retention_hours + 1))
+    assert FlowRunAnswer.objects.filter(run=run).count() == kept
 
     run = resume_when_due(run)
     assert run.status == RunStatus.SUCCESS, run.failure_reason
+    assert [o["id"] for o in received["shop"]] == [1, 2, 3, 4]  # none sent twice
+    assert received["erp"] == ANSWERS
+    shop_send, erp_send = run.shape_runs.get(position=1), run.shape_runs.get(position=2)
+    assert (shop_send.items_in, shop_send.items_out, erp_send.items_in, erp_send.items_out) == (4, 4, 4, 4)
+    assert not FlowRunAnswer.objects.filter(run=run).exists()  # the page is done: nothing kept
+
+
+def retried_to_the_end(failed: FlowRun, settings) -> FlowRun:
+    """Retry `failed` from its checkpoint in this process, waiting out its parks; the retry, succeeded."""
+    settings.FLOW_RUN_MAX_PARKS = 3  # the retry waits out the pause the 429 set
+    retry = execution.execute(queueing.retry_run(failed).pk)
+    while retry.status == RunStatus.WAITING:
+        retry = resume_when_due(retry)
+    assert retry.status == RunStatus.SUCCESS, (retry.failure_reason, retry.warnings)
+    return retry
+
+
+@pytest.mark.django_db
+def test_a_retry_from_the_checkpoint_takes_over_the_answers_of_the_sends_before_it(
+    company, make_connector, make_instance, httpserver, short_parks, settings
+):
+    """The run fails waiting at order 3 (no park left); its retry from the checkpoint sends 3 and 4 only,
+    and the ERP gets all four answers (none of them in doubt: the send told to wait was not made)."""
+    settings.FLOW_RUN_MAX_PARKS = 0
+    flow, received = shop_to_erp(company, make_connector, make_instance, httpserver, refusals=1)
+    failed = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert failed.status == RunStatus.FAILED and "FLOW_RUN_MAX_PARKS" in failed.failure_reason
+    assert FlowRunAnswer.objects.filter(run=failed).count() == 2
+
+    retry = retried_to_the_end(failed, settings)
     assert [o["id"] for o in received["shop"]] == [1, 2, 3, 4]
-    assert received["erp"] == [{"imported": n} for n in (1, 2, 3, 4)]
+    assert received["erp"] == ANSWERS
+    assert not FlowRunAnswer.objects.filter(run__in=[failed, retry]).exists()
+
+
+@pytest.mark.django_db
+def test_payload_retention_clears_the_answers_a_failed_run_kept(
+    company, make_connector, make_instance, httpserver, short_parks, settings
+):
+    settings.FLOW_RUN_MAX_PARKS = 0
+    flow, received = shop_to_erp(company, make_connector, make_instance, httpserver, refusals=1)
+    failed = execution.execute(queueing.queue_run(flow, RunTrigger.MANUAL).pk)
+    assert FlowRunAnswer.objects.filter(run=failed).count() == 2
+    retention.clean_up(now=timezone.now() + timedelta(hours=company.payload_retention_hours - 1))
+    assert FlowRunAnswer.objects.filter(run=failed).count() == 2  # not old enough yet
+
+    cleaned = retention.clean_up(now=timezone.now() + timedelta(hours=company.payload_retention_hours + 1))
+    assert not FlowRunAnswer.objects.filter(run=failed).exists() and cleaned.payloads >= 2
+    # Retried from the checkpoint after that, the run still sends only what it had not sent; the answers it
+    # no longer has are not passed on.
+    retried_to_the_end(failed, settings)
+    assert [o["id"] for o in received["shop"]] == [1, 2, 3, 4]
+    assert received["erp"] == ANSWERS[2:]

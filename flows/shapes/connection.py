@@ -391,6 +391,8 @@ class Connection(Stage):
         what = f"Item {self.item_number}"
         self.doing(f"sending item {self.item_number:,} of {self.in_page_total:,} received so far")
         exchange = self.deliver([item], what, **body)
+        if isinstance(exchange, durability.Replayed):
+            return exchange.answers[0] if exchange.answers else MISSING
         if exchange is None:
             return MISSING
         problem = self.failure(exchange)
@@ -402,7 +404,7 @@ class Connection(Stage):
         answer = exchange.json if exchange.json is not None else {}
         self.answers.add(len(exchange.response_body))
         bounds.check_depth([answer], f"the answer to item {self.item_number}")
-        self.acknowledged(1, 1, 1)
+        self.acknowledged(1, 1, 1, [answer])
         return answer
 
     # --- delivery: idempotency keys, acknowledgements, sends in doubt -----------
@@ -420,11 +422,12 @@ class Connection(Stage):
             return False
         return where == "header" or self.config["send_as"] == "item"
 
-    def deliver(self, items: list, what: str, **body) -> Exchange | None:
+    def deliver(self, items: list, what: str, **body) -> Exchange | durability.Replayed | None:
         """Send one item or batch, unless a stretch of the run before this one already did.
 
         On a resumed page, a send acknowledged before is not sent again (it is
-        counted as it was); the one send of an API without idempotency keys
+        counted as it was, and what the API answered then, when it was kept,
+        goes on as a Replayed); the one send of an API without idempotency keys
         that was in flight when the worker was lost is *in doubt*: not sent
         again, named on the run page. Otherwise the send carries the run's
         idempotency key for it (as the endpoint declares), or, without keys,
@@ -438,8 +441,7 @@ class Connection(Stage):
         if progress is not None:
             earlier = progress.earlier_send(self.position, index)
             if earlier is not None:
-                self.count_earlier(earlier, items, what)
-                return None
+                return self.count_earlier(earlier, items, what)
         endpoint = self.shape.endpoint
         headers = None
         self.keyed = False
@@ -498,8 +500,9 @@ class Connection(Stage):
         self._send_index += 1
         return index
 
-    def acknowledged(self, items: int, accepted: int, answers: int) -> None:
-        """The send just made is done (accepted or refused): remember it, so a resume does not make it again.
+    def acknowledged(self, items: int, accepted: int, answers: int, answered: list | None = None) -> None:
+        """The send just made is done (accepted or refused): remember it, so a resume does not make it again
+        (and `answered`, what the API answered, so that a resume still passes it on).
 
         Without idempotency keys the acknowledgement is written at once (it
         clears the send's in-flight mark); with keys it is written with the
@@ -508,11 +511,14 @@ class Connection(Stage):
         if self.ctx.progress is not None:
             requests = self.open().requests - getattr(self, "_requests_before", 0)
             self.ctx.progress.acknowledged(
-                self.position, [items, accepted, answers, requests], durable=not self.keyed
+                self.position, [items, accepted, answers, requests], durable=not self.keyed, answers=answered
             )
 
-    def count_earlier(self, earlier, items: list, what: str) -> None:
-        """Count a send an earlier stretch of the run made (or left in doubt) as it was."""
+    def count_earlier(self, earlier, items: list, what: str) -> durability.Replayed | None:
+        """Count a send an earlier stretch of the run made (or left in doubt) as it was; its answers, when kept.
+
+        Kept answers go on like fresh ones, and are counted out where they are passed on.
+        """
         record = self.open()
         if earlier.in_doubt:
             self.partial = True
@@ -522,10 +528,14 @@ class Connection(Stage):
             )
             self.ctx.progress.note_in_doubt(self.label, what, durability.ids_of(items))
             self.in_doubt_items += len(items)
-            return
+            return None
         self.accepted += earlier.accepted
-        record.items_out += earlier.answers
         record.requests += earlier.requests
+        if earlier.answered is not None:
+            self.answers.add(bounds.json_size(earlier.answered), earlier.items)
+            return durability.Replayed(earlier.answered)
+        record.items_out += earlier.answers
+        return None
 
     def call_headers(self, headers: dict | None) -> dict:
         return dict(self.headers) if headers is None else dict(headers)
@@ -547,6 +557,9 @@ class Connection(Stage):
             )
             self.doing(f"sending {what[0].lower()}{what[1:]}")
             exchange = self.deliver(items, what, json_body=items)
+            if isinstance(exchange, durability.Replayed):
+                out += exchange.answers
+                continue
             if exchange is None:
                 continue
             problem = self.failure(exchange)
@@ -557,7 +570,7 @@ class Connection(Stage):
             self.accepted += len(items)
             answers = self.answer_of(exchange, f"the answer to {what[0].lower()}{what[1:]}", len(items))
             out += answers
-            self.acknowledged(len(items), len(items), len(answers))
+            self.acknowledged(len(items), len(items), len(answers), answers)
         return out
 
     def answer_of(self, exchange: Exchange, what: str, sent: int) -> list:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django.db.models import Count
+from django.db.models import Count, Sum
 from huey.contrib.djhuey import HUEY
 from prometheus_client.core import GaugeMetricFamily
 
-from flows.models import FlowRun, RunStatus
+from connectors.models import Direction
+from flows.models import FlowRun, FlowRunShape, RunStatus, ShapeKind
 from flows.shapes import Stage
 from flows.shapes import connection as connection_shape
 from patchworks_site import metrics
@@ -35,6 +36,19 @@ class RunsAndQueue:
             "patchworks_queue_scheduled_tasks", "Tasks the task queue's schedule holds for later (parked runs)",
             value=HUEY.scheduled_count(),
         )
+
+
+def observe_ended_without_worker(run_pk: int, status: str) -> None:
+    """A run that ended without a worker concluding it: failed by a reaper (its worker lost on its last attempt,
+    or stuck past the maximum run duration) or stopped while queued or waiting. Its duration from its first
+    start and the records its receive shapes had read; nothing for a run stopped before it ever started."""
+    times = FlowRun.objects.filter(pk=run_pk).values_list("started_at", "finished_at").first()
+    if times is None or None in times:
+        return
+    records = FlowRunShape.objects.filter(
+        run_id=run_pk, shape__kind=ShapeKind.CONNECTION, shape__endpoint__direction=Direction.RECEIVE
+    ).aggregate(records=Sum("items_out"))["records"]
+    metrics.observe_run(status, (times[1] - times[0]).total_seconds(), records or 0)
 
 
 def observe_end(run: FlowRun, status: str, stages: list[Stage], ended_at) -> None:

@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from flows import execution, signals
+from flows import metrics as flow_metrics
 from flows.models import (
     FlowRun,
     FlowRunAnswer,
@@ -222,6 +223,13 @@ def request_retry(run: FlowRun, user=None, *, from_checkpoint: bool = True) -> Q
         return Queued(queue_run(run.flow, RunTrigger.RETRY, user=user, retry_of=run, from_checkpoint=from_checkpoint))
 
 
+def concluded_without_worker(run_pk: int, status: str) -> None:
+    """This process ended the run in its worker's stead (a reaper) or before a worker took it up (a stop): once
+    that commits, tell the apps above (signals.run_concluded) and count the end in the runs' histograms."""
+    signals.announce_concluded(run_pk, status)
+    transaction.on_commit(lambda: flow_metrics.observe_ended_without_worker(run_pk, status), robust=True)
+
+
 def request_stop(run: FlowRun) -> str | None:
     """Stop a queued or parked run at once, or ask a running one to stop before its next request.
 
@@ -238,7 +246,7 @@ def request_stop(run: FlowRun) -> str | None:
             FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
                 status=ShapeStatus.STOPPED, finished_at=now
             )
-            signals.announce_concluded(run.pk, RunStatus.STOPPED)
+            concluded_without_worker(run.pk, RunStatus.STOPPED)
             return "stopped"
     if FlowRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(stop_requested=True):
         return "stopping"
@@ -282,7 +290,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
             if lost_run.update(status=RunStatus.FAILED, finished_at=now, failure_reason=reason, lease_expires_at=None,
                                attempts=attempts):
                 failed += 1
-                signals.announce_concluded(pk, RunStatus.FAILED)
+                concluded_without_worker(pk, RunStatus.FAILED)
                 transaction.on_commit(lambda pk=pk: execution.hand_over_next_of(pk), robust=True)
                 FlowRunShape.objects.filter(run_id=pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.FAILED, finished_at=now
@@ -319,7 +327,7 @@ def reap_overdue(now: datetime | None = None) -> int:
                 FlowRunShape.objects.filter(run_id=run.pk, status=ShapeStatus.RUNNING).update(
                     status=ShapeStatus.STOPPED, finished_at=now
                 )
-                signals.announce_concluded(run.pk, RunStatus.FAILED)
+                concluded_without_worker(run.pk, RunStatus.FAILED)
                 transaction.on_commit(lambda company_id=run.company_id: execution.hand_over_next(company_id), robust=True)
         reaped += failed
     if reaped:

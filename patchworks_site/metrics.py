@@ -128,7 +128,7 @@ def count_check(result: str) -> None:
 
 
 def observe_run(status: str, seconds: float, records: int) -> None:
-    """A run's end, as a worker concluded it (parks are not ends)."""
+    """A run's end, concluded by its worker or by a reaper or a stop in its stead (parks are not ends)."""
     status = str(status)
     if status in RUN_OUTCOMES:
         RUN_DURATION.labels(status).observe(max(seconds, 0.0))

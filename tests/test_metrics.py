@@ -16,6 +16,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,51 @@ def test_a_concluded_run_adds_its_duration_and_its_records_by_outcome(scrape, co
     assert after.value("patchworks_flow_run_records_count", status="failed") == before.value(
         "patchworks_flow_run_records_count", status="failed"
     )
+
+
+def test_runs_ended_without_their_worker_add_their_duration_and_records_and_one_never_started_adds_none(
+    scrape, company, pooled, settings, django_capture_on_commit_callbacks
+):
+    flow = receive_then_send_flow(company, pooled)
+    receive = flow.shapes.get(position=0)
+    now = timezone.now()
+
+    def run_of(status: str, started_ago: int | None, records: int = 0, **fields) -> FlowRun:
+        started = None if started_ago is None else now - timedelta(seconds=started_ago)
+        run = FlowRun.objects.create(company=company, flow=flow, trigger=RunTrigger.SCHEDULE, status=status,
+                                     queued_at=now - timedelta(hours=1), reference_time=now, started_at=started,
+                                     **fields)
+        if started is not None:
+            run.shape_runs.create(position=0, shape=receive, shape_name="Shape 1", started_at=started,
+                                  items_out=records)
+            run.shape_runs.create(position=1, shape=flow.shapes.get(position=1), shape_name="Shape 2",
+                                  started_at=started, items_in=records, items_out=records)
+        return run
+
+    lost = run_of(RunStatus.RUNNING, 40, records=7, lease_owner="lost-worker",
+                  lease_expires_at=now - timedelta(seconds=1), attempt=settings.FLOW_RUN_MAX_ATTEMPTS)
+    parked = run_of(RunStatus.WAITING, 300, records=5, parked_until=now + timedelta(hours=1))
+    never_started = run_of(RunStatus.QUEUED, None)
+    before = scrape()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.reap_expired_leases(now) == 1
+        assert queueing.request_stop(parked) == queueing.request_stop(never_started) == "stopped"
+    after = scrape()
+
+    def added(sample: str, status: str) -> float:
+        return after.value(sample, status=status) - before.value(sample, status=status)
+
+    lost.refresh_from_db()
+    parked.refresh_from_db()
+    assert (added("patchworks_flow_run_duration_seconds_count", "failed"),
+            added("patchworks_flow_run_records_sum", "failed")) == (1, 7)
+    assert added("patchworks_flow_run_duration_seconds_sum", "failed") == pytest.approx(
+        (lost.finished_at - lost.started_at).total_seconds(), abs=1)
+    # The parked run counts; the one stopped before it started has no duration to count.
+    assert (added("patchworks_flow_run_duration_seconds_count", "stopped"),
+            added("patchworks_flow_run_records_sum", "stopped")) == (1, 5)
+    assert added("patchworks_flow_run_duration_seconds_sum", "stopped") == pytest.approx(
+        (parked.finished_at - parked.started_at).total_seconds(), abs=1)
 
 
 def test_credential_checks_are_counted_as_ok_failed_or_error(scrape, company, pooled, make_connector, make_instance,

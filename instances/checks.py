@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.models import AuthMethod, Connector
+from instances import signals
 from instances.models import CredentialCheck, Instance
 from instances.outbound import CheckResult, InstanceClient
 from instances.status import note_status_change, status_text
@@ -67,9 +68,13 @@ def note_check(instance: Instance, check: CredentialCheck) -> None:
 
 
 def recheck(instance: Instance, user=None) -> tuple[CheckResult, CredentialCheck]:
-    """Check the stored credentials again (after noting whether their destination is still approved)."""
+    """Check the stored credentials again (after noting whether their destination is still approved).
+
+    Scheduled or a user's **check now**, the result is announced (signals.credentials_rechecked): a
+    credential alert hears of a failure, and of the check that passes again, however it was found.
+    """
     instance.refresh_reauth_status()
-    return check_and_record(
+    result, check = check_and_record(
         connector=instance.connector,
         auth_method=instance.auth_method,
         values=instance.values,
@@ -78,5 +83,7 @@ def recheck(instance: Instance, user=None) -> tuple[CheckResult, CredentialCheck
         user=user,
         approved_destinations=instance.credentials_approved_for,
     )
+    signals.announce_rechecked(instance.pk, ok=result.ok, reauth_needed=instance.needs_reauth)
+    return result, check
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from instances import checks, oauth, signals
+from instances import checks, oauth
 from instances.models import CheckSchedule, Instance
 from patchworks_site import audit
 from patchworks_site.models import Company
@@ -60,5 +60,4 @@ def run_due_checks(now: datetime | None = None) -> list[Rechecked]:
         for instance in due_instances(now):
             result, _ = checks.recheck(instance)
             results.append(Rechecked(instance, result.ok, result.message))
-            signals.announce_rechecked(instance.pk, ok=result.ok, reauth_needed=instance.needs_reauth)
     return results

@@ -1,7 +1,7 @@
 """Signals apps above instances listen to (instances never imports them).
 
-`credentials_rechecked` is sent after each scheduled re-check of an
-instance's stored credentials (rechecks.run_due_checks), once committed,
+`credentials_rechecked` is sent after each re-check of an instance's stored
+credentials (checks.recheck: the scheduled ones and **check now**), once committed,
 with `instance_pk`, `ok` and `reauth_needed` (the instance needs its
 credentials entered again). Receivers must only hand work to the task queue;
 whatever they raise is logged, never passed on to the re-checks.

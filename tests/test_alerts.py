@@ -329,6 +329,24 @@ def test_a_failed_credential_re_check_alerts_once_and_a_passing_one_recovers(
     assert f"https://patchworks.example.com/instances/{instance.pk}/" in mailoutbox[0].body
 
 
+def test_check_now_that_fails_alerts_like_a_re_check_and_one_that_passes_recovers(
+    company, instance, httpserver, empty_queue, mailoutbox, admin_client
+):
+    rule(company, AlertEvent.CREDENTIALS_FAILED, email_channel(company))
+    httpserver.expect_request("/api/me").respond_with_json({"error": "invalid token"}, status=401)
+    assert admin_client.post(f"/instances/{instance.pk}/check/").status_code == 302
+    work_off()
+    httpserver.clear()
+    httpserver.expect_request("/api/me").respond_with_json({"id": 1})
+    assert admin_client.post(f"/instances/{instance.pk}/check/").status_code == 302
+    work_off()
+    assert [m.subject for m in mailoutbox] == [
+        '[Patchworks] The credentials of "Shop - UK" failed their re-check',
+        '[Patchworks] Recovered: the credentials of "Shop - UK" pass their check again',
+    ]
+    assert 'The credentials were refused: 401 Unauthorized. The API said: "invalid token".' in mailoutbox[0].body
+
+
 def test_a_run_s_end_queues_alert_work_only_for_a_company_with_an_enabled_rule_about_runs(
     company, other_company, flow, httpserver, empty_queue
 ):

@@ -980,6 +980,8 @@ class Execution:
 
     def write_answers(self) -> None:
         """Seal and insert the answers acknowledged since the last commit (inside that commit's transaction)."""
+        if not self.unwritten_answers:
+            return
         FlowRunAnswer.objects.bulk_create([
             FlowRunAnswer(run_id=self.run_obj.pk, segment=self.segment, page=self.page, position=position, index=index,
                           body=durability.seal_answers(answers, self.origin, self.segment, self.page, position, index))
@@ -1076,8 +1078,7 @@ class Execution:
                     shapes_fingerprint=self.fingerprint,
                 )
                 if updated:
-                    if self.unwritten_answers:
-                        self.write_answers()
+                    self.write_answers()
                     return True
                 # A stop request came meanwhile: the run stops instead of parking.
                 outcome.parked = None
@@ -1088,12 +1089,17 @@ class Execution:
                 self.recorder.write()
             else:
                 self.recorder.drop()
-            rewound = {"checkpoint": {"segment": self.segment, "page": 0}} if self.rewind else {}
-            if outcome.stopped_at_park and not self.rewind:
-                rewound = {"checkpoint": self.checkpoint_now(page_done=False)}
+            # The checkpoint a retry goes on from: the segment's start after a rewind, where a park would have
+            # kept it when the run failed instead of parking, otherwise the last one committed.
+            if self.rewind:
+                checkpoint = {"checkpoint": {"segment": self.segment, "page": 0}}
+            elif outcome.stopped_at_park:
+                checkpoint = {"checkpoint": self.checkpoint_now(page_done=False)}
+            else:
+                checkpoint = {}
             updated = FlowRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_owner=self.owner).update(
                 status=outcome.status, failure_reason=outcome.reason, warnings=outcome.warnings, finished_at=now,
-                lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, activity="", **rewound,
+                lease_expires_at=None, in_doubt=self.in_doubt, attempts=self.attempts, activity="", **checkpoint,
                 **self.recorder.fields(page_done=True),
             )
             if not updated:
@@ -1101,7 +1107,7 @@ class Execution:
                 return False
             if self.kept_answers and (self.rewind or outcome.status in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS)):
                 self.drop_answers()  # a failed or stopped run keeps them for a retry from its checkpoint
-            elif outcome.stopped_at_park and self.unwritten_answers:
+            elif outcome.stopped_at_park:
                 self.write_answers()
             signals.announce_concluded(self.run_obj.pk, outcome.status)
             if self.fail_running_shapes:
